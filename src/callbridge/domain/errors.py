@@ -1,0 +1,71 @@
+"""The project's error tree. Domain errors carry no HTTP codes; ``web/`` maps them in one place."""
+
+from __future__ import annotations
+
+
+class CallbridgeError(Exception):
+    """Base of every error callbridge raises on purpose. ``code`` is stable for API clients."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(CallbridgeError):
+    code = "invalid_input"
+
+
+class InvalidEvent(InvalidInput):
+    code = "invalid_event"
+
+
+class InvalidNumber(InvalidInput):
+    code = "invalid_number"
+
+
+class NotFound(CallbridgeError):
+    code = "not_found"
+
+
+class Conflict(CallbridgeError):
+    code = "conflict"
+
+
+class AuthenticationFailed(CallbridgeError):
+    code = "authentication_failed"
+
+
+class Forbidden(CallbridgeError):
+    code = "forbidden"
+
+
+class RateLimited(CallbridgeError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PbxError(CallbridgeError):
+    """Something went wrong talking to a PBX."""
+
+    code = "pbx_error"
+
+
+class PbxUnavailable(PbxError):
+    """The PBX could not be reached, or the link is down."""
+
+    code = "pbx_unavailable"
+
+
+class PbxRejected(PbxError):
+    """The PBX answered and refused what we asked (bad credentials, busy phone, …)."""
+
+    code = "pbx_rejected"
+
+
+class PbxTimeout(PbxUnavailable):
+    code = "pbx_timeout"

@@ -1,0 +1,213 @@
+"""The normalized call events that every PBX driver emits.
+
+Everything after a driver (call log, screen pop, analytics) sees only these. Each event is a
+frozen dataclass with a UTC-aware time and a stable ``idempotency_key``: the same event built
+twice (a webhook retry, an agent resend after a reconnect) has the same key, so consumers can
+drop duplicates.
+
+Numbers: external parties are E.164 strings (``+14155550100``); extensions are their bare
+digits (``1001``). A driver normalizes with :mod:`callbridge.domain.numbers` before emitting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from callbridge.domain.errors import InvalidEvent
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    INTERNAL = "internal"
+
+
+class Disposition(StrEnum):
+    ANSWERED = "answered"
+    MISSED = "missed"
+    BUSY = "busy"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+    VOICEMAIL = "voicemail"
+
+
+class HangupSide(StrEnum):
+    CALLER = "caller"
+    CALLEE = "callee"
+    SYSTEM = "system"
+    UNKNOWN = "unknown"
+
+
+class TransferKind(StrEnum):
+    BLIND = "blind"
+    ATTENDED = "attended"
+
+
+class Presence(StrEnum):
+    AVAILABLE = "available"
+    RINGING = "ringing"
+    ON_CALL = "on_call"
+    ON_HOLD = "on_hold"
+    DO_NOT_DISTURB = "dnd"
+    OFFLINE = "offline"
+    UNKNOWN = "unknown"
+
+
+def utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive values are refused, not guessed."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidEvent("event times must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of all normalized events: which PBX, when."""
+
+    kind: ClassVar[str] = "event"
+    pbx: str
+    at: datetime
+
+    def __post_init__(self) -> None:
+        if not self.pbx:
+            raise InvalidEvent(f"{self.kind}: pbx must not be empty")
+        object.__setattr__(self, "at", utc(self.at))
+
+    @property
+    def idempotency_key(self) -> str:
+        """A stable digest of the event's kind and every field."""
+        body = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, StrEnum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallEvent(Event):
+    """An event about one call (conversation), identified by the PBX's call id."""
+
+    call_id: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.call_id:
+            raise InvalidEvent(f"{self.kind}: call_id must not be empty")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallStarted(CallEvent):
+    kind: ClassVar[str] = "call_started"
+    direction: Direction
+    from_number: str
+    to_number: str
+    from_name: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallRinging(CallEvent):
+    kind: ClassVar[str] = "call_ringing"
+    extension: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallAnswered(CallEvent):
+    kind: ClassVar[str] = "call_answered"
+    extension: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallTransferred(CallEvent):
+    kind: ClassVar[str] = "call_transferred"
+    transfer: TransferKind
+    from_extension: str
+    to: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallEnded(CallEvent):
+    """The authoritative end of a call, with its outcome."""
+
+    kind: ClassVar[str] = "call_ended"
+    disposition: Disposition
+    hangup_side: HangupSide = HangupSide.UNKNOWN
+    answered_by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingAvailable(CallEvent):
+    kind: ClassVar[str] = "recording_available"
+    recording: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PresenceChanged(Event):
+    kind: ClassVar[str] = "presence_changed"
+    extension: str
+    presence: Presence
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        CallStarted,
+        CallRinging,
+        CallAnswered,
+        CallTransferred,
+        CallEnded,
+        RecordingAvailable,
+        PresenceChanged,
+    )
+}
+
+_ENUM_FIELDS: dict[str, type[StrEnum]] = {
+    "direction": Direction,
+    "disposition": Disposition,
+    "hangup_side": HangupSide,
+    "transfer": TransferKind,
+    "presence": Presence,
+}
+
+
+def event_from_dict(data: Mapping[str, Any]) -> Event:
+    """Rebuild an event from :meth:`Event.to_dict` output; raises :class:`InvalidEvent`."""
+    kind = data.get("kind")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise InvalidEvent(f"unknown event kind {kind!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    try:
+        for name in names:
+            if name not in data:
+                continue
+            value = data[name]
+            if name == "at":
+                value = datetime.fromisoformat(str(value))
+            elif name in _ENUM_FIELDS:
+                value = _ENUM_FIELDS[name](value)
+            elif not isinstance(value, str):
+                raise InvalidEvent(f"{kind}: field {name} must be a string")
+            values[name] = value
+        return cls(**values)
+    except InvalidEvent:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(f"{kind}: {exc}") from exc
