@@ -1,0 +1,113 @@
+"""Directory use cases: who a number belongs to, and applying an import without duplicates.
+
+The store answers one question fast — "which contacts have this E.164 key?" (an indexed
+equality, not a ``LIKE '%digits'`` scan) — and :func:`callbridge.domain.directory.resolve`
+decides between several answers. Nothing is cached here: an equality on an indexed column is
+cheaper than keeping a cache right when contacts change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from callbridge.domain.directory import NO_MATCH, Contact, ContactKind, Match, resolve
+from callbridge.domain.numbers import NumberKind, parse_number
+from callbridge.services.contacts_import import ContactDraft, ImportRow, RowError
+
+
+class ContactFinder(Protocol):
+    async def by_number_key(self, key: str) -> list[Contact]:
+        """Every contact with a phone whose key is ``key`` (with its company's name)."""
+        ...
+
+
+def number_key(raw: str, region: str) -> str:
+    """The E.164 key of an external number; ``""`` for extensions and junk (they never match)."""
+    number = parse_number(raw, region)
+    return number.key if number.kind is NumberKind.E164 else ""
+
+
+async def lookup(finder: ContactFinder, raw: str, region: str) -> Match:
+    key = number_key(raw, region)
+    if not key:
+        return NO_MATCH
+    return resolve(await finder.by_number_key(key))
+
+
+# -- import ---------------------------------------------------------------------------------------
+
+
+class ImportTarget(Protocol):
+    """What applying an import needs from the store (one unit of work per batch)."""
+
+    async def id_by_external_id(self, external_id: str) -> int | None: ...
+
+    async def id_by_number_keys(self, keys: Sequence[str]) -> int | None: ...
+
+    async def company_id_by_name(self, name: str) -> int | None: ...
+
+    async def owner_id_by_name(self, name: str) -> int | None: ...
+
+    async def create(self, draft: ContactDraft, company_id: int | None, owner_id: int | None) -> int: ...
+
+    async def update(
+        self, contact_id: int, draft: ContactDraft, company_id: int | None, owner_id: int | None
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    companies_created: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def imported(self) -> int:
+        return self.created + self.updated
+
+
+async def apply_import(
+    target: ImportTarget,
+    rows: Sequence[ImportRow],
+    report: ImportReport,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Create or update one contact per row. A row is the contact with its external id if it has
+    one, else the contact with any of its numbers — so re-running an import changes nothing."""
+    for row in rows:
+        draft = row.draft
+        owner_id: int | None = None
+        if draft.owner:
+            owner_id = await target.owner_id_by_name(draft.owner)
+            if owner_id is None:
+                report.errors.append(RowError(row.line, f"owner {draft.owner!r} is not a user"))
+                if progress:
+                    progress(1)
+                continue
+        company_id: int | None = None
+        if draft.company and draft.kind is ContactKind.PERSON:
+            company_id = await target.company_id_by_name(draft.company)
+            if company_id is None:
+                company_id = await target.create(
+                    ContactDraft(kind=ContactKind.COMPANY, name=draft.company), None, None
+                )
+                report.companies_created += 1
+        existing: int | None = None
+        if draft.external_id:
+            existing = await target.id_by_external_id(draft.external_id)
+        elif draft.phones:
+            existing = await target.id_by_number_keys([p.key for p in draft.phones])
+        elif draft.kind is ContactKind.COMPANY:
+            existing = await target.company_id_by_name(draft.name)
+        if existing is None:
+            await target.create(draft, company_id, owner_id)
+            report.created += 1
+        else:
+            await target.update(existing, draft, company_id, owner_id)
+            report.updated += 1
+        if progress:
+            progress(1)
+    return report
