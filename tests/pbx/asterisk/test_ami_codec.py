@@ -44,7 +44,10 @@ def test_bare_lf_and_crlf_give_the_same_message() -> None:
 
 
 def test_repeated_keys_are_lists_and_lookup_ignores_case() -> None:
-    data = b"Response: Success\r\nOutput: line 1\r\nOutput: line 2\r\nChanVariable: A=1\r\nChanVariable: B=x=y\r\n\r\n"
+    data = (
+        b"Response: Success\r\nOutput: line 1\r\nOutput: line 2\r\n"
+        b"ChanVariable: A=1\r\nChanVariable: B=x=y\r\n\r\n"
+    )
     (msg,) = messages(parse_stream(data, expect_banner=False))
     assert msg.get_all("output") == ["line 1", "line 2"]
     assert msg.get("OUTPUT") == "line 1"
