@@ -124,7 +124,7 @@ class _Call:
     lone_ring_start: str = ""  # extension rung alone first: a PBX/API-originated call
     originated: tuple[str, str] | None = None  # (extension, callee) the hub dialled
     transfer_hint: TransferKind | None = None
-    transfers: list[tuple[TransferKind, str, str]] = field(default_factory=list)
+    transfers: list[tuple[int, TransferKind, str, str]] = field(default_factory=list)  # (seq, kind, from, to)
     cdr: CdrReport | None = None
     cdr_at: datetime | None = None
     failure: str | None = None
@@ -248,14 +248,14 @@ class YeastarMapper:
         return call
 
     def _apply_report(self, call: _Call, report: CallReport) -> None:
+        self._seq += 1
         if report.type == EventType.CALL_TRANSFER:
-            self._note_transfer(call, report)
+            self._note_transfer(call, report, self._seq)
         if not call.legs and report.members:
             exts = [m for m in report.members if m.kind is MemberKind.EXTENSION]
             if len(exts) == len(report.members) and all(m.status is MemberStatus.RING for m in exts):
                 # Nobody is calling: the PBX itself rings this extension (API click-to-call).
                 call.lone_ring_start = exts[0].number
-        self._seq += 1
         for member in report.members:
             leg = call.legs.get(member.channel_id)
             if leg is None:
@@ -266,7 +266,7 @@ class YeastarMapper:
         if report.type == EventType.CALL_FAILED:
             call.failure = report.reason or "failed"
 
-    def _note_transfer(self, call: _Call, report: CallReport) -> None:
+    def _note_transfer(self, call: _Call, report: CallReport, seq: int) -> None:
         before = {ch for ch, leg in call.legs.items() if leg.live}
         talking = [
             leg.member.number
@@ -288,9 +288,8 @@ class YeastarMapper:
         else:
             # The event does not say; a target that is already talking was consulted first.
             kind = TransferKind.ATTENDED if target.status is MemberStatus.ANSWER else TransferKind.BLIND
-        entry = (kind, from_ext, to)
-        if entry not in call.transfers:
-            call.transfers.append(entry)
+        if not any(t[1:] == (kind, from_ext, to) for t in call.transfers):
+            call.transfers.append((seq, kind, from_ext, to))
 
     def _norm(self, raw: str) -> str:
         if not raw:
@@ -365,7 +364,8 @@ class YeastarMapper:
         first = exts[0].member.number if exts else ""
         return _Roles(Direction.OUTBOUND, first, "", first)
 
-    def _answerers(self, call: _Call, roles: _Roles) -> list[str]:
+    def _answerers(self, call: _Call, roles: _Roles) -> list[tuple[int, str]]:
+        """Extensions that answered, each with the sequence number of its first answer."""
         ranked: list[tuple[int, str]] = []
         if roles.direction is Direction.OUTBOUND:
             seqs = [
@@ -384,10 +384,10 @@ class YeastarMapper:
             if leg.member.number == roles.originator or MemberStatus.ANSWER not in leg.seen:
                 continue
             ranked.append((leg.seen[MemberStatus.ANSWER], leg.member.number))
-        out: list[str] = []
-        for _, number in sorted(ranked):
-            if number not in out:
-                out.append(number)
+        out: list[tuple[int, str]] = []
+        for seq, number in sorted(ranked):
+            if all(number != n for _, n in out):
+                out.append((seq, number))
         return out
 
     def _agent_leg_failed(self, call: _Call, roles: _Roles) -> bool:
@@ -457,20 +457,23 @@ class YeastarMapper:
             ),
             out,
         )
-        for leg in sorted(call.ext_legs(), key=lambda leg: min(leg.seen.values(), default=0)):
+        # Emit in the order things happened (sequence of the report that showed them), so a
+        # transfer comes before the target's ringing even when both are derived late.
+        pending: list[tuple[int, int, str, Event]] = []
+        for seq, kind, from_ext, to in call.transfers:
+            event: Event = CallTransferred(**base, transfer=kind, from_extension=from_ext, to=to)
+            pending.append((seq, 0, f"transfer:{kind}:{from_ext}:{to}", event))
+        for leg in call.ext_legs():
             number = leg.member.number
             if number and number != roles.originator and MemberStatus.RING in leg.seen:
-                self._emit(call, f"ringing:{number}", CallRinging(**base, extension=number), out)
-        answerers = self._answerers(call, roles)
-        for number in answerers:
-            self._emit(call, f"answered:{number}", CallAnswered(**base, extension=number), out)
-        for kind, from_ext, to in call.transfers:
-            self._emit(
-                call,
-                f"transfer:{kind}:{from_ext}:{to}",
-                CallTransferred(**base, transfer=kind, from_extension=from_ext, to=to),
-                out,
-            )
+                ring = CallRinging(**base, extension=number)
+                pending.append((leg.seen[MemberStatus.RING], 1, f"ringing:{number}", ring))
+        ranked = self._answerers(call, roles)
+        for seq, number in ranked:
+            pending.append((seq, 2, f"answered:{number}", CallAnswered(**base, extension=number)))
+        for _, _, key, event in sorted(pending, key=lambda p: (p[0], p[1])):
+            self._emit(call, key, event, out)
+        answerers = [number for _, number in ranked]
         if not end_due:
             return out
         out.extend(self._end(call, roles, answerers, now))
