@@ -31,7 +31,7 @@ class FakeCalls:
         self.saved: dict[int, tuple[CallSummary, CallLink]] = {}
         self.links: dict[int, CallLink] = {}
 
-    async def lock_or_create(self, pbx: str, pbx_call_id: str) -> int:
+    async def lock_or_create(self, pbx: str, pbx_call_id: str, at: datetime) -> int:
         return self.rows.setdefault((pbx, pbx_call_id), len(self.rows) + 1)
 
     async def add_event(self, call_row: int, event: CallEvent) -> bool:

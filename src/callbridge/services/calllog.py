@@ -42,8 +42,8 @@ class CallLink:
 
 
 class CallStore(Protocol):
-    async def lock_or_create(self, pbx: str, pbx_call_id: str) -> int:
-        """The call's row id, locked for this unit of work (created when new)."""
+    async def lock_or_create(self, pbx: str, pbx_call_id: str, at: datetime) -> int:
+        """The call's row id, locked for this unit of work (created when new, starting ``at``)."""
         ...
 
     async def add_event(self, call_row: int, event: CallEvent) -> bool:
@@ -117,7 +117,7 @@ async def ingest(
     """Apply one event; ``None`` when it changed nothing (a duplicate, or not about a call)."""
     if not isinstance(event, CallEvent):
         return None
-    row = await calls.lock_or_create(event.pbx, event.call_id)
+    row = await calls.lock_or_create(event.pbx, event.call_id, event.at)
     if not await calls.add_event(row, event):
         log.debug("duplicate event %s for call %s/%s", event.idempotency_key, event.pbx, event.call_id)
         return None
