@@ -1,0 +1,302 @@
+"""``YeastarLink``: one Yeastar P-Series PBX as a :class:`callbridge.services.ports.PbxLink`.
+
+Events come in by signed webhook (the web route calls :meth:`YeastarLink.handle_webhook`) or
+by WebSocket subscription (``run()`` holds it). Either way each message is de-duplicated, fed
+to the per-PBX :class:`~.mapping.YeastarMapper`, and the resulting normalized events go to the
+:data:`~callbridge.services.ports.EventSink` in order. Commands go out through the OpenAPI
+client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from callbridge.domain.errors import PbxRejected
+from callbridge.domain.events import Event, TransferKind
+from callbridge.pbx.yeastar.client import (
+    DEFAULT_USER_AGENT,
+    CdrRecord,
+    RecordingLink,
+    YeastarAuthFailed,
+    YeastarClient,
+    YeastarIpBlocked,
+)
+from callbridge.pbx.yeastar.mapping import MapperSettings, YeastarMapper, pick_far_party
+from callbridge.pbx.yeastar.payloads import DEFAULT_TOPICS, Member, MemberKind
+from callbridge.pbx.yeastar.webhooks import DEFAULT_MAX_BYTES, DuplicateFilter, YeastarMessage, parse_webhook
+from callbridge.pbx.yeastar.websocket import YeastarSubscription
+from callbridge.services.ports import EventSink, LinkStatus, Originate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class YeastarConfig:
+    """Plain settings for one PBX (the app's Settings builds these; secrets stay out of repr)."""
+
+    name: str
+    base_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    webhook_secret: str = field(default="", repr=False)
+    events: Literal["webhook", "websocket"] = "webhook"
+    default_region: str = "US"
+    user_agent: str = DEFAULT_USER_AGENT
+    timeout: float = 10.0
+    topics: tuple[int, ...] = DEFAULT_TOPICS
+    serial: str = ""  # the PBX's SN; when set, webhooks from another PBX are refused
+    heartbeat_interval: float = 30.0
+    tick_interval: float = 2.0
+    webhook_max_bytes: int = DEFAULT_MAX_BYTES
+
+
+class YeastarLink:
+    def __init__(
+        self,
+        config: YeastarConfig,
+        sink: EventSink,
+        *,
+        client: YeastarClient | None = None,
+        mapper_settings: MapperSettings | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self._sink = sink
+        self._owns_client = client is None
+        self.client = client or YeastarClient(
+            config.base_url,
+            config.client_id,
+            config.client_secret,
+            user_agent=config.user_agent,
+            timeout=config.timeout,
+        )
+        settings = mapper_settings or MapperSettings(default_region=config.default_region)
+        self.mapper = YeastarMapper(config.name, settings)
+        self._dupes = DuplicateFilter()
+        self._lock = asyncio.Lock()  # one ordered stream into the mapper and the sink
+        self._subscription: YeastarSubscription | None = None
+        self._running = False
+        self._fatal = ""
+        self.last_event_at: datetime | None = None
+        self.last_event_type = 0
+        self.messages = 0
+        self.duplicates = 0
+
+    # ----------------------------------------------------------------- status
+    def status(self) -> LinkStatus:
+        token = self.client.token_status()
+        if self.config.events == "websocket":
+            connected = self._subscription is not None and self._subscription.connected
+        else:
+            connected = self._running and token.state == "valid"
+        detail = self._fatal or (
+            "IP blocked by the PBX"
+            if token.state == "blocked"
+            else f"{self.config.events}; token {token.state}"
+        )
+        extra = {
+            "events": self.config.events,
+            "token": token.state,
+            "token_expires_in": f"{token.access_expires_in:.0f}"
+            if token.access_expires_in is not None
+            else "",
+            "logins": str(token.logins),
+            "messages": str(self.messages),
+            "duplicates": str(self.duplicates),
+            "last_event_type": str(self.last_event_type or ""),
+        }
+        return LinkStatus(connected=connected, detail=detail, last_event_at=self.last_event_at, extra=extra)
+
+    # ----------------------------------------------------------------- lifetime
+    async def run(self) -> None:
+        """Keep the token fresh, close abandoned calls and, in WebSocket mode, stay subscribed.
+        Raises on a blocked IP or refused credentials (no retry can fix those)."""
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._keep_token())
+                group.create_task(self._tick_loop())
+                if self.config.events == "websocket":
+                    self._subscription = YeastarSubscription(
+                        self.client,
+                        self.config.topics,
+                        self.handle_message,
+                        user_agent=self.config.user_agent,
+                        heartbeat_interval=self.config.heartbeat_interval,
+                    )
+                    group.create_task(self._subscription.run())
+        except* (YeastarIpBlocked, YeastarAuthFailed) as group_exc:
+            first = group_exc.exceptions[0]
+            self._fatal = str(first)
+            raise first from None
+        finally:
+            self._running = False
+            if self._owns_client:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.client.aclose())
+
+    async def _keep_token(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.client.access_token()
+                delay = 1.0
+                status = self.client.token_status()
+                left = status.access_expires_in or 60.0
+                # Wake a little before the client's own renewal margin kicks in.
+                await asyncio.sleep(max(1.0, min(60.0, left / 4)))
+            except (YeastarIpBlocked, YeastarAuthFailed):
+                raise
+            except PbxRejected as exc:
+                log.warning("yeastar %s: token renewal refused: %s", self.name, exc)
+            except Exception as exc:  # keep the link alive: the next try may work
+                log.warning("yeastar %s: token renewal failed: %s", self.name, type(exc).__name__)
+            else:
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval)
+            async with self._lock:
+                await self._deliver(self.mapper.tick())
+
+    # ----------------------------------------------------------------- events in
+    async def handle_webhook(self, raw_body: bytes, signature: str | None) -> int:
+        """Verify, parse and ingest one webhook request; returns the number of new events.
+
+        Raises the :mod:`.webhooks` errors (``WebhookTooLarge``, ``WebhookSignatureInvalid``,
+        ``WebhookMalformed``) for the web layer to map to 4xx."""
+        messages = parse_webhook(
+            raw_body,
+            signature,
+            self.config.webhook_secret,
+            self.config.webhook_max_bytes,
+            expected_sn=self.config.serial or None,
+        )
+        return await self.handle_webhook_messages(messages)
+
+    async def handle_webhook_messages(self, messages: Iterable[YeastarMessage]) -> int:
+        count = 0
+        for message in messages:
+            count += await self.handle_message(message)
+        return count
+
+    async def handle_message(self, message: YeastarMessage) -> int:
+        """Ingest one verified envelope (webhook or WebSocket). Idempotent."""
+        async with self._lock:
+            if self._dupes.seen(message.dedupe_key):
+                self.duplicates += 1
+                log.debug("yeastar %s: duplicate event %s dropped", self.name, message.type)
+                return 0
+            self.messages += 1
+            self.last_event_at = datetime.now(UTC)
+            self.last_event_type = message.type
+            if message.payload is None:
+                return 0
+            try:
+                events = self.mapper.feed(message.payload)
+            except Exception:  # an event we cannot map must not stop the stream
+                log.exception("yeastar %s: could not map event %s", self.name, message.type)
+                return 0
+            return await self._deliver(events)
+
+    async def _deliver(self, events: Sequence[Event]) -> int:
+        for event in events:
+            try:
+                await self._sink(event)
+            except Exception:
+                log.exception(
+                    "yeastar %s: sink failed for %s of call %s",
+                    self.name,
+                    event.kind,
+                    getattr(event, "call_id", "-"),
+                )
+        return len(events)
+
+    # ----------------------------------------------------------------- commands
+    async def originate(self, request: Originate) -> str:
+        number = "".join(request.number.split())
+        if not request.extension or not number:
+            raise PbxRejected("click-to-call needs an extension and a number")
+        result = await self.client.dial(request.extension, number, auto_answer=request.auto_answer)
+        if not result.call_id:
+            raise PbxRejected("the PBX accepted the call but returned no call id")
+        async with self._lock:
+            await self._deliver(self.mapper.note_originated(result.call_id, request.extension, number))
+        log.info("yeastar %s: dialled from %s, call %s", self.name, request.extension, result.call_id)
+        return result.call_id
+
+    async def _members(self, call_id: str) -> tuple[Member, ...]:
+        members = self.mapper.members(call_id)
+        if any(m.status.value != "BYE" for m in members):
+            return members
+        # Not seen (hub restarted, events lost): ask the PBX.
+        for info in await self.client.query_calls(call_id=call_id):
+            if info.call_id == call_id:
+                return info.members
+        return ()
+
+    async def _far_party(self, call_id: str) -> str:
+        channel = pick_far_party(await self._members(call_id))
+        if channel is None:
+            raise PbxRejected(f"call {call_id} is not in progress")
+        return channel
+
+    async def _extension_channel(self, call_id: str, extension: str) -> str:
+        for m in await self._members(call_id):
+            if m.kind is MemberKind.EXTENSION and m.number == extension and m.status.value != "BYE":
+                return m.channel_id
+        raise PbxRejected(f"extension {extension} is not on call {call_id}")
+
+    async def hangup(self, call_id: str) -> None:
+        await self.client.hangup(await self._far_party(call_id))
+
+    async def redirect(self, call_id: str, destination: str) -> None:
+        """Blind transfer of the external party (or the caller, for internal calls)."""
+        channel = await self._far_party(call_id)
+        self.mapper.note_transfer(call_id, TransferKind.BLIND)
+        await self.client.transfer_blind(channel, destination)
+
+    async def transfer_attended(self, call_id: str, extension: str, destination: str) -> None:
+        """Start an attended transfer from ``extension``'s leg; finish with the client's
+        ``transfer_attended_operate(channel, "complete")``."""
+        channel = await self._extension_channel(call_id, extension)
+        self.mapper.note_transfer(call_id, TransferKind.ATTENDED)
+        await self.client.transfer_attended(channel, destination)
+
+    async def hold(self, call_id: str, extension: str) -> None:
+        await self.client.hold(await self._extension_channel(call_id, extension))
+
+    async def unhold(self, call_id: str, extension: str) -> None:
+        await self.client.unhold(await self._extension_channel(call_id, extension))
+
+    async def accept_inbound(self, call_id: str) -> None:
+        """Route a held (30016) inbound call now. Not an "answer": Yeastar has no answer API."""
+        await self.client.accept_inbound(await self._far_party(call_id))
+
+    async def refuse_inbound(self, call_id: str) -> None:
+        await self.client.refuse_inbound(await self._far_party(call_id))
+
+    async def recording_link(self, file: str) -> RecordingLink:
+        return await self.client.recording_link(file=file)
+
+    async def recent_cdr(self, pages: int = 1, page_size: int = 100) -> list[CdrRecord]:
+        """Newest CDRs first, for back-filling calls missed while the hub was down."""
+        out: list[CdrRecord] = []
+        for page in range(1, pages + 1):
+            result = await self.client.list_cdr(page, page_size)
+            out.extend(result.records)
+            if len(result.records) < page_size:
+                break
+        return out
+
+
+__all__ = ["YeastarConfig", "YeastarLink"]
