@@ -1,0 +1,251 @@
+"""The ``callbridge`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import callbridge
+from callbridge.config import Settings
+from callbridge.domain.errors import CallbridgeError
+from callbridge.domain.users import parse_role
+from callbridge.hub import Hub
+from callbridge.store.db import display_url
+from callbridge.store.repos import Repos
+
+T = TypeVar("T")
+
+console = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    help="callbridge: a self-hosted telephony integration hub.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+user_app = typer.Typer(help="Manage users: add, list, passwd, disable, enable.", no_args_is_help=True)
+token_app = typer.Typer(help="Manage personal API tokens.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"callbridge {callbridge.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """callbridge: PBX call events into a call log, screen pops and click-to-call."""
+
+
+def settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        err.print(f"[red]Invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def run(work: Callable[[Hub], Coroutine[Any, Any, T]]) -> T:
+    """Build the hub, migrate, run ``work`` and close; domain errors become a clear message."""
+
+    async def main() -> T:
+        hub = Hub.build(settings())
+        try:
+            password = await hub.prepare()
+            if password:
+                _print_first_admin(password)
+            return await work(hub)
+        finally:
+            await hub.close()
+
+    try:
+        return asyncio.run(main())
+    except CallbridgeError as exc:
+        err.print(f"[red]Error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+def in_unit(work: Callable[[Hub, Repos], Awaitable[T]]) -> T:
+    async def inner(hub: Hub) -> T:
+        async with hub.db.unit() as repos:
+            return await work(hub, repos)
+
+    return run(inner)
+
+
+def _print_first_admin(password: str) -> None:
+    console.print(
+        "[bold green]Created the first user[/bold green]: name [bold]admin[/bold], password "
+        f"[bold]{password}[/bold]\nThis password is shown only once; change it after signing in."
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Start the hub: web UI, JSON API, dialplan API and PBX links."""
+    import uvicorn
+
+    cfg = settings()
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def prepare() -> str | None:
+        hub = Hub.build(cfg)
+        try:
+            return await hub.prepare()
+        finally:
+            await hub.close()
+
+    try:
+        password = asyncio.run(prepare())
+    except CallbridgeError as exc:
+        err.print(f"[red]Error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
+    if password:
+        _print_first_admin(password)
+    bind_host = host or cfg.host
+    bind_port = port or cfg.port
+    console.print(
+        f"callbridge {callbridge.__version__} on http://{bind_host}:{bind_port} "
+        f"(database: {display_url(cfg.effective_database_url)}, data dir: {cfg.data_dir.resolve()})"
+    )
+    uvicorn.run(
+        "callbridge.web.asgi:app",
+        host=bind_host,
+        port=bind_port,
+        workers=workers,
+        factory=False,
+        log_level=cfg.log_level.lower(),
+        proxy_headers=False,
+    )
+
+
+@app.command()
+def demo(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+) -> None:
+    """Start the hub with embedded defaults, for a first look (what `make demo` runs)."""
+    serve(host=host, port=port, workers=1)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (also done on every start)."""
+
+    async def nothing(hub: Hub) -> None:
+        return None
+
+    run(nothing)
+    console.print(f"Database is up to date: {display_url(settings().effective_database_url)}")
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="Sign-in name.")],
+    role: Annotated[str, typer.Option(help="admin, manager or agent.")] = "agent",
+    password: Annotated[str | None, typer.Option(help="Omit to generate one (printed once).")] = None,
+    display_name: Annotated[str, typer.Option(help="Name shown in the app.")] = "",
+) -> None:
+    """Add a user."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        user, generated = await hub.accounts(repos).create_user(
+            name, parse_role(role), password, display_name
+        )
+        console.print(f"User [bold]{user.name}[/bold] added with role {user.role.value}.")
+        if generated:
+            console.print(f"Password (shown once): [bold]{generated}[/bold]")
+
+    in_unit(work)
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List users."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        table = Table("name", "role", "status", "last sign-in")
+        for user in await repos.users.all():
+            last = user.last_login_at.strftime("%Y-%m-%d %H:%M") if user.last_login_at else "-"
+            table.add_row(user.name, user.role.value, "active" if user.active else "disabled", last)
+        console.print(table)
+
+    in_unit(work)
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: str,
+    password: Annotated[str | None, typer.Option(help="Omit to generate one (printed once).")] = None,
+) -> None:
+    """Set a user's password; signs them out everywhere."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        generated = await hub.accounts(repos).set_password(name, password)
+        console.print(f"Password of [bold]{name}[/bold] changed.")
+        if generated:
+            console.print(f"New password (shown once): [bold]{generated}[/bold]")
+
+    in_unit(work)
+
+
+@user_app.command("disable")
+def user_disable(name: str) -> None:
+    """Disable a user: they can no longer sign in, and their sessions and tokens stop working."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        await hub.accounts(repos).set_active(name, False)
+        console.print(f"User [bold]{name}[/bold] disabled.")
+
+    in_unit(work)
+
+
+@user_app.command("enable")
+def user_enable(name: str) -> None:
+    """Enable a disabled user again."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        await hub.accounts(repos).set_active(name, True)
+        console.print(f"User [bold]{name}[/bold] enabled.")
+
+    in_unit(work)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="The user the token acts for.")],
+    label: Annotated[str, typer.Option(help="What the token is for.")] = "cli",
+) -> None:
+    """Print a new API token for a user (send it as 'Authorization: Bearer <token>')."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        accounts = hub.accounts(repos)
+        _, secret = await accounts.create_token(await accounts.get_user(name), label)
+        print(secret)
+
+    in_unit(work)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

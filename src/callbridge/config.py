@@ -1,0 +1,80 @@
+"""One Settings object, built once at start and passed down.
+
+Sources, strongest first: keyword arguments, ``CALLBRIDGE_*`` environment variables, the TOML
+file named by ``CALLBRIDGE_CONFIG`` (or ``<data dir>/callbridge.toml`` when it exists), defaults.
+The data directory defaults to ``./var`` relative to where callbridge starts: one obvious place
+for the SQLite database, the secret key and recordings.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from callbridge.domain.numbers import is_known_region
+
+
+def _toml_file() -> Path | None:
+    explicit = os.environ.get("CALLBRIDGE_CONFIG")
+    if explicit:
+        return Path(explicit)
+    candidate = Path(os.environ.get("CALLBRIDGE_DATA_DIR", "var")) / "callbridge.toml"
+    return candidate if candidate.is_file() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CALLBRIDGE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Where the SQLite database and key live.")
+    database_url: str = Field(default="", description="Empty: SQLite in the data dir.")
+    redis_url: str = Field(default="", description="Empty: in-process bus.")
+    secret_key: SecretStr | None = Field(default=None, description="Fernet key; default: data dir file.")
+    default_region: str = Field(default="US", description="Region for national numbers (ISO 3166).")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = Field(default="", description="How PBXs reach the hub (webhook URLs).")
+    max_body_bytes: int = 1_048_576
+    session_max_age_seconds: int = 12 * 3600
+    secure_cookies: bool = Field(default=False, description="Set with HTTPS in front of the hub.")
+    login_max_failures: int = 5
+    login_window_seconds: int = 600
+    login_lockout_seconds: int = 900
+    login_delay_seconds: float = Field(default=0.25, description="First pause after a failed sign-in.")
+    log_level: str = "INFO"
+    start_pbx_links: bool = Field(default=True, description="Connect to configured PBXs on start.")
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not is_known_region(value):
+            raise ValueError(f"unknown region {value!r}; use an ISO 3166 code like US or DE")
+        return value.upper()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_file()
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'callbridge.db').resolve()}"

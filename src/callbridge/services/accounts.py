@@ -1,0 +1,233 @@
+"""Use cases for users, sign-in and API tokens.
+
+Storage is behind the small protocols below (``store/users.py`` implements them), so these
+rules are tested the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from callbridge.domain.errors import AuthenticationFailed, NotFound, RateLimited
+from callbridge.domain.users import (
+    ApiToken,
+    Role,
+    User,
+    validate_password,
+    validate_username,
+)
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "cb_"  # noqa: S105 - a marker, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    user: User
+    password_hash: str
+
+
+class UserStore(Protocol):
+    async def get(self, user_id: int) -> StoredUser | None: ...
+    async def get_by_name(self, name: str) -> StoredUser | None: ...
+    async def add(self, name: str, role: Role, password_hash: str, display_name: str) -> User: ...
+    async def all(self) -> list[User]: ...
+    async def count(self) -> int: ...
+    async def set_password(self, user_id: int, password_hash: str) -> None: ...
+    async def set_active(self, user_id: int, active: bool) -> None: ...
+    async def set_role(self, user_id: int, role: Role) -> None: ...
+    async def touch_login(self, user_id: int, at: datetime) -> None: ...
+
+
+class TokenStore(Protocol):
+    async def add(self, user_id: int, name: str, prefix: str, token_hash: str) -> ApiToken: ...
+    async def find(self, token_hash: str) -> tuple[ApiToken, StoredUser] | None: ...
+    async def for_user(self, user_id: int) -> list[ApiToken]: ...
+    async def revoke(self, user_id: int, token_id: int, at: datetime) -> bool: ...
+    async def touch(self, token_id: int, at: datetime) -> None: ...
+
+
+class FailureStore(Protocol):
+    async def record(self, keys: list[str], at: datetime) -> None: ...
+    async def recent(self, key: str, since: datetime) -> list[datetime]: ...
+    async def clear(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoginPolicy:
+    max_failures: int = 5
+    window: timedelta = timedelta(minutes=10)
+    lockout: timedelta = timedelta(minutes=15)
+    # Each failure is answered after a pause that doubles, up to ``max_delay`` seconds.
+    base_delay: float = 0.25
+    max_delay: float = 2.0
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(15)
+
+
+def hash_token(secret: str) -> str:
+    # API tokens are long random strings: a fast hash is enough and keeps lookups cheap.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+_default_hasher = PasswordHasher()
+
+
+class Accounts:
+    def __init__(
+        self,
+        users: UserStore,
+        tokens: TokenStore,
+        failures: FailureStore,
+        *,
+        policy: LoginPolicy | None = None,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
+        self.users = users
+        self.tokens = tokens
+        self.failures = failures
+        self.policy = policy or LoginPolicy()
+        self.hasher = hasher or _default_hasher
+
+    async def _hash(self, password: str) -> str:
+        # argon2 is deliberately slow: keep it off the event loop.
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return await asyncio.to_thread(self.hasher.verify, password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    # --- users -----------------------------------------------------------------------------
+    async def create_user(
+        self, name: str, role: Role, password: str | None = None, display_name: str = ""
+    ) -> tuple[User, str | None]:
+        """Returns the user and the generated password when none was given."""
+        name = validate_username(name)
+        generated = None
+        if password is None:
+            password = generated = generate_password()
+        validate_password(password)
+        user = await self.users.add(name, role, await self._hash(password), display_name.strip())
+        log.info("user %s created with role %s", name, role.value)
+        return user, generated
+
+    async def ensure_admin(self) -> str | None:
+        """On first start, create ``admin`` and return its generated password (shown once)."""
+        if await self.users.count() > 0:
+            return None
+        _, password = await self.create_user("admin", Role.ADMIN)
+        return password
+
+    async def get_user(self, name: str) -> User:
+        stored = await self.users.get_by_name(name)
+        if stored is None:
+            raise NotFound(f"no user named {name!r}")
+        return stored.user
+
+    async def set_password(self, name: str, password: str | None = None) -> str | None:
+        user = await self.get_user(name)
+        generated = None
+        if password is None:
+            password = generated = generate_password()
+        validate_password(password)
+        await self.users.set_password(user.id, await self._hash(password))
+        return generated
+
+    async def change_password(self, user: User, current: str, new: str) -> None:
+        stored = await self.users.get(user.id)
+        if stored is None or not await self._verify(stored.password_hash, current):
+            raise AuthenticationFailed("the current password is wrong")
+        validate_password(new)
+        await self.users.set_password(user.id, await self._hash(new))
+
+    async def set_active(self, name: str, active: bool) -> User:
+        user = await self.get_user(name)
+        await self.users.set_active(user.id, active)
+        return user
+
+    async def set_role(self, name: str, role: Role) -> None:
+        user = await self.get_user(name)
+        await self.users.set_role(user.id, role)
+
+    # --- sign-in ---------------------------------------------------------------------------
+    async def _check_lockout(self, keys: list[str], now: datetime) -> None:
+        for key in keys:
+            recent = await self.failures.recent(key, now - self.policy.window)
+            if len(recent) >= self.policy.max_failures:
+                until = max(recent) + self.policy.lockout
+                if until > now:
+                    raise RateLimited(
+                        "too many failed sign-ins; try again later",
+                        retry_after=(until - now).total_seconds(),
+                    )
+
+    async def authenticate(self, name: str, password: str, address: str) -> User:
+        now = datetime.now(UTC)
+        keys = [f"ip:{address}", f"user:{name.strip().lower()}"]
+        await self._check_lockout(keys, now)
+        stored = await self.users.get_by_name(name.strip())
+        ok = False
+        if stored is not None:
+            ok = await self._verify(stored.password_hash, password)
+        else:
+            # Spend the same time as a real check so timing does not reveal which names exist.
+            await self._verify(_DUMMY_HASH, password)
+        if not ok or stored is None or not stored.user.active:
+            await self.failures.record(keys, now)
+            count = len(await self.failures.recent(keys[0], now - self.policy.window))
+            delay = min(self.policy.max_delay, self.policy.base_delay * 2 ** max(0, count - 1))
+            log.info("failed sign-in for %r from %s (%d recent)", name[:64], address, count)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            raise AuthenticationFailed("wrong user name or password")
+        await self.failures.clear(keys[1])
+        await self.users.touch_login(stored.user.id, now)
+        return stored.user
+
+    async def user_for_session(self, user_id: int, session_version: int) -> User | None:
+        stored = await self.users.get(user_id)
+        if stored is None or not stored.user.active or stored.user.session_version != session_version:
+            return None
+        return stored.user
+
+    # --- API tokens ------------------------------------------------------------------------
+    async def create_token(self, user: User, name: str) -> tuple[ApiToken, str]:
+        name = name.strip()[:100] or "token"
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = await self.tokens.add(user.id, name, secret[:10], hash_token(secret))
+        log.info("API token %s (%s) created for user %s", token.id, token.prefix, user.name)
+        return token, secret
+
+    async def user_for_token(self, secret: str) -> User:
+        found = await self.tokens.find(hash_token(secret)) if secret.startswith(TOKEN_PREFIX) else None
+        if found is None:
+            raise AuthenticationFailed("the API token is not valid")
+        token, stored = found
+        if not token.active or not stored.user.active:
+            raise AuthenticationFailed("the API token is not valid")
+        await self.tokens.touch(token.id, datetime.now(UTC))
+        return stored.user
+
+    async def list_tokens(self, user: User) -> list[ApiToken]:
+        return await self.tokens.for_user(user.id)
+
+    async def revoke_token(self, user: User, token_id: int) -> None:
+        if not await self.tokens.revoke(user.id, token_id, datetime.now(UTC)):
+            raise NotFound(f"no active token {token_id}")
+
+
+_DUMMY_HASH = _default_hasher.hash("callbridge-timing-equalizer")

@@ -1,0 +1,93 @@
+"""SQL for configured PBXs. Their secrets pass through :class:`store.secrets.SecretBox` only."""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callbridge.domain.errors import Conflict, NotFound
+from callbridge.domain.pbx import PbxKind, PbxRecord
+from callbridge.store.secrets import SecretBox
+from callbridge.store.tables import now, pbxes
+
+
+def _record(row: Any) -> PbxRecord:
+    return PbxRecord(
+        id=row.id,
+        name=row.name,
+        kind=PbxKind(row.kind),
+        config=dict(row.config or {}),
+        webhook_key=row.webhook_key,
+        enabled=bool(row.enabled),
+        created_at=row.created_at,
+        last_event_at=row.last_event_at,
+    )
+
+
+class SqlPbxStore:
+    def __init__(self, session: AsyncSession, box: SecretBox) -> None:
+        self.session = session
+        self.box = box
+
+    async def add(
+        self, name: str, kind: PbxKind, config: dict[str, Any], secrets: dict[str, str]
+    ) -> PbxRecord:
+        if await self.find(name) is not None:
+            raise Conflict(f"a PBX named {name!r} already exists")
+        result = await self.session.execute(
+            insert(pbxes)
+            .values(
+                name=name,
+                kind=kind.value,
+                config=config,
+                secrets=self.box.encrypt(secrets),
+                webhook_key=pysecrets.token_urlsafe(24),
+                enabled=True,
+                created_at=now(),
+            )
+            .returning(*pbxes.c)
+        )
+        return _record(result.one())
+
+    async def find(self, name: str) -> PbxRecord | None:
+        row = (await self.session.execute(select(pbxes).where(pbxes.c.name == name))).first()
+        return _record(row) if row else None
+
+    async def get(self, name: str) -> PbxRecord:
+        record = await self.find(name)
+        if record is None:
+            raise NotFound(f"no PBX named {name!r}")
+        return record
+
+    async def by_webhook_key(self, key: str) -> PbxRecord | None:
+        row = (await self.session.execute(select(pbxes).where(pbxes.c.webhook_key == key))).first()
+        return _record(row) if row else None
+
+    async def all(self) -> list[PbxRecord]:
+        rows = (await self.session.execute(select(pbxes).order_by(pbxes.c.name))).all()
+        return [_record(r) for r in rows]
+
+    async def secrets(self, name: str) -> dict[str, str]:
+        row = (await self.session.execute(select(pbxes.c.secrets).where(pbxes.c.name == name))).first()
+        if row is None:
+            raise NotFound(f"no PBX named {name!r}")
+        return self.box.decrypt(row.secrets)
+
+    async def update_secrets(self, name: str, values: dict[str, str]) -> None:
+        merged = {**await self.secrets(name), **values}
+        await self.session.execute(
+            update(pbxes).where(pbxes.c.name == name).values(secrets=self.box.encrypt(merged))
+        )
+
+    async def update_config(self, name: str, config: dict[str, Any]) -> None:
+        await self.session.execute(update(pbxes).where(pbxes.c.name == name).values(config=config))
+
+    async def set_enabled(self, name: str, enabled: bool) -> None:
+        await self.session.execute(update(pbxes).where(pbxes.c.name == name).values(enabled=enabled))
+
+    async def touch_event(self, name: str, at: datetime) -> None:
+        await self.session.execute(update(pbxes).where(pbxes.c.name == name).values(last_event_at=at))

@@ -1,0 +1,27 @@
+"""One unit of work: a session and the repositories that share it."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callbridge.store.pbxes import SqlPbxStore
+from callbridge.store.secrets import SecretBox
+from callbridge.store.users import SqlFailureStore, SqlTokenStore, SqlUserStore
+
+
+class Repos:
+    """Repositories bound to one session. The edge (a request, an event batch) commits."""
+
+    def __init__(self, session: AsyncSession, box: SecretBox) -> None:
+        self.session = session
+        self.box = box
+        self.users = SqlUserStore(session)
+        self.tokens = SqlTokenStore(session)
+        self.failures = SqlFailureStore(session)
+        self.pbxes = SqlPbxStore(session, box)
+
+    async def commit(self) -> None:
+        await self.session.commit()
+
+    async def rollback(self) -> None:
+        await self.session.rollback()

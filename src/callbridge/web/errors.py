@@ -1,0 +1,121 @@
+"""One place that turns errors into HTTP answers: JSON for the API, a page for people.
+
+Every error body on the API is ``{"error": {"code": "...", "message": "..."}}`` with a stable code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from callbridge.domain import errors
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.CallbridgeError], int] = {
+    errors.InvalidInput: 400,
+    errors.AuthenticationFailed: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.RateLimited: 429,
+    errors.PbxRejected: 422,
+    errors.PbxTimeout: 504,
+    errors.PbxUnavailable: 503,
+    errors.PbxError: 502,
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def status_for(exc: errors.CallbridgeError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def wants_html(request: Request) -> bool:
+    if request.url.path.startswith(("/api/", "/dialplan/", "/webhooks/", "/healthz", "/readyz")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: Any = None,
+) -> Response:
+    if wants_html(request):
+        if status == 401:
+            from fastapi.responses import RedirectResponse
+
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        templates = request.app.state.templates
+        page: Response = templates.TemplateResponse(
+            request,
+            "error.html",
+            {"status": status, "message": message, "user": getattr(request.state, "user", None)},
+            status_code=status,
+            headers=headers,
+        )
+        return page
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, errors.CallbridgeError)
+        headers = None
+        if isinstance(exc, errors.RateLimited):
+            headers = {"Retry-After": str(max(1, int(exc.retry_after)))}
+        if isinstance(exc, errors.AuthenticationFailed) and not wants_html(request):
+            headers = {"WWW-Authenticate": "Bearer"}
+        return error_response(request, status_for(exc), exc.code, exc.message, headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        details = [
+            {"loc": [str(p) for p in e.get("loc", ())], "message": str(e.get("msg", ""))}
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"loc": [], "message": "invalid request"}
+        where = ".".join(first["loc"][1:] or first["loc"]) if isinstance(first["loc"], list) else ""
+        message = f"{where}: {first['message']}" if where else str(first["message"])
+        return error_response(request, 422, "invalid_request", message, details=details)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(request, exc.status_code, code, message, dict(exc.headers or {}) or None)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(request, 500, "internal_error", "something went wrong on our side")
+
+    app.add_exception_handler(errors.CallbridgeError, domain_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

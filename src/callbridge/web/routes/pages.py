@@ -1,0 +1,99 @@
+"""The app shell and the pages that later features fill."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+
+from callbridge.domain.errors import Conflict, InvalidInput
+from callbridge.domain.users import parse_role
+from callbridge.web.deps import AccountsDep, AdminUser, CurrentUser, RepoDep
+from callbridge.web.pages import flash, render
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def home(user: CurrentUser) -> Response:
+    return RedirectResponse("/calls", status_code=303)
+
+
+@router.get("/settings")
+async def settings_page(request: Request, user: CurrentUser, repos: RepoDep) -> Response:
+    tokens = await repos.tokens.for_user(user.id)
+    return render(request, "settings.html", tokens=tokens)
+
+
+@router.get("/settings/users")
+async def users_page(request: Request, user: AdminUser, repos: RepoDep) -> Response:
+    return render(request, "users.html", users=await repos.users.all())
+
+
+# Placeholders until the call log and directory land; their routers come first in ROUTERS
+# and take these paths over.
+@router.get("/calls")
+async def calls_page(request: Request, user: CurrentUser) -> Response:
+    return render(request, "empty.html", title="Calls", text="No calls have been logged yet.")
+
+
+@router.get("/contacts")
+async def contacts_page(request: Request, user: CurrentUser) -> Response:
+    return render(request, "empty.html", title="Contacts", text="No contacts yet.")
+
+
+@router.post("/settings/users")
+async def create_user_form(
+    request: Request,
+    user: AdminUser,
+    accounts: AccountsDep,
+    repos: RepoDep,
+    name: Annotated[str, Form(max_length=64)] = "",
+    role: Annotated[str, Form(max_length=16)] = "agent",
+    display_name: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    try:
+        created, password = await accounts.create_user(name, parse_role(role), None, display_name)
+    except (InvalidInput, Conflict) as exc:
+        return render(
+            request, "users.html", status_code=400, users=await repos.users.all(), error=exc.message
+        )
+    flash(request, f"User {created.name} created. Their password, shown once: {password}")
+    return RedirectResponse("/settings/users", status_code=303)
+
+
+@router.post("/settings/users/{name}/active")
+async def set_user_active_form(
+    name: str,
+    user: AdminUser,
+    accounts: AccountsDep,
+    request: Request,
+    active: Annotated[str, Form(max_length=5)] = "false",
+) -> Response:
+    if name == user.name:
+        raise InvalidInput("you cannot disable your own account")
+    changed = await accounts.set_active(name, active == "true")
+    flash(request, f"User {changed.name} {'enabled' if active == 'true' else 'disabled'}.")
+    return RedirectResponse("/settings/users", status_code=303)
+
+
+@router.post("/settings/tokens")
+async def create_token_form(
+    request: Request,
+    user: CurrentUser,
+    accounts: AccountsDep,
+    name: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    _, secret = await accounts.create_token(user, name or "token")
+    flash(request, f"New API token, shown once: {secret}")
+    return RedirectResponse("/settings", status_code=303)
+
+
+@router.post("/settings/tokens/{token_id}/revoke")
+async def revoke_token_form(
+    request: Request, token_id: int, user: CurrentUser, accounts: AccountsDep
+) -> Response:
+    await accounts.revoke_token(user, token_id)
+    flash(request, "Token revoked.")
+    return RedirectResponse("/settings", status_code=303)

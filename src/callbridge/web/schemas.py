@@ -1,0 +1,94 @@
+"""Pydantic models at the API edge."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from callbridge.domain.users import ApiToken, Role, User
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """Every list endpoint answers ``{"items": [...], "next": <cursor or null>}``."""
+
+    items: list[T]
+    next: str | None = None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    display_name: str
+    role: Role
+    active: bool
+    last_login_at: datetime | None
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.id,
+            name=user.name,
+            display_name=user.display_name,
+            role=user.role,
+            active=user.active,
+            last_login_at=user.last_login_at,
+        )
+
+
+class UserCreate(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    role: Role
+    password: str | None = Field(default=None, max_length=256)
+    display_name: str = Field(default="", max_length=200)
+
+
+class UserCreated(BaseModel):
+    user: UserOut
+    password: str | None = Field(None, description="The generated password, shown once.")
+
+
+class UserUpdate(Strict):
+    role: Role | None = None
+    active: bool | None = None
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+
+    @classmethod
+    def of(cls, token: ApiToken) -> TokenOut:
+        return cls(
+            id=token.id,
+            name=token.name,
+            prefix=token.prefix,
+            created_at=token.created_at,
+            last_used_at=token.last_used_at,
+            revoked=not token.active,
+        )
+
+
+class TokenCreate(Strict):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class TokenCreated(BaseModel):
+    token: TokenOut
+    secret: str = Field(description="Send as 'Authorization: Bearer <secret>'. Shown once.")
+
+
+class PasswordChange(Strict):
+    current: str = Field(max_length=1000)
+    new: str = Field(max_length=1000)

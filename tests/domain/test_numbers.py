@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from callbridge.domain.errors import InvalidNumber
+from callbridge.domain.numbers import NumberKind, normalize, parse_number
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "key"),
+    [
+        ("(415) 555-0100", "US", "+14155550100"),
+        ("+1 415 555 0100", "DE", "+14155550100"),
+        ("1-415-555-0100", "US", "+14155550100"),
+        ("011 44 20 7946 0958", "US", "+442079460958"),
+        ("0049 30 1234567", "DE", "+49301234567"),
+        ("030 1234567", "DE", "+49301234567"),
+        ("+49 (0)30 1234567", "US", "+49301234567"),
+        ("sip:+4930123456@pbx.example", "US", "+4930123456"),
+        ("<tel:+14155550100>", "US", "+14155550100"),
+        ("020 7946 0958", "GB", "+442079460958"),
+    ],
+)
+def test_national_and_international_forms_share_one_key(raw: str, region: str, key: str) -> None:
+    number = parse_number(raw, region)
+    assert number.kind is NumberKind.E164
+    assert number.key == key
+
+
+@pytest.mark.parametrize("raw", ["1001", "200", "123456"])
+def test_short_numbers_are_extensions(raw: str) -> None:
+    number = parse_number(raw, "US")
+    assert number.is_extension and number.key == raw and not number.is_external
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "   ", "abc", "+", "555-0100", "+999 123", "x" * 100, "12345678901234567890"]
+)
+def test_junk_is_invalid_with_a_reason(raw: str) -> None:
+    number = parse_number(raw, "US")
+    assert number.kind is NumberKind.INVALID
+    assert number.reason
+    with pytest.raises(InvalidNumber):
+        normalize(raw, "US")
+
+
+def test_foreign_number_does_not_match_local_one_with_same_digits() -> None:
+    local = parse_number("030 1234567", "DE")
+    foreign = parse_number("+33 30 1234567", "DE")
+    assert local.key != foreign.key
+
+
+def test_region_changes_meaning_of_national_numbers() -> None:
+    assert parse_number("0201234567", "DE").key != parse_number("0201234567", "GB").key
+
+
+@given(st.text(max_size=80))
+def test_parse_never_raises(raw: str) -> None:
+    number = parse_number(raw, "US")
+    assert number.kind in NumberKind
+    if number.kind is NumberKind.E164:
+        assert number.e164.startswith("+") and number.e164[1:].isdigit()

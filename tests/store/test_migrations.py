@@ -1,0 +1,61 @@
+"""Migrations: from empty to head, step by step, keeping every row on the way."""
+
+from __future__ import annotations
+
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from callbridge.store.migrate import alembic_config, head_revision, upgrade
+
+
+def _revisions() -> list[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+async def _scalar(url: str, sql: str) -> object:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text(sql))).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_step_by_step_keeps_rows(tmp_path: object, backend: str) -> None:
+    import uuid
+
+    from tests.conftest import PG_URL, _with_db
+
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/m.db"
+    else:
+        import asyncpg
+
+        name = "m_" + uuid.uuid4().hex[:12]
+        conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        url = _with_db(PG_URL, name)
+    revisions = _revisions()
+    assert revisions[0] == "0001"
+    before, after = await upgrade(url, revisions[0])
+    assert (before, after) == (None, "0001")
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO users (name, display_name, role, password_hash, active, session_version,"
+                " created_at) VALUES ('keep', 'Keep Me', 'agent', 'x', true, 1, CURRENT_TIMESTAMP)"
+            )
+        )
+    await engine.dispose()
+    for revision in revisions[1:]:
+        await upgrade(url, revision)
+        assert await _scalar(url, "SELECT count(*) FROM users WHERE name = 'keep'") == 1
+    _, final = await upgrade(url)
+    assert final == head_revision()
+    # Running again on every start is a no-op.
+    assert await upgrade(url) == (final, final)
+    assert await _scalar(url, "SELECT display_name FROM users WHERE name = 'keep'") == "Keep Me"

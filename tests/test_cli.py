@@ -1,0 +1,76 @@
+"""The callbridge command, run for real in a subprocess against a fresh data dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import callbridge
+
+CLI = [sys.executable, "-m", "callbridge"]
+
+
+def run(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CALLBRIDGE_DATA_DIR": str(data_dir), "COLUMNS": "200", "NO_COLOR": "1"}
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_version(tmp_path: Path) -> None:
+    assert run(tmp_path, "--version").stdout.strip() == f"callbridge {callbridge.__version__}"
+
+
+def test_user_lifecycle_and_token(tmp_path: Path) -> None:
+    first = run(tmp_path, "migrate")
+    assert "name admin, password" in first.stdout  # the first admin is shown once
+    assert "name admin, password" not in run(tmp_path, "migrate").stdout
+    added = run(tmp_path, "user", "add", "alice", "--role", "manager")
+    assert "Password (shown once):" in added.stdout
+    run(tmp_path, "user", "add", "bob", "--role", "agent", "--password", "bob-password-1")
+    listing = run(tmp_path, "user", "list").stdout
+    assert "alice" in listing and "manager" in listing and "bob" in listing
+    token = run(tmp_path, "token", "create", "bob").stdout.strip()
+    assert token.startswith("cb_") and len(token) > 30
+    run(tmp_path, "user", "disable", "bob")
+    assert "disabled" in run(tmp_path, "user", "list").stdout
+    changed = run(tmp_path, "user", "passwd", "alice")
+    assert "New password (shown once):" in changed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("user", "add", "carol", "--role", "boss"), "unknown role"),
+        (("user", "passwd", "nobody"), "no user named"),
+        (("user", "add", "x", "--password", "short"), "at least 10"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = run(tmp_path, *args, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_duplicate_user_is_refused(tmp_path: Path) -> None:
+    run(tmp_path, "user", "add", "dora")
+    result = run(tmp_path, "user", "add", "dora", check=False)
+    assert result.returncode == 1 and "already exists" in result.stderr
+
+
+def test_every_command_has_help(tmp_path: Path) -> None:
+    for args in (
+        ("--help",),
+        ("serve", "--help"),
+        ("user", "--help"),
+        ("user", "add", "--help"),
+        ("token", "--help"),
+    ):
+        out = run(tmp_path, *args).stdout
+        assert "Usage" in out

@@ -1,0 +1,111 @@
+"""Bad input gets a clear 4xx with {"error": {"code", "message"}}; never a 500."""
+
+from __future__ import annotations
+
+import httpx
+from tests.conftest import add_user, api_token
+
+from callbridge.domain.users import Role
+from callbridge.hub import Hub
+
+
+async def _admin_auth(hub: Hub) -> dict[str, str]:
+    return {"authorization": f"Bearer {await api_token(hub, 'admin')}"}
+
+
+async def test_malformed_json_is_422_with_message(hub: Hub, client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/api/v1/users",
+        content=b'{"name": "x", "role": ',
+        headers={**await _admin_auth(hub), "content-type": "application/json"},
+    )
+    assert answer.status_code == 422
+    body = answer.json()["error"]
+    assert body["code"] == "invalid_request" and body["message"]
+
+
+async def test_unknown_field_and_bad_role(hub: Hub, client: httpx.AsyncClient) -> None:
+    auth = await _admin_auth(hub)
+    answer = await client.post("/api/v1/users", json={"name": "x", "role": "boss"}, headers=auth)
+    assert answer.status_code == 422
+    assert "role" in answer.json()["error"]["message"]
+    answer = await client.post("/api/v1/users", json={"name": "x", "role": "agent", "evil": 1}, headers=auth)
+    assert answer.status_code == 422
+
+
+async def test_oversized_body_is_413(hub: Hub, client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/api/v1/users",
+        content=b"x" * (1_048_576 + 10),
+        headers={**await _admin_auth(hub), "content-type": "application/json"},
+    )
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "body_too_large"
+
+
+async def test_streamed_oversized_body_is_413(hub: Hub, client: httpx.AsyncClient) -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(20):
+            yield b"y" * 65536
+
+    answer = await client.post(
+        "/api/v1/users",
+        content=chunks(),
+        headers={**await _admin_auth(hub), "content-type": "application/json"},
+    )
+    assert answer.status_code == 413
+
+
+async def test_create_user_api_and_duplicate(hub: Hub, client: httpx.AsyncClient) -> None:
+    auth = await _admin_auth(hub)
+    answer = await client.post("/api/v1/users", json={"name": "carol", "role": "manager"}, headers=auth)
+    assert answer.status_code == 201
+    assert answer.json()["user"]["role"] == "manager"
+    assert len(answer.json()["password"]) >= 16
+    again = await client.post("/api/v1/users", json={"name": "Carol", "role": "agent"}, headers=auth)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "conflict"
+    listing = (await client.get("/api/v1/users", headers=auth)).json()
+    assert {u["name"] for u in listing["items"]} == {"admin", "carol"}
+    assert listing["next"] is None
+
+
+async def test_weak_password_and_bad_name(hub: Hub, client: httpx.AsyncClient) -> None:
+    auth = await _admin_auth(hub)
+    weak = await client.post(
+        "/api/v1/users", json={"name": "dan", "role": "agent", "password": "short"}, headers=auth
+    )
+    assert weak.status_code == 400 and "at least 10" in weak.json()["error"]["message"]
+    bad = await client.post("/api/v1/users", json={"name": "-bad name", "role": "agent"}, headers=auth)
+    assert bad.status_code == 400
+
+
+async def test_agent_cannot_manage_users(hub: Hub, client: httpx.AsyncClient) -> None:
+    await add_user(hub, "erin", Role.AGENT)
+    auth = {"authorization": f"Bearer {await api_token(hub, 'erin')}"}
+    assert (await client.get("/api/v1/users", headers=auth)).status_code == 403
+    answer = await client.post("/api/v1/users", json={"name": "x", "role": "admin"}, headers=auth)
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "forbidden"
+
+
+async def test_manager_cannot_open_user_admin_page(hub: Hub, client: httpx.AsyncClient) -> None:
+    await add_user(hub, "mia", Role.MANAGER)
+    auth = {"authorization": f"Bearer {await api_token(hub, 'mia')}"}
+    page = await client.get("/settings/users", headers={**auth, "accept": "text/html"})
+    assert page.status_code == 403
+    assert "Not allowed" in page.text
+
+
+async def test_unknown_paths_are_404_json_and_page(client: httpx.AsyncClient) -> None:
+    api = await client.get("/api/v1/nothing-here")
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+    page = await client.get("/nothing-here", headers={"accept": "text/html"})
+    assert page.status_code == 404 and "Not found" in page.text
+
+
+async def test_health_and_openapi(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json()["status"] == "ok"
+    assert (await client.get("/readyz")).json()["status"] == "ready"
+    spec = (await client.get("/api/v1/openapi.json")).json()
+    assert "/api/v1/users" in spec["paths"] and "/api/v1/tokens" in spec["paths"]

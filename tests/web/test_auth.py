@@ -1,0 +1,166 @@
+"""Sign-in, sessions, CSRF, throttling and tokens, through the real app."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from tests.conftest import ADMIN_PASSWORD, add_user, api_token, csrf_of, sign_in
+
+from callbridge.domain.users import Role
+from callbridge.hub import Hub
+
+
+async def test_login_sets_session_and_shows_shell(client: httpx.AsyncClient) -> None:
+    await sign_in(client)
+    page = await client.get("/settings", headers={"accept": "text/html"})
+    assert page.status_code == 200
+    assert 'href="/calls"' in page.text and 'href="/contacts"' in page.text
+    me = await client.get("/api/v1/me")
+    assert me.json()["name"] == "admin" and me.json()["role"] == "admin"
+
+
+async def test_wrong_password_shows_error_not_crash(client: httpx.AsyncClient) -> None:
+    token = await csrf_of(client)
+    answer = await client.post("/login", data={"username": "admin", "password": "nope", "csrf_token": token})
+    assert answer.status_code == 401
+    assert "wrong user name or password" in answer.text
+    assert (await client.get("/api/v1/me")).status_code == 401
+
+
+async def test_unknown_user_gets_same_message(client: httpx.AsyncClient) -> None:
+    token = await csrf_of(client)
+    answer = await client.post(
+        "/login", data={"username": "ghost", "password": "x" * 12, "csrf_token": token}
+    )
+    assert answer.status_code == 401
+    assert "wrong user name or password" in answer.text
+
+
+async def test_login_without_csrf_is_refused(client: httpx.AsyncClient) -> None:
+    await client.get("/login")
+    answer = await client.post(
+        "/login", data={"username": "admin", "password": ADMIN_PASSWORD}, headers={"accept": "text/html"}
+    )
+    assert answer.status_code == 403
+    assert "reload the page" in answer.text
+    assert (await client.get("/api/v1/me")).status_code == 401
+
+
+async def test_cookie_change_without_csrf_is_refused(client: httpx.AsyncClient) -> None:
+    await sign_in(client)
+    answer = await client.post("/api/v1/tokens", json={"name": "x"})
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "forbidden"
+
+
+async def test_repeated_failures_lock_out_then_refuse(client: httpx.AsyncClient) -> None:
+    token = await csrf_of(client)
+    codes = []
+    for _ in range(6):
+        answer = await client.post(
+            "/login", data={"username": "admin", "password": "wrong-pass", "csrf_token": token}
+        )
+        codes.append(answer.status_code)
+    assert codes[:5] == [401] * 5
+    assert codes[5] == 429
+    # Even the right password is refused while locked out.
+    answer = await client.post(
+        "/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token}
+    )
+    assert answer.status_code == 429
+    assert "too many failed sign-ins" in answer.text
+
+
+async def test_logout_ends_session(client: httpx.AsyncClient) -> None:
+    token = await sign_in(client)
+    answer = await client.post("/logout", data={"csrf_token": token})
+    assert answer.status_code == 303
+    assert (await client.get("/api/v1/me")).status_code == 401
+
+
+async def test_expired_or_forged_session_redirects_to_login(client: httpx.AsyncClient) -> None:
+    client.cookies.set("callbridge_session", "forged.value.here")
+    page = await client.get("/settings", headers={"accept": "text/html"})
+    assert page.status_code == 303
+    assert page.headers["location"].startswith("/login")
+    api = await client.get("/api/v1/me")
+    assert api.status_code == 401
+    assert api.json()["error"]["code"] == "authentication_failed"
+
+
+async def test_password_change_signs_out_other_sessions(hub: Hub, app: object) -> None:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://t") as one,
+        httpx.AsyncClient(transport=transport, base_url="http://t") as two,
+    ):
+        token = await sign_in(one)
+        await sign_in(two)
+        answer = await one.post(
+            "/account/password",
+            data={
+                "current": ADMIN_PASSWORD,
+                "new": "brand-new-pass",
+                "repeat": "brand-new-pass",
+                "csrf_token": token,
+            },
+        )
+        assert answer.status_code == 303
+        assert (await one.get("/api/v1/me")).status_code == 200
+        assert (await two.get("/api/v1/me")).status_code == 401
+
+
+async def test_bearer_token_lifecycle(hub: Hub, client: httpx.AsyncClient) -> None:
+    await add_user(hub, "alice", Role.AGENT)
+    secret = await api_token(hub, "alice")
+    auth = {"authorization": f"Bearer {secret}"}
+    me = await client.get("/api/v1/me", headers=auth)
+    assert me.status_code == 200 and me.json()["name"] == "alice"
+    # Bearer requests need no CSRF token: they carry no cookie.
+    created = await client.post("/api/v1/tokens", json={"name": "second"}, headers=auth)
+    assert created.status_code == 201
+    tokens = (await client.get("/api/v1/tokens", headers=auth)).json()
+    assert tokens["next"] is None and len(tokens["items"]) == 2
+    first_id = next(t["id"] for t in tokens["items"] if t["name"] == "test")
+    assert (await client.delete(f"/api/v1/tokens/{first_id}", headers=auth)).status_code == 204
+    refused = await client.get("/api/v1/me", headers=auth)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "the API token is not valid"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer", "Bearer cb_not-a-real-token", "Basic YWRtaW46YWRtaW4=", "Bearer abc"],
+)
+async def test_bad_tokens_are_401(client: httpx.AsyncClient, header: str) -> None:
+    answer = await client.get("/api/v1/me", headers={"authorization": header})
+    assert answer.status_code == 401
+    assert answer.json()["error"]["message"]
+
+
+async def test_disabled_user_loses_token_and_login(hub: Hub, client: httpx.AsyncClient) -> None:
+    await add_user(hub, "bob", Role.AGENT, "bob-password-1")
+    secret = await api_token(hub, "bob")
+    async with hub.db.unit() as repos:
+        await hub.accounts(repos).set_active("bob", False)
+    assert (await client.get("/api/v1/me", headers={"authorization": f"Bearer {secret}"})).status_code == 401
+    token = await csrf_of(client)
+    answer = await client.post(
+        "/login", data={"username": "bob", "password": "bob-password-1", "csrf_token": token}
+    )
+    assert answer.status_code == 401
+
+
+async def test_open_redirect_is_refused(client: httpx.AsyncClient) -> None:
+    token = await csrf_of(client)
+    answer = await client.post(
+        "/login",
+        data={
+            "username": "admin",
+            "password": ADMIN_PASSWORD,
+            "csrf_token": token,
+            "next": "//evil.example/x",
+        },
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/"
