@@ -762,12 +762,13 @@ class YeastarSimulator:
             "dst_trunk": trunk_name,
         }
         if outcome == "agent_no_answer":
-            await self._failed(call, "480 Temporatily Unavailable", [agent] if not cdr_first else None)
             call.members[agent].status = "BYE"
-            if cdr:
+            if cdr and cdr_first:
                 await self._cdr(call, **base, status="NO ANSWER")
-            else:
-                self.calls.pop(call_id, None)
+            await self._failed(call, "480 Temporatily Unavailable", [agent])
+            if cdr and not cdr_first:
+                await self._cdr(call, **base, status="NO ANSWER")
+            self.calls.pop(call_id, None)
             return
         call.members[agent].status = "ALERT"
         if outcome == "failed":

@@ -1,0 +1,282 @@
+"""Call outcomes from scripted Yeastar event sequences, order tolerance and idempotency."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from callbridge.domain.events import (
+    CallAnswered,
+    CallEnded,
+    CallRinging,
+    CallStarted,
+    CallTransferred,
+    Direction,
+    Disposition,
+    Event,
+    HangupSide,
+    Presence,
+    PresenceChanged,
+    RecordingAvailable,
+    TransferKind,
+)
+from callbridge.pbx.yeastar.mapping import YeastarMapper
+from callbridge.pbx.yeastar.simulator import SimulatorConfig, YeastarSimulator
+from callbridge.pbx.yeastar.webhooks import parse_envelope
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+async def script(name: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """The envelopes a scripted call produces (the simulator need not listen for this)."""
+    sim = YeastarSimulator(SimulatorConfig(step_delay=0))
+    await sim.run_scenario(name, **kwargs)
+    return [{"type": e["type"], "sn": "SN1", "msg": json.dumps(e["msg"])} for e in sim.emitted]
+
+
+def replay(
+    envelopes: list[dict[str, Any]],
+    *,
+    mapper: YeastarMapper | None = None,
+    settle: bool = True,
+    originated: tuple[str, str, str] | None = None,
+) -> list[Event]:
+    mapper = mapper or YeastarMapper("pbx1", clock=lambda: T0)
+    out: list[Event] = []
+    if originated:
+        out += mapper.note_originated(*originated)
+    for i, env in enumerate(envelopes):
+        payload = parse_envelope(env).payload
+        assert payload is not None
+        out += mapper.feed(payload, now=T0 + timedelta(milliseconds=i))
+    if settle:
+        out += mapper.tick(T0 + timedelta(minutes=5))
+    return out
+
+
+def shape(events: list[Event]) -> list[dict[str, Any]]:
+    """Events without their receipt time: what a call log stores."""
+    out = []
+    for e in events:
+        d = e.to_dict()
+        d.pop("at")
+        out.append(d)
+    return out
+
+
+@dataclass(frozen=True)
+class Truth:
+    direction: Direction
+    from_number: str
+    to_number: str
+    disposition: Disposition
+    answered_by: str
+    hangup_side: HangupSide | None = None
+
+
+def ended(events: list[Event]) -> CallEnded:
+    ends = [e for e in events if isinstance(e, CallEnded)]
+    assert len(ends) == 1, shape(events)
+    return ends[0]
+
+
+def started(events: list[Event]) -> CallStarted:
+    starts = [e for e in events if isinstance(e, CallStarted)]
+    assert len(starts) == 1, shape(events)
+    return starts[0]
+
+
+CASES: list[tuple[str, dict[str, Any], Truth]] = [
+    (
+        "inbound_answered",
+        {},
+        Truth(Direction.INBOUND, "+14155550100", "6402", Disposition.ANSWERED, "2002", HangupSide.CALLER),
+    ),
+    (
+        "inbound_answered",
+        {"hangup_by": "agent", "invite": True},
+        Truth(Direction.INBOUND, "+14155550100", "6402", Disposition.ANSWERED, "2002", HangupSide.CALLEE),
+    ),
+    (
+        "inbound_missed",
+        {},
+        Truth(Direction.INBOUND, "+14155550100", "6402", Disposition.MISSED, "", HangupSide.CALLER),
+    ),
+    ("inbound_busy", {}, Truth(Direction.INBOUND, "+14155550100", "6402", Disposition.BUSY, "")),
+    (
+        "internal",
+        {},
+        Truth(Direction.INTERNAL, "2005", "2002", Disposition.ANSWERED, "2002", HangupSide.CALLEE),
+    ),
+    ("internal", {"answered": False}, Truth(Direction.INTERNAL, "2005", "2002", Disposition.MISSED, "")),
+    ("inbound_transfer", {}, Truth(Direction.INBOUND, "+14155550100", "6402", Disposition.ANSWERED, "2002")),
+    (
+        "outbound",
+        {},
+        Truth(Direction.OUTBOUND, "1005", "+14155550199", Disposition.ANSWERED, "1005", HangupSide.CALLEE),
+    ),
+    (
+        "outbound",
+        {"outcome": "busy"},
+        Truth(Direction.OUTBOUND, "1005", "+14155550199", Disposition.BUSY, ""),
+    ),
+    (
+        "outbound",
+        {"outcome": "no_answer"},
+        Truth(Direction.OUTBOUND, "1005", "+14155550199", Disposition.MISSED, "", HangupSide.CALLER),
+    ),
+    # The agent's own phone never picked up: the customer was never dialled. The CDR says
+    # "NO ANSWER", which must not be logged as the customer not answering.
+    (
+        "outbound",
+        {"outcome": "agent_no_answer"},
+        Truth(Direction.OUTBOUND, "1005", "+14155550199", Disposition.FAILED, "", HangupSide.CALLER),
+    ),
+    (
+        "outbound",
+        {"outcome": "agent_no_answer", "cdr": False},
+        Truth(Direction.OUTBOUND, "1005", "+14155550199", Disposition.FAILED, "", HangupSide.CALLER),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "truth"), CASES)
+async def test_scripted_call_outcomes(name: str, kwargs: dict[str, Any], truth: Truth) -> None:
+    envelopes = await script(name, **kwargs)
+    originated = None
+    if name == "outbound":
+        call_id = json.loads(envelopes[0]["msg"])["call_id"]
+        originated = (call_id, "1005", "+14155550199")
+    events = replay(envelopes, originated=originated)
+    start, end = started(events), ended(events)
+    assert (start.direction, start.from_number, start.to_number) == (
+        truth.direction,
+        truth.from_number,
+        truth.to_number,
+    )
+    assert end.disposition is truth.disposition
+    assert end.answered_by == truth.answered_by
+    if truth.hangup_side is not None:
+        assert end.hangup_side is truth.hangup_side
+    assert events[0] is start and events.index(end) > 0
+    if truth.disposition is Disposition.ANSWERED:
+        assert any(isinstance(e, CallAnswered) and e.extension == truth.answered_by for e in events)
+        assert isinstance(events[-1], RecordingAvailable)
+
+
+async def test_click_to_call_is_resolved_from_the_events_alone() -> None:
+    """Without being told it originated the call, the mapper still finds the agent and customer."""
+    events = replay(await script("outbound"))
+    start = started(events)
+    assert (start.direction, start.from_number, start.to_number) == (
+        Direction.OUTBOUND,
+        "1005",
+        "+14155550199",
+    )
+    assert not any(isinstance(e, CallRinging) for e in events)  # the agent's own phone is not "ringing"
+    agent_fail = replay(await script("outbound", outcome="agent_no_answer"))
+    assert ended(agent_fail).disposition is Disposition.FAILED
+
+
+async def test_inbound_emits_ringing_answered_and_transfer_in_order() -> None:
+    events = replay(await script("inbound_transfer"))
+    kinds = [(type(e).__name__, getattr(e, "extension", getattr(e, "to", ""))) for e in events]
+    assert kinds == [
+        ("CallStarted", ""),
+        ("CallRinging", "2002"),
+        ("CallAnswered", "2002"),
+        ("CallTransferred", "2005"),
+        ("CallRinging", "2005"),
+        ("CallAnswered", "2005"),
+        ("CallEnded", ""),
+        ("RecordingAvailable", ""),
+    ]
+    transfer = next(e for e in events if isinstance(e, CallTransferred))
+    assert transfer.transfer is TransferKind.BLIND and transfer.from_extension == "2002"
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("inbound_answered", {}),
+        ("inbound_missed", {}),
+        ("outbound", {}),
+        ("outbound", {"outcome": "busy"}),
+        ("outbound", {"outcome": "agent_no_answer"}),
+    ],
+)
+async def test_cdr_before_or_after_the_last_state_change_gives_the_same_call(
+    name: str, kwargs: dict[str, Any]
+) -> None:
+    after = shape(replay(await script(name, **kwargs, cdr_first=False)))
+    before = shape(replay(await script(name, **kwargs, cdr_first=True)))
+    for events in (after, before):
+        for e in events:
+            e.pop("call_id")
+            if e["kind"] == "recording_available":
+                e.pop("recording")  # contains the call id
+    assert before == after
+    assert any(e["kind"] == "call_ended" for e in before)
+
+
+async def test_cdr_that_overtakes_the_last_bye_waits_for_it() -> None:
+    envelopes = await script("inbound_answered", cdr_first=True)
+    mapper = YeastarMapper("pbx1", clock=lambda: T0)
+    out = replay(envelopes[:-1], mapper=mapper, settle=False)  # CDR in, last BYE not yet
+    assert not any(isinstance(e, CallEnded) for e in out)
+    out += replay(envelopes[-1:], mapper=mapper, settle=False)
+    assert ended(out).hangup_side is HangupSide.CALLER
+
+
+async def test_duplicates_and_replays_change_nothing() -> None:
+    envelopes = await script("inbound_answered")
+    once = shape(replay(envelopes))
+    doubled = [env for env in envelopes for _ in (0, 1)]
+    twice = shape(replay(doubled))
+    assert once == twice
+    mapper = YeastarMapper("pbx1", clock=lambda: T0)
+    replay(envelopes, mapper=mapper)
+    assert replay(envelopes, mapper=mapper) == []  # the whole call again, after its end
+
+
+async def test_call_without_cdr_ends_after_the_wait_from_member_states() -> None:
+    envelopes = [e for e in await script("inbound_answered") if e["type"] != 30012]
+    mapper = YeastarMapper("pbx1", clock=lambda: T0)
+    out = replay(envelopes, mapper=mapper, settle=False)
+    assert not any(isinstance(e, CallEnded) for e in out)
+    out += mapper.tick(T0 + timedelta(seconds=30))
+    end = ended(out)
+    assert end.disposition is Disposition.ANSWERED and end.answered_by == "2002"
+
+
+async def test_cdr_only_subscription_still_logs_the_call() -> None:
+    envelopes = [e for e in await script("inbound_answered") if e["type"] == 30012]
+    events = replay(envelopes)
+    start, end = started(events), ended(events)
+    assert start.direction is Direction.INBOUND and start.from_number == "+14155550100"
+    assert end.disposition is Disposition.ANSWERED and end.answered_by == "2002"
+
+
+def test_presence_events_map_and_deduplicate() -> None:
+    mapper = YeastarMapper("pbx1", clock=lambda: T0)
+
+    def feed(event_type: int, **msg: str) -> list[Event]:
+        payload = parse_envelope({"type": event_type, "sn": "S", "msg": json.dumps(msg)}).payload
+        assert payload is not None
+        return mapper.feed(payload)
+
+    [ringing] = feed(30008, extension="2002", status="Ringing")
+    assert isinstance(ringing, PresenceChanged) and ringing.presence is Presence.RINGING
+    assert feed(30008, extension="2002", status="Ringing") == []
+    [busy] = feed(30008, extension="2002", status="Busy")
+    assert isinstance(busy, PresenceChanged) and busy.presence is Presence.ON_CALL
+    [idle] = feed(30008, extension="2002", status="Idle")
+    assert isinstance(idle, PresenceChanged) and idle.presence is Presence.AVAILABLE
+    [dnd] = feed(30009, extension="2002", status="do_not_disturb")
+    assert isinstance(dnd, PresenceChanged) and dnd.presence is Presence.DO_NOT_DISTURB
+    [offline] = feed(30007, extension="2002", kind="Sip", status="Unregistered", registered_ip="")
+    assert isinstance(offline, PresenceChanged) and offline.presence is Presence.OFFLINE
