@@ -246,6 +246,34 @@ class CallTracker:
     def live_calls(self) -> int:
         return len({id(c) for c in self._calls.values()})
 
+    def _find(self, call_id: str) -> Call | None:
+        call = self._calls.get(call_id)
+        if call is not None:
+            return call
+        return next((c for c in self._unique_calls() if c.call_id == call_id), None)
+
+    def channels_of(self, call_id: str) -> list[str]:
+        """Live non-Local channel names of a call, its first channel first."""
+        call = self._find(call_id)
+        if call is None:
+            return []
+        live = [ch for ch in call.channels.values() if not ch.hungup and not ch.is_local]
+        live.sort(key=lambda ch: ch is not call.first)
+        return [ch.name for ch in live]
+
+    def external_channel_of(self, call_id: str) -> str | None:
+        """The channel to move in a blind transfer: the outside party, else the caller."""
+        call = self._find(call_id)
+        if call is None:
+            return None
+        live = [ch for ch in call.channels.values() if not ch.hungup and not ch.is_local]
+        trunk = next((ch for ch in live if ch.is_trunk), None)
+        if trunk is not None:
+            return trunk.name
+        if call.first is not None and not call.first.hungup:
+            return call.first.name
+        return live[0].name if live else None
+
     def expect_originate(self, channel_id: str, extension: str, number: str) -> None:
         """Tell the tracker that a channel with this Uniqueid is our click-to-call."""
         self._hints[channel_id] = OriginateHint(extension, self._number(number))

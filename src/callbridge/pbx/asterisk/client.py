@@ -1,0 +1,380 @@
+"""asyncio AMI client: one TCP session, ActionID-correlated actions, events in order.
+
+What it guarantees (``reference/asterisk_ami.md`` §1):
+* every network step has a timeout (connect, banner, login, each action, Ping);
+* responses are matched to requests by globally unique ActionIDs (OriginateResponse is
+  broadcast to every session, so ids must not collide across clients);
+* ``EventList: start`` … ``Complete`` lists are gathered into one result;
+* a Ping that gets no Pong in time closes the link (Asterisk has no TCP keepalive);
+* ``run`` reconnects with capped exponential backoff, except after wrong credentials, which
+  raise :class:`PbxRejected` at once (retrying would only trip fail2ban);
+* nothing is ever re-sent after a reconnect: pending actions fail with
+  :class:`PbxUnavailable`, so an Originate can never ring a customer twice;
+* the reader never awaits consumers: events go to a synchronous callback (the tracker is
+  fast), because Asterisk drops a session it cannot write to within 100 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+import random
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from callbridge.domain.errors import PbxRejected, PbxTimeout, PbxUnavailable
+from callbridge.pbx.asterisk.codec import AmiDecoder, Banner, FrameError, HeaderValue, Message, encode_action
+
+log = logging.getLogger(__name__)
+
+EventCallback = Callable[[Message, datetime], None]
+ConnectCallback = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    host: str
+    port: int = 5038
+    username: str = ""
+    secret: str = field(default="", repr=False)
+    auth: str = "md5"  # "md5" (challenge/response; the secret never crosses the wire) or "plain"
+    connect_timeout: float = 5.0
+    action_timeout: float = 10.0
+    # Asterisk waits 1 s before refusing a login; leave room for it.
+    login_timeout: float = 5.0
+    ping_interval: float = 10.0
+    ping_timeout: float = 5.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    events: str = "on"  # Login "Events:" (on|off|class list)
+    event_names: frozenset[str] | None = None  # deliver only these events (None = all)
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[tuple[Message, list[Message]]]
+    items: list[Message]
+    is_list: bool = False
+    response: Message | None = None
+
+
+class AmiClient:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        on_event: EventCallback | None = None,
+        on_connect: ConnectCallback | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_event = on_event
+        self.on_connect = on_connect
+        self._prefix = f"cb-{secrets.token_hex(6)}-"
+        self._seq = itertools.count(1)
+        self._pending: dict[str, _Pending] = {}
+        self._event_waiters: dict[str, asyncio.Future[Message]] = {}
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._read_task: asyncio.Task[None] | None = None
+        self._ping_task: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._logged_in = False
+        self.version = ""
+        self.connections = 0
+        self.last_error = ""
+        self.last_event_at: datetime | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._logged_in and self._writer is not None and not self._writer.is_closing()
+
+    def new_action_id(self) -> str:
+        return f"{self._prefix}{next(self._seq)}"
+
+    # -- connection ----------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the TCP session and log in. Raises PbxUnavailable/PbxTimeout/PbxRejected."""
+        s = self.settings
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(s.host, s.port), timeout=s.connect_timeout
+            )
+        except TimeoutError as exc:
+            raise PbxTimeout(f"AMI {s.host}:{s.port}: no connection within {s.connect_timeout:g} s") from exc
+        except OSError as exc:
+            raise PbxUnavailable(f"AMI {s.host}:{s.port}: cannot connect ({exc.strerror or exc})") from exc
+        self._reader, self._writer = reader, writer
+        self._closed = asyncio.Event()
+        banner: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._read_task = asyncio.create_task(self._read_loop(reader, banner), name="ami-reader")
+        try:
+            try:
+                self.version = await asyncio.wait_for(asyncio.shield(banner), timeout=s.connect_timeout)
+            except TimeoutError as exc:
+                raise PbxTimeout(f"AMI {s.host}:{s.port}: no banner; is this an AMI port?") from exc
+            await self._login()
+        except BaseException:
+            await self._teardown(PbxUnavailable("login did not complete"))
+            raise
+        self._logged_in = True
+        self.connections += 1
+        self._ping_task = asyncio.create_task(self._ping_loop(), name="ami-ping")
+        log.info("AMI %s:%s: logged in as %s (AMI %s)", s.host, s.port, s.username, self.version)
+
+    async def _login(self) -> None:
+        s = self.settings
+        fields: dict[str, HeaderValue] = {"Username": s.username, "Events": s.events}
+        if s.auth == "md5":
+            challenge = await self._request("Challenge", {"AuthType": "MD5"}, deadline=s.login_timeout)
+            if challenge.get("Response") != "Success" or not challenge.get("Challenge"):
+                raise PbxRejected(f"AMI login: MD5 challenge refused ({challenge.get('Message')})")
+            key = hashlib.md5((challenge.get("Challenge") + s.secret).encode(), usedforsecurity=False)
+            fields.update({"AuthType": "MD5", "Key": key.hexdigest()})
+        else:
+            fields["Secret"] = s.secret
+        try:
+            reply = await self._request("Login", fields, deadline=s.login_timeout)
+        except PbxUnavailable as exc:
+            # Asterisk closes the socket right after refusing a login; a close during login
+            # with no answer is treated the same way only if we got no reply at all.
+            raise PbxUnavailable(f"AMI login: connection lost ({exc.message})") from exc
+        if reply.get("Response") != "Success":
+            raise PbxRejected(
+                f"AMI login as {s.username!r} refused: {reply.get('Message') or 'unknown reason'}"
+                " (check the AMI username and secret in manager.conf)"
+            )
+
+    async def close(self) -> None:
+        """Log off politely (best effort) and close."""
+        if self.connected:
+            with contextlib.suppress(Exception):
+                await self._request("Logoff", {}, deadline=1.0)
+        await self._teardown(PbxUnavailable("AMI link closed"))
+
+    async def _teardown(self, error: Exception) -> None:
+        self._logged_in = False
+        writer = self._writer
+        self._writer = None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
+        for task in (self._ping_task, self._read_task):
+            if task is not None and task is not asyncio.current_task() and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self._ping_task = self._read_task = None
+        self._fail_pending(error)
+        self._closed.set()
+
+    def _fail_pending(self, error: Exception) -> None:
+        # Never re-send: a lost Originate response might mean the phone is already ringing.
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._pending.clear()
+        for waiter in self._event_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._event_waiters.clear()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def _read_loop(self, reader: asyncio.StreamReader, banner: asyncio.Future[str]) -> None:
+        decoder = AmiDecoder()
+        reason: Exception = PbxUnavailable("AMI connection closed by the PBX")
+        try:
+            while True:
+                try:
+                    data = await reader.read(262144)
+                except OSError as exc:
+                    reason = PbxUnavailable(f"AMI read failed: {exc}")
+                    break
+                if not data:
+                    break
+                now = datetime.now(UTC)
+                for record in decoder.feed(data):
+                    if isinstance(record, Message):
+                        self._dispatch(record, now)
+                    elif isinstance(record, Banner):
+                        if not banner.done():
+                            banner.set_result(record.version)
+                    elif isinstance(record, FrameError):
+                        log.warning(
+                            "AMI: dropped a malformed frame (%s, %s bytes)", record.reason, record.size
+                        )
+        finally:
+            if not banner.done():
+                banner.set_exception(PbxUnavailable("AMI connection closed before the banner"))
+                banner.exception()  # mark retrieved: nobody may be waiting any more
+            self._logged_in = False
+            self._fail_pending(reason)
+            self._closed.set()
+
+    def _dispatch(self, msg: Message, now: datetime) -> None:
+        aid = msg.get("ActionID")
+        if "Response" in msg and "Event" not in msg:
+            pending = self._pending.get(aid) if aid else None
+            if pending is None:
+                log.debug("AMI: response for unknown ActionID %s", aid)
+                return
+            if pending.is_list or msg.get("EventList").lower() == "start":
+                pending.is_list = True
+                pending.response = msg
+                if msg.get("Response") != "Success":
+                    self._finish(aid, msg)
+                return
+            self._finish(aid, msg)
+            return
+        if aid:
+            pending = self._pending.get(aid)
+            if pending is not None and pending.is_list:
+                if msg.get("EventList").lower() == "complete":
+                    self._finish(aid, pending.response or msg, complete=msg)
+                else:
+                    pending.items.append(msg)
+                return
+            waiter = self._event_waiters.pop(aid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(msg)
+        self.last_event_at = now
+        names = self.settings.event_names
+        if self.on_event is not None and (names is None or msg.get("Event") in names):
+            try:
+                self.on_event(msg, now)
+            except Exception:
+                log.exception("AMI: event handler failed on %s", msg.get("Event"))
+
+    def _finish(self, aid: str, response: Message, complete: Message | None = None) -> None:
+        pending = self._pending.pop(aid, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result((response, pending.items))
+
+    # -- actions -------------------------------------------------------------------------------
+
+    async def _request(
+        self, action: str, fields: Mapping[str, HeaderValue], *, deadline: float, action_id: str = ""
+    ) -> Message:
+        response, _ = await self._exchange(action, fields, deadline=deadline, action_id=action_id)
+        return response
+
+    async def _exchange(
+        self, action: str, fields: Mapping[str, HeaderValue], *, deadline: float, action_id: str = ""
+    ) -> tuple[Message, list[Message]]:
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            raise PbxUnavailable(f"AMI link is down; {action} was not sent")
+        aid = action_id or self.new_action_id()
+        future: asyncio.Future[tuple[Message, list[Message]]] = asyncio.get_running_loop().create_future()
+        self._pending[aid] = _Pending(future, [])
+        try:
+            writer.write(encode_action(action, fields, action_id=aid))
+            await asyncio.wait_for(writer.drain(), timeout=deadline)
+            return await asyncio.wait_for(future, timeout=deadline)
+        except TimeoutError as exc:
+            raise PbxTimeout(f"AMI {action}: no answer within {deadline:g} s") from exc
+        except OSError as exc:
+            raise PbxUnavailable(f"AMI {action}: link failed ({exc})") from exc
+        finally:
+            self._pending.pop(aid, None)
+
+    async def send_action(
+        self,
+        action: str,
+        fields: Mapping[str, HeaderValue] | None = None,
+        *,
+        deadline: float | None = None,
+        action_id: str = "",
+    ) -> Message:
+        """Send one action and return its response (``Response: Error`` is returned, not raised)."""
+        if not self._logged_in:
+            raise PbxUnavailable(f"AMI link is down; {action} was not sent")
+        return await self._request(
+            action, fields or {}, deadline=deadline or self.settings.action_timeout, action_id=action_id
+        )
+
+    async def send_list_action(
+        self, action: str, fields: Mapping[str, HeaderValue] | None = None, *, deadline: float | None = None
+    ) -> tuple[Message, list[Message]]:
+        """Send a list action (CoreShowChannels, …) and return the response and every item."""
+        if not self._logged_in:
+            raise PbxUnavailable(f"AMI link is down; {action} was not sent")
+        return await self._exchange(action, fields or {}, deadline=deadline or self.settings.action_timeout)
+
+    def expect_event(self, action_id: str) -> asyncio.Future[Message]:
+        """A future for the next event carrying ``action_id`` (e.g. OriginateResponse).
+        Register it before sending the action; it fails with PbxUnavailable if the link drops."""
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._event_waiters[action_id] = future
+        return future
+
+    def forget_event(self, action_id: str) -> None:
+        self._event_waiters.pop(action_id, None)
+
+    # -- keepalive and reconnect -----------------------------------------------------------------
+
+    async def _ping_loop(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.ping_interval)
+            try:
+                reply = await self.send_action("Ping", deadline=s.ping_timeout)
+                if reply.get("Response") != "Success":
+                    log.warning("AMI: unexpected Ping answer %s", reply.get("Message"))
+            except PbxUnavailable as exc:
+                # PbxTimeout included: a half-open TCP link looks alive until we ask.
+                log.warning("AMI %s:%s: keepalive failed (%s); reconnecting", s.host, s.port, exc.message)
+                writer = self._writer
+                if writer is not None:
+                    writer.transport.abort()
+                return
+
+    async def run(self) -> None:
+        """Stay connected until cancelled; raises PbxRejected on wrong credentials."""
+        s = self.settings
+        attempt = 0
+        try:
+            while True:
+                try:
+                    await self.connect()
+                except PbxRejected as exc:
+                    self.last_error = exc.message
+                    log.error("AMI %s:%s: %s; not retrying", s.host, s.port, exc.message)
+                    raise
+                except PbxUnavailable as exc:
+                    self.last_error = exc.message
+                    delay = min(s.backoff_max, s.backoff_initial * (2**attempt))
+                    delay *= 0.5 + random.random() / 2  # jitter: many agents must not reconnect in step
+                    attempt += 1
+                    log.warning("AMI %s:%s: %s; retry in %.1f s", s.host, s.port, exc.message, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                attempt = 0
+                self.last_error = ""
+                if self.on_connect is not None:
+                    try:
+                        await self.on_connect()
+                    except PbxUnavailable as exc:
+                        log.warning("AMI %s:%s: after login: %s", s.host, s.port, exc.message)
+                await self._closed.wait()
+                await self._teardown(PbxUnavailable("AMI connection lost"))
+                self.last_error = "connection lost"
+                log.warning("AMI %s:%s: connection lost; reconnecting", s.host, s.port)
+                await asyncio.sleep(s.backoff_initial * (0.5 + random.random() / 2))
+        finally:
+            await self._teardown(PbxUnavailable("AMI link stopped"))
+
+    def pending_count(self) -> int:
+        return len(self._pending) + len(self._event_waiters)
