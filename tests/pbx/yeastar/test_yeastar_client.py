@@ -64,13 +64,13 @@ async def test_refresh_refused_falls_back_to_login(sim: YeastarSimulator) -> Non
 
 
 async def test_short_lived_tokens_are_renewed_before_expiry() -> None:
-    async with YeastarSimulator(SimulatorConfig(access_ttl=1, step_delay=0)) as sim:
-        async with make_client(sim) as client:
-            for _ in range(6):
-                await client.list_extensions()
-                await asyncio.sleep(0.3)
-            assert client.refreshes >= 1
-            assert sim.live_tokens() <= 2
+    sim = YeastarSimulator(SimulatorConfig(access_ttl=1, step_delay=0))
+    async with sim, make_client(sim) as client:
+        for _ in range(6):
+            await client.list_extensions()
+            await asyncio.sleep(0.3)
+        assert client.refreshes >= 1
+        assert sim.live_tokens() <= 2
 
 
 async def test_ip_blocked_stops_all_requests(sim: YeastarSimulator) -> None:
@@ -111,16 +111,16 @@ async def test_token_limit_is_respected() -> None:
         assert info.value.errcode == 60002
         for client in clients:
             await client.aclose()
-    async with YeastarSimulator(SimulatorConfig(step_delay=0)) as sim:
-        async with make_client(sim, token_limit=2) as client:
-            for _ in range(2):
-                sim.expire_access_tokens()
-                sim.fail_next("refresh_token", 10004)
-                await client.list_extensions()
+    sim = YeastarSimulator(SimulatorConfig(step_delay=0))
+    async with sim, make_client(sim, token_limit=2) as client:
+        for _ in range(2):
             sim.expire_access_tokens()
             sim.fail_next("refresh_token", 10004)
-            with pytest.raises(PbxRejected, match="allows 2"):
-                await client.list_extensions()
+            await client.list_extensions()
+        sim.expire_access_tokens()
+        sim.fail_next("refresh_token", 10004)
+        with pytest.raises(PbxRejected, match="allows 2"):
+            await client.list_extensions()
 
 
 async def test_pbx_fidelity_user_agent_bearer_and_method(sim: YeastarSimulator) -> None:

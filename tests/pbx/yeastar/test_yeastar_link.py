@@ -39,8 +39,8 @@ class Sink:
         self.events.append(event)
         self.changed.set()
 
-    async def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, predicate: Callable[[list[Event]], bool], within: float = 5.0) -> None:
+        async with asyncio.timeout(within):
             while not predicate(self.events):
                 self.changed.clear()
                 await self.changed.wait()
@@ -52,7 +52,7 @@ class Sink:
 async def answered_live_call(sim: YeastarSimulator, sink: Sink) -> str:
     """Wait until the simulator holds an answered call and the link has seen the answer."""
     async with asyncio.timeout(5):
-        while True:
+        while True:  # polls the simulator's state: it offers no event to await
             for call_id, call in sim.calls.items():
                 answered = any(m.status == "ANSWER" for m in call.members.values())
                 if answered and any(type(e).__name__ == "CallAnswered" for e in sink.of(call_id)):
@@ -72,7 +72,7 @@ async def serve(handler: Callable[[Request], Awaitable[Response]]) -> AsyncItera
     app = Starlette(routes=[Route("/hook", handler, methods=["POST"])])
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 (uvicorn exposes only a flag)
         await asyncio.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
@@ -220,7 +220,7 @@ async def test_websocket_mode_survives_token_expiry() -> None:
         runner = asyncio.create_task(link.run())
         try:
             async with asyncio.timeout(5):
-                while not link.status().connected:
+                while not link.status().connected:  # noqa: ASYNC110 (status is a snapshot API)
                     await asyncio.sleep(0.02)
             await asyncio.sleep(1.5)  # token died (10004 frame), idle timeout passed twice
             first = await sim.run_scenario("outbound")
