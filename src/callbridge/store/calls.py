@@ -1,0 +1,473 @@
+"""SQL for the call log: one row per call, the events it was built from, who took part.
+
+``call_events`` is what makes ingest idempotent and order-tolerant: an event is stored once under
+its idempotency key (a unique constraint, so even two workers racing store it once), and the
+``calls`` row is re-folded from all of the call's events each time one arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
+
+from callbridge.domain.calls import CallSummary
+from callbridge.domain.directory import ContactKind, MatchKind
+from callbridge.domain.errors import InvalidInput
+from callbridge.domain.events import CallEvent, Direction, Disposition, HangupSide, event_from_dict
+from callbridge.services.calllog import CallLink
+from callbridge.store.directory import contact_tags, contacts, decode_cursor, encode_cursor
+from callbridge.store.tables import UtcDateTime, metadata, now, users
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pbx", String(64), nullable=False),
+    Column("pbx_call_id", String(128), nullable=False),
+    Column("direction", String(16), nullable=True),
+    Column("from_number", String(64), nullable=False, server_default=""),
+    Column("to_number", String(64), nullable=False, server_default=""),
+    Column("from_name", String(200), nullable=False, server_default=""),
+    Column("external_number", String(64), nullable=False, server_default="", index=True),
+    Column("disposition", String(16), nullable=True),
+    Column("hangup_side", String(16), nullable=False, server_default="unknown"),
+    Column("answered_by_extension", String(32), nullable=False, server_default=""),
+    Column("answered_by_user_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("made_by_user_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("answered_at", UtcDateTime, nullable=True),
+    Column("ended_at", UtcDateTime, nullable=True),
+    Column("ring_seconds", Integer, nullable=False, server_default="0"),
+    Column("talk_seconds", Integer, nullable=False, server_default="0"),
+    Column("transferred_to", String(64), nullable=False, server_default=""),
+    Column("recording", String(500), nullable=False, server_default=""),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="SET NULL"), nullable=True, index=True),
+    Column("company_id", Integer, ForeignKey("contacts.id", ondelete="SET NULL"), nullable=True, index=True),
+    Column("match", String(16), nullable=False, server_default="none"),
+    Column("manual_link", Boolean, nullable=False, server_default="0"),
+    Column("updated_at", UtcDateTime, nullable=False, default=now),
+    UniqueConstraint("pbx", "pbx_call_id", name="uq_calls_pbx_pbx_call_id"),
+    Index("ix_calls_started_at_id", "started_at", "id"),
+)
+
+call_events = Table(
+    "call_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("call_id", Integer, ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    Column("idempotency_key", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("payload", JSON, nullable=False),
+    UniqueConstraint("call_id", "idempotency_key", name="uq_call_events_call_id_idempotency_key"),
+)
+
+call_users = Table(
+    "call_users",
+    metadata,
+    Column("call_id", Integer, ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    PrimaryKeyConstraint("call_id", "user_id", name="pk_call_users"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallView:
+    id: int
+    pbx: str
+    pbx_call_id: str
+    direction: Direction | None
+    from_number: str
+    to_number: str
+    from_name: str
+    external_number: str
+    disposition: Disposition | None
+    hangup_side: HangupSide
+    answered_by_extension: str
+    answered_by_user: str
+    started_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime | None
+    ring_seconds: int
+    talk_seconds: int
+    contact: Ref | None
+    company: Ref | None
+    match: MatchKind
+    transferred_to: str
+    recording: str
+    made_by_user: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    direction: Direction | None = None
+    disposition: Disposition | None = None
+    user_id: int | None = None
+    contact_id: int | None = None
+    company_id: int | None = None
+    tag: str = ""
+    has_recording: bool | None = None
+    number_key: str = ""
+    digits: str = ""
+    text: str = ""
+    # Set for agents: only calls this user took part in, or of contacts they own.
+    visible_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    kind: str
+    at: datetime
+    payload: dict[str, Any]
+
+
+_contact = contacts.alias("call_contact")
+_company = contacts.alias("call_company")
+_answered = users.alias("answered_user")
+_made = users.alias("made_user")
+
+
+def _view(row: Any) -> CallView:
+    return CallView(
+        id=row.id,
+        pbx=row.pbx,
+        pbx_call_id=row.pbx_call_id,
+        direction=Direction(row.direction) if row.direction else None,
+        from_number=row.from_number,
+        to_number=row.to_number,
+        from_name=row.from_name,
+        external_number=row.external_number,
+        disposition=Disposition(row.disposition) if row.disposition else None,
+        hangup_side=HangupSide(row.hangup_side),
+        answered_by_extension=row.answered_by_extension,
+        answered_by_user=row.answered_user_name or "",
+        started_at=row.started_at,
+        answered_at=row.answered_at,
+        ended_at=row.ended_at,
+        ring_seconds=row.ring_seconds,
+        talk_seconds=row.talk_seconds,
+        contact=Ref(row.contact_id, row.contact_name) if row.contact_id and row.contact_name else None,
+        company=Ref(row.company_id, row.company_name) if row.company_id and row.company_name else None,
+        match=MatchKind(row.match),
+        transferred_to=row.transferred_to,
+        recording=row.recording,
+        made_by_user=row.made_user_name or "",
+    )
+
+
+def _select() -> Select[Any]:
+    return select(
+        calls,
+        _contact.c.name.label("contact_name"),
+        _company.c.name.label("company_name"),
+        _answered.c.name.label("answered_user_name"),
+        _made.c.name.label("made_user_name"),
+    ).select_from(
+        calls.outerjoin(_contact, _contact.c.id == calls.c.contact_id)
+        .outerjoin(_company, _company.c.id == calls.c.company_id)
+        .outerjoin(_answered, _answered.c.id == calls.c.answered_by_user_id)
+        .outerjoin(_made, _made.c.id == calls.c.made_by_user_id)
+    )
+
+
+def _owned_by(user_id: int) -> Any:
+    return select(contacts.c.id).where(contacts.c.owner_id == user_id)
+
+
+def _apply_filter(stmt: Select[Any], f: CallFilter) -> Select[Any]:
+    if f.since is not None:
+        stmt = stmt.where(calls.c.started_at >= f.since)
+    if f.until is not None:
+        stmt = stmt.where(calls.c.started_at < f.until)
+    if f.direction is not None:
+        stmt = stmt.where(calls.c.direction == f.direction.value)
+    if f.disposition is not None:
+        stmt = stmt.where(calls.c.disposition == f.disposition.value)
+    if f.user_id is not None:
+        stmt = stmt.where(
+            calls.c.id.in_(select(call_users.c.call_id).where(call_users.c.user_id == f.user_id))
+        )
+    if f.contact_id is not None:
+        stmt = stmt.where(calls.c.contact_id == f.contact_id)
+    if f.company_id is not None:
+        people = select(contacts.c.id).where(contacts.c.company_id == f.company_id)
+        stmt = stmt.where(
+            or_(
+                calls.c.company_id == f.company_id,
+                calls.c.contact_id == f.company_id,
+                calls.c.contact_id.in_(people),
+            )
+        )
+    if f.tag:
+        tagged = select(contact_tags.c.contact_id).where(contact_tags.c.tag_folded == f.tag.casefold())
+        stmt = stmt.where(or_(calls.c.contact_id.in_(tagged), calls.c.company_id.in_(tagged)))
+    if f.has_recording is True:
+        stmt = stmt.where(calls.c.recording != "")
+    elif f.has_recording is False:
+        stmt = stmt.where(calls.c.recording == "")
+    if f.number_key:
+        stmt = stmt.where(
+            or_(
+                calls.c.external_number == f.number_key,
+                calls.c.from_number == f.number_key,
+                calls.c.to_number == f.number_key,
+            )
+        )
+    elif f.digits:
+        stmt = stmt.where(
+            or_(
+                calls.c.from_number.contains(f.digits, autoescape=True),
+                calls.c.to_number.contains(f.digits, autoescape=True),
+            )
+        )
+    elif f.text:
+        folded = f.text.casefold()
+        stmt = stmt.where(
+            or_(
+                _contact.c.name_folded.contains(folded, autoescape=True),
+                _company.c.name_folded.contains(folded, autoescape=True),
+                calls.c.from_name.contains(f.text, autoescape=True),
+            )
+        )
+    if f.visible_to is not None:
+        mine = select(call_users.c.call_id).where(call_users.c.user_id == f.visible_to)
+        stmt = stmt.where(
+            or_(
+                calls.c.id.in_(mine),
+                calls.c.contact_id.in_(_owned_by(f.visible_to)),
+                calls.c.company_id.in_(_owned_by(f.visible_to)),
+            )
+        )
+    return stmt
+
+
+class SqlCalls:
+    """The call log's store; implements ``services.calllog.CallStore``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def _insert_ignoring_conflicts(self, table: Table) -> Any:
+        if self.session.get_bind().dialect.name == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    # -- ingest --------------------------------------------------------------------------------------
+
+    async def lock_or_create(self, pbx: str, pbx_call_id: str, at: datetime) -> int:
+        find = (
+            select(calls.c.id).where(calls.c.pbx == pbx, calls.c.pbx_call_id == pbx_call_id).with_for_update()
+        )
+        found = (await self.session.execute(find)).scalar()
+        if found is not None:
+            return int(found)
+        await self.session.execute(
+            self._insert_ignoring_conflicts(calls).values(
+                pbx=pbx, pbx_call_id=pbx_call_id, started_at=at, updated_at=now()
+            )
+        )
+        return int((await self.session.execute(find)).scalar_one())
+
+    async def add_event(self, call_row: int, event: CallEvent) -> bool:
+        result = await self.session.execute(
+            self._insert_ignoring_conflicts(call_events).values(
+                call_id=call_row,
+                idempotency_key=event.idempotency_key,
+                kind=event.kind,
+                at=event.at,
+                payload=event.to_dict(),
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def events(self, call_row: int) -> list[CallEvent]:
+        query = (
+            select(call_events.c.payload).where(call_events.c.call_id == call_row).order_by(call_events.c.id)
+        )
+        out: list[CallEvent] = []
+        for payload in (await self.session.execute(query)).scalars():
+            event = event_from_dict(payload)
+            if isinstance(event, CallEvent):
+                out.append(event)
+        return out
+
+    async def link(self, call_row: int) -> CallLink:
+        row = (await self.session.execute(select(calls).where(calls.c.id == call_row))).one()
+        ids = (
+            await self.session.execute(select(call_users.c.user_id).where(call_users.c.call_id == call_row))
+        ).scalars()
+        return CallLink(
+            contact_id=row.contact_id,
+            company_id=row.company_id,
+            match=MatchKind(row.match),
+            answered_by_user_id=row.answered_by_user_id,
+            made_by_user_id=row.made_by_user_id,
+            user_ids=frozenset(ids),
+            manual=bool(row.manual_link),
+        )
+
+    async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None:
+        assert summary.started_at is not None  # a call with an event has a start
+        await self.session.execute(
+            update(calls)
+            .where(calls.c.id == call_row)
+            .values(
+                direction=summary.direction.value if summary.direction else None,
+                from_number=summary.from_number[:64],
+                to_number=summary.to_number[:64],
+                from_name=summary.from_name[:200],
+                external_number=summary.external_number[:64],
+                disposition=summary.disposition.value if summary.disposition else None,
+                hangup_side=summary.hangup_side.value,
+                answered_by_extension=summary.answered_by_extension[:32],
+                answered_by_user_id=link.answered_by_user_id,
+                made_by_user_id=link.made_by_user_id,
+                started_at=summary.started_at,
+                answered_at=summary.answered_at,
+                ended_at=summary.ended_at,
+                ring_seconds=summary.ring_seconds,
+                talk_seconds=summary.talk_seconds,
+                transferred_to=summary.transferred_to[:64],
+                recording=summary.recording[:500],
+                contact_id=link.contact_id,
+                company_id=link.company_id,
+                match=link.match.value,
+                manual_link=link.manual,
+                updated_at=now(),
+            )
+        )
+        current = set(
+            (
+                await self.session.execute(
+                    select(call_users.c.user_id).where(call_users.c.call_id == call_row)
+                )
+            ).scalars()
+        )
+        gone = current - link.user_ids
+        if gone:
+            await self.session.execute(
+                delete(call_users).where(call_users.c.call_id == call_row, call_users.c.user_id.in_(gone))
+            )
+        new = link.user_ids - current
+        if new:
+            await self.session.execute(
+                insert(call_users), [{"call_id": call_row, "user_id": u} for u in sorted(new)]
+            )
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    async def find(self, call_id: int, visible_to: int | None = None) -> CallView | None:
+        stmt = _apply_filter(_select().where(calls.c.id == call_id), CallFilter(visible_to=visible_to))
+        row = (await self.session.execute(stmt)).first()
+        return _view(row) if row else None
+
+    async def search(
+        self, f: CallFilter, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[CallView], str | None]:
+        """Newest first, keyset-paginated on (started_at, id)."""
+        stmt = _apply_filter(_select(), f)
+        if cursor:
+            started, last_id = decode_cursor(cursor, 2)
+            try:
+                started_at = datetime.fromisoformat(str(started))
+            except ValueError as exc:
+                raise InvalidInput("the cursor is not valid; start from the first page") from exc
+            if not isinstance(last_id, int) or started_at.tzinfo is None:
+                raise InvalidInput("the cursor is not valid; start from the first page")
+            stmt = stmt.where(
+                or_(
+                    calls.c.started_at < started_at,
+                    and_(calls.c.started_at == started_at, calls.c.id < last_id),
+                )
+            )
+        stmt = stmt.order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(limit + 1)
+        rows = (await self.session.execute(stmt)).all()
+        items = [_view(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        next_cursor = (
+            encode_cursor([items[-1].started_at.isoformat(), items[-1].id]) if more and items else None
+        )
+        return items, next_cursor
+
+    async def timeline(self, call_id: int) -> list[StoredEvent]:
+        query = (
+            select(call_events.c.kind, call_events.c.at, call_events.c.payload)
+            .where(call_events.c.call_id == call_id)
+            .order_by(call_events.c.at, call_events.c.id)
+        )
+        return [StoredEvent(r.kind, r.at, dict(r.payload)) for r in (await self.session.execute(query)).all()]
+
+    async def set_contact(self, call_id: int, contact_id: int | None) -> None:
+        """A person's choice for an ambiguous (or wrong) match; ingest keeps it from now on."""
+        company_id: int | None = None
+        match = MatchKind.NONE
+        if contact_id is not None:
+            row = (
+                await self.session.execute(
+                    select(contacts.c.kind, contacts.c.company_id).where(contacts.c.id == contact_id)
+                )
+            ).first()
+            if row is None:
+                raise InvalidInput(f"no contact with id {contact_id}")
+            if row.kind == ContactKind.COMPANY.value:
+                company_id, match = contact_id, MatchKind.COMPANY
+            else:
+                company_id, match = row.company_id, MatchKind.CONTACT
+        result = await self.session.execute(
+            update(calls)
+            .where(calls.c.id == call_id)
+            .values(contact_id=contact_id, company_id=company_id, match=match.value, manual_link=True)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise InvalidInput(f"no call with id {call_id}")
+
+    async def relink_number(
+        self, external_number: str, contact_id: int | None, company_id: int | None, match: MatchKind
+    ) -> int:
+        """Point past calls of a number at the contact it now resolves to (not hand-linked ones)."""
+        result = await self.session.execute(
+            update(calls)
+            .where(calls.c.external_number == external_number, calls.c.manual_link.is_(False))
+            .values(contact_id=contact_id, company_id=company_id, match=match.value)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def numbers_without_contact(self, numbers: Sequence[str]) -> list[str]:
+        if not numbers:
+            return []
+        query = select(calls.c.external_number).where(
+            calls.c.external_number.in_(list(numbers)), calls.c.contact_id.is_(None)
+        )
+        return sorted(set((await self.session.execute(query)).scalars()))

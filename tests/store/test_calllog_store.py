@@ -1,0 +1,222 @@
+"""Directory and call log stores on real databases (SQLite, and PostgreSQL under make test)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tests.conftest import add_user
+
+from callbridge.domain.directory import ContactKind, MatchKind, Phone, phone_from_input
+from callbridge.domain.errors import InvalidInput, NotFound
+from callbridge.domain.events import (
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallStarted,
+    Direction,
+    Disposition,
+)
+from callbridge.domain.pbx import PbxKind
+from callbridge.domain.users import Role
+from callbridge.hub import Hub
+from callbridge.services.calllog import ingest
+from callbridge.services.directory import lookup
+from callbridge.store.calls import CallFilter, SqlCalls
+from callbridge.store.directory import (
+    ContactInput,
+    ContactQuery,
+    SqlDialplanTokens,
+    SqlDirectory,
+    SqlExtensions,
+)
+
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def phones(*raw: str) -> tuple[Phone, ...]:
+    return tuple(phone_from_input(r, "US") for r in raw)
+
+
+async def seed(hub: Hub) -> dict[str, int]:
+    async with hub.db.session() as s:
+        d = SqlDirectory(s)
+        acme = await d.create(ContactInput(ContactKind.COMPANY, "Acme", phones=phones("+1 415 555 0000")))
+        ada = await d.create(
+            ContactInput(
+                ContactKind.PERSON,
+                "Ada",
+                company_id=acme,
+                phones=phones("(415) 555-0100", "+1 415 555 0000"),
+                tags=("VIP",),
+            )
+        )
+        bob = await d.create(
+            ContactInput(ContactKind.PERSON, "Bob", company_id=acme, phones=phones("+1 415 555 0000"))
+        )
+        eve = await d.create(ContactInput(ContactKind.PERSON, "Eve", phones=phones("+44 20 7183 8750")))
+    return {"acme": acme, "ada": ada, "bob": bob, "eve": eve}
+
+
+async def test_lookup_by_number_applies_the_rules(hub: Hub) -> None:
+    ids = await seed(hub)
+    async with hub.db.session() as s:
+        d = SqlDirectory(s)
+        ada = await lookup(d, "4155550100", "US")
+        assert ada.kind is MatchKind.CONTACT and ada.display_name == "Ada (Acme)"
+        shared = await lookup(d, "+14155550000", "US")
+        assert shared.kind is MatchKind.COMPANY and shared.company is not None
+        assert shared.company.id == ids["acme"]
+        uk = await lookup(d, "011 44 20 7183 8750", "US")
+        assert uk.contact is not None and uk.contact.id == ids["eve"]
+        egypt = await lookup(d, "+20 71838750", "US")
+        assert egypt.kind is MatchKind.NONE
+        assert await d.tags_of(ids["ada"]) == ["VIP"]
+
+
+async def test_search_update_delete_and_pagination(hub: Hub) -> None:
+    ids = await seed(hub)
+    async with hub.db.session() as s:
+        d = SqlDirectory(s)
+        found, _ = await d.search(ContactQuery(text="ad"))
+        assert [c.name for c in found] == ["Ada"]
+        found, _ = await d.search(ContactQuery(number_key="+14155550000"))
+        assert [c.name for c in found] == ["Acme", "Ada", "Bob"]
+        found, _ = await d.search(ContactQuery(digits="8750"))
+        assert [c.name for c in found] == ["Eve"]
+        found, _ = await d.search(ContactQuery(tag="vip"))
+        assert [c.name for c in found] == ["Ada"]
+        page1, cursor = await d.search(ContactQuery(), limit=3)
+        assert [c.name for c in page1] == ["Acme", "Ada", "Bob"] and cursor
+        page2, end = await d.search(ContactQuery(), limit=3, cursor=cursor)
+        assert [c.name for c in page2] == ["Eve"] and end is None
+        with pytest.raises(InvalidInput):
+            await d.search(ContactQuery(), cursor="garbage!")
+        await d.update(ids["eve"], ContactInput(ContactKind.PERSON, "Eve Online", tags=("new",)))
+        eve = await d.get(ids["eve"])
+        assert eve.name == "Eve Online" and eve.phones == () and eve.tags == ("new",)
+        with pytest.raises(InvalidInput):
+            await d.update(ids["ada"], ContactInput(ContactKind.PERSON, "Ada", company_id=ids["bob"]))
+        with pytest.raises(InvalidInput, match="still has people"):
+            await d.update(ids["acme"], ContactInput(ContactKind.PERSON, "Acme"))
+        await d.delete(ids["bob"])
+        with pytest.raises(NotFound):
+            await d.get(ids["bob"])
+        assert dict(await d.all_tags()) == {"VIP": 1, "new": 1}
+
+
+def answered(call_id: str, number: str = "+14155550100") -> list[CallEvent]:
+    return [
+        CallStarted(
+            pbx="main",
+            call_id=call_id,
+            at=T0,
+            direction=Direction.INBOUND,
+            from_number=number,
+            to_number="+1",
+        ),
+        CallAnswered(pbx="main", call_id=call_id, at=T0 + timedelta(seconds=4), extension="1001"),
+        CallEnded(
+            pbx="main", call_id=call_id, at=T0 + timedelta(seconds=64), disposition=Disposition.ANSWERED
+        ),
+    ]
+
+
+async def feed(hub: Hub, events: list[CallEvent]) -> list[bool]:
+    out = []
+    for event in events:
+        async with hub.db.session() as s:
+            result = await ingest(event, SqlCalls(s), SqlDirectory(s), SqlExtensions(s), "US")
+            out.append(result is not None)
+    return out
+
+
+async def test_ingest_is_idempotent_order_tolerant_and_linked(hub: Hub) -> None:
+    ids = await seed(hub)
+    agent = await add_user(hub, "agent1", Role.AGENT)
+    async with hub.db.session() as s:
+        await SqlExtensions(s).map("main", "1001", agent.id)
+    events = answered("c1")
+    assert await feed(hub, list(reversed(events))) == [True, True, True]
+    assert await feed(hub, events) == [False, False, False]
+    async with hub.db.session() as s:
+        items, cursor = await SqlCalls(s).search(CallFilter())
+        assert cursor is None
+        (call,) = items
+        assert call.disposition is Disposition.ANSWERED
+        assert call.talk_seconds == 60 and call.ring_seconds == 4
+        assert call.contact is not None and call.contact.id == ids["ada"]
+        assert call.company is not None and call.company.name == "Acme"
+        assert call.answered_by_user == "agent1"
+        assert len(await SqlCalls(s).timeline(call.id)) == 3
+        mine, _ = await SqlCalls(s).search(CallFilter(visible_to=agent.id))
+        assert [c.id for c in mine] == [call.id]
+        assert (await SqlCalls(s).search(CallFilter(visible_to=agent.id + 1000)))[0] == []
+
+
+async def test_concurrent_duplicates_store_one_event(hub: Hub) -> None:
+    event = answered("c2")[0]
+
+    async def one() -> bool:
+        async with hub.db.session() as s:
+            return await ingest(event, SqlCalls(s), SqlDirectory(s), SqlExtensions(s), "US") is not None
+
+    results = await asyncio.gather(*(one() for _ in range(4)), return_exceptions=True)
+    ok = [r for r in results if r is True]
+    assert len(ok) == 1, results
+    async with hub.db.session() as s:
+        items, _ = await SqlCalls(s).search(CallFilter())
+        assert len(items) == 1
+
+
+async def test_filters_and_cursor(hub: Hub) -> None:
+    ids = await seed(hub)
+    for n in range(5):
+        start = CallStarted(
+            pbx="main",
+            call_id=f"f{n}",
+            at=T0 + timedelta(minutes=n),
+            direction=Direction.INBOUND if n % 2 else Direction.OUTBOUND,
+            from_number="+442071838750" if n % 2 else "1001",
+            to_number="+1" if n % 2 else "+14155550100",
+        )
+        await feed(hub, [start])
+    async with hub.db.session() as s:
+        calls = SqlCalls(s)
+        page, cursor = await calls.search(CallFilter(), limit=2)
+        assert [c.pbx_call_id for c in page] == ["f4", "f3"]
+        page, cursor = await calls.search(CallFilter(), limit=2, cursor=cursor)
+        assert [c.pbx_call_id for c in page] == ["f2", "f1"]
+        page, cursor = await calls.search(CallFilter(), limit=2, cursor=cursor)
+        assert [c.pbx_call_id for c in page] == ["f0"] and cursor is None
+        inbound, _ = await calls.search(CallFilter(direction=Direction.INBOUND))
+        assert {c.pbx_call_id for c in inbound} == {"f1", "f3"}
+        eve, _ = await calls.search(CallFilter(contact_id=ids["eve"]))
+        assert {c.pbx_call_id for c in eve} == {"f1", "f3"}
+        acme, _ = await calls.search(CallFilter(company_id=ids["acme"]))
+        assert {c.pbx_call_id for c in acme} == {"f0", "f2", "f4"}
+        vip, _ = await calls.search(CallFilter(tag="VIP"))
+        assert {c.pbx_call_id for c in vip} == {"f0", "f2", "f4"}
+        since, _ = await calls.search(CallFilter(since=T0 + timedelta(minutes=3)))
+        assert {c.pbx_call_id for c in since} == {"f3", "f4"}
+        text, _ = await calls.search(CallFilter(text="eve"))
+        assert {c.pbx_call_id for c in text} == {"f1", "f3"}
+        rec, _ = await calls.search(CallFilter(has_recording=True))
+        assert rec == []
+
+
+async def test_dialplan_tokens(hub: Hub) -> None:
+    async with hub.db.unit() as repos:
+        await repos.pbxes.add("main", PbxKind.ASTERISK, {}, {})
+    async with hub.db.session() as s:
+        tokens = SqlDialplanTokens(s, hub.box)
+        token = await tokens.token_for("main")
+        assert await tokens.token_for("main") == token
+        pbx = await tokens.pbx_for(token)
+        assert pbx is not None and pbx.name == "main"
+        assert await tokens.pbx_for(token + "x") is None
+        rotated = await tokens.token_for("main", rotate=True)
+        assert rotated != token and await tokens.pbx_for(token) is None
+        with pytest.raises(NotFound):
+            await tokens.token_for("nope")
