@@ -177,3 +177,13 @@ async def test_network_errors_become_pbx_unavailable() -> None:
         with pytest.raises(PbxUnavailable) as info:
             await client.list_extensions()
         assert info.value.__cause__ is not None
+
+
+async def test_tokens_never_reach_the_logs(sim: YeastarSimulator, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    async with make_client(sim) as client:
+        await client.list_extensions()
+        token = client._tokens.access
+        assert token
+        assert token not in caplog.text
+        assert sim.config.client_secret not in caplog.text
