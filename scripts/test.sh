@@ -39,8 +39,9 @@ fi
 
 TMP=$(mktemp -d /tmp/callbridge-test.XXXXXX)
 chmod 755 "$TMP"
-PG_PORT=${PG_PORT:-55432}
-REDIS_PORT=${REDIS_PORT:-56379}
+free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PG_PORT=${PG_PORT:-$(free_port)}
+REDIS_PORT=${REDIS_PORT:-$(free_port)}
 started_pg=""
 cleanup() {
   set +e
@@ -59,7 +60,7 @@ if [ "$(id -u)" = 0 ]; then chown postgres "$TMP"; fi
 as_pg "$PG_BIN/initdb" -D "$TMP/pg" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
 as_pg "$PG_BIN/pg_ctl" -D "$TMP/pg" -l "$TMP/pg.log" -w \
   -o "-k $TMP -p $PG_PORT -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=300" \
-  start >/dev/null
+  start >/dev/null || { cat "$TMP/pg.log" >&2; exit 1; }
 started_pg=1
 
 say "starting throwaway Redis on 127.0.0.1:$REDIS_PORT"

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -15,8 +16,10 @@ from rich.table import Table
 import callbridge
 from callbridge.config import Settings
 from callbridge.domain.errors import CallbridgeError
+from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.users import parse_role
 from callbridge.hub import Hub
+from callbridge.services.pbxes import AsteriskSettings, YeastarSettings, add_pbx, webhook_url
 from callbridge.store.db import display_url
 from callbridge.store.repos import Repos
 
@@ -32,8 +35,12 @@ app = typer.Typer(
 )
 user_app = typer.Typer(help="Manage users: add, list, passwd, disable, enable.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage personal API tokens.", no_args_is_help=True)
+pbx_app = typer.Typer(help="Connect phone systems: add, list.", no_args_is_help=True)
+pbx_add_app = typer.Typer(help="Add a phone system (asterisk or yeastar).", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+app.add_typer(pbx_app, name="pbx")
+pbx_app.add_typer(pbx_add_app, name="add")
 
 
 def _version(value: bool) -> None:
@@ -242,6 +249,107 @@ def token_create(
         print(secret)
 
     in_unit(work)
+
+
+def _added(hub: Hub, record: PbxRecord) -> None:
+    console.print(
+        f"PBX [bold]{record.name}[/bold] ({record.kind.value}) added; its secrets are stored encrypted."
+    )
+    if record.kind is PbxKind.YEASTAR and record.config.get("events") == "webhook":
+        console.print("Paste this webhook URL into the Yeastar portal (Integrations → API → Webhook):")
+        print(webhook_url(hub.settings.public_url, record))
+    elif record.config.get("agent"):
+        console.print("This PBX is served by `callbridge agent` on the Asterisk host.")
+    else:
+        console.print("A running hub connects to it on its next start; `callbridge pbx list` shows the link.")
+
+
+@pbx_add_app.command("asterisk")
+def pbx_add_asterisk(
+    name: Annotated[str, typer.Argument(help="A short name for this PBX, e.g. office.")],
+    host: Annotated[str, typer.Option(help="AMI host.")] = "",
+    port: Annotated[int, typer.Option(help="AMI port.")] = 5038,
+    username: Annotated[str, typer.Option(help="AMI user (manager.conf section).")] = "",
+    secret: Annotated[str, typer.Option(help="AMI secret; stored encrypted.")] = "",
+    trunk: Annotated[
+        list[str] | None, typer.Option(help="Trunk endpoint pattern (repeatable), e.g. 'trunk-*'.")
+    ] = None,
+    direction_variable: Annotated[
+        str, typer.Option(help="Dialplan variable that marks a call inbound/outbound, when set.")
+    ] = "CALLBRIDGE_DIRECTION",
+    agent: Annotated[bool, typer.Option(help="Served by `callbridge agent` beside Asterisk.")] = False,
+) -> None:
+    """Add an Asterisk PBX: the hub connects to its AMI (or an agent forwards its events)."""
+    settings_ = AsteriskSettings(
+        host=host,
+        port=port,
+        username=username,
+        secret=secret,
+        trunks=tuple(trunk or ()),
+        direction_variable=direction_variable,
+        agent=agent,
+    )
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        _added(hub, await add_pbx(repos.pbxes, name, PbxKind.ASTERISK, settings_))
+
+    in_unit(work)
+
+
+@pbx_add_app.command("yeastar")
+def pbx_add_yeastar(
+    name: Annotated[str, typer.Argument(help="A short name for this PBX, e.g. cloud.")],
+    base_url: Annotated[
+        str, typer.Option(help="The PBX address, e.g. https://yourpbx.ras.yeastar.com.")
+    ] = "",
+    client_id: Annotated[str, typer.Option(help="OpenAPI client id.")] = "",
+    client_secret: Annotated[str, typer.Option(help="OpenAPI client secret; stored encrypted.")] = "",
+    webhook_secret: Annotated[str, typer.Option(help="Webhook signing secret; stored encrypted.")] = "",
+    events: Annotated[str, typer.Option(help="webhook (PBX reaches the hub) or websocket.")] = "webhook",
+) -> None:
+    """Add a Yeastar P-Series PBX and print the webhook URL to paste into its portal."""
+    settings_ = YeastarSettings(
+        base_url=base_url,
+        client_id=client_id,
+        client_secret=client_secret,
+        webhook_secret=webhook_secret,
+        events=events,
+    )
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        _added(hub, await add_pbx(repos.pbxes, name, PbxKind.YEASTAR, settings_))
+
+    in_unit(work)
+
+
+@pbx_app.command("list")
+def pbx_list() -> None:
+    """List phone systems, whether their link is up (as the running hub last saw it) and their last event."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        table = Table("name", "kind", "link", "detail", "last event", "checked")
+        for record in await repos.pbxes.all():
+            served_by_agent = not hub.runs_embedded_link(record)
+            link = (
+                "agent"
+                if served_by_agent and not record.link_checked_at
+                else ("up" if record.link_up else "down")
+            )
+            table.add_row(
+                record.name,
+                record.kind.value,
+                link,
+                record.link_detail or ("no hub has run this link yet" if not record.link_checked_at else ""),
+                _when(record.last_event_at),
+                _when(record.link_checked_at),
+            )
+        console.print(table)
+
+    in_unit(work)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
 def main() -> None:

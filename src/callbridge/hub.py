@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
 
 from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
+from callbridge.domain.events import Event, PresenceChanged
+from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.services.accounts import Accounts, LoginPolicy
+from callbridge.services.calllog import CALL_TOPIC, ingest
+from callbridge.services.links import LinkSupervisor
+from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.store.db import Database
 from callbridge.store.migrate import upgrade
 from callbridge.store.repos import Repos
@@ -28,8 +34,11 @@ class Hub:
     bus: Bus
     login_policy: LoginPolicy
     hasher: PasswordHasher | None = None
-    # Long-lived services that later parts attach (PBX links, live fan-out, …).
+    # Long-lived services that later parts attach (live fan-out, …).
     extras: dict[str, Any] = field(default_factory=dict)
+    links: LinkSupervisor | None = None
+    # Webhook URL key → PBX name, for the PBXs whose links run in this process.
+    webhook_keys: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -62,7 +71,99 @@ class Hub:
         async with self.db.unit() as repos:
             return await self.accounts(repos).ensure_admin()
 
+    # --- events in ---------------------------------------------------------------------------
+    async def handle_event(self, event: Event) -> None:
+        """The sink every PBX link feeds: one unit of work per event, published after commit."""
+        if isinstance(event, PresenceChanged):
+            await self.bus.publish("presence", event.to_dict())
+            return
+        async with self.db.unit() as repos:
+            changed = await ingest(
+                event, repos.calls, repos.directory, repos.extensions, self.settings.default_region
+            )
+        if changed is not None:
+            await self.bus.publish(CALL_TOPIC, changed.payload())
+
+    # --- PBX links -----------------------------------------------------------------------------
+    def link_factories(self) -> dict[PbxKind, Any]:
+        region = self.settings.default_region
+
+        def asterisk(record: PbxRecord, secrets: Mapping[str, str], sink: EventSink) -> PbxLink:
+            from callbridge.pbx.asterisk.link import AsteriskConfig, AsteriskLink
+
+            cfg = record.config
+            return AsteriskLink(
+                AsteriskConfig(
+                    name=record.name,
+                    host=str(cfg.get("host", "")),
+                    port=int(cfg.get("port", 5038)),
+                    username=str(cfg.get("username", "")),
+                    secret=secrets.get("secret", ""),
+                    trunk_patterns=tuple(cfg.get("trunks") or ()),
+                    default_region=region,
+                    direction_variable=str(cfg.get("direction_variable") or "CALLBRIDGE_DIRECTION"),
+                ),
+                sink,
+            )
+
+        def yeastar(record: PbxRecord, secrets: Mapping[str, str], sink: EventSink) -> PbxLink:
+            from callbridge.pbx.yeastar.link import YeastarConfig, YeastarLink
+
+            cfg = record.config
+            return YeastarLink(
+                YeastarConfig(
+                    name=record.name,
+                    base_url=str(cfg.get("base_url", "")),
+                    client_id=str(cfg.get("client_id", "")),
+                    client_secret=secrets.get("client_secret", ""),
+                    webhook_secret=secrets.get("webhook_secret", ""),
+                    events="websocket" if cfg.get("events") == "websocket" else "webhook",
+                    default_region=region,
+                ),
+                sink,
+            )
+
+        return {PbxKind.ASTERISK: asterisk, PbxKind.YEASTAR: yeastar}
+
+    async def _record_link_status(self, name: str, status: LinkStatus) -> None:
+        async with self.db.unit() as repos:
+            await repos.pbxes.record_status(
+                name, status.connected, status.detail, status.last_event_at, datetime.now(UTC)
+            )
+
+    def supervisor(self) -> LinkSupervisor:
+        if self.links is None:
+            self.links = LinkSupervisor(
+                self.link_factories(), self.handle_event, report=self._record_link_status
+            )
+        return self.links
+
+    def runs_embedded_link(self, record: PbxRecord) -> bool:
+        # An Asterisk served by an agent beside it has no link from the hub.
+        return record.enabled and not (record.kind is PbxKind.ASTERISK and record.config.get("agent"))
+
+    async def start_link(self, record: PbxRecord) -> None:
+        if not self.runs_embedded_link(record):
+            return
+        async with self.db.unit() as repos:
+            secrets = await repos.pbxes.secrets(record.name)
+        self.supervisor().start(record, secrets)
+        if record.kind is PbxKind.YEASTAR:
+            self.webhook_keys[record.webhook_key] = record.name
+
+    async def start_links(self) -> None:
+        """Connect to every configured PBX (on start, in the process that serves)."""
+        async with self.db.unit() as repos:
+            records = await repos.pbxes.all()
+        for record in records:
+            try:
+                await self.start_link(record)
+            except Exception:
+                log.exception("could not start the link to PBX %s", record.name)
+
     async def close(self) -> None:
+        if self.links is not None:
+            await self.links.close()
         await self.bus.close()
         await self.db.dispose()
 

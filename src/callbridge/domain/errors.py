@@ -17,6 +17,10 @@ class InvalidInput(CallbridgeError):
     code = "invalid_input"
 
 
+class PayloadTooLarge(InvalidInput):
+    code = "body_too_large"
+
+
 class InvalidEvent(InvalidInput):
     code = "invalid_event"
 

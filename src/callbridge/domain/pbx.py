@@ -28,6 +28,9 @@ class PbxRecord:
     enabled: bool = True
     created_at: datetime | None = None
     last_event_at: datetime | None = None
+    link_up: bool = False
+    link_detail: str = ""
+    link_checked_at: datetime | None = None
 
 
 def validate_pbx_name(name: str) -> str:

@@ -40,6 +40,7 @@ from sqlalchemy.sql import Select
 from callbridge.domain.directory import Contact, ContactKind, Phone, PhoneKind
 from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.services.contacts_import import ContactDraft
+from callbridge.services.directory import ContactInput
 from callbridge.store.secrets import SecretBox
 from callbridge.store.tables import UtcDateTime, metadata, now, pbxes, users
 
@@ -109,21 +110,6 @@ Index("ix_contacts_kind_name", contacts.c.kind, contacts.c.name_folded)
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class ContactInput:
-    """A validated contact as a form or the API gives it."""
-
-    kind: ContactKind
-    name: str
-    company_id: int | None = None
-    phones: tuple[Phone, ...] = ()
-    email: str = ""
-    tags: tuple[str, ...] = ()
-    owner_id: int | None = None
-    notes: str = ""
-    external_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

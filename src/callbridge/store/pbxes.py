@@ -25,6 +25,9 @@ def _record(row: Any) -> PbxRecord:
         enabled=bool(row.enabled),
         created_at=row.created_at,
         last_event_at=row.last_event_at,
+        link_up=bool(row.link_up),
+        link_detail=row.link_detail or "",
+        link_checked_at=row.link_checked_at,
     )
 
 
@@ -89,5 +92,10 @@ class SqlPbxStore:
     async def set_enabled(self, name: str, enabled: bool) -> None:
         await self.session.execute(update(pbxes).where(pbxes.c.name == name).values(enabled=enabled))
 
-    async def touch_event(self, name: str, at: datetime) -> None:
-        await self.session.execute(update(pbxes).where(pbxes.c.name == name).values(last_event_at=at))
+    async def record_status(
+        self, name: str, up: bool, detail: str, last_event_at: datetime | None, at: datetime
+    ) -> None:
+        values: dict[str, Any] = {"link_up": up, "link_detail": detail[:500], "link_checked_at": at}
+        if last_event_at is not None:
+            values["last_event_at"] = last_event_at
+        await self.session.execute(update(pbxes).where(pbxes.c.name == name).values(**values))

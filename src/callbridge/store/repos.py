@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callbridge.store.calls import SqlCalls
+from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 from callbridge.store.pbxes import SqlPbxStore
 from callbridge.store.secrets import SecretBox
 from callbridge.store.users import SqlFailureStore, SqlTokenStore, SqlUserStore
@@ -19,6 +21,10 @@ class Repos:
         self.tokens = SqlTokenStore(session)
         self.failures = SqlFailureStore(session)
         self.pbxes = SqlPbxStore(session, box)
+        self.calls = SqlCalls(session)
+        self.directory = SqlDirectory(session)
+        self.extensions = SqlExtensions(session)
+        self.dialplan_tokens = SqlDialplanTokens(session, box)
 
     async def commit(self) -> None:
         await self.session.commit()

@@ -108,4 +108,8 @@ pbxes = Table(
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("created_at", UtcDateTime, nullable=False, default=now),
     Column("last_event_at", UtcDateTime, nullable=True),
+    # Written by the hub process that runs the link (migration 0003).
+    Column("link_up", Boolean, nullable=False, server_default="0"),
+    Column("link_detail", String(500), nullable=False, server_default=""),
+    Column("link_checked_at", UtcDateTime, nullable=True),
 )

@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_hub.prepare()
+        if the_hub.settings.start_pbx_links:
+            await the_hub.start_links()
         for start in app.state.on_start:
             await start(the_hub)
         try:

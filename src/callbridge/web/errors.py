@@ -18,6 +18,7 @@ from callbridge.domain import errors
 log = logging.getLogger(__name__)
 
 STATUS: dict[type[errors.CallbridgeError], int] = {
+    errors.PayloadTooLarge: 413,
     errors.InvalidInput: 400,
     errors.AuthenticationFailed: 401,
     errors.Forbidden: 403,

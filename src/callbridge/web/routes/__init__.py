@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from callbridge.web.routes import api_users, auth, health, pages
+from callbridge.web.routes import api_users, auth, dialplan, health, pages, pbxes
 
 ROUTERS: list[APIRouter] = [
     health.router,
+    dialplan.router,
     auth.router,
-    pages.router,
+    pbxes.router,
     api_users.router,
+    # last: its placeholders give way to the real pages above
+    pages.router,
 ]

@@ -1,0 +1,106 @@
+"""Adding and describing PBXs: what each kind needs, checked before anything is stored."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from callbridge.domain.errors import InvalidInput
+from callbridge.domain.pbx import PbxKind, PbxRecord, validate_pbx_name
+
+_HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class PbxStore(Protocol):
+    async def add(
+        self, name: str, kind: PbxKind, config: dict[str, Any], secrets: dict[str, str]
+    ) -> PbxRecord: ...
+    async def all(self) -> list[PbxRecord]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AsteriskSettings:
+    host: str = ""
+    port: int = 5038
+    username: str = ""
+    secret: str = ""
+    trunks: tuple[str, ...] = ()
+    direction_variable: str = "CALLBRIDGE_DIRECTION"
+    agent: bool = False
+
+    def validate(self) -> tuple[dict[str, Any], dict[str, str]]:
+        trunks = [t.strip() for t in self.trunks if t.strip()]
+        for pattern in trunks:
+            if len(pattern) > 100 or not fnmatch.translate(pattern):
+                raise InvalidInput(f"trunk pattern {pattern!r} is not valid")
+        if self.direction_variable and not _VARIABLE.match(self.direction_variable):
+            raise InvalidInput("the direction variable must be a dialplan variable name")
+        config: dict[str, Any] = {
+            "trunks": trunks,
+            "direction_variable": self.direction_variable,
+            "agent": self.agent,
+        }
+        if self.agent:
+            return config, {}
+        if not self.host or not _HOST.match(self.host):
+            raise InvalidInput("give the AMI host (--host), e.g. 127.0.0.1 or pbx.example.com")
+        if not 1 <= self.port <= 65535:
+            raise InvalidInput("the AMI port must be between 1 and 65535")
+        if not self.username:
+            raise InvalidInput("give the AMI user name (--username) from manager.conf")
+        if not self.secret:
+            raise InvalidInput("give the AMI secret (--secret) from manager.conf")
+        config.update(host=self.host, port=self.port, username=self.username)
+        return config, {"secret": self.secret}
+
+
+@dataclass(frozen=True, slots=True)
+class YeastarSettings:
+    base_url: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    webhook_secret: str = ""
+    events: str = "webhook"
+
+    def validate(self) -> tuple[dict[str, Any], dict[str, str]]:
+        parts = urlsplit(self.base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInput("the base URL must look like https://yourpbx.ras.yeastar.com")
+        if not self.client_id or not self.client_secret:
+            raise InvalidInput("give the OpenAPI client id and client secret from the PBX's API settings")
+        if self.events not in ("webhook", "websocket"):
+            raise InvalidInput("events must be 'webhook' or 'websocket'")
+        if self.events == "webhook" and not self.webhook_secret:
+            raise InvalidInput(
+                "webhook events need the webhook secret (--webhook-secret) to check signatures"
+            )
+        config = {
+            "base_url": self.base_url.strip().rstrip("/"),
+            "client_id": self.client_id,
+            "events": self.events,
+        }
+        secrets = {"client_secret": self.client_secret}
+        if self.webhook_secret:
+            secrets["webhook_secret"] = self.webhook_secret
+        return config, secrets
+
+
+async def add_pbx(
+    store: PbxStore, name: str, kind: PbxKind, settings: AsteriskSettings | YeastarSettings
+) -> PbxRecord:
+    name = validate_pbx_name(name)
+    if kind is PbxKind.ASTERISK and not isinstance(settings, AsteriskSettings):
+        raise InvalidInput("Asterisk settings expected")
+    if kind is PbxKind.YEASTAR and not isinstance(settings, YeastarSettings):
+        raise InvalidInput("Yeastar settings expected")
+    config, secrets = settings.validate()
+    return await store.add(name, kind, config, secrets)
+
+
+def webhook_url(public_url: str, record: PbxRecord) -> str:
+    base = public_url.rstrip("/") if public_url else "http://<this hub>"
+    return f"{base}/webhooks/yeastar/{record.webhook_key}"

@@ -1,0 +1,202 @@
+"""PBX settings over the API and pages, secrets at rest, and the Yeastar webhook endpoint."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import httpx
+import pytest
+from sqlalchemy import text
+from tests.conftest import add_user, api_token
+
+from callbridge.domain.users import Role
+from callbridge.hub import Hub
+
+ASTERISK = {
+    "name": "office",
+    "kind": "asterisk",
+    "host": "127.0.0.1",
+    "port": 5038,
+    "username": "hub",
+    "secret": "ami-secret-value",
+    "trunks": ["trunk-*"],
+}
+YEASTAR = {
+    "name": "cloud",
+    "kind": "yeastar",
+    "base_url": "http://127.0.0.1:9",
+    "client_id": "cid",
+    "client_secret": "client-secret-value",
+    "webhook_secret": "webhook-secret-value",
+}
+
+
+async def _admin(hub: Hub) -> dict[str, str]:
+    return {"authorization": f"Bearer {await api_token(hub, 'admin')}"}
+
+
+async def _raw_secrets(hub: Hub) -> str:
+    async with hub.db.unit() as repos:
+        rows = (await repos.session.execute(text("SELECT config, secrets FROM pbxes"))).all()
+    return " ".join(f"{r[0]} {r[1]}" for r in rows)
+
+
+async def test_add_and_list_pbxes_secrets_encrypted(hub: Hub, client: httpx.AsyncClient) -> None:
+    auth = await _admin(hub)
+    made = await client.post("/api/v1/pbxes", json=ASTERISK, headers=auth)
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert body["kind"] == "asterisk" and body["config"]["host"] == "127.0.0.1"
+    assert "secret" not in body["config"] and "ami-secret-value" not in made.text
+    cloud = await client.post("/api/v1/pbxes", json=YEASTAR, headers=auth)
+    assert cloud.status_code == 201
+    url = cloud.json()["webhook_url"]
+    assert url.startswith("http") and "/webhooks/yeastar/" in url and len(url.rsplit("/", 1)[1]) >= 24
+    listing = (await client.get("/api/v1/pbxes", headers=auth)).json()
+    assert [p["name"] for p in listing["items"]] == ["cloud", "office"]
+    raw = await _raw_secrets(hub)
+    for secret in ("ami-secret-value", "client-secret-value", "webhook-secret-value"):
+        assert secret not in raw
+    async with hub.db.unit() as repos:
+        assert (await repos.pbxes.secrets("office")) == {"secret": "ami-secret-value"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"host": ""}, "AMI host"),
+        ({"secret": ""}, "AMI secret"),
+        ({"port": 70000}, "between 1 and 65535"),
+        ({"name": "bad name!"}, "PBX name"),
+        ({"direction_variable": "1bad"}, "variable"),
+    ],
+)
+async def test_bad_asterisk_settings_are_400(
+    hub: Hub, client: httpx.AsyncClient, change: dict[str, object], message: str
+) -> None:
+    answer = await client.post("/api/v1/pbxes", json={**ASTERISK, **change}, headers=await _admin(hub))
+    assert answer.status_code == 400
+    assert message in answer.json()["error"]["message"]
+
+
+async def test_duplicate_and_non_admin(hub: Hub, client: httpx.AsyncClient) -> None:
+    auth = await _admin(hub)
+    assert (await client.post("/api/v1/pbxes", json=ASTERISK, headers=auth)).status_code == 201
+    assert (await client.post("/api/v1/pbxes", json=ASTERISK, headers=auth)).status_code == 409
+    await add_user(hub, "mgr", Role.MANAGER)
+    manager = {"authorization": f"Bearer {await api_token(hub, 'mgr')}"}
+    assert (await client.post("/api/v1/pbxes", json=YEASTAR, headers=manager)).status_code == 403
+    assert (await client.get("/api/v1/pbxes", headers=manager)).status_code == 403
+
+
+async def test_webhook_needs_webhook_secret(hub: Hub, client: httpx.AsyncClient) -> None:
+    answer = await client.post(
+        "/api/v1/pbxes", json={**YEASTAR, "webhook_secret": ""}, headers=await _admin(hub)
+    )
+    assert answer.status_code == 400 and "webhook secret" in answer.json()["error"]["message"]
+
+
+def _sign(body: bytes, secret: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+@pytest.fixture
+async def webhook(hub: Hub, client: httpx.AsyncClient) -> str:
+    """A Yeastar PBX whose link runs in the app, as it does after `callbridge serve` starts."""
+    made = await client.post("/api/v1/pbxes", json=YEASTAR, headers=await _admin(hub))
+    record_key = made.json()["webhook_url"].rsplit("/", 1)[1]
+    async with hub.db.unit() as repos:
+        await hub.start_link(await repos.pbxes.get("cloud"))
+    return f"/webhooks/yeastar/{record_key}"
+
+
+def _event(call_id: str, status: str) -> bytes:
+    member = {
+        "inbound": {
+            "from": "4155550100",
+            "to": "2002",
+            "trunk_name": "t1",
+            "channel_id": "PJSIP/trunk-t1-endpoint-00000001",
+            "member_status": status,
+            "call_path": "",
+        }
+    }
+    msg = json.dumps({"call_id": call_id, "members": [member]})
+    return json.dumps({"type": 30011, "sn": "SN1", "msg": msg}).encode()
+
+
+async def test_signed_webhook_is_accepted_and_retry_is_duplicate(
+    client: httpx.AsyncClient, webhook: str
+) -> None:
+    body = _event("1700000000.1", "ALERT")
+    first = await client.post(
+        webhook, content=body, headers={"x-signature": _sign(body, "webhook-secret-value")}
+    )
+    assert first.status_code == 200, first.text
+    assert first.json()["errcode"] == 0
+    again = await client.post(
+        webhook, content=body, headers={"x-signature": _sign(body, "webhook-secret-value")}
+    )
+    assert again.status_code == 200
+    assert again.json()["accepted"] == 0  # a PBX retry changes nothing
+
+
+@pytest.mark.parametrize(
+    ("signature", "body", "status"),
+    [
+        (None, _event("1.1", "ALERT"), 401),
+        ("forged", _event("1.1", "ALERT"), 401),
+        ("wrong-secret", _event("1.1", "ALERT"), 401),
+        ("good", b"{not json", 400),
+        ("good", json.dumps({"type": "x", "msg": 5}).encode(), 400),
+    ],
+)
+async def test_bad_webhooks_are_refused(
+    client: httpx.AsyncClient, webhook: str, signature: str | None, body: bytes, status: int
+) -> None:
+    headers = {}
+    if signature == "good":
+        headers["x-signature"] = _sign(body, "webhook-secret-value")
+    elif signature == "wrong-secret":
+        headers["x-signature"] = _sign(body, "another-secret")
+    elif signature is not None:
+        headers["x-signature"] = signature
+    answer = await client.post(webhook, content=body, headers=headers)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["message"]
+
+
+async def test_oversized_webhook_is_413(client: httpx.AsyncClient, webhook: str) -> None:
+    body = b"{" + b" " * 2_000_000 + b"}"
+    answer = await client.post(
+        webhook, content=body, headers={"x-signature": _sign(body, "webhook-secret-value")}
+    )
+    assert answer.status_code == 413
+
+
+async def test_unknown_webhook_key_is_404(client: httpx.AsyncClient) -> None:
+    answer = await client.post("/webhooks/yeastar/not-a-key", content=b"{}")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "not_found"
+
+
+async def test_settings_page_adds_pbx(hub: Hub, admin_client: httpx.AsyncClient) -> None:
+    token = admin_client.headers["x-csrf-token"]
+    answer = await admin_client.post(
+        "/settings/pbxes",
+        data={
+            **{k: str(v) for k, v in ASTERISK.items() if k != "trunks"},
+            "trunks": "trunk-* gw*",
+            "csrf_token": token,
+        },
+    )
+    assert answer.status_code == 303
+    page = await admin_client.get("/settings/pbxes", headers={"accept": "text/html"})
+    assert "office" in page.text and "trunk-*, gw*" in page.text
+    bad = await admin_client.post(
+        "/settings/pbxes", data={"kind": "asterisk", "name": "x", "csrf_token": token}
+    )
+    assert bad.status_code == 400 and "AMI host" in bad.text
