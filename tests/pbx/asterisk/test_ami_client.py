@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -51,10 +51,13 @@ def settings(sim: AmiSimulator, **kw: object) -> ClientSettings:
     return ClientSettings(**base)  # type: ignore[arg-type]
 
 
-async def wait_until(predicate: object, timeout: float = 3.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.01)
+async def wait_until(predicate: Callable[[], bool], limit: float = 3.0) -> None:
+    """Wait for a condition the simulator and the link reach asynchronously (or fail)."""
+    for _ in range(int(limit / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
 
 
 # -- login --------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 BANNER_PREFIX = "Asterisk Call Manager/"
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+_RAW_PER_CHAR = 8
 
 # Keys whose values Asterisk passes through ast_escape_c_alloc (names and VarSet values).
 ESCAPED_KEYS = frozenset(
@@ -68,12 +69,29 @@ class Message:
     lower-case index, so the common path costs one dict lookup.
     """
 
-    __slots__ = ("_first", "_lower", "_multi")
+    __slots__ = ("_first", "_lower", "_multi", "_raw", "_sep")
 
-    def __init__(self, first: dict[str, str], multi: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        first: dict[str, str] | None = None,
+        multi: dict[str, list[str]] | None = None,
+        *,
+        raw: str = "",
+        sep: str = "\r\n",
+    ) -> None:
         self._first = first
         self._multi = multi
         self._lower: dict[str, str] | None = None
+        self._raw = raw
+        self._sep = sep
+
+    def _load(self) -> dict[str, str]:
+        first = self._first
+        if first is None:
+            first, self._multi = _split_headers(self._raw, self._sep)
+            self._first = first
+            self._raw = ""
+        return first
 
     @classmethod
     def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> Message:
@@ -89,19 +107,25 @@ class Message:
         return cls(first, multi)
 
     def _real_key(self, key: str) -> str | None:
-        if key in self._first:
+        first = self._load()
+        if key in first:
             return key
         lower = self._lower
         if lower is None:
-            lower = self._lower = {k.lower(): k for k in self._first}
+            lower = self._lower = {k.lower(): k for k in first}
         return lower.get(key.lower())
 
     def get(self, key: str, default: str = "") -> str:
-        value = self._first.get(key)
+        first = self._first
+        if first is None:
+            if key == "Event":
+                return self.name
+            first = self._load()
+        value = first.get(key)
         if value is not None:
             return value
         real = self._real_key(key)
-        return default if real is None else self._first[real]
+        return default if real is None else first[real]
 
     def get_all(self, key: str) -> list[str]:
         real = self._real_key(key)
@@ -109,7 +133,7 @@ class Message:
             return []
         if self._multi is not None and real in self._multi:
             return list(self._multi[real])
-        return [self._first[real]]
+        return [self._load()[real]]
 
     def unescaped(self, key: str, default: str = "") -> str:
         return unescape(self.get(key, default))
@@ -129,11 +153,11 @@ class Message:
         real = self._real_key(key)
         if real is None:
             raise KeyError(key)
-        return self._first[real]
+        return self._load()[real]
 
     def items(self) -> Iterator[tuple[str, str]]:
         """Every header, repeated keys expanded (order of first appearance)."""
-        for key, value in self._first.items():
+        for key, value in self._load().items():
             if self._multi is not None and key in self._multi:
                 for item in self._multi[key]:
                     yield key, item
@@ -141,12 +165,23 @@ class Message:
                 yield key, value
 
     def keys(self) -> list[str]:
-        return list(self._first)
+        return list(self._load())
 
     @property
     def name(self) -> str:
-        """The event name, or ``""`` for responses and actions."""
-        return self.get("Event")
+        """The event name, or ``""`` for responses and actions (read without a full parse)."""
+        raw = self._raw
+        if self._first is None and raw.startswith("Event: "):
+            end = raw.find(self._sep)
+            name = raw[7:] if end < 0 else raw[7:end]
+            if ": " not in name:
+                return name
+        first = self._load()
+        value = first.get("Event")
+        if value is not None:
+            return value
+        real = self._real_key("Event")
+        return "" if real is None else first[real]
 
     @property
     def is_event(self) -> bool:
@@ -161,7 +196,7 @@ class Message:
         return self.get("ActionID")
 
     def as_dict(self) -> dict[str, str | list[str]]:
-        out: dict[str, str | list[str]] = dict(self._first)
+        out: dict[str, str | list[str]] = dict(self._load())
         if self._multi:
             out.update({k: list(v) for k, v in self._multi.items()})
         return out
@@ -176,7 +211,7 @@ class Message:
 
     def __repr__(self) -> str:
         head = self.get("Event") or self.get("Response") or self.get("Action") or "?"
-        return f"<Message {head} {len(self._first)} keys>"
+        return f"<Message {head} {len(self._load())} keys>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,8 +295,9 @@ class AmiDecoder:
         end = _last_terminator_end(buf, self._scan_from)
         if end < 0:
             self._scan_from = max(0, len(buf) - 2)
-            if len(buf) > 2 * self._max_frame:
-                # The normalized frame is at least half the raw size, so it is over the limit.
+            if len(buf) > _RAW_PER_CHAR * self._max_frame:
+                # Limits count decoded characters; one character is at most 8 raw bytes
+                # (4 UTF-8 bytes, CRLF counted twice), so this frame is surely over the limit.
                 self._skipping = True
                 self._skipped = len(buf) - 2
                 del buf[:-2]
@@ -271,7 +307,7 @@ class AmiDecoder:
         del buf[:end]
         self._scan_from = 0
         self._parse_block(block, out)
-        if len(buf) > 2 * self._max_frame:
+        if len(buf) > _RAW_PER_CHAR * self._max_frame:
             self._skipping = True
             self._skipped = len(buf) - 2
             del buf[:-2]
@@ -280,37 +316,63 @@ class AmiDecoder:
     def _parse_block(self, block: bytes, out: list[Record]) -> None:
         max_frame = self._max_frame
         max_line = self._max_line
-        for frame in block.replace(b"\r\n", b"\n").split(b"\n\n"):
-            if not frame:
-                continue
+        append = out.append
+        # Whole-batch work in C: one decode and one split; no normalization when every line
+        # ends in CRLF (what Asterisk sends), which gives the same frames as normalizing first.
+        if block.count(b"\n") == block.count(b"\r\n"):
+            text = block.decode("utf-8", "replace")
+            frame_sep, line_sep = "\r\n\r\n", "\r\n"
+        else:
+            text = block.replace(b"\r\n", b"\n").decode("utf-8", "replace")
+            frame_sep, line_sep = "\n\n", "\n"
+        for frame in text.split(frame_sep):
             size = len(frame)
-            if size > max_frame:
-                out.append(FrameError("frame too long", size))
-                continue
-            text = frame.decode("utf-8", "replace")
-            if size > max_line and any(len(line) > max_line for line in frame.split(b"\n")):
-                out.append(FrameError("line too long", size))
-                continue
-            first: dict[str, str] = {}
-            multi: dict[str, list[str]] | None = None
-            for line in text.split("\n"):
-                key, sep, value = line.partition(":")
-                if not sep:
-                    continue  # blank or malformed line: Asterisk never sends one inside a frame
-                if value[:1] == " ":
-                    value = value[1:]
-                if key in first:
-                    if multi is None:
-                        multi = {}
-                    lst = multi.get(key)
-                    if lst is None:
-                        multi[key] = [first[key], value]
-                    else:
-                        lst.append(value)
-                else:
-                    first[key] = value
-            if first:
-                out.append(Message(first, multi))
+            if size > max_line:
+                if size - frame.count(line_sep) * (len(line_sep) - 1) > max_frame:
+                    append(FrameError("frame too long", size))
+                    continue
+                if any(len(line) > max_line for line in frame.split(line_sep)):
+                    append(FrameError("line too long", size))
+                    continue
+            if ":" in frame:
+                # Headers are split on first use: most events (VarSet, CEL, RTCP…) are only
+                # looked at by name and dropped, so parsing them eagerly would be wasted work.
+                append(Message(raw=frame, sep=line_sep))
+
+
+def _split_headers(raw: str, sep: str) -> tuple[dict[str, str], dict[str, list[str]] | None]:
+    lines = raw.split(sep)
+    try:
+        first = dict([line.split(": ", 1) for line in lines])
+    except ValueError:
+        first = None
+    if first is not None and len(first) == len(lines):
+        return first, None  # the common case: one "Key: Value" per line, no repeats
+    return _parse_lines(lines)
+
+
+def _parse_lines(lines: list[str]) -> tuple[dict[str, str], dict[str, list[str]] | None]:
+    """The general case: repeated keys, blank lines, ``Key:value`` without the space."""
+    first: dict[str, str] = {}
+    multi: dict[str, list[str]] | None = None
+    for line in lines:
+        if ": " in line:
+            key, value = line.split(": ", 1)
+        else:
+            key, sep, value = line.partition(":")
+            if not sep:
+                continue  # blank or malformed line: Asterisk never sends one inside a frame
+        if key in first:
+            if multi is None:
+                multi = {}
+            lst = multi.get(key)
+            if lst is None:
+                multi[key] = [first[key], value]
+            else:
+                lst.append(value)
+        else:
+            first[key] = value
+    return first, multi
 
 
 def _last_terminator_end(buf: bytearray, start: int) -> int:
