@@ -55,6 +55,7 @@ class Presence(StrEnum):
     RINGING = "ringing"
     ON_CALL = "on_call"
     ON_HOLD = "on_hold"
+    AWAY = "away"
     DO_NOT_DISTURB = "dnd"
     OFFLINE = "offline"
     UNKNOWN = "unknown"

@@ -576,8 +576,8 @@ class YeastarMapper:
         if status == "do_not_disturb":
             return Presence.DO_NOT_DISTURB
         if status in ("away", "lunch", "business_trip", "off_work"):
-            # The domain has no "away": these all mean "do not expect an answer at the desk".
-            return Presence.OFFLINE
+            # Registered but not at the desk: the user set lunch, a trip, off work or away.
+            return Presence.AWAY
         if status or call_state == "idle" or devices:
             return Presence.AVAILABLE
         return Presence.UNKNOWN

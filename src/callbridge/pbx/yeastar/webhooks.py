@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from callbridge.domain.errors import AuthenticationFailed, InvalidEvent, InvalidInput
+from callbridge.domain.errors import AuthenticationFailed, InvalidEvent, InvalidInput, PayloadTooLarge
 from callbridge.pbx.yeastar.payloads import Payload, parse_payload
 
 DEFAULT_MAX_BYTES = 64 * 1024
@@ -36,7 +36,7 @@ class WebhookMalformed(WebhookError, InvalidEvent):
     code = "yeastar_webhook_malformed"
 
 
-class WebhookTooLarge(WebhookError):
+class WebhookTooLarge(WebhookError, PayloadTooLarge):
     """Body larger than ``max_bytes`` → 413."""
 
     code = "yeastar_webhook_too_large"
