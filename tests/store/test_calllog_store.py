@@ -22,10 +22,9 @@ from callbridge.domain.pbx import PbxKind
 from callbridge.domain.users import Role
 from callbridge.hub import Hub
 from callbridge.services.calllog import ingest
-from callbridge.services.directory import lookup
+from callbridge.services.directory import ContactInput, lookup
 from callbridge.store.calls import CallFilter, SqlCalls
 from callbridge.store.directory import (
-    ContactInput,
     ContactQuery,
     SqlDialplanTokens,
     SqlDirectory,

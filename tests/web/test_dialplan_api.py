@@ -9,7 +9,8 @@ from callbridge.domain.directory import ContactKind, phone_from_input
 from callbridge.domain.pbx import PbxKind
 from callbridge.domain.users import Role
 from callbridge.hub import Hub
-from callbridge.store.directory import ContactInput, SqlDialplanTokens, SqlDirectory, SqlExtensions
+from callbridge.services.directory import ContactInput
+from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 
 
 async def setup(hub: Hub) -> str:

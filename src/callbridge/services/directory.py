@@ -12,7 +12,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from callbridge.domain.directory import NO_MATCH, Contact, ContactKind, Match, resolve
+from callbridge.domain.directory import (
+    NO_MATCH,
+    Contact,
+    ContactKind,
+    Match,
+    Phone,
+    PhoneKind,
+    clean_email,
+    clean_name,
+    clean_notes,
+    clean_phones,
+    clean_tags,
+    phone_from_input,
+    resolve,
+)
+from callbridge.domain.errors import InvalidInput
 from callbridge.domain.numbers import NumberKind, parse_number
 from callbridge.services.contacts_import import ContactDraft, ImportRow, RowError
 
@@ -34,6 +49,70 @@ async def lookup(finder: ContactFinder, raw: str, region: str) -> Match:
     if not key:
         return NO_MATCH
     return resolve(await finder.by_number_key(key))
+
+
+@dataclass(frozen=True, slots=True)
+class ContactInput:
+    """A validated contact as a form, the API or an import gives it."""
+
+    kind: ContactKind
+    name: str
+    company_id: int | None = None
+    phones: tuple[Phone, ...] = ()
+    email: str = ""
+    tags: tuple[str, ...] = ()
+    owner_id: int | None = None
+    notes: str = ""
+    external_id: str = ""
+
+
+def contact_input(
+    *,
+    kind: str,
+    name: str,
+    region: str,
+    phones: Sequence[tuple[str, str]] = (),
+    company_id: int | None = None,
+    email: str = "",
+    tags: Sequence[str] = (),
+    owner_id: int | None = None,
+    notes: str = "",
+    external_id: str = "",
+) -> ContactInput:
+    """Validate what a person typed; raises :class:`InvalidInput` with the first problem."""
+    try:
+        contact_kind = ContactKind(kind)
+    except ValueError as exc:
+        raise InvalidInput(f"kind {kind!r}: must be person or company") from exc
+    external = (external_id or "").strip()
+    if len(external) > 200:
+        raise InvalidInput("external id is longer than 200 characters")
+    return ContactInput(
+        kind=contact_kind,
+        name=clean_name(name),
+        company_id=company_id if contact_kind is ContactKind.PERSON else None,
+        phones=clean_phones([phone_from_input(raw, region, k) for raw, k in phones if raw.strip()]),
+        email=clean_email(email),
+        tags=clean_tags(tags),
+        owner_id=owner_id,
+        notes=clean_notes(notes),
+        external_id=external,
+    )
+
+
+def parse_phone_lines(text: str) -> list[tuple[str, str]]:
+    """``mobile: +44 7700 900123`` per line (the kind is optional, ``work`` by default)."""
+    out: list[tuple[str, str]] = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        head, sep, rest = line.partition(":")
+        if sep and head.strip().lower() in {k.value for k in PhoneKind}:
+            out.append((rest.strip(), head.strip().lower()))
+        else:
+            out.append((line, PhoneKind.WORK.value))
+    return out
 
 
 # -- import ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from callbridge.web.routes import api_users, auth, dialplan, health, pages, pbxes
+from callbridge.web.routes import api_users, auth, calls, contacts, dialplan, health, pages, pbxes
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -12,6 +12,8 @@ ROUTERS: list[APIRouter] = [
     auth.router,
     pbxes.router,
     api_users.router,
+    calls.router,
+    contacts.router,
     # last: its placeholders give way to the real pages above
     pages.router,
 ]

@@ -251,7 +251,7 @@ def _event_dict(e: StoredEvent) -> dict[str, object]:
     return {k: v for k, v in e.payload.items() if k not in ("pbx", "call_id")}
 
 
-@router.get("/api/v1/calls/{call_id}")
+@router.get("/api/v1/calls/{call_id:int}")
 async def get_call(call_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep) -> CallDetailOut:
     call = await _visible_call(call_id, user, repos)
     events = await SqlCalls(repos.session).timeline(call_id)
@@ -262,7 +262,7 @@ async def get_call(call_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep)
     )
 
 
-@router.put("/api/v1/calls/{call_id}/contact")
+@router.put("/api/v1/calls/{call_id:int}/contact")
 async def link_call(call_id: int, body: LinkIn, user: CurrentUser, repos: RepoDep) -> CallOut:
     """Choose the contact of a call (an ambiguous number), or ``null`` to unlink."""
     await _visible_call(call_id, user, repos)
@@ -395,7 +395,7 @@ async def calls_page(
     )
 
 
-@router.get("/calls/{call_id}", include_in_schema=False)
+@router.get("/calls/{call_id:int}", include_in_schema=False)
 async def call_page(
     request: Request, call_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep
 ) -> Response:
@@ -414,7 +414,7 @@ async def call_page(
     )
 
 
-@router.post("/calls/{call_id}/contact", include_in_schema=False)
+@router.post("/calls/{call_id:int}/contact", include_in_schema=False)
 async def link_call_form(request: Request, call_id: int, user: CurrentUser, repos: RepoDep) -> Response:
     await _visible_call(call_id, user, repos)
     form = await request.form()
