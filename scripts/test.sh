@@ -71,11 +71,13 @@ export CALLBRIDGE_TEST_POSTGRES_URL="postgresql+asyncpg://postgres@127.0.0.1:$PG
 export CALLBRIDGE_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 export CALLBRIDGE_CHROMIUM="${CALLBRIDGE_CHROMIUM:-/usr/bin/chromium}"
 
-say "ruff"
-"$VENV/bin/ruff" check src tests bench
-"$VENV/bin/ruff" format --check src tests bench
-say "mypy --strict"
-"$VENV/bin/mypy"
+if [ "${LINT:-1}" != 0 ]; then  # LINT=0 skips ruff and mypy while iterating on tests
+  say "ruff"
+  "$VENV/bin/ruff" check src tests bench
+  "$VENV/bin/ruff" format --check src tests bench
+  say "mypy --strict"
+  "$VENV/bin/mypy"
+fi
 say "pytest (SQLite and PostgreSQL)"
 mkdir -p "$ROOT/test-artifacts"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -33,6 +33,11 @@ FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 ADMIN_PASSWORD = "admin-password-1"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: they are the slowest, and a failure elsewhere shows sooner."""
+    items.sort(key=lambda item: "/tests/browser/" in str(item.path))
+
+
 def _backends() -> list[str]:
     return ["sqlite", "postgres"] if PG_URL else ["sqlite"]
 
