@@ -164,3 +164,15 @@ async def test_open_redirect_is_refused(client: httpx.AsyncClient) -> None:
     )
     assert answer.status_code == 303
     assert answer.headers["location"] == "/"
+
+
+async def test_old_failures_are_pruned(hub: Hub, client: httpx.AsyncClient) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    async with hub.db.unit() as repos:
+        await repos.failures.record(["ip:10.9.9.9"], datetime.now(UTC) - timedelta(days=2))
+    token = await csrf_of(client)
+    await client.post("/login", data={"username": "admin", "password": "wrong-pass", "csrf_token": token})
+    async with hub.db.unit() as repos:
+        assert await repos.failures.recent("ip:10.9.9.9", datetime.now(UTC) - timedelta(days=3)) == []
+        assert len(await repos.failures.recent("ip:127.0.0.1", datetime.now(UTC) - timedelta(minutes=1))) == 1

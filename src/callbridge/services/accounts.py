@@ -7,6 +7,7 @@ rules are tested the same on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -61,6 +62,7 @@ class FailureStore(Protocol):
     async def record(self, keys: list[str], at: datetime) -> None: ...
     async def recent(self, key: str, since: datetime) -> list[datetime]: ...
     async def clear(self, key: str) -> None: ...
+    async def prune(self, before: datetime) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +187,11 @@ class Accounts:
             ok = await self._verify(stored.password_hash, password)
         else:
             # Spend the same time as a real check so timing does not reveal which names exist.
-            await self._verify(_DUMMY_HASH, password)
+            await self._verify(_dummy_hash(), password)
         if not ok or stored is None or not stored.user.active:
             await self.failures.record(keys, now)
+            # Failures older than any window or lockout mean nothing: keep the table small.
+            await self.failures.prune(now - self.policy.window - self.policy.lockout)
             count = len(await self.failures.recent(keys[0], now - self.policy.window))
             delay = min(self.policy.max_delay, self.policy.base_delay * 2 ** max(0, count - 1))
             log.info("failed sign-in for %r from %s (%d recent)", name[:64], address, count)
@@ -230,4 +234,6 @@ class Accounts:
             raise NotFound(f"no active token {token_id}")
 
 
-_DUMMY_HASH = _default_hasher.hash("callbridge-timing-equalizer")
+@functools.cache
+def _dummy_hash() -> str:
+    return _default_hasher.hash("callbridge-timing-equalizer")
