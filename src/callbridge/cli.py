@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 import callbridge
+from callbridge import cli_directory
 from callbridge.config import Settings
 from callbridge.domain.errors import CallbridgeError
 from callbridge.domain.pbx import PbxKind, PbxRecord
@@ -350,6 +351,10 @@ def pbx_list() -> None:
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+# The directory and call log: `contacts`, `extension`, `pbx token`.
+cli_directory.register(app, pbx_app, run)
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from sqlalchemy.sql import Select
 from callbridge.domain.directory import Contact, ContactKind, Phone, PhoneKind
 from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.services.contacts_import import ContactDraft
-from callbridge.services.directory import ContactInput
+from callbridge.services.directory import ContactInput, number_key
 from callbridge.store.secrets import SecretBox
 from callbridge.store.tables import UtcDateTime, metadata, now, pbxes, users
 
@@ -460,20 +460,6 @@ class SqlDirectory:
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
-    async def all_phones(self) -> list[tuple[int, str, str]]:
-        """(phone row id, raw, key) of every stored number, for re-normalization."""
-        rows = (
-            await self.session.execute(
-                select(contact_phones.c.id, contact_phones.c.raw, contact_phones.c.number_key)
-            )
-        ).all()
-        return [(r.id, r.raw, r.number_key) for r in rows]
-
-    async def set_phone_key(self, phone_id: int, key: str) -> None:
-        await self.session.execute(
-            update(contact_phones).where(contact_phones.c.id == phone_id).values(number_key=key)
-        )
-
 
 class SqlImportTarget:
     """``services.directory.ImportTarget`` over the directory tables."""
@@ -674,3 +660,38 @@ async def dialplan_reader(db: Database) -> AsyncIterator[DialplanReader]:
     # No commit: nothing is written, and skipping it saves a round trip on the hot path.
     async with db.sessionmaker() as session:
         yield DialplanReader(session, db.box)
+
+
+async def renormalize_numbers(session: AsyncSession, region: str) -> tuple[int, int, int]:
+    """Recompute every stored number's key from its raw text with ``region`` (after the default
+    region changed). Returns (checked, changed, unreadable); unreadable numbers keep their key."""
+    rows = (
+        await session.execute(
+            select(
+                contact_phones.c.id,
+                contact_phones.c.contact_id,
+                contact_phones.c.raw,
+                contact_phones.c.number_key,
+            ).order_by(contact_phones.c.contact_id, contact_phones.c.id)
+        )
+    ).all()
+    changed = unreadable = 0
+    keys_by_contact: dict[int, set[str]] = {}
+    for row in rows:
+        key = number_key(row.raw, region)
+        if not key:
+            unreadable += 1
+            key = row.number_key
+        seen = keys_by_contact.setdefault(row.contact_id, set())
+        if key in seen:
+            # Two spellings of one number on one contact: keep the first.
+            await session.execute(delete(contact_phones).where(contact_phones.c.id == row.id))
+            changed += 1
+            continue
+        seen.add(key)
+        if key != row.number_key:
+            await session.execute(
+                update(contact_phones).where(contact_phones.c.id == row.id).values(number_key=key)
+            )
+            changed += 1
+    return len(rows), changed, unreadable
