@@ -204,6 +204,8 @@ async def test_settings_page_adds_pbx(hub: Hub, admin_client: httpx.AsyncClient)
 
 async def test_webhook_over_the_yeastar_limit_is_413(client: httpx.AsyncClient, webhook: str) -> None:
     body = b'{"type": 30011, "pad": "' + b"x" * 100_000 + b'"}'
-    answer = await client.post(webhook, content=body, headers={"x-signature": _sign(body, "webhook-secret-value")})
+    answer = await client.post(
+        webhook, content=body, headers={"x-signature": _sign(body, "webhook-secret-value")}
+    )
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "yeastar_webhook_too_large"
