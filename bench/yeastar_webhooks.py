@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 
 import httpx
 
-SECRET = "Pugghh14VCb05rtG7WGumbD4hwJPbnch"  # noqa: S105 (bench-only webhook secret)
+SECRET = "Pugghh14VCb05rtG7WGumbD4hwJPbnch"
 SN = "3631A2124BNCH"
 
 
@@ -103,7 +102,7 @@ async def _serve(app: object, sock: socket.socket, path: str, lifespan: str) -> 
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan)  # type: ignore[arg-type]
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 (uvicorn exposes only a flag)
+    while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
@@ -228,7 +227,7 @@ class Server:
     def __init__(self, kind: str, database_url: str) -> None:
         cmd = [sys.executable, __file__, "--serve", kind, "--database-url", database_url]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)  # noqa: S603
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().split()
         if not line or line[0] != "READY":
@@ -284,7 +283,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=5000, help="measured requests per server")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
