@@ -495,3 +495,19 @@ def test_missing_remote_address_and_odd_values_are_ignored() -> None:
     odd: dict[str, object] = {"Event": "InvalidPassword", "RemoteAddress": 12345}
     assert guard.observe(odd, received_at=T0) == []  # type: ignore[arg-type]
     assert guard.stats.malformed == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Timestamp": "253402300000"},
+        {"Timestamp": "nan"},
+        {"EventTV": "9999-12-31T23:59:59+0000"},
+        {"EventTV": "0001-01-01T00:00:00+0000"},
+    ],
+)
+def test_unbelievable_header_times_fall_back_to_the_receive_time(headers: dict[str, str]) -> None:
+    guard = SecurityGuard()
+    evt = {**event(), **headers}
+    (ban,) = bans([d for _ in range(10) for d in guard.observe(evt, received_at=T0)])
+    assert ban.at == T0

@@ -81,6 +81,8 @@ UNKNOWN_ACCOUNT = "<unknown>"
 _PAIR_WINDOW = timedelta(seconds=2)
 _MAX_PAIRS_PER_ADDRESS = 64
 _MAX_ACCOUNT_CHARS = 40
+_EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2999, 12, 31, tzinfo=UTC)
 
 
 class Headers(Protocol):
@@ -115,8 +117,10 @@ class GuardSettings:
         for name in ("window", "ban_time", "max_ban_time", "recidive_window"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
-        if not (math.isfinite(self.escalation_factor) and self.escalation_factor >= 1.0):
-            raise ValueError("escalation_factor must be a finite number >= 1")
+        if not 1.0 <= self.escalation_factor <= 100.0:  # also refuses NaN
+            raise ValueError("escalation_factor must be between 1 and 100")
+        if self.max_ban_time > timedelta(days=365) or self.window > timedelta(days=365):
+            raise ValueError("max_ban_time and window must not exceed 365 days")
         if self.max_ban_time < self.ban_time:
             raise ValueError("max_ban_time must not be shorter than ban_time")
         if self.max_tracked_addresses < 1:
@@ -294,20 +298,26 @@ def normalize_address(value: str | IPAddress) -> IPAddress:
 
 
 def event_time(event: Headers, received_at: datetime | None = None) -> datetime | None:
-    """``Timestamp`` (epoch seconds), else ``EventTV`` (ISO 8601), else ``received_at``."""
+    """``Timestamp`` (epoch seconds), else ``EventTV`` (ISO 8601), else ``received_at``.
+
+    A header time outside 1971-2999 is not believed (it would also overflow ban arithmetic)."""
     stamp = _header(event, "Timestamp")
     if stamp:
         try:
             seconds = float(stamp)
             if math.isfinite(seconds):
-                return datetime.fromtimestamp(seconds, UTC)
+                parsed = datetime.fromtimestamp(seconds, UTC)
+                if _EARLIEST <= parsed <= _LATEST:
+                    return parsed
         except (ValueError, OverflowError, OSError):
             pass
     tv = _header(event, "EventTV")
     if tv:
         try:
             parsed = datetime.fromisoformat(tv.strip())
-            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            if _EARLIEST <= parsed <= _LATEST:
+                return parsed
         except (ValueError, OverflowError):
             pass
     if received_at is not None:
