@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -12,13 +15,17 @@ from argon2 import PasswordHasher
 
 from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
-from callbridge.domain.events import Event, PresenceChanged
+from callbridge.domain.events import CallEvent, Event, PresenceChanged
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.services.accounts import Accounts, LoginPolicy
 from callbridge.services.calllog import CALL_TOPIC, ingest
+from callbridge.services.dialing import LinkCommands
+from callbridge.services.lease import LinkLeases
 from callbridge.services.links import LinkSupervisor
+from callbridge.services.live import PRESENCE_TOPIC, Desk, MemoryBoard, PresenceBoard
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.store.db import Database
+from callbridge.store.desk import DeskRepo
 from callbridge.store.migrate import upgrade
 from callbridge.store.repos import Repos
 from callbridge.store.secrets import SecretBox, load_or_create_key
@@ -39,6 +46,12 @@ class Hub:
     links: LinkSupervisor | None = None
     # Webhook URL key → PBX name, for the PBXs whose links run in this process.
     webhook_keys: dict[str, str] = field(default_factory=dict)
+    # Live desk (screen pop, presence): see services/live.py.
+    board: PresenceBoard = field(default_factory=MemoryBoard)
+    desk: Desk | None = None
+    commands: LinkCommands | None = None
+    leases: LinkLeases | None = None
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -51,14 +64,26 @@ class Hub:
             lockout=_seconds(settings.login_lockout_seconds),
             base_delay=settings.login_delay_seconds,
         )
-        return cls(
+        board: PresenceBoard = MemoryBoard()
+        if settings.redis_url:
+            from callbridge.live_redis import RedisBoard
+
+            board = RedisBoard(settings.redis_url)
+        hub = cls(
             settings=settings,
             db=Database(settings.effective_database_url, box),
             box=box,
             bus=_make_bus(settings),
             login_policy=policy,
             hasher=hasher,
+            board=board,
         )
+        hub.desk = Desk(board)
+        hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
+        return hub
+
+    def _local_link(self, name: str) -> PbxLink | None:
+        return self.links.links.get(name) if self.links is not None else None
 
     def accounts(self, repos: Repos) -> Accounts:
         return Accounts(
@@ -75,12 +100,26 @@ class Hub:
     async def handle_event(self, event: Event) -> None:
         """The sink every PBX link feeds: one unit of work per event, published after commit."""
         if isinstance(event, PresenceChanged):
-            await self.bus.publish("presence", event.to_dict())
+            if self.desk is not None:
+                await self.bus.publish(PRESENCE_TOPIC, await self.desk.presence_changed(event))
+            else:
+                await self.bus.publish(PRESENCE_TOPIC, event.to_dict())
             return
+        desk_messages: list[tuple[str, dict[str, Any]]] = []
         async with self.db.unit() as repos:
             changed = await ingest(
                 event, repos.calls, repos.directory, repos.extensions, self.settings.default_region
             )
+            if changed is not None and self.desk is not None and isinstance(event, CallEvent):
+                try:
+                    desk_messages = await self.desk.observe(event, changed, DeskRepo(repos))
+                except Exception:
+                    # The pop is a convenience; the call log row must still be saved.
+                    log.exception(
+                        "live desk failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
+                    )
+        for topic, payload in desk_messages:
+            await self.bus.publish(topic, payload)
         if changed is not None:
             await self.bus.publish(CALL_TOPIC, changed.payload())
 
@@ -145,6 +184,41 @@ class Hub:
     async def start_link(self, record: PbxRecord) -> None:
         if not self.runs_embedded_link(record):
             return
+        if self.settings.redis_url:
+            # Several workers may serve: only the holder of the PBX's lease runs its link.
+            self._lease_keeper().watch(record.name)
+            return
+        await self._run_link(record)
+
+    async def _run_link_named(self, name: str) -> None:
+        async with self.db.unit() as repos:
+            record = await repos.pbxes.get(name)
+        if self.runs_embedded_link(record):
+            await self._run_link(record)
+
+    async def _stop_link(self, name: str) -> None:
+        if self.links is not None:
+            await self.links.stop(name)
+
+    def _lease_keeper(self) -> LinkLeases:
+        if self.leases is None:
+            from callbridge.live_redis import RedisLock
+
+            self.leases = LinkLeases(
+                RedisLock(self.settings.redis_url),
+                secrets.token_hex(6),
+                self._run_link_named,
+                self._stop_link,
+                ttl=self.settings.link_lease_seconds,
+            )
+        return self.leases
+
+    def start_background(self) -> None:
+        """Tasks every serving worker runs: answering PBX commands for the links it owns."""
+        if self.commands is not None and self.settings.redis_url and not self._background:
+            self._background.append(asyncio.create_task(self.commands.run(), name="pbx-commands"))
+
+    async def _run_link(self, record: PbxRecord) -> None:
         async with self.db.unit() as repos:
             secrets = await repos.pbxes.secrets(record.name)
         self.supervisor().start(record, secrets)
@@ -162,8 +236,20 @@ class Hub:
                 log.exception("could not start the link to PBX %s", record.name)
 
     async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background.clear()
+        # Stop the links before giving their leases back, so two never run at once.
         if self.links is not None:
             await self.links.close()
+        if self.leases is not None:
+            await self.leases.close()
+            closer = getattr(self.leases.lock, "close", None)
+            if closer is not None:
+                await closer()
+        await self.board.close()
         await self.bus.close()
         await self.db.dispose()
 

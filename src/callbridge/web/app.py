@@ -15,7 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 import callbridge
 from callbridge.config import Settings
 from callbridge.hub import Hub
-from callbridge.web import errors
+from callbridge.web import errors, live
 from callbridge.web.middleware import BodyLimit, SecurityHeaders
 from callbridge.web.routes import ROUTERS
 
@@ -70,4 +70,5 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     for router in ROUTERS:
         app.include_router(router)
+    live.install(app)
     return app

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from callbridge.web.deps import csrf_token
 
-NAV = [("Calls", "/calls"), ("Contacts", "/contacts"), ("Settings", "/settings")]
+NAV = [("Desk", "/desk"), ("Calls", "/calls"), ("Contacts", "/contacts"), ("Settings", "/settings")]
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

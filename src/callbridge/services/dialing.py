@@ -1,0 +1,183 @@
+"""Click-to-call and other commands to a PBX, from whichever hub worker the user reached.
+
+The link of a PBX runs in one worker only (see :mod:`callbridge.services.lease`). A command
+given in another worker travels over the bus: a request on :data:`COMMAND_TOPIC`, the owner
+runs it and answers on the asker's reply topic. Errors come back as the same domain errors
+(``PbxRejected("your phone 1001 is busy")``), so the user reads the same message either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from callbridge.bus import Bus, Payload
+from callbridge.domain import errors
+from callbridge.domain.errors import InvalidInput, InvalidNumber, PbxUnavailable
+from callbridge.domain.numbers import NumberKind, parse_number
+from callbridge.services.live import DESK_TOPIC
+from callbridge.services.ports import Originate, PbxLink
+
+log = logging.getLogger(__name__)
+
+COMMAND_TOPIC = "pbx-command"
+REPLY_PREFIX = "pbx-reply:"
+_ERRORS: dict[str, type[errors.CallbridgeError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.PbxRejected,
+        errors.PbxUnavailable,
+        errors.PbxTimeout,
+        errors.PbxError,
+        errors.InvalidNumber,
+        errors.InvalidInput,
+    )
+}
+
+LocalLinks = Callable[[str], PbxLink | None]
+
+
+def dial_target(number: str, region: str) -> str:
+    """What the PBX should dial for ``number``: E.164 for phone numbers, digits for
+    extensions; refuses what cannot be a number, with the reason."""
+    text = (number or "").strip()
+    if not text:
+        raise InvalidNumber("give the number to call")
+    parsed = parse_number(text, region)
+    if parsed.kind is NumberKind.INVALID:
+        raise InvalidNumber(f"{text!r} is not a phone number: {parsed.reason}")
+    return parsed.key
+
+
+class LinkCommands:
+    """Runs a command on a PBX link, here or in the worker that owns it."""
+
+    def __init__(self, bus: Bus, local: LocalLinks, *, remote: bool, timeout: float = 45.0) -> None:
+        self.bus = bus
+        self.local = local
+        self.remote = remote
+        self.timeout = timeout
+        self.worker = secrets.token_hex(6)
+        self._pending: dict[str, asyncio.Future[Payload]] = {}
+        self.ready = asyncio.Event()
+
+    async def originate(self, pbx: str, request: Originate) -> str:
+        link = self.local(pbx)
+        if link is not None:
+            return await link.originate(request)
+        answer = await self._ask(
+            pbx,
+            "originate",
+            {"extension": request.extension, "number": request.number, "timeout": request.timeout_seconds},
+            request.timeout_seconds + 15,
+        )
+        return str(answer.get("call_id", ""))
+
+    async def hangup(self, pbx: str, call_id: str) -> None:
+        link = self.local(pbx)
+        if link is not None:
+            await link.hangup(call_id)
+            return
+        await self._ask(pbx, "hangup", {"call_id": call_id}, 15.0)
+
+    async def _ask(self, pbx: str, op: str, args: dict[str, Any], wait: float) -> Payload:
+        if not self.remote:
+            raise PbxUnavailable(f"the hub has no running link to PBX {pbx!r}")
+        await asyncio.wait_for(self.ready.wait(), timeout=5)
+        request_id = secrets.token_hex(8)
+        future: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self.bus.publish(
+                COMMAND_TOPIC,
+                {"id": request_id, "pbx": pbx, "op": op, "args": args, "reply": REPLY_PREFIX + self.worker},
+            )
+            try:
+                answer = await asyncio.wait_for(future, timeout=wait)
+            except TimeoutError as exc:
+                raise PbxUnavailable(f"no hub worker runs the link to PBX {pbx!r} right now") from exc
+        finally:
+            self._pending.pop(request_id, None)
+        if not answer.get("ok"):
+            error = answer.get("error") or {}
+            cls = _ERRORS.get(str(error.get("type")), errors.PbxError)
+            raise cls(str(error.get("message") or "the PBX command failed"))
+        return answer
+
+    async def run(self) -> None:
+        """Serve commands for the links this worker owns, and collect answers to its own."""
+        async with self.bus.subscribe(COMMAND_TOPIC, REPLY_PREFIX + self.worker) as messages:
+            self.ready.set()
+            async for message in messages:
+                if message.get("topic") == COMMAND_TOPIC:
+                    link = self.local(str(message.get("pbx", "")))
+                    if link is not None:
+                        # Commands can take a while (a phone rings): never block the loop.
+                        asyncio.create_task(self._serve(link, message))  # noqa: RUF006
+                    continue
+                future = self._pending.get(str(message.get("id", "")))
+                if future is not None and not future.done():
+                    future.set_result(message)
+
+    async def _serve(self, link: PbxLink, message: Payload) -> None:
+        args = message.get("args") or {}
+        reply: Payload = {"id": message.get("id"), "ok": True}
+        try:
+            if message.get("op") == "originate":
+                reply["call_id"] = await link.originate(
+                    Originate(
+                        extension=str(args["extension"]),
+                        number=str(args["number"]),
+                        timeout_seconds=float(args.get("timeout", 30.0)),
+                    )
+                )
+            elif message.get("op") == "hangup":
+                await link.hangup(str(args["call_id"]))
+            else:
+                raise InvalidInput(f"unknown PBX command {message.get('op')!r}")
+        except errors.CallbridgeError as exc:
+            error = {"type": type(exc).__name__, "message": exc.message}
+            reply = {"id": message.get("id"), "ok": False, "error": error}
+        except Exception:
+            log.exception("PBX %s: command %s failed", link.name, message.get("op"))
+            error = {"type": "PbxError", "message": "the PBX command failed"}
+            reply = {"id": message.get("id"), "ok": False, "error": error}
+        with contextlib.suppress(Exception):
+            await self.bus.publish(str(message.get("reply", "")), reply)
+
+
+async def click_to_call(
+    commands: LinkCommands,
+    bus: Bus,
+    user_id: int,
+    extensions: Sequence[tuple[str, str]],
+    number: str,
+    region: str,
+    *,
+    ring_seconds: float = 30.0,
+) -> dict[str, str]:
+    """Ring the user's phone, then the number. Progress reaches every tab of the user live;
+    failures raise with a message a user understands."""
+    if not extensions:
+        raise InvalidInput("you have no phone extension yet; ask an administrator to map one to you")
+    target = dial_target(number, region)
+    pbx, extension = extensions[0]
+
+    async def progress(state: str, message: str) -> None:
+        msg = {"type": "dial", "state": state, "number": target, "extension": extension, "message": message}
+        await bus.publish(DESK_TOPIC, {"users": [user_id], "msg": msg})
+
+    await progress("ringing_phone", f"Calling {target}: pick up your phone {extension} when it rings")
+    try:
+        call_id = await commands.originate(
+            pbx, Originate(extension=extension, number=target, timeout_seconds=ring_seconds)
+        )
+    except errors.CallbridgeError as exc:
+        await progress("failed", f"Call to {target} failed: {exc.message}")
+        raise
+    await progress("dialing", f"Your phone {extension} answered; now calling {target}")
+    return {"call_id": call_id, "pbx": pbx, "extension": extension, "number": target}

@@ -1,0 +1,333 @@
+"""The live desk: which user sees which call, as it happens.
+
+:class:`Desk` runs in the process that owns a PBX link (one per PBX, see
+:mod:`callbridge.services.lease`). The hub hands it every call event right after ingest, in the
+same unit of work, and it answers with the messages to publish after commit:
+
+- a *card* for every user whose extension the call rang at (screen pop), following the call
+  from ringing to talking to ended, with the contact, company, tags, owner and the last calls
+  with that contact;
+- a persisted *notification* for each of those users when the call was missed;
+- the *presence* of the extensions the call touches (ringing, on a call, available again).
+
+Messages go out on the bus topic :data:`DESK_TOPIC` addressed to user ids, so every hub worker
+delivers them to the sockets it holds, whichever worker ingested the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from callbridge.bus import Payload
+from callbridge.domain.directory import Contact
+from callbridge.domain.events import (
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallRinging,
+    Direction,
+    Disposition,
+    Presence,
+    PresenceChanged,
+)
+from callbridge.services.calllog import Ingested
+
+log = logging.getLogger(__name__)
+
+DESK_TOPIC = "desk"
+PRESENCE_TOPIC = "presence"
+RECENT_CALLS = 4
+# Ended cards are forgotten after this long (they stay on screen for a short while only).
+FORGET_AFTER = 120.0
+MISSED = frozenset({Disposition.MISSED, Disposition.ABANDONED, Disposition.BUSY, Disposition.VOICEMAIL})
+
+
+@dataclass(frozen=True, slots=True)
+class RecentCall:
+    id: int
+    started_at: datetime
+    direction: str
+    disposition: str
+    talk_seconds: int
+    user: str
+
+
+class DeskStore(Protocol):
+    """What the desk reads and writes, inside the ingest's unit of work."""
+
+    async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]: ...
+
+    async def contact(self, contact_id: int) -> Contact | None: ...
+
+    async def user_label(self, user_id: int) -> str: ...
+
+    async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]: ...
+
+    async def add_notification(
+        self, user_id: int, kind: str, call_id: int | None, title: str, body: dict[str, Any]
+    ) -> dict[str, Any]: ...
+
+
+class PresenceBoard(Protocol):
+    """The latest presence of every extension, readable from any hub worker."""
+
+    async def set(self, pbx: str, extension: str, presence: Presence, at: datetime) -> None: ...
+
+    async def all(self) -> dict[tuple[str, str], tuple[Presence, datetime]]: ...
+
+    async def set_card(self, key: str, users: Sequence[int], body: dict[str, Any] | None) -> None:
+        """Remember the latest card of a call (``None``: the call is over), for a page that
+        opens or reloads mid-call."""
+        ...
+
+    async def cards(self, user_id: int) -> list[dict[str, Any]]: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryBoard:
+    """One process owns every link (no Redis): presence lives in memory."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], tuple[Presence, datetime]] = {}
+        self._cards: dict[str, tuple[list[int], dict[str, Any]]] = {}
+
+    async def set(self, pbx: str, extension: str, presence: Presence, at: datetime) -> None:
+        self._items[(pbx, extension)] = (presence, at)
+
+    async def all(self) -> dict[tuple[str, str], tuple[Presence, datetime]]:
+        return dict(self._items)
+
+    async def set_card(self, key: str, users: Sequence[int], body: dict[str, Any] | None) -> None:
+        if body is None:
+            self._cards.pop(key, None)
+        else:
+            self._cards[key] = (list(users), body)
+
+    async def cards(self, user_id: int) -> list[dict[str, Any]]:
+        return [body for users, body in self._cards.values() if user_id in users]
+
+    async def close(self) -> None:
+        self._items.clear()
+        self._cards.clear()
+
+
+@dataclass
+class _Card:
+    pbx: str
+    call_id: str
+    users: dict[int, str] = field(default_factory=dict)  # user id → the extension that rang
+    extensions: set[str] = field(default_factory=set)
+    contact_id: int | None = -1  # -1: not looked up yet
+    details: dict[str, Any] = field(default_factory=dict)
+    answered_by: str = ""
+    ended_at: float = 0.0
+
+
+def presence_message(pbx: str, extension: str, presence: Presence, at: datetime) -> Payload:
+    return {
+        "type": "presence",
+        "pbx": pbx,
+        "extension": extension,
+        "presence": presence.value,
+        "at": at.isoformat(),
+    }
+
+
+class Desk:
+    def __init__(self, board: PresenceBoard, *, can_answer: Mapping[str, bool] | None = None) -> None:
+        self.board = board
+        self._cards: dict[tuple[str, str], _Card] = {}
+        # extension → the calls it takes part in, so presence falls back to "available" only
+        # when its last call ended.
+        self._busy: dict[tuple[str, str], set[str]] = {}
+        self.can_answer = dict(can_answer or {})
+
+    @property
+    def live_cards(self) -> int:
+        return len(self._cards)
+
+    # -- presence ------------------------------------------------------------------------------
+
+    async def presence_changed(self, event: PresenceChanged) -> Payload:
+        await self.board.set(event.pbx, event.extension, event.presence, event.at)
+        return presence_message(event.pbx, event.extension, event.presence, event.at)
+
+    async def _derive_presence(
+        self, pbx: str, extension: str, call_id: str, presence: Presence, at: datetime
+    ) -> Payload:
+        key = (pbx, extension)
+        calls = self._busy.setdefault(key, set())
+        if presence is Presence.AVAILABLE:
+            calls.discard(call_id)
+            if calls:
+                return {}
+            self._busy.pop(key, None)
+        else:
+            calls.add(call_id)
+        await self.board.set(pbx, extension, presence, at)
+        return presence_message(pbx, extension, presence, at)
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def observe(
+        self, event: CallEvent, changed: Ingested, store: DeskStore
+    ) -> list[tuple[str, Payload]]:
+        """The messages one ingested call event causes, to publish after commit."""
+        key = (event.pbx, event.call_id)
+        card = self._cards.get(key)
+        out: list[tuple[str, Payload]] = []
+        if isinstance(event, CallRinging) and event.extension:
+            if card is None:
+                card = self._cards[key] = _Card(event.pbx, event.call_id)
+            card.extensions.add(event.extension)
+            users = await store.users_for(event.pbx, [event.extension])
+            for user_id in users.values():
+                card.users.setdefault(user_id, event.extension)
+            if changed.summary.answered_at is None and changed.summary.disposition is None:
+                msg = await self._derive_presence(
+                    event.pbx, event.extension, event.call_id, Presence.RINGING, event.at
+                )
+                if msg:
+                    out.append((PRESENCE_TOPIC, msg))
+        elif isinstance(event, CallAnswered) and event.extension:
+            if card is None:
+                card = self._cards[key] = _Card(event.pbx, event.call_id)
+            card.answered_by = event.extension
+            card.extensions.add(event.extension)
+            if not card.users:
+                # A pickup or an originated call: the phone that answered is the user's.
+                users = await store.users_for(event.pbx, [event.extension])
+                for user_id in users.values():
+                    card.users.setdefault(user_id, event.extension)
+            if changed.summary.disposition is None:
+                for ext in sorted(card.extensions):
+                    presence = Presence.ON_CALL if ext == event.extension else Presence.AVAILABLE
+                    msg = await self._derive_presence(event.pbx, ext, event.call_id, presence, event.at)
+                    if msg:
+                        out.append((PRESENCE_TOPIC, msg))
+        if card is None:
+            return out
+        ended = changed.summary.disposition is not None
+        await self._fill_details(card, changed, store)
+        body = self._card_body(card, changed)
+        if card.users:
+            out.append((DESK_TOPIC, {"users": sorted(card.users), "msg": {"type": "card", "card": body}}))
+            await self.board.set_card(body["key"], sorted(card.users), None if ended else body)
+        if ended and isinstance(event, CallEnded):
+            card.ended_at = time.monotonic()
+            for ext in sorted(card.extensions):
+                msg = await self._derive_presence(event.pbx, ext, event.call_id, Presence.AVAILABLE, event.at)
+                if msg:
+                    out.append((PRESENCE_TOPIC, msg))
+            if changed.summary.disposition in MISSED and changed.summary.direction is not Direction.OUTBOUND:
+                for user_id in sorted(card.users):
+                    note = await store.add_notification(
+                        user_id,
+                        "missed_call",
+                        changed.id,
+                        f"Missed call from {body['caller']}",
+                        {
+                            "number": body["number"],
+                            "contact_id": body["contact"]["id"] if body["contact"] else None,
+                            "contact_name": body["contact"]["name"] if body["contact"] else None,
+                            "company_name": body["company"],
+                            "extension": card.users[user_id],
+                            "at": body["started_at"],
+                        },
+                    )
+                    out.append(
+                        (
+                            DESK_TOPIC,
+                            {"users": [user_id], "msg": {"type": "notification", "notification": note}},
+                        )
+                    )
+            del self._cards[key]
+        self._forget_stale()
+        return out
+
+    def _forget_stale(self) -> None:
+        # Cards whose end never came (a link restart lost it) would pile up: keep a bound.
+        if len(self._cards) > 10_000:
+            for key in list(self._cards)[:1000]:
+                del self._cards[key]
+
+    async def _fill_details(self, card: _Card, changed: Ingested, store: DeskStore) -> None:
+        contact_id = changed.link.contact_id
+        if card.contact_id == contact_id:
+            return
+        card.contact_id = contact_id
+        details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": []}
+        if contact_id is not None:
+            contact = await store.contact(contact_id)
+            if contact is not None:
+                details["contact"] = {"id": contact.id, "name": contact.name, "kind": contact.kind.value}
+                details["company"] = contact.company_name or None
+                details["tags"] = list(contact.tags)
+                if contact.owner_id is not None:
+                    details["owner"] = await store.user_label(contact.owner_id)
+                recent = await store.recent_calls(contact_id, RECENT_CALLS + 1)
+                details["recent"] = [
+                    {
+                        "id": r.id,
+                        "started_at": r.started_at.isoformat(),
+                        "direction": r.direction,
+                        "disposition": r.disposition,
+                        "talk_seconds": r.talk_seconds,
+                        "user": r.user,
+                    }
+                    for r in recent
+                    if r.id != changed.id
+                ][:RECENT_CALLS]
+        card.details = details
+
+    def _card_body(self, card: _Card, changed: Ingested) -> dict[str, Any]:
+        s = changed.summary
+        if s.disposition is not None:
+            state = "ended"
+        elif s.answered_at is not None:
+            state = "talking"
+        else:
+            state = "ringing"
+        number = s.external_number or (
+            s.from_number if s.direction is not Direction.OUTBOUND else s.to_number
+        )
+        contact = card.details.get("contact")
+        company = changed.company_name or card.details.get("company")
+        if contact is not None and contact.get("kind") == "company":
+            company = company or contact["name"]
+        caller = (contact or {}).get("name") or s.from_name or number or "unknown"
+        return {
+            "key": f"{card.pbx}/{card.call_id}",
+            "id": changed.id,
+            "pbx": card.pbx,
+            "pbx_call_id": card.call_id,
+            "state": state,
+            "direction": s.direction.value if s.direction else None,
+            "number": number,
+            "name": s.from_name or None,
+            "caller": caller,
+            "contact": contact,
+            "company": company,
+            "company_id": changed.link.company_id,
+            "match": changed.link.match.value,
+            "tags": card.details.get("tags", []),
+            "owner": card.details.get("owner"),
+            "recent": card.details.get("recent", []),
+            "extension": ", ".join(sorted(set(card.users.values()))) or None,
+            "answered_by": s.answered_by_extension or None,
+            "disposition": s.disposition.value if s.disposition else None,
+            "started_at": s.started_at.isoformat() if s.started_at else None,
+            "answered_at": s.answered_at.isoformat() if s.answered_at else None,
+            "ended_at": s.ended_at.isoformat() if s.ended_at else None,
+            "ring_seconds": s.ring_seconds,
+            "talk_seconds": s.talk_seconds,
+            "can_answer": self.can_answer.get(card.pbx, False) and state == "ringing",
+            "can_hangup": state != "ended",
+            "sent_at": datetime.now(UTC).isoformat(),
+        }

@@ -1,0 +1,231 @@
+"""The browser's live connection: one WebSocket per open tab of a signed-in user.
+
+Each hub worker holds the sockets of the tabs that reached it and one bus subscription
+(``desk``, ``presence``, ``call``). A desk message names the users it is for; the worker
+sends it to those users' sockets only, so a pop reaches every tab of the right user and nobody
+else, whichever worker ingested the call (with Redis, every worker sees every message).
+
+Close codes: 4401 not signed in (or the session ended), 4403 the page came from another site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
+from markupsafe import Markup
+
+from callbridge.domain.numbers import NumberKind, parse_number
+from callbridge.domain.users import User
+from callbridge.hub import Hub
+from callbridge.services.calllog import CALL_TOPIC
+from callbridge.services.live import DESK_TOPIC, PRESENCE_TOPIC
+from callbridge.store.desk import SqlDesk
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN_ORIGIN = 4403
+QUEUE_SIZE = 256
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, user: User) -> None:
+        self.ws = ws
+        self.user = user
+        self.queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
+
+    def push(self, text: str) -> None:
+        if self.queue.full():
+            # A stuck tab loses its oldest messages; it never slows the others.
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+        self.queue.put_nowait(text)
+
+
+class Sockets:
+    """The sockets this worker holds, by user, and the bus fan-out into them."""
+
+    def __init__(self) -> None:
+        self.by_user: dict[int, set[Connection]] = {}
+        self.ready = asyncio.Event()
+
+    @property
+    def count(self) -> int:
+        return sum(len(c) for c in self.by_user.values())
+
+    def add(self, conn: Connection) -> None:
+        self.by_user.setdefault(conn.user.id, set()).add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        conns = self.by_user.get(conn.user.id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.by_user[conn.user.id]
+
+    def deliver(self, message: dict[str, Any]) -> int:
+        """Route one bus message to the right sockets; returns how many got it."""
+        topic = message.pop("topic", "")
+        sent = 0
+        if topic == DESK_TOPIC:
+            msg = message.get("msg")
+            users = message.get("users") or []
+            if not isinstance(msg, dict):
+                return 0
+            text = json.dumps(msg)
+            for user_id in users:
+                for conn in self.by_user.get(user_id, ()):
+                    conn.push(text)
+                    sent += 1
+        elif topic == PRESENCE_TOPIC:
+            text = json.dumps(message)
+            for conns in self.by_user.values():
+                for conn in conns:
+                    conn.push(text)
+                    sent += 1
+        elif topic == CALL_TOPIC:
+            text = json.dumps({"type": "live_call", "call": message})
+            for conns in self.by_user.values():
+                for conn in conns:
+                    if conn.user.sees_all_calls:
+                        conn.push(text)
+                        sent += 1
+        return sent
+
+    async def run(self, hub: Hub) -> None:
+        while True:
+            try:
+                async with hub.bus.subscribe(DESK_TOPIC, PRESENCE_TOPIC, CALL_TOPIC) as messages:
+                    self.ready.set()
+                    async for message in messages:
+                        self.deliver(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Redis restarted: subscribe again; the tabs reconnect on their own anyway.
+                self.ready.clear()
+                log.warning("live fan-out lost the bus (%s); resubscribing in 1 s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+
+def sockets_of(app: Any) -> Sockets:
+    found: Sockets = app.state.live_sockets
+    return found
+
+
+def install(app: FastAPI) -> None:
+    """Attach the fan-out to the app's lifespan and the ``dial`` filter to its templates."""
+    from callbridge.web.routes import desk
+
+    sockets = Sockets()
+    app.state.live_sockets = sockets
+    app.include_router(router)
+    app.include_router(desk.router)
+    app.state.templates.env.filters["dial"] = dial_link
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start(hub: Hub) -> None:
+        tasks.append(asyncio.create_task(sockets.run(hub), name="live-fanout"))
+        hub.start_background()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sockets.ready.wait(), timeout=5)
+
+    async def stop(hub: Hub) -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        tasks.clear()
+
+    app.state.on_start.append(start)
+    app.state.on_stop.append(stop)
+
+
+def dial_link(number: object, label: object = None) -> Markup:
+    """``{{ call.from_number|dial }}``: a click-to-call link (a ``tel:`` link without script)."""
+    text = "" if number is None else str(number)
+    if not text.strip():
+        return Markup("")
+    parsed = parse_number(text, "ZZ")
+    target = parsed.key if parsed.kind is not NumberKind.INVALID else text.strip()
+    shown = str(label) if label else text
+    template = Markup('<a class="dial" href="tel:{0}" data-number="{0}" title="Call {0}">{1}</a>')
+    return template.format(target, shown)
+
+
+def _same_origin(ws: WebSocket) -> bool:
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: cross-site hijacking needs a browser's cookies
+    host = ws.headers.get("host", "")
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+async def _session_user(ws: WebSocket, hub: Hub) -> User | None:
+    session = ws.scope.get("session") or {}
+    user_id, version = session.get("uid"), session.get("sv")
+    if not isinstance(user_id, int) or not isinstance(version, int):
+        return None
+    async with hub.db.unit() as repos:
+        return await hub.accounts(repos).user_for_session(user_id, version)
+
+
+async def hello(hub: Hub, user: User) -> dict[str, Any]:
+    async with hub.db.unit() as repos:
+        extensions = await SqlDesk(repos.session).extensions_of(user.id)
+        unread = await SqlDesk(repos.session).unread(user.id)
+    return {
+        "type": "hello",
+        "user": {"id": user.id, "name": user.name, "label": user.label, "role": user.role.value},
+        "extensions": [{"pbx": p, "extension": e} for p, e in extensions],
+        "can_dial": bool(extensions),
+        "cards": await hub.board.cards(user.id),
+        "unread": unread,
+    }
+
+
+@router.websocket("/live/ws")
+async def live_socket(ws: WebSocket) -> None:
+    hub: Hub = ws.app.state.hub
+    sockets = sockets_of(ws.app)
+    await ws.accept()
+    if not _same_origin(ws):
+        await ws.close(CLOSE_FORBIDDEN_ORIGIN, "this page is not from this hub")
+        return
+    user = await _session_user(ws, hub)
+    if user is None:
+        await ws.close(CLOSE_UNAUTHENTICATED, "sign in first")
+        return
+    conn = Connection(ws, user)
+    sockets.add(conn)
+    sender = asyncio.create_task(_send(conn), name=f"live-send-{user.id}")
+    try:
+        conn.push(json.dumps(await hello(hub, user)))
+        while True:
+            text = await ws.receive_text()
+            if text == "ping" or '"ping"' in text:
+                conn.push('{"type":"pong"}')
+    except WebSocketDisconnect:
+        pass
+    finally:
+        sockets.remove(conn)
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+async def _send(conn: Connection) -> None:
+    try:
+        while True:
+            text = await conn.queue.get()
+            await conn.ws.send_text(text)
+    except (WebSocketDisconnect, RuntimeError):
+        return

@@ -1,0 +1,210 @@
+"""The live desk's pages and API: click-to-call, hang up, notifications, presence, live calls."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from callbridge.domain.errors import Forbidden, NotFound
+from callbridge.domain.users import User
+from callbridge.hub import Hub
+from callbridge.services.dialing import click_to_call
+from callbridge.store.calls import CallView
+from callbridge.store.desk import SqlDesk
+from callbridge.store.repos import Repos
+from callbridge.web.deps import CurrentUser, HubDep, ManagerUser, RepoDep
+from callbridge.web.pages import render
+
+router = APIRouter()
+
+
+class OriginateIn(BaseModel):
+    number: str = Field(min_length=1, max_length=64, description="The number to call, in any usual format.")
+
+
+class OriginateOut(BaseModel):
+    call_id: str = Field(description="The PBX's id of the new call.")
+    pbx: str
+    extension: str = Field(description="Your extension, which rang first.")
+    number: str = Field(description="The number dialed (E.164 or an extension).")
+
+
+class PresenceOut(BaseModel):
+    pbx: str
+    extension: str
+    user: str | None
+    presence: str
+    at: datetime | None
+
+
+class NotificationOut(BaseModel):
+    id: int
+    kind: str
+    call_id: int | None
+    title: str
+    body: dict[str, Any]
+    created_at: str
+    read: bool
+
+
+class NotificationsOut(BaseModel):
+    items: list[NotificationOut]
+    unread: int
+
+
+@router.post(
+    "/api/v1/calls/originate",
+    operation_id="originate_call",
+    summary="Click-to-call: ring your phone, then the number",
+    response_model=OriginateOut,
+    tags=["calls"],
+    responses={
+        400: {"description": "No extension mapped to you, or not a number"},
+        422: {"description": "The PBX refused: your phone is busy, did not answer, is not registered"},
+        503: {"description": "The PBX cannot be reached"},
+    },
+)
+async def originate_call(body: OriginateIn, user: CurrentUser, hub: HubDep) -> OriginateOut:
+    """Rings your extension first; when you pick up, the PBX dials the number. Progress reaches
+    your open pages over the live connection; the answer comes once your phone answered."""
+    async with hub.db.unit() as repos:
+        extensions = await SqlDesk(repos.session).extensions_of(user.id)
+    assert hub.commands is not None
+    placed = await click_to_call(
+        hub.commands, hub.bus, user.id, extensions, body.number, hub.settings.default_region
+    )
+    return OriginateOut(**placed)
+
+
+async def _hangup_allowed(hub: Hub, repos: Repos, user: User, call: CallView) -> None:
+    if user.sees_all_calls:
+        return
+    keys = {c.get("key") for c in await hub.board.cards(user.id)}
+    if f"{call.pbx}/{call.pbx_call_id}" in keys:
+        return
+    if await repos.calls.find(call.id, visible_to=user.id) is None:
+        raise Forbidden("you can hang up only your own calls")
+
+
+@router.post(
+    "/api/v1/calls/{call_id:int}/hangup",
+    operation_id="hangup_call",
+    summary="Hang up a call in progress",
+    status_code=204,
+    tags=["calls"],
+)
+async def hangup_call(call_id: int, user: CurrentUser, hub: HubDep, repos: RepoDep) -> Response:
+    call = await repos.calls.find(call_id)
+    if call is None:
+        raise NotFound(f"no call with id {call_id}")
+    await _hangup_allowed(hub, repos, user, call)
+    if call.disposition is not None:
+        raise NotFound("the call has already ended")
+    assert hub.commands is not None
+    await hub.commands.hangup(call.pbx, call.pbx_call_id)
+    return Response(status_code=204)
+
+
+@router.get("/api/v1/notifications", operation_id="list_notifications", tags=["desk"])
+async def list_notifications(user: CurrentUser, repos: RepoDep, unread: bool = False) -> NotificationsOut:
+    items = await SqlDesk(repos.session).notifications(user.id, unread_only=unread)
+    return NotificationsOut(
+        items=[NotificationOut(**n.to_dict()) for n in items],
+        unread=await SqlDesk(repos.session).unread(user.id),
+    )
+
+
+@router.post(
+    "/api/v1/notifications/{notification_id:int}/read", operation_id="read_notification", tags=["desk"]
+)
+async def read_notification(notification_id: int, user: CurrentUser, repos: RepoDep) -> dict[str, int]:
+    if not await SqlDesk(repos.session).mark_read(user.id, notification_id):
+        found = [
+            n
+            for n in await SqlDesk(repos.session).notifications(user.id, limit=500)
+            if n.id == notification_id
+        ]
+        if not found:
+            raise NotFound(f"no notification {notification_id}")
+    return {"unread": await SqlDesk(repos.session).unread(user.id)}
+
+
+@router.post("/api/v1/notifications/read", operation_id="read_all_notifications", tags=["desk"])
+async def read_all_notifications(user: CurrentUser, repos: RepoDep) -> dict[str, int]:
+    await SqlDesk(repos.session).mark_read(user.id)
+    return {"unread": 0}
+
+
+async def presence_rows(hub: Hub, repos: Repos) -> list[PresenceOut]:
+    board = await hub.board.all()
+    names = {(m.pbx, m.extension): m.user_name for m in await repos.extensions.all()}
+    keys = sorted(set(board) | set(names), key=lambda k: (k[0], k[1].zfill(8)))
+    rows = []
+    for key in keys:
+        presence, at = board.get(key, (None, None))
+        rows.append(
+            PresenceOut(
+                pbx=key[0],
+                extension=key[1],
+                user=names.get(key),
+                presence=presence.value if presence is not None else "unknown",
+                at=at,
+            )
+        )
+    return rows
+
+
+@router.get("/api/v1/presence", operation_id="list_presence", tags=["desk"])
+async def list_presence(user: CurrentUser, hub: HubDep, repos: RepoDep) -> list[PresenceOut]:
+    return await presence_rows(hub, repos)
+
+
+async def _live_calls(repos: Repos) -> list[CallView]:
+    out = []
+    for call_id in await SqlDesk(repos.session).calls_in_progress():
+        found = await repos.calls.find(call_id)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+@router.get("/api/v1/calls/live", operation_id="list_live_calls", tags=["calls"])
+async def list_live_calls(user: ManagerUser, repos: RepoDep) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": c.id,
+            "pbx": c.pbx,
+            "direction": c.direction.value if c.direction else None,
+            "from_number": c.from_number,
+            "to_number": c.to_number,
+            "contact_name": c.contact.name if c.contact else None,
+            "started_at": c.started_at.isoformat(),
+            "answered_at": c.answered_at.isoformat() if c.answered_at else None,
+            "answered_by_extension": c.answered_by_extension or None,
+        }
+        for c in await _live_calls(repos)
+    ]
+
+
+# -- pages --------------------------------------------------------------------------------------
+
+
+@router.get("/desk", include_in_schema=False)
+async def desk_page(request: Request, user: CurrentUser, hub: HubDep, repos: RepoDep) -> Response:
+    return render(
+        request,
+        "desk/desk.html",
+        presence=await presence_rows(hub, repos),
+        notifications=await SqlDesk(repos.session).notifications(user.id, limit=30),
+        unread=await SqlDesk(repos.session).unread(user.id),
+        extensions=await SqlDesk(repos.session).extensions_of(user.id),
+    )
+
+
+@router.get("/desk/calls", include_in_schema=False)
+async def live_calls_page(request: Request, user: ManagerUser, repos: RepoDep) -> Response:
+    return render(request, "desk/calls.html", calls=await _live_calls(repos))
