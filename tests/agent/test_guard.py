@@ -493,8 +493,14 @@ def test_missing_remote_address_and_odd_values_are_ignored() -> None:
     guard = SecurityGuard(GuardSettings(max_failures=1))
     assert guard.observe({"Event": "InvalidPassword"}, received_at=T0) == []
     odd: dict[str, object] = {"Event": "InvalidPassword", "RemoteAddress": 12345}
-    assert guard.observe(odd, received_at=T0) == []  # type: ignore[arg-type]
+    assert guard.observe(odd, received_at=T0) == []
     assert guard.stats.malformed == 2
+
+    class Hostile:
+        def get(self, key: str, /) -> object:
+            raise RuntimeError(key)
+
+    assert guard.observe(Hostile(), received_at=T0) == []
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,7 @@ _LATEST = datetime(2999, 12, 31, tzinfo=UTC)
 class Headers(Protocol):
     """What the guard reads from an event: the codec's ``Message`` fits, so does a dict."""
 
-    def get(self, key: str, default: str = ..., /) -> Any: ...
+    def get(self, key: str, /) -> object: ...
 
 
 # --------------------------------------------------------------------------- settings
@@ -327,7 +327,7 @@ def event_time(event: Headers, received_at: datetime | None = None) -> datetime 
 
 def _header(event: Headers, key: str) -> str:
     try:
-        value = event.get(key, "")
+        value = event.get(key)
     except Exception:  # a hostile mapping must not take the AMI link down
         return ""
     return value if isinstance(value, str) else ""
