@@ -150,8 +150,17 @@ def demo(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
 ) -> None:
-    """Start the hub with embedded defaults, for a first look (what `make demo` runs)."""
-    serve(host=host, port=port, workers=1)
+    """Start the hub with seeded users and contacts and a simulated PBX that keeps calling
+    (what `make demo` runs). Prints the demo users' passwords."""
+    from callbridge.demo import run_demo
+
+    cfg = settings()
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run_demo(cfg, host or cfg.host, port or cfg.port, announce=console.print))
+    except CallbridgeError as exc:
+        err.print(f"[red]Error:[/red] {exc.message}")
+        raise typer.Exit(1) from exc
 
 
 @app.command()
