@@ -125,7 +125,7 @@ async def serve_bare() -> None:
     await _serve(app, _socket(), "/hook", "off")
 
 
-async def serve_hub(database_url: str) -> None:
+async def serve_hub(database_url: str, ack_only: bool = False) -> None:
     from callbridge.config import Settings
     from callbridge.domain.pbx import PbxKind
     from callbridge.hub import Hub
@@ -133,6 +133,13 @@ async def serve_hub(database_url: str) -> None:
     from callbridge.services.pbxes import YeastarSettings, add_pbx
     from callbridge.web.app import create_app
 
+    if ack_only:  # measure the ack path alone: stored bodies stay in the inbox
+        from callbridge.pbx.yeastar.link import YeastarLink
+
+        async def idle(self: object, inbox: object, batch: int = 0) -> None:
+            await asyncio.Event().wait()
+
+        YeastarLink._process_inbox = idle  # type: ignore[method-assign,assignment]
     # The simulator stands in for the PBX's OpenAPI (the link logs in and keeps its token).
     sim = YeastarSimulator(SimulatorConfig(webhook_secret=SECRET, sn=SN))
     await sim.start()
@@ -224,8 +231,10 @@ async def load(name: str, url: str, calls: list[list[bytes]], concurrency: int) 
 
 
 class Server:
-    def __init__(self, kind: str, database_url: str) -> None:
+    def __init__(self, kind: str, database_url: str, ack_only: bool = False) -> None:
         cmd = [sys.executable, __file__, "--serve", kind, "--database-url", database_url]
+        if ack_only:
+            cmd.append("--ack-only")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
@@ -245,7 +254,7 @@ class Server:
 
 
 async def bench(kind: str, args: argparse.Namespace, offset: int) -> Result:
-    server = Server(kind, args.database_url)
+    server = Server(kind, args.database_url, args.ack_only)
     try:
         per_call = 5
         warm = [call_bodies(offset + i) for i in range(max(1, args.warmup // per_call))]
@@ -290,6 +299,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--database-url", default="", help="hub database (default: SQLite in a temp dir)")
+    parser.add_argument(
+        "--ack-only", action="store_true", help="hub: store webhooks but do not ingest them (ack path alone)"
+    )
     parser.add_argument("--serve", choices=("bare", "hub"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -300,7 +312,7 @@ def main() -> None:
             runner: Any = uvloop.run
         except ImportError:
             runner = asyncio.run
-        runner(serve_bare() if args.serve == "bare" else serve_hub(args.database_url))
+        runner(serve_bare() if args.serve == "bare" else serve_hub(args.database_url, args.ack_only))
     else:
         raise SystemExit(asyncio.run(run(args)))
 

@@ -147,6 +147,7 @@ class Hub:
 
         def yeastar(record: PbxRecord, secrets: Mapping[str, str], sink: EventSink) -> PbxLink:
             from callbridge.pbx.yeastar.link import YeastarConfig, YeastarLink
+            from callbridge.store.inbox import SqlInbox
 
             cfg = record.config
             return YeastarLink(
@@ -160,6 +161,7 @@ class Hub:
                     default_region=region,
                 ),
                 sink,
+                inbox=SqlInbox(self.db),  # webhooks: persist first, process after
             )
 
         return {PbxKind.ASTERISK: asterisk, PbxKind.YEASTAR: yeastar}

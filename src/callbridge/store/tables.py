@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -112,4 +113,16 @@ pbxes = Table(
     Column("link_up", Boolean, nullable=False, server_default="0"),
     Column("link_detail", String(500), nullable=False, server_default=""),
     Column("link_checked_at", UtcDateTime, nullable=True),
+)
+
+# Verified Yeastar webhook bodies, stored before the PBX gets its 200 and deleted once ingested
+# (migration 0006). Read in id order: the order they arrived.
+webhook_inbox = Table(
+    "webhook_inbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pbx", String(64), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Index("ix_webhook_inbox_pbx_id", "pbx", "id"),
 )

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -21,11 +22,17 @@ from fastapi import FastAPI
 from tests.conftest import api_token
 
 from callbridge.config import Settings
+from callbridge.domain.errors import PbxUnavailable
+from callbridge.domain.pbx import PbxKind
 from callbridge.hub import Hub
-from callbridge.pbx.yeastar.link import YeastarLink
+from callbridge.pbx.yeastar.inbox import StoredWebhook
+from callbridge.pbx.yeastar.link import YeastarConfig, YeastarLink
 from callbridge.pbx.yeastar.simulator import SimulatorConfig, YeastarSimulator
 from callbridge.pbx.yeastar.webhooks import sign
+from callbridge.services.pbxes import YeastarSettings, add_pbx
 from callbridge.services.ports import Originate
+from callbridge.store.inbox import SqlInbox
+from callbridge.web.app import create_app
 
 CALLER = "+14155550100"
 CUSTOMER = "+14155550199"
@@ -331,3 +338,117 @@ async def test_websocket_mode_logs_the_same_calls(hub: Hub, hub_url: str) -> Non
         assert (o["direction"], o["to_number"], o["disposition"]) == ("outbound", CUSTOMER, "answered")
         assert setup.sim.webhook_attempts == 0  # nothing came by webhook
         assert setup.link._subscription is not None and setup.link._subscription.connects >= 2
+
+
+# ------------------------------------------------------------------------------ inbox
+
+
+def _signed_bodies(sim: YeastarSimulator) -> list[tuple[bytes, str]]:
+    out = []
+    for event in sim.emitted:
+        envelope = {"type": event["type"], "sn": sim.config.sn, "msg": json.dumps(event["msg"])}
+        body = json.dumps(envelope).encode()
+        out.append((body, sign(body, sim.config.webhook_secret)))
+    return out
+
+
+async def test_a_webhook_stored_before_a_crash_is_processed_after_restart(
+    hub: Hub, settings: Settings
+) -> None:
+    async with YeastarSimulator(SimulatorConfig()) as sim:
+        call_id = await sim.run_scenario("inbound_answered", caller=CALLER, extension="2002")
+        async with hub.db.unit() as repos:
+            record = await add_pbx(
+                repos.pbxes,
+                "cloud",
+                PbxKind.YEASTAR,
+                YeastarSettings(
+                    base_url=sim.base_url,
+                    client_id=sim.config.client_id,
+                    client_secret=sim.config.client_secret,
+                    webhook_secret=sim.config.webhook_secret,
+                ),
+            )
+            await repos.commit()
+        # First life: the link acknowledges every webhook (stored), then the process dies
+        # before its consumer ran (run() never started).
+        first = hub.link_factories()[PbxKind.YEASTAR](
+            record, {"webhook_secret": sim.config.webhook_secret}, hub.handle_event
+        )
+        assert isinstance(first, YeastarLink)
+        for body, signature in _signed_bodies(sim):
+            assert await first.handle_webhook(body, signature) == 1
+        assert first.inbox is not None and first.inbox.commits >= 1 and first.messages == 0
+        await first.client.aclose()
+
+        # Second life: a new hub on the same database drains the inbox when its link starts.
+        second = Hub.build(settings)
+        await second.prepare()
+        try:
+            await second.start_links()
+            link = second.supervisor().get("cloud")
+            assert isinstance(link, YeastarLink)
+            async with asyncio.timeout(10):
+                while link.inbox_processed < len(sim.emitted):  # noqa: ASYNC110 (a counter, no event)
+                    await asyncio.sleep(0.02)
+            app = create_app(hub=second)
+            token = await api_token(second, "admin")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://hub") as api:
+                items = (await api.get("/api/v1/calls", headers={"authorization": f"Bearer {token}"})).json()[
+                    "items"
+                ]
+            assert [(c["pbx_call_id"], c["disposition"], c["answered_by_extension"]) for c in items] == [
+                (call_id, "answered", "2002")
+            ]
+            assert await SqlInbox(second.db).pending("cloud", 10) == []  # consumed, then deleted
+        finally:
+            await second.close()
+
+
+class _BrokenStore:
+    async def add(self, pbx: str, items: Sequence[tuple[datetime, bytes]]) -> None:
+        raise OSError("disk full")
+
+    async def pending(self, pbx: str, limit: int) -> list[StoredWebhook]:
+        return []
+
+    async def done(self, pbx: str, ids: Sequence[int]) -> None:
+        return None
+
+
+async def test_a_webhook_that_cannot_be_stored_is_refused_for_a_retry_not_lost() -> None:
+    events: list[object] = []
+
+    async def sink(event: object) -> None:
+        events.append(event)
+
+    config = YeastarConfig("cloud", "http://127.0.0.1:9", "id", "secret", webhook_secret="w" * 32)
+    link = YeastarLink(config, sink, inbox=_BrokenStore())
+    body = json.dumps(
+        {"type": 30011, "sn": "x", "msg": json.dumps({"call_id": "1.1", "members": []})}
+    ).encode()
+    with pytest.raises(PbxUnavailable):  # → 503: the PBX retries later
+        await link.handle_webhook(body, sign(body, "w" * 32))
+    with pytest.raises(PbxUnavailable):  # not remembered as stored: the retry is not dropped
+        await link.handle_webhook(body, sign(body, "w" * 32))
+    assert link.duplicates == 0 and events == []
+    await link.client.aclose()
+
+
+async def test_storage_failure_answers_503_not_500(webhooks: Setup) -> None:
+    link = webhooks.link
+    assert link.inbox is not None
+    healthy = link.inbox.store
+    link.inbox.store = _BrokenStore()
+    body = json.dumps(
+        {"type": 30011, "sn": "x", "msg": json.dumps({"call_id": "9.9", "members": []})}
+    ).encode()
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            webhooks.pbx["webhook_url"],
+            content=body,
+            headers={"x-signature": sign(body, webhooks.sim.config.webhook_secret)},
+        )
+    link.inbox.store = healthy
+    assert answer.status_code == 503

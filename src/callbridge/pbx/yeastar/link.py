@@ -27,9 +27,17 @@ from callbridge.pbx.yeastar.client import (
     YeastarClient,
     YeastarIpBlocked,
 )
+from callbridge.pbx.yeastar.inbox import InboxStore, WebhookInbox
 from callbridge.pbx.yeastar.mapping import MapperSettings, YeastarMapper, pick_far_party
 from callbridge.pbx.yeastar.payloads import DEFAULT_TOPICS, Member, MemberKind
-from callbridge.pbx.yeastar.webhooks import DEFAULT_MAX_BYTES, DuplicateFilter, YeastarMessage, parse_webhook
+from callbridge.pbx.yeastar.webhooks import (
+    DEFAULT_MAX_BYTES,
+    DuplicateFilter,
+    WebhookMalformed,
+    YeastarMessage,
+    parse_json_envelopes,
+    parse_webhook,
+)
 from callbridge.pbx.yeastar.websocket import YeastarSubscription
 from callbridge.services.ports import EventSink, LinkStatus, Originate
 
@@ -64,6 +72,7 @@ class YeastarLink:
         *,
         client: YeastarClient | None = None,
         mapper_settings: MapperSettings | None = None,
+        inbox: InboxStore | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -79,6 +88,10 @@ class YeastarLink:
         settings = mapper_settings or MapperSettings(default_region=config.default_region)
         self.mapper = YeastarMapper(config.name, settings)
         self._dupes = DuplicateFilter()
+        # With an inbox, webhooks are acknowledged once stored and processed by run().
+        self.inbox = WebhookInbox(config.name, inbox) if inbox is not None else None
+        self._stored_keys = DuplicateFilter()  # retries of what the inbox holds already
+        self.inbox_processed = 0
         self._lock = asyncio.Lock()  # one ordered stream into the mapper and the sink
         self._subscription: YeastarSubscription | None = None
         self._running = False
@@ -122,6 +135,8 @@ class YeastarLink:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._keep_token())
                 group.create_task(self._tick_loop())
+                if self.inbox is not None:
+                    group.create_task(self._process_inbox(self.inbox))
                 if self.config.events == "websocket":
                     self._subscription = YeastarSubscription(
                         self.client,
@@ -137,6 +152,8 @@ class YeastarLink:
             raise first from None
         finally:
             self._running = False
+            if self.inbox is not None:
+                await asyncio.shield(self.inbox.aclose())
             if self._owns_client:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.client.aclose())
@@ -181,7 +198,35 @@ class YeastarLink:
             self.config.webhook_max_bytes,
             expected_sn=self.config.serial or None,
         )
-        return await self.handle_webhook_messages(messages)
+        if self.inbox is None:
+            return await self.handle_webhook_messages(messages)
+        keys = [m.dedupe_key for m in messages]
+        if all(key in self._stored_keys for key in keys):
+            self.duplicates += len(keys)
+            return 0  # a retry of a stored body: already safe, nothing to write
+        await self.inbox.persist(raw_body)
+        for key in keys:
+            self._stored_keys.seen(key)
+        return len(messages)
+
+    async def _process_inbox(self, inbox: WebhookInbox, batch: int = 200) -> None:
+        """The one ordered consumer of this PBX's inbox; also drains what a crash left behind."""
+        while True:
+            inbox.stored.clear()  # before reading, so a commit after the read wakes us again
+            rows = await inbox.store.pending(self.name, batch)
+            if not rows:
+                await inbox.stored.wait()
+                continue
+            for row in rows:
+                try:
+                    messages = parse_json_envelopes(row.body)  # verified when it was stored
+                except WebhookMalformed:
+                    log.error("yeastar %s: stored webhook %d no longer parses; dropped", self.name, row.id)
+                    continue
+                for message in messages:
+                    await self.handle_message(message, received_at=row.received_at)
+            await inbox.store.done(self.name, [row.id for row in rows])
+            self.inbox_processed += len(rows)
 
     async def handle_webhook_messages(self, messages: Iterable[YeastarMessage]) -> int:
         count = 0
@@ -189,20 +234,21 @@ class YeastarLink:
             count += await self.handle_message(message)
         return count
 
-    async def handle_message(self, message: YeastarMessage) -> int:
-        """Ingest one verified envelope (webhook or WebSocket). Idempotent."""
+    async def handle_message(self, message: YeastarMessage, received_at: datetime | None = None) -> int:
+        """Ingest one verified envelope (webhook or WebSocket). Idempotent. ``received_at``
+        stamps the events (a stored webhook keeps the time it arrived, not the time it is read)."""
         async with self._lock:
             if self._dupes.seen(message.dedupe_key):
                 self.duplicates += 1
                 log.debug("yeastar %s: duplicate event %s dropped", self.name, message.type)
                 return 0
             self.messages += 1
-            self.last_event_at = datetime.now(UTC)
+            self.last_event_at = received_at or datetime.now(UTC)
             self.last_event_type = message.type
             if message.payload is None:
                 return 0
             try:
-                events = self.mapper.feed(message.payload)
+                events = self.mapper.feed(message.payload, received_at)
             except Exception:  # an event we cannot map must not stop the stream
                 log.exception("yeastar %s: could not map event %s", self.name, message.type)
                 return 0

@@ -199,5 +199,8 @@ class DuplicateFilter:
             self._keys.popitem(last=False)
         return False
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
     def __len__(self) -> int:
         return len(self._keys)

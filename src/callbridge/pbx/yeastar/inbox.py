@@ -1,0 +1,96 @@
+"""Persist first, process after: verified webhook bodies go to a durable inbox before the PBX
+gets its 200, and one ordered consumer per PBX feeds them to the mapper afterwards.
+
+Why: the PBX retries on timeouts, and ingest (fold, directory lookup, commit, publish) costs far
+more than the PBX should wait. Writes are group-committed — every request that arrives while a
+commit is in flight joins the next one — so one transaction carries many webhooks and the ack
+costs one short insert. A body is acknowledged only after its commit, so a verified event is
+never lost: what a crash leaves in the inbox is processed when the link starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from callbridge.domain.errors import PbxUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWebhook:
+    id: int
+    received_at: datetime
+    body: bytes
+
+
+class InboxStore(Protocol):
+    """Durable, ordered storage for verified webhook bodies (implemented in ``store/``)."""
+
+    async def add(self, pbx: str, items: Sequence[tuple[datetime, bytes]]) -> None:
+        """Insert in order and commit before returning."""
+        ...
+
+    async def pending(self, pbx: str, limit: int) -> list[StoredWebhook]:
+        """Oldest first."""
+        ...
+
+    async def done(self, pbx: str, ids: Sequence[int]) -> None: ...
+
+
+class WebhookInbox:
+    """Group-committing writer for one PBX's webhooks."""
+
+    def __init__(self, pbx: str, store: InboxStore, *, batch_limit: int = 500) -> None:
+        self.pbx = pbx
+        self.store = store
+        self._batch_limit = batch_limit
+        self._pending: list[tuple[datetime, bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.stored = asyncio.Event()  # set after every commit: wakes the consumer
+        self.commits = 0
+
+    async def persist(self, body: bytes, received_at: datetime | None = None) -> None:
+        """Return once ``body`` is committed; raises :class:`PbxUnavailable` when it could not
+        be stored (the web layer answers 503 and the PBX retries later)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((received_at or datetime.now(UTC), body, future))
+        if self._flusher is None or self._flusher.done():
+            # A task of its own, so a request cancelled mid-commit cannot abort other requests' commit.
+            self._flusher = asyncio.create_task(self._flush(), name=f"yeastar-inbox-{self.pbx}")
+        await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._batch_limit]
+            del self._pending[: len(batch)]
+            try:
+                await self.store.add(self.pbx, [(at, body) for at, body, _ in batch])
+            except Exception as exc:
+                log.error(
+                    "yeastar %s: could not store %d webhooks: %s", self.pbx, len(batch), type(exc).__name__
+                )
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(PbxUnavailable("the hub could not store the event; retry later"))
+                continue
+            self.commits += 1
+            for *_, future in batch:
+                if not future.done():
+                    future.set_result(None)
+            self.stored.set()
+
+    async def aclose(self) -> None:
+        """Finish the commit in flight (its requests are waiting for it)."""
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+
+
+__all__ = ["InboxStore", "StoredWebhook", "WebhookInbox"]
