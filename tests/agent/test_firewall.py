@@ -156,3 +156,50 @@ def test_parse_set_json_reads_timed_and_untimed_elements() -> None:
     assert parse_set_json('{"nftables": [{"set": {"name": "banned_v4"}}]}') == []
     with pytest.raises(FirewallError, match="not JSON"):
         parse_set_json("Error: …")
+
+
+async def test_guard_service_applies_decisions_in_the_background() -> None:
+    from datetime import UTC, datetime
+
+    from callbridge.agent.firewall import GuardService
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    backend = DryRunBackend(clock=FakeClock())
+    service = GuardService(backend, clock=lambda: now)
+    failure = {
+        "Event": "ChallengeResponseFailed",
+        "Service": "PJSIP",
+        "AccountID": "101",
+        "RemoteAddress": "IPV4/UDP/198.51.100.7/5060",
+    }
+    try:
+        decisions = [d for _ in range(10) for d in service.feed(failure, now)]
+        assert [type(d) for d in decisions] == [Ban]
+        await service.drain()  # worker started lazily, set the backend up, applied the ban
+        assert backend.actions[:2] == [
+            "setup (dry run: no firewall rule is installed)",
+            "ban 198.51.100.7 for 600s",
+        ]
+        assert [b["address"] for b in service.bans_for_hub()] == ["198.51.100.7"]
+        service.configure({"allow_list": ["198.51.100.0/24"], "max_failures": 5})
+        await service.drain()
+        assert backend.actions[-1] == "unban 198.51.100.7"
+        assert service.bans_for_hub() == []
+        assert service.guard.settings.max_failures == 5
+        service.unban("2001:db8::9")
+        await service.drain()
+        assert backend.actions[-1] == "unban 2001:db8::9"
+        with pytest.raises(ValueError):
+            service.unban("not an address")
+    finally:
+        await service.aclose()
+
+
+async def test_auto_backend_falls_back_to_dry_run_without_nft() -> None:
+    from callbridge.agent.firewall import make_backend
+
+    assert isinstance(await make_backend("auto", nft="/nonexistent/nft"), DryRunBackend)
+    assert isinstance(await make_backend("dry-run"), DryRunBackend)
+    assert isinstance(await make_backend("nft"), NftablesBackend)
+    with pytest.raises(ValueError):
+        await make_backend("iptables")

@@ -41,18 +41,28 @@ command. ``command_prefix`` runs it elsewhere, e.g. ``("ip", "netns", "exec", "c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from callbridge.agent.guard import Ban, Decision, IPAddress, Unban, normalize_address
+from callbridge.agent.guard import (
+    Ban,
+    Decision,
+    GuardSettings,
+    Headers,
+    IPAddress,
+    SecurityGuard,
+    Unban,
+    normalize_address,
+)
 
 log = logging.getLogger(__name__)
 
@@ -311,3 +321,151 @@ class DryRunBackend:
     def _note(self, action: str) -> None:
         self.actions.append(action)
         log.info("firewall (dry run): would %s", action)
+
+
+async def probe_nftables(nft: str = "nft") -> str | None:
+    """``None`` when nftables can be used here, else the reason it cannot."""
+    try:
+        await NftablesBackend(nft=nft)._run(["-j", "list", "tables"])
+    except FirewallError as exc:
+        return str(exc)
+    return None
+
+
+async def make_backend(kind: str = "auto", **nft_options: Any) -> FirewallBackend:
+    """``nft``, ``dry-run``, or ``auto`` (nftables when usable, else dry run with a warning)."""
+    if kind == "dry-run":
+        return DryRunBackend()
+    if kind == "nft":
+        return NftablesBackend(**nft_options)
+    if kind != "auto":
+        raise ValueError("firewall backend is auto, nft or dry-run")
+    reason = await probe_nftables(nft_options.get("nft", "nft"))
+    if reason is None:
+        return NftablesBackend(**nft_options)
+    log.warning("firewall: nftables not usable (%s); bans are only logged (dry run)", reason)
+    return DryRunBackend()
+
+
+class GuardService:
+    """The guard and a firewall backend, shaped for the agent's event loop.
+
+    The agent calls the synchronous methods from its AMI callback and hub link; firewall commands
+    run in order in one background task (started by :meth:`start`, or lazily on first use from a
+    running loop), so a slow ``nft`` never blocks the AMI reader. A failing command is logged and
+    the next one goes on: the guard's decision stands and a later tick retries nothing (the
+    kernel set is the source of truth for what is dropped).
+
+    ``feed(msg, received_at)``, ``configure(dict)``, ``unban(address)``, ``bans_for_hub()``.
+    """
+
+    def __init__(
+        self,
+        backend: FirewallBackend,
+        settings: GuardSettings | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tick_interval: float = 5.0,
+    ) -> None:
+        self.guard = SecurityGuard(settings)
+        self.backend = backend
+        self._clock = clock
+        self._tick_interval = tick_interval
+        self._queue: asyncio.Queue[list[Decision]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.errors = 0
+
+    # -- sync side (called from the agent)
+
+    def feed(self, event: Headers, received_at: datetime | None = None) -> list[Decision]:
+        decisions = self.guard.observe(event, received_at or self._clock())
+        self._submit(decisions)
+        return decisions
+
+    def configure(self, data: Mapping[str, Any]) -> list[Decision]:
+        """New settings from the hub (``GuardSettings.from_dict``); counts are kept."""
+        decisions = self.guard.replace_settings(GuardSettings.from_dict(data), self._clock())
+        self._submit(decisions)
+        return decisions
+
+    def unban(self, address: str) -> list[Decision]:
+        """The hub lifted a ban. Raises ``ValueError`` for something that is not an address."""
+        decisions = self.guard.lift(address, self._clock())
+        self._submit(decisions)
+        return decisions
+
+    def bans_for_hub(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "address": str(b.address),
+                "at": b.at.isoformat(),
+                "until": b.until.isoformat(),
+                "reason": b.reason,
+                "count": b.count,
+                "offence": b.offence,
+                "accounts": list(b.accounts),
+            }
+            for b in self.guard.active_bans()
+        ]
+
+    # -- async side
+
+    async def start(self) -> None:
+        """Set the firewall up, adopt bans already in it, start the worker."""
+        await self.backend.setup()
+        now = self._clock()
+        for banned in await self.backend.list_bans():
+            if banned.expires is not None:
+                self.guard.adopt(banned.address, now + banned.expires, now)
+        if self._task is None:
+            self._task = asyncio.create_task(self._work(), name="guard-firewall")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def drain(self) -> None:
+        """Wait until every submitted decision was carried out (tests, shutdown)."""
+        await self._queue.join()
+
+    def _submit(self, decisions: list[Decision]) -> None:
+        if not decisions:
+            return
+        self._queue.put_nowait(decisions)
+        if self._task is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # not in a loop yet: start() will pick the queue up
+            self._task = loop.create_task(self._setup_then_work(), name="guard-firewall")
+
+    async def _setup_then_work(self) -> None:
+        try:
+            await self.backend.setup()
+        except FirewallError:
+            log.exception("firewall: setup failed; bans are decided but not applied")
+        await self._work()
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                decisions = await asyncio.wait_for(self._queue.get(), self._tick_interval)
+            except TimeoutError:
+                self._submit_tick()
+                continue
+            try:
+                await apply_decisions(self.backend, decisions)
+            except (FirewallError, ValueError):
+                self.errors += 1
+                log.exception("firewall: could not apply %d decision(s)", len(decisions))
+            finally:
+                self._queue.task_done()
+
+    def _submit_tick(self) -> None:
+        expired = self.guard.tick(self._clock())
+        for unban in expired:
+            log.info("guard: ban on %s ended", unban.address)
+        # the kernel already removed expired elements; nothing to apply

@@ -26,6 +26,10 @@ Interface for the agent
     await apply_decisions(firewall, decisions)   # Ban → add set element with timeout, Unban → delete
     # report decisions to the hub; guard.active_bans() lists what is banned right now
 
+Or, ready-made for the agent runner's duck type (sync calls, firewall work in a background task):
+``GuardService(await make_backend(cfg.guard_backend))`` from ``callbridge.agent.firewall`` with
+``feed(msg, received_at)``, ``configure(dict)``, ``unban(address)``, ``bans_for_hub()``.
+
 Time: an event's time is its ``Timestamp`` header (AMI ``timestampevents = yes``), else its
 ``EventTV`` (every security event has one), else ``received_at``. The agent runs on the Asterisk
 host, so the PBX clock and the agent clock are the same clock. Times are UTC-aware datetimes.
