@@ -302,3 +302,18 @@ async def test_pages_render(hub: Hub, admin_client: httpx.AsyncClient) -> None:
     # Consolidated over its people, grouped by person.
     assert company.text.index("<h3>Ada") < company.text.index("<h3>Carl")
     assert (await admin_client.get("/calls/999999", headers=html)).status_code == 404
+
+
+async def test_new_contact_claims_its_earlier_calls(hub: Hub, admin_client: httpx.AsyncClient) -> None:
+    await world(hub)
+    before = (await admin_client.get("/api/v1/calls", params={"q": "+4930123456"})).json()["items"][0]
+    assert before["contact"] is None and before["match"] == "none"
+    made = await admin_client.post(
+        "/api/v1/contacts", json={"name": "Klaus", "phones": [{"number": "+49 30 123456"}]}
+    )
+    assert made.status_code == 201
+    after = (await admin_client.get(f"/api/v1/calls/{before['id']}")).json()
+    assert after["contact"] == {"id": made.json()["id"], "name": "Klaus"}
+    assert (await admin_client.delete(f"/api/v1/contacts/{made.json()['id']}")).status_code == 204
+    gone = (await admin_client.get(f"/api/v1/calls/{before['id']}")).json()
+    assert gone["contact"] is None and gone["match"] == "none"

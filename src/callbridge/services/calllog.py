@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from callbridge.domain.calls import CallRecord, CallSummary
-from callbridge.domain.directory import Match, MatchKind
+from callbridge.domain.directory import MatchKind
 from callbridge.domain.events import CallEvent, Event
 from callbridge.services.directory import ContactFinder, lookup
 
@@ -39,6 +39,11 @@ class CallLink:
     user_ids: frozenset[int] = frozenset()
     # A person chose the contact by hand (an ambiguous number): ingest keeps their choice.
     manual: bool = False
+    # The external number the contact was looked up for: the next event of the call reuses the
+    # answer instead of asking the directory again.
+    number: str = ""
+    contact_name: str = ""
+    company_name: str = ""
 
 
 class CallStore(Protocol):
@@ -124,16 +129,19 @@ async def ingest(
     record = CallRecord.fold(event.pbx, event.call_id, await calls.events(row))
     summary = record.summary()
     previous = await calls.link(row)
-    match: Match | None = None
-    if previous.manual:
+    contact_name, company_name = previous.contact_name, previous.company_name
+    if previous.manual or (summary.external_number and summary.external_number == previous.number):
         contact_id, company_id, kind = previous.contact_id, previous.company_id, previous.match
     elif summary.external_number:
         match = await lookup(finder, summary.external_number, region)
         contact_id = match.contact.id if match.contact is not None else None
         company_id = match.company.id if match.company is not None else None
         kind = match.kind
+        contact_name = match.contact.name if match.contact is not None else ""
+        company_name = match.company.name if match.company is not None else ""
     else:
         contact_id, company_id, kind = None, None, MatchKind.NONE
+        contact_name = company_name = ""
     users = await extensions.users_for(event.pbx, summary.participants)
     answered_by = users.get(summary.answered_by_extension) if summary.answered_by_extension else None
     made_by = users.get(record.internal_extension) if record.internal_extension else None
@@ -150,10 +158,9 @@ async def ingest(
         made_by_user_id=made_by,
         user_ids=frozenset(users[e] for e in took_part if e in users),
         manual=previous.manual,
+        number=summary.external_number,
+        contact_name=contact_name,
+        company_name=company_name,
     )
     await calls.save(row, summary, link)
-    contact_name = company_name = ""
-    if match is not None:
-        contact_name = match.contact.name if match.contact is not None else ""
-        company_name = match.company.name if match.company is not None else ""
     return Ingested(row, summary, link, contact_name, company_name)

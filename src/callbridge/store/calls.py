@@ -278,6 +278,9 @@ class SqlCalls:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        # Rows read while locked in this unit of work: saves re-reading them (they cannot change).
+        self._locked: dict[int, Any] = {}
+        self._users: dict[int, set[int]] = {}
 
     def _insert_ignoring_conflicts(self, table: Table) -> Any:
         if self.session.get_bind().dialect.name == "postgresql":
@@ -287,18 +290,20 @@ class SqlCalls:
     # -- ingest --------------------------------------------------------------------------------------
 
     async def lock_or_create(self, pbx: str, pbx_call_id: str, at: datetime) -> int:
-        find = (
-            select(calls.c.id).where(calls.c.pbx == pbx, calls.c.pbx_call_id == pbx_call_id).with_for_update()
-        )
-        found = (await self.session.execute(find)).scalar()
+        find = select(calls).where(calls.c.pbx == pbx, calls.c.pbx_call_id == pbx_call_id).with_for_update()
+        found = (await self.session.execute(find)).first()
         if found is not None:
-            return int(found)
+            self._locked[found.id] = found
+            return int(found.id)
         await self.session.execute(
             self._insert_ignoring_conflicts(calls).values(
                 pbx=pbx, pbx_call_id=pbx_call_id, started_at=at, updated_at=now()
             )
         )
-        return int((await self.session.execute(find)).scalar_one())
+        row = (await self.session.execute(find)).one()
+        self._locked[row.id] = row
+        self._users[row.id] = set()  # a new call has nobody yet
+        return int(row.id)
 
     async def add_event(self, call_row: int, event: CallEvent) -> bool:
         result = await self.session.execute(
@@ -324,10 +329,14 @@ class SqlCalls:
         return out
 
     async def link(self, call_row: int) -> CallLink:
-        row = (await self.session.execute(select(calls).where(calls.c.id == call_row))).one()
-        ids = (
-            await self.session.execute(select(call_users.c.user_id).where(call_users.c.call_id == call_row))
-        ).scalars()
+        row = self._locked.get(call_row)
+        if row is None:
+            row = (await self.session.execute(select(calls).where(calls.c.id == call_row))).one()
+        ids = self._users.get(call_row)
+        if ids is None:
+            query = select(call_users.c.user_id).where(call_users.c.call_id == call_row)
+            ids = set((await self.session.execute(query)).scalars())
+            self._users[call_row] = ids
         return CallLink(
             contact_id=row.contact_id,
             company_id=row.company_id,
@@ -336,6 +345,7 @@ class SqlCalls:
             made_by_user_id=row.made_by_user_id,
             user_ids=frozenset(ids),
             manual=bool(row.manual_link),
+            number=row.external_number,
         )
 
     async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None:
@@ -368,13 +378,12 @@ class SqlCalls:
                 updated_at=now(),
             )
         )
-        current = set(
-            (
-                await self.session.execute(
-                    select(call_users.c.user_id).where(call_users.c.call_id == call_row)
-                )
-            ).scalars()
-        )
+        current = self._users.get(call_row)
+        if current is None:
+            query = select(call_users.c.user_id).where(call_users.c.call_id == call_row)
+            current = set((await self.session.execute(query)).scalars())
+        self._users[call_row] = set(link.user_ids)
+        self._locked.pop(call_row, None)
         gone = current - link.user_ids
         if gone:
             await self.session.execute(

@@ -191,6 +191,25 @@ async def _company_id_for_name(directory: SqlDirectory, name: str) -> int | None
     return await directory.create(ContactInput(ContactKind.COMPANY, name))
 
 
+async def _relink(repos: Repos, region: str, keys: set[str]) -> None:
+    """Past calls of these numbers follow the directory: a new contact claims its earlier calls,
+    a removed number lets them go (calls a person linked by hand stay as they are)."""
+    directory, store = SqlDirectory(repos.session), SqlCalls(repos.session)
+    for key in sorted(keys):
+        match = await lookup(directory, key, region)
+        await store.relink_number(
+            key,
+            match.contact.id if match.contact else None,
+            match.company.id if match.company else None,
+            match.kind,
+        )
+
+
+async def _keys_of(repos: Repos, contact_id: int) -> set[str]:
+    found = await SqlDirectory(repos.session).find(contact_id)
+    return {p.key for p in found.phones} if found else set()
+
+
 # -- JSON API --------------------------------------------------------------------------------------------
 
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -233,6 +252,7 @@ async def create_contact(body: ContactIn, user: CurrentUser, repos: RepoDep, hub
     )
     directory = SqlDirectory(repos.session)
     contact = await directory.get(await directory.create(data))
+    await _relink(repos, hub.settings.default_region, {p.key for p in contact.phones})
     return _out(contact, await _owner_names(repos, [contact]))
 
 
@@ -268,12 +288,17 @@ async def update_contact(
     )
     await directory.update(contact_id, data)
     contact = await directory.get(contact_id)
+    await _relink(
+        repos, hub.settings.default_region, {p.key for p in current.phones} | {p.key for p in contact.phones}
+    )
     return _out(contact, await _owner_names(repos, [contact]))
 
 
 @router.delete("/api/v1/contacts/{contact_id}", status_code=204)
-async def delete_contact(contact_id: int, user: ManagerUser, repos: RepoDep) -> Response:
+async def delete_contact(contact_id: int, user: ManagerUser, repos: RepoDep, hub: HubDep) -> Response:
+    keys = await _keys_of(repos, contact_id)
     await SqlDirectory(repos.session).delete(contact_id)
+    await _relink(repos, hub.settings.default_region, keys)
     return Response(status_code=204)
 
 
@@ -488,9 +513,12 @@ async def _save_form(request: Request, repos: RepoDep, region: str, contact_id: 
         notes=field("notes"),
         external_id=field("external_id"),
     )
+    before = await _keys_of(repos, contact_id) if contact_id is not None else set()
     if contact_id is None:
-        return await directory.create(data)
-    await directory.update(contact_id, data)
+        contact_id = await directory.create(data)
+    else:
+        await directory.update(contact_id, data)
+    await _relink(repos, region, before | {p.key for p in data.phones})
     return contact_id
 
 
@@ -627,11 +655,13 @@ async def edit_contact_form(
 
 @router.post("/contacts/{contact_id}/delete", include_in_schema=False)
 async def delete_contact_form(
-    request: Request, contact_id: int, user: CurrentUser, repos: RepoDep
+    request: Request, contact_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep
 ) -> Response:
     if not user.sees_all_calls:
         raise Forbidden("only managers and admins delete contacts")
+    keys = await _keys_of(repos, contact_id)
     await SqlDirectory(repos.session).delete(contact_id)
+    await _relink(repos, hub.settings.default_region, keys)
     flash(request, "Contact deleted.")
     return RedirectResponse("/contacts", status_code=303)
 

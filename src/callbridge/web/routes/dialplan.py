@@ -2,14 +2,14 @@
 
 Plain text for Asterisk's ``CURL()``; JSON with ``Accept: application/json``. Authenticated by
 the PBX's dialplan token (``token`` query parameter or ``X-Callbridge-Token`` header). Kept
-lean on purpose: one session, one indexed lookup, no user machinery — it must answer in about a
-millisecond while a phone rings.
+lean on purpose — no session cookie, no ORM session, a verified-token cache, one indexed
+probe per question — because it must answer in about a millisecond while a phone rings.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -19,21 +19,22 @@ from callbridge.domain.directory import Match, MatchKind
 from callbridge.domain.errors import Forbidden
 from callbridge.hub import Hub
 from callbridge.services.directory import lookup
-from callbridge.store.directory import DialplanPbx, DialplanReader, SqlDirectory, dialplan_reader, token_hash
+from callbridge.store.directory import DialplanPbx, FastDirectory, token_hash
 
 router = APIRouter(prefix="/dialplan", tags=["dialplan"])
 
 TOKEN_TTL_SECONDS = 5.0
 MAX_CACHED_TOKENS = 1024
 _NUMBER = Query(max_length=200, description="The caller's number in any format.")
+_EXTRA = "dialplan"
 
 
 @dataclass(slots=True)
 class TokenCache:
-    """Recently verified tokens (hash → PBX) so a ringing phone costs one query, not two.
-    Short-lived: a rotated token stops working within ``TOKEN_TTL_SECONDS``."""
+    """Recently verified tokens (hash → PBX), so a ringing phone costs one query, not two.
+    Short-lived: a rotated or removed token stops working within ``TOKEN_TTL_SECONDS``."""
 
-    entries: dict[str, tuple[float, DialplanPbx]]
+    entries: dict[str, tuple[float, DialplanPbx]] = field(default_factory=dict)
 
     def get(self, digest: str) -> DialplanPbx | None:
         hit = self.entries.get(digest)
@@ -46,58 +47,60 @@ class TokenCache:
             self.entries.clear()
         self.entries[digest] = (time.monotonic() + TOKEN_TTL_SECONDS, pbx)
 
-    def clear(self) -> None:
-        self.entries.clear()
+
+@dataclass(slots=True)
+class DialplanState:
+    directory: FastDirectory
+    tokens: TokenCache
 
 
-def token_cache(hub: Hub) -> TokenCache:
-    cache = hub.extras.get("dialplan_token_cache")
-    if not isinstance(cache, TokenCache):
-        cache = TokenCache({})
-        hub.extras["dialplan_token_cache"] = cache
-    return cache
+def _state(request: Request) -> tuple[Hub, DialplanState]:
+    hub: Hub = request.app.state.hub
+    state = hub.extras.get(_EXTRA)
+    if not isinstance(state, DialplanState):
+        state = DialplanState(FastDirectory(hub.db.url), TokenCache())
+        hub.extras[_EXTRA] = state
+
+        async def close(_: Hub) -> None:
+            await state.directory.close()
+            hub.extras.pop(_EXTRA, None)
+
+        request.app.state.on_stop.append(close)
+    return hub, state
 
 
-async def _pbx(hub: Hub, reader: DialplanReader, token: str | None) -> DialplanPbx:
+async def _pbx(state: DialplanState, token: str | None) -> DialplanPbx:
     if not token or len(token) > 200:
         raise Forbidden("forbidden")
-    cache = token_cache(hub)
     digest = token_hash(token)
-    pbx = cache.get(digest)
+    pbx = state.tokens.get(digest)
     if pbx is None:
-        pbx = await reader.tokens.pbx_for(token)
+        pbx = await state.directory.pbx_for(token)
         if pbx is None:
             raise Forbidden("forbidden")
-        cache.put(digest, pbx)
+        state.tokens.put(digest, pbx)
     return pbx
 
 
-def _wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "")
-
-
 def _answer(request: Request, text: str, data: dict[str, Any]) -> Response:
-    if _wants_json(request):
+    if "application/json" in request.headers.get("accept", ""):
         return JSONResponse(data)
     return PlainTextResponse(text)
 
 
 TokenQuery = Annotated[str | None, Query(max_length=200, description="The PBX's dialplan token.")]
 TokenHeader = Annotated[str | None, Header(alias="X-Callbridge-Token", max_length=200)]
+Number = Annotated[str, _NUMBER]
 
 
 @router.get("/caller-name")
 async def caller_name(
-    request: Request,
-    number: Annotated[str, _NUMBER],
-    token: TokenQuery = None,
-    x_callbridge_token: TokenHeader = None,
+    request: Request, number: Number, token: TokenQuery = None, x_callbridge_token: TokenHeader = None
 ) -> Response:
     """The caller's name (with company); an empty body when the number is unknown or ambiguous."""
-    hub: Hub = request.app.state.hub
-    async with dialplan_reader(hub.db) as reader:
-        await _pbx(hub, reader, token or x_callbridge_token)
-        match = await lookup(reader.directory, number, hub.settings.default_region)
+    hub, state = _state(request)
+    await _pbx(state, token or x_callbridge_token)
+    match = await lookup(state.directory, number, hub.settings.default_region)
     name = match.display_name
     return _answer(
         request,
@@ -114,22 +117,16 @@ async def caller_name(
 
 @router.get("/owner")
 async def owner(
-    request: Request,
-    number: Annotated[str, _NUMBER],
-    token: TokenQuery = None,
-    x_callbridge_token: TokenHeader = None,
+    request: Request, number: Number, token: TokenQuery = None, x_callbridge_token: TokenHeader = None
 ) -> Response:
     """Dial string of the contact owner's extension on this PBX (``PJSIP/1001``), or empty."""
-    hub: Hub = request.app.state.hub
+    hub, state = _state(request)
+    pbx = await _pbx(state, token or x_callbridge_token)
+    match = await lookup(state.directory, number, hub.settings.default_region)
     extension = owner_name = ""
-    async with dialplan_reader(hub.db) as reader:
-        pbx = await _pbx(hub, reader, token or x_callbridge_token)
-        directory = reader.directory
-        match = await lookup(directory, number, hub.settings.default_region)
-        owner_id = await _owner_id(directory, match)
-        if owner_id is not None:
-            extension = await reader.extensions.extension_of(pbx.name, owner_id)
-            owner_name = await reader.user_name(owner_id)
+    owner_id = await _owner_id(state.directory, match)
+    if owner_id is not None:
+        extension, owner_name = await state.directory.extension_of(pbx.name, owner_id)
     technology = str(pbx.config.get("dial_technology") or "PJSIP")
     dial = f"{technology}/{extension}" if extension else ""
     return _answer(
@@ -141,21 +138,14 @@ async def owner(
 
 @router.get("/tags")
 async def tags(
-    request: Request,
-    number: Annotated[str, _NUMBER],
-    token: TokenQuery = None,
-    x_callbridge_token: TokenHeader = None,
+    request: Request, number: Number, token: TokenQuery = None, x_callbridge_token: TokenHeader = None
 ) -> Response:
     """The contact's tags, comma-separated (``VIP,partner``), or empty."""
-    hub: Hub = request.app.state.hub
-    found: list[str] = []
-    async with dialplan_reader(hub.db) as reader:
-        await _pbx(hub, reader, token or x_callbridge_token)
-        directory = reader.directory
-        match = await lookup(directory, number, hub.settings.default_region)
-        contact_id = _tagged_id(match)
-        if contact_id is not None:
-            found = await directory.tags_of(contact_id)
+    hub, state = _state(request)
+    await _pbx(state, token or x_callbridge_token)
+    match = await lookup(state.directory, number, hub.settings.default_region)
+    contact_id = _tagged_id(match)
+    found = await state.directory.tags_of(contact_id) if contact_id is not None else []
     return _answer(request, ",".join(found), {"number": number, "tags": found})
 
 
@@ -167,18 +157,14 @@ def _tagged_id(match: Match) -> int | None:
     return None
 
 
-async def _owner_id(directory: SqlDirectory, match: Match) -> int | None:
+async def _owner_id(directory: FastDirectory, match: Match) -> int | None:
+    """The contact's account manager; a person without one falls back to their company's."""
     if match.kind is MatchKind.CONTACT and match.contact is not None:
         if match.contact.owner_id is not None:
             return match.contact.owner_id
-        # A person without an account manager: their company's manager takes the call.
         if match.company is not None:
-            company = await directory.find(match.company.id)
-            return company.owner_id if company else None
+            return await directory.owner_of(match.company.id)
         return None
     if match.kind is MatchKind.COMPANY and match.company is not None:
-        if match.contact is not None and match.contact.id == match.company.id:
-            return match.contact.owner_id
-        company = await directory.find(match.company.id)
-        return company.owner_id if company else None
+        return await directory.owner_of(match.company.id)
     return None
