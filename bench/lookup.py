@@ -150,9 +150,10 @@ def load_sqlite(path: Path, contacts: list[tuple[object, ...]], phones: list[tup
     db = sqlite3.connect(path)
     db.execute("PRAGMA foreign_keys=OFF")
     db.execute("PRAGMA synchronous=OFF")
+    marks = ",".join("?" * len(CONTACT_COLUMNS))
     with db:
         db.executemany(
-            f"INSERT INTO contacts ({','.join(CONTACT_COLUMNS)}) VALUES ({','.join('?' * len(CONTACT_COLUMNS))})",
+            f"INSERT INTO contacts ({','.join(CONTACT_COLUMNS)}) VALUES ({marks})",
             [(*c[:9], _sqlite_time(c[9]), _sqlite_time(c[10])) for c in contacts],
         )
         db.executemany(f"INSERT INTO contact_phones ({','.join(PHONE_COLUMNS)}) VALUES (?,?,?,?,?)", phones)
@@ -160,7 +161,9 @@ def load_sqlite(path: Path, contacts: list[tuple[object, ...]], phones: list[tup
     db.close()
 
 
-async def load_postgres(url: str, contacts: list[tuple[object, ...]], phones: list[tuple[object, ...]]) -> None:
+async def load_postgres(
+    url: str, contacts: list[tuple[object, ...]], phones: list[tuple[object, ...]]
+) -> None:
     import asyncpg  # type: ignore[import-untyped]
 
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
@@ -169,7 +172,10 @@ async def load_postgres(url: str, contacts: list[tuple[object, ...]], phones: li
         await conn.copy_records_to_table("contact_phones", records=phones, columns=PHONE_COLUMNS)
         await conn.execute("SELECT setval('contacts_id_seq', (SELECT max(id) FROM contacts))")
         await conn.execute("SELECT setval('contact_phones_id_seq', (SELECT max(id) FROM contact_phones))")
-        await conn.execute("ANALYZE")
+        # A freshly copied table still needs its first vacuum (hint bits, visibility map); a live
+        # directory has had it long ago, so measure that steady state.
+        await conn.execute("VACUUM ANALYZE contacts")
+        await conn.execute("VACUUM ANALYZE contact_phones")
     finally:
         await conn.close()
 
@@ -195,7 +201,9 @@ async def http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, p
     return await reader.readexactly(length)
 
 
-async def measure_http(port: int, token: str, known: list[str], unknown: list[str], seconds: float) -> dict[str, float]:
+async def measure_http(
+    port: int, token: str, known: list[str], unknown: list[str], seconds: float
+) -> dict[str, float]:
     from urllib.parse import quote
 
     def path(n: str) -> str:
@@ -402,8 +410,14 @@ def report(name: str, http: dict[str, float], like: list[float], like_found: int
 
 
 async def bench_backend(
-    name: str, url: str, data_dir: Path, contacts: list[tuple[object, ...]], phones: list[tuple[object, ...]],
-    sample: list[Generated], sqlite_path: Path | None, seconds: float,
+    name: str,
+    url: str,
+    data_dir: Path,
+    contacts: list[tuple[object, ...]],
+    phones: list[tuple[object, ...]],
+    sample: list[Generated],
+    sqlite_path: Path | None,
+    seconds: float,
 ) -> None:
     t0 = time.perf_counter()
     token = await prepare(data_dir, url)
@@ -411,7 +425,10 @@ async def bench_backend(
         load_sqlite(sqlite_path, contacts, phones)
     else:
         await load_postgres(url, contacts, phones)
-    print(f"{name}: loaded {len(contacts):,} contacts / {len(phones):,} numbers in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"{name}: loaded {len(contacts):,} contacts / {len(phones):,} numbers "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     unknown = unknown_numbers(len(sample))
     # Callers send numbers in many shapes; the hub normalizes each one.
     known = [g.raw if g.raw.startswith(("+", "(")) else g.key for g in sample]
@@ -431,7 +448,9 @@ async def bench_backend(
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--postgres", default=os.environ.get("CALLBRIDGE_BENCH_POSTGRES_URL", ""))
     parser.add_argument("--seconds", type=float, default=10.0, help="throughput phase length")
@@ -440,19 +459,29 @@ async def main() -> None:
 
     t0 = time.perf_counter()
     contacts, phones, sample = rows(args.contacts)
-    print(f"generated {len(contacts):,} contacts, {len(phones):,} numbers in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"generated {len(contacts):,} contacts, {len(phones):,} numbers in {time.perf_counter() - t0:.1f} s"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="cb-bench-"))
     try:
         sqlite_path = tmp / "sqlite" / "callbridge.db"
         sqlite_path.parent.mkdir()
         await bench_backend(
-            "SQLite", f"sqlite+aiosqlite:///{sqlite_path}", sqlite_path.parent, contacts, phones, sample,
-            sqlite_path, args.seconds,
+            "SQLite",
+            f"sqlite+aiosqlite:///{sqlite_path}",
+            sqlite_path.parent,
+            contacts,
+            phones,
+            sample,
+            sqlite_path,
+            args.seconds,
         )
         if args.postgres:
             pg_dir = tmp / "pg"
             pg_dir.mkdir()
-            await bench_backend("PostgreSQL", args.postgres, pg_dir, contacts, phones, sample, None, args.seconds)
+            await bench_backend(
+                "PostgreSQL", args.postgres, pg_dir, contacts, phones, sample, None, args.seconds
+            )
             for concurrency in (1, 8):
                 rate = await ingest_rate(pg_dir, args.postgres, args.calls, concurrency)
                 print(
@@ -460,7 +489,10 @@ async def main() -> None:
                     f"{concurrency} concurrent call(s), one transaction per event"
                 )
         else:
-            print("\n(PostgreSQL skipped: pass --postgres postgresql+asyncpg://… or CALLBRIDGE_BENCH_POSTGRES_URL)")
+            print(
+                "\n(PostgreSQL skipped: pass --postgres postgresql+asyncpg://… "
+                "or CALLBRIDGE_BENCH_POSTGRES_URL)"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
