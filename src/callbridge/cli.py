@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -163,6 +164,73 @@ def demo(
         raise typer.Exit(1) from exc
 
 
+@app.command("agent")
+def agent_command(
+    hub: Annotated[
+        str | None, typer.Option(help="The hub's address, e.g. https://hub.example.com (dialed out to).")
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CALLBRIDGE_AGENT_TOKEN",
+            help="Agent token from `callbridge pbx add asterisk NAME --agent` (or the env variable).",
+        ),
+    ] = None,
+    ami_host: Annotated[str | None, typer.Option(help="AMI host (default 127.0.0.1).")] = None,
+    ami_port: Annotated[int | None, typer.Option(help="AMI port (default 5038).")] = None,
+    ami_username: Annotated[str | None, typer.Option(help="AMI user (a manager.conf section).")] = None,
+    ami_secret: Annotated[
+        str | None,
+        typer.Option(envvar="CALLBRIDGE_AGENT_AMI_SECRET", help="AMI secret (or the env variable)."),
+    ] = None,
+    outbox: Annotated[
+        Path | None,
+        typer.Option(help="Outbox file (default /var/lib/callbridge-agent/outbox.sqlite3)."),
+    ] = None,
+    outbox_max_rows: Annotated[
+        int | None, typer.Option(help="Outbox bound; when full the oldest events are dropped, loudly.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file with the same settings (options override it).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run the agent beside Asterisk: AMI events into a local outbox, then over a WebSocket to the hub.
+
+    The agent dials out (the PBX needs no open port), resends whatever the hub has not
+    acknowledged after any outage, carries out click-to-call for the hub, and applies the
+    settings (trunks, events map, guard) the hub pushes. See docs/agent.md.
+    """
+    from callbridge.agent.config import AgentConfigError, build
+    from callbridge.agent.runner import Agent
+
+    try:
+        cfg = build(
+            config,
+            hub=hub,
+            token=token,
+            ami_host=ami_host,
+            ami_port=ami_port,
+            ami_username=ami_username,
+            ami_secret=ami_secret,
+            outbox=outbox,
+            outbox_max_rows=outbox_max_rows,
+        )
+    except AgentConfigError as exc:
+        err.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(Agent(cfg, guard=_agent_guard(cfg)).run())
+    except OSError as exc:
+        err.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _agent_guard(cfg: Any) -> Any:
+    return None
+
+
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (also done on every start)."""
@@ -301,7 +369,50 @@ def pbx_add_asterisk(
     )
 
     async def work(hub: Hub, repos: Repos) -> None:
-        _added(hub, await add_pbx(repos.pbxes, name, PbxKind.ASTERISK, settings_))
+        record = await add_pbx(repos.pbxes, name, PbxKind.ASTERISK, settings_)
+        _added(hub, record)
+        if agent:
+            from callbridge.services.agents import issue_token
+
+            token = await issue_token(repos.agents, record.name)
+            _print_agent_token(hub, record.name, token)
+
+    in_unit(work)
+
+
+def _print_agent_token(hub: Hub, name: str, token: str) -> None:
+    console.print(
+        f"Agent token for [bold]{name}[/bold] (shown only once; stored hashed; rotate with "
+        f"`callbridge pbx agent-token {name}`):"
+    )
+    print(token)
+    hub_url = hub.settings.public_url or "https://<this hub>"
+    console.print(
+        "On the Asterisk host run:\n  callbridge agent --hub "
+        f"{hub_url} --token <token> --ami-username <user> --ami-secret <secret>",
+        highlight=False,
+    )
+
+
+@pbx_app.command("agent-token")
+def pbx_agent_token(
+    name: Annotated[str, typer.Argument(help="The PBX served by an agent.")],
+    revoke: Annotated[bool, typer.Option(help="Revoke the token instead of issuing a new one.")] = False,
+) -> None:
+    """Issue a new agent token for a PBX (the old one stops working), or revoke it."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        from callbridge.services.agents import issue_token, revoke_token
+
+        record = await repos.pbxes.get(name)
+        if not record.config.get("agent"):
+            err.print(f"[red]Error:[/red] PBX {name} is not served by an agent (add it with --agent).")
+            raise typer.Exit(1)
+        if revoke:
+            await revoke_token(repos.agents, name)
+            console.print(f"The agent token of [bold]{name}[/bold] is revoked; its agent is now refused.")
+            return
+        _print_agent_token(hub, name, await issue_token(repos.agents, name))
 
     in_unit(work)
 
@@ -338,6 +449,7 @@ def pbx_list() -> None:
 
     async def work(hub: Hub, repos: Repos) -> None:
         table = Table("name", "kind", "link", "detail", "last event", "checked")
+        agents = {a.pbx: a for a in await repos.agents.all()}
         for record in await repos.pbxes.all():
             served_by_agent = not hub.runs_embedded_link(record)
             link = (
@@ -345,11 +457,23 @@ def pbx_list() -> None:
                 if served_by_agent and not record.link_checked_at
                 else ("up" if record.link_up else "down")
             )
+            detail = record.link_detail or (
+                "no hub has run this link yet" if not record.link_checked_at else ""
+            )
+            agent = agents.get(record.name)
+            if served_by_agent and agent is not None:
+                link = "agent up" if agent.connected else "agent down"
+                detail = (
+                    f"agent {agent.version or '?'}, AMI {'up' if agent.ami_up else 'down'}, "
+                    f"outbox {agent.outbox_depth} (oldest {agent.outbox_age_seconds:.0f} s)"
+                    + (f", {agent.outbox_dropped} DROPPED" if agent.outbox_dropped else "")
+                    + ("" if not agent.revoked else ", no token")
+                )
             table.add_row(
                 record.name,
                 record.kind.value,
                 link,
-                record.link_detail or ("no hub has run this link yet" if not record.link_checked_at else ""),
+                detail,
                 _when(record.last_event_at),
                 _when(record.link_checked_at),
             )

@@ -185,6 +185,17 @@ class Hub:
 
     async def start_link(self, record: PbxRecord) -> None:
         if not self.runs_embedded_link(record):
+            if (
+                record.enabled
+                and record.kind is PbxKind.ASTERISK
+                and record.config.get("agent")
+                and not self.settings.redis_url
+            ):
+                # The agent dials in; until it does, actions fail fast with a clear message.
+                # (With several workers only the one holding the agent's socket has its link.)
+                from callbridge.services.agents import AgentLink
+
+                self.supervisor().links.setdefault(record.name, AgentLink(record.name))
             return
         if self.settings.redis_url:
             # Several workers may serve: only the holder of the PBX's lease runs its link.

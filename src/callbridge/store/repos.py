@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callbridge.store.agents import SqlAgentStore
 from callbridge.store.calls import SqlCalls
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 from callbridge.store.pbxes import SqlPbxStore
@@ -25,6 +26,7 @@ class Repos:
         self.directory = SqlDirectory(session)
         self.extensions = SqlExtensions(session)
         self.dialplan_tokens = SqlDialplanTokens(session, box)
+        self.agents = SqlAgentStore(session)
 
     async def commit(self) -> None:
         await self.session.commit()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from callbridge.web.routes import api_users, auth, calls, contacts, dialplan, health, pages, pbxes
+from callbridge.web.routes import agent, api_users, auth, calls, contacts, dialplan, health, pages, pbxes
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -14,6 +14,7 @@ ROUTERS: list[APIRouter] = [
     api_users.router,
     calls.router,
     contacts.router,
+    agent.router,
     # last: its placeholders give way to the real pages above
     pages.router,
 ]

@@ -1,0 +1,198 @@
+"""The agent's durable outbox: a local SQLite file every event is written to before it is sent.
+
+Rows get increasing sequence numbers (``AUTOINCREMENT``: never reused, even after deletes). The
+hub acknowledges the highest sequence number it has committed; only then are rows deleted. The
+outbox has an *epoch* (a random id made with the file) so the hub can tell a new outbox, whose
+numbers start again, from an old one.
+
+Bounded: when ``max_rows`` is reached the **oldest** rows are dropped to make room for the newest
+(the hub has been unreachable for a long time by then; recent calls matter most for people at
+their desks). Every drop is logged at ERROR, counted in the file, and reported to the hub, which
+shows it on the settings page. Nothing is ever dropped silently.
+
+The outbox also remembers which calls it has seen start but not end, so that an agent restarted
+after a crash can close the calls that ended while it was not listening.
+
+Writes use WAL with ``synchronous=NORMAL``: a committed row survives the agent being killed
+(SIGKILL, OOM); a power cut may lose the last fraction of a second. ``durable=True`` makes every
+write reach the disk (fsync per event) for those who prefer that cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS open_calls (
+    call_id TEXT PRIMARY KEY,
+    answered_by TEXT NOT NULL DEFAULT '',
+    started_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    seq: int
+    kind: str
+    body: str  # JSON text, sent as is
+
+
+class Outbox:
+    def __init__(self, path: Path | str, *, max_rows: int = 200_000, durable: bool = False) -> None:
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_rows = max_rows
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
+        epoch = self.meta("epoch")
+        if not epoch:
+            epoch = secrets.token_hex(12)
+            self.set_meta("epoch", epoch)
+        self.epoch = epoch
+        self.dropped = int(self.meta("dropped") or 0)
+        self.depth = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        self.acked = int(self.meta("acked") or 0)
+        self._changed: asyncio.Event | None = None
+        self._last_drop_log = 0.0
+
+    # -- meta -----------------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else ""
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def append(self, kind: str, body: dict[str, Any]) -> int:
+        """Store one item; returns its sequence number. Call tracking rides in the same commit."""
+        text = json.dumps(body, separators=(",", ":"))
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if self.depth >= self.max_rows:
+                self._drop_oldest(self.depth - self.max_rows + 1)
+            cur = db.execute(
+                "INSERT INTO outbox (kind, body, created_at) VALUES (?, ?, ?)", (kind, text, time.time())
+            )
+            if kind == "event":
+                self._track_call(body)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self.depth += 1
+        if self._changed is not None:
+            self._changed.set()
+        seq = cur.lastrowid
+        assert seq is not None
+        return int(seq)
+
+    def _track_call(self, body: dict[str, Any]) -> None:
+        kind = body.get("kind")
+        call_id = body.get("call_id")
+        if not isinstance(call_id, str):
+            return
+        if kind == "call_started":
+            self._db.execute(
+                "INSERT OR IGNORE INTO open_calls (call_id, started_at) VALUES (?, ?)",
+                (call_id, str(body.get("at", ""))),
+            )
+        elif kind == "call_answered":
+            self._db.execute(
+                "UPDATE open_calls SET answered_by = ? WHERE call_id = ?",
+                (str(body.get("extension", "")), call_id),
+            )
+        elif kind == "call_ended":
+            self._db.execute("DELETE FROM open_calls WHERE call_id = ?", (call_id,))
+
+    def _drop_oldest(self, count: int) -> None:
+        cur = self._db.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (count,)
+        )
+        dropped = cur.rowcount
+        self.depth -= dropped
+        self.dropped += dropped
+        self.set_meta("dropped", str(self.dropped))
+        now = time.monotonic()
+        if now - self._last_drop_log > 10.0:  # loud, but not one line per event
+            self._last_drop_log = now
+            log.error(
+                "outbox %s is full (%d rows): dropped the oldest %d event(s), %d in all; "
+                "the hub has not acknowledged events for a long time",
+                self.path,
+                self.max_rows,
+                dropped,
+                self.dropped,
+            )
+
+    # -- reading / acknowledging ------------------------------------------------------------------
+
+    def read(self, after: int, limit: int) -> list[Row]:
+        rows = self._db.execute(
+            "SELECT seq, kind, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+        ).fetchall()
+        return [Row(int(s), str(k), str(b)) for s, k, b in rows]
+
+    def ack(self, upto: int) -> int:
+        """The hub committed every row up to ``upto``: delete them. Returns how many went."""
+        if upto <= self.acked and self.depth == 0:
+            return 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto,))
+            if upto > self.acked:
+                self.acked = upto
+                self.set_meta("acked", str(upto))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self.depth -= cur.rowcount
+        return int(cur.rowcount)
+
+    def last_seq(self) -> int:
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return int(row[0]) if row else 0
+
+    def oldest_age(self) -> float:
+        row = self._db.execute("SELECT min(created_at) FROM outbox").fetchone()
+        return max(0.0, time.time() - float(row[0])) if row and row[0] is not None else 0.0
+
+    def open_calls(self) -> list[tuple[str, str]]:
+        """(call id, answering extension or '') of calls seen starting and not yet ending."""
+        rows = self._db.execute("SELECT call_id, answered_by FROM open_calls").fetchall()
+        return [(str(c), str(a)) for c, a in rows]
+
+    def changed(self) -> asyncio.Event:
+        """Set whenever a row is appended (created in the running loop on first use)."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def close(self) -> None:
+        self._db.close()

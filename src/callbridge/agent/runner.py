@@ -1,0 +1,445 @@
+"""``callbridge agent``: the AMI link beside Asterisk, the outbox, and the WebSocket to the hub.
+
+Three things run side by side and never wait for each other:
+
+* the AMI link (the same :class:`AsteriskLink` and call tracker the hub runs when it connects to
+  AMI itself), whose normalized events, and raw events picked by the events map, go into the
+  outbox — a local write, so a slow or absent hub never stalls the AMI socket;
+* the hub link, which sends outbox rows in order with a bounded window of unacknowledged rows,
+  deletes rows only when the hub acknowledges them (after its commit), carries out actions the
+  hub sends and applies the settings it pushes;
+* a status report (AMI up?, outbox depth and age) every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+import callbridge
+from callbridge.agent.config import AgentConfig
+from callbridge.agent.outbox import Outbox
+from callbridge.domain.errors import CallbridgeError, InvalidInput, PbxRejected, PbxUnavailable
+from callbridge.domain.events import CallEnded, Disposition, Event, HangupSide
+from callbridge.pbx.asterisk.codec import Message
+from callbridge.pbx.asterisk.link import AsteriskConfig, AsteriskLink
+from callbridge.services.agents import (
+    CLOSE_REPLACED,
+    CLOSE_TOKEN_REFUSED,
+    PROTOCOL_VERSION,
+    EventsMap,
+    parse_rules,
+)
+from callbridge.services.ports import EventSink, Originate
+
+log = logging.getLogger(__name__)
+
+# The agent does not know its PBX's name in the hub; the hub stamps it on every event it takes.
+PBX_PLACEHOLDER = "agent"
+
+
+class TokenRefused(Exception):
+    """The hub refused the agent token (forged, revoked, rotated)."""
+
+
+class AgentAmiLink(AsteriskLink):
+    """The hub's AsteriskLink with two additions the agent needs: raw events for the events map
+    and the security guard, and closing calls that ended while the agent was not running."""
+
+    def __init__(self, config: AsteriskConfig, sink: EventSink, agent: Agent) -> None:
+        super().__init__(config, sink)
+        self._agent = agent
+        self._reconciled_once = False
+
+    def _on_ami_event(self, msg: Message, received_at: datetime) -> None:
+        self._agent.on_raw(msg, received_at)
+        super()._on_ami_event(msg, received_at)
+
+    async def _on_connect(self) -> None:
+        await super()._on_connect()
+        if not self._reconciled_once:
+            self._reconciled_once = True
+            for event in self._agent.orphans(self):
+                self._queue.put_nowait(event)
+
+    def apply(self, trunks: tuple[str, ...], direction_variable: str) -> None:
+        """New trunk patterns / direction variable, effective for the next AMI event."""
+        tracker = self.tracker
+        if (
+            tracker.config.trunk_patterns == trunks
+            and tracker.config.direction_variable == direction_variable
+        ):
+            return
+        tracker.config = replace(tracker.config, trunk_patterns=trunks, direction_variable=direction_variable)
+        tracker._trunk_cache.clear()
+        dv = direction_variable
+        tracker._direction_names = {dv, f"_{dv}", f"__{dv}"} if dv else set()
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, guard: Any = None) -> None:
+        self.config = config
+        self.outbox = Outbox(config.outbox, max_rows=config.outbox_max_rows, durable=config.outbox_durable)
+        self.events_map = EventsMap()
+        self.guard = guard
+        self.settings: dict[str, Any] = {}
+        self.ami = AgentAmiLink(
+            AsteriskConfig(
+                name=PBX_PLACEHOLDER,
+                host=config.ami_host,
+                port=config.ami_port,
+                username=config.ami_username,
+                secret=config.ami_secret,
+                trunk_patterns=config.trunks or ("trunk*",),
+                default_region=config.default_region,
+                direction_variable="CALLBRIDGE_DIRECTION",
+                action_timeout=config.action_timeout,
+            ),
+            self._store_event,
+            self,
+        )
+        self.hub_connected = False
+        self.pbx = ""
+        self.last_event_at: datetime | None = None
+        self._ws: ClientConnection | None = None
+        self._sent = 0
+        self._wake = asyncio.Event()
+        cached = self.outbox.meta("settings")
+        if cached:
+            with contextlib.suppress(ValueError, CallbridgeError):
+                self.apply_settings(json.loads(cached), persist=False)
+
+    # -- AMI side ---------------------------------------------------------------------------------
+
+    async def _store_event(self, event: Event) -> None:
+        self.outbox.append("event", event.to_dict())
+        self.last_event_at = event.at
+
+    def on_raw(self, msg: Message, received_at: datetime) -> None:
+        name = msg.name
+        if self.guard is not None:
+            try:
+                self.guard.feed(msg, received_at)
+            except Exception:
+                log.exception("security guard failed on %s", name)
+        if self.events_map and self.events_map.wants(name, msg.get):
+            headers: dict[str, Any] = {}
+            for key, value in msg.items():
+                if key in headers:
+                    prev = headers[key]
+                    headers[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
+                else:
+                    headers[key] = value
+            self.outbox.append("raw", {"name": name, "headers": headers, "at": received_at.isoformat()})
+
+    def orphans(self, link: AsteriskLink) -> list[Event]:
+        """Calls the outbox saw start whose channels are gone: they ended while we were away."""
+        now = datetime.now(UTC)
+        out: list[Event] = []
+        for call_id, answered_by in self.outbox.open_calls():
+            if link.tracker.channels_of(call_id):
+                continue
+            log.warning("call %s ended while the agent was not running; closing it", call_id)
+            out.append(
+                CallEnded(
+                    pbx=PBX_PLACEHOLDER,
+                    at=now,
+                    call_id=call_id,
+                    disposition=Disposition.ANSWERED if answered_by else Disposition.MISSED,
+                    hangup_side=HangupSide.UNKNOWN,
+                    answered_by=answered_by,
+                )
+            )
+        return out
+
+    # -- settings from the hub --------------------------------------------------------------------
+
+    def apply_settings(self, settings: dict[str, Any], *, persist: bool = True) -> None:
+        rules = parse_rules(settings.get("events_map"))
+        trunks = tuple(str(t) for t in settings.get("trunks") or ()) or self.config.trunks or ("trunk*",)
+        direction = str(settings.get("direction_variable") or "CALLBRIDGE_DIRECTION")
+        self.ami.apply(trunks, direction)
+        self.events_map = EventsMap(rules)
+        guard = settings.get("guard")
+        if self.guard is not None and isinstance(guard, dict):
+            try:
+                self.guard.configure(guard)
+            except Exception:
+                log.exception("could not apply the guard settings from the hub")
+        self.settings = settings
+        if persist:
+            self.outbox.set_meta("settings", json.dumps(settings))
+        log.info("settings applied: %d trunk pattern(s), %d events map rule(s)", len(trunks), len(rules))
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        ami = self.ami.status()
+        return {
+            "type": "status",
+            "ami_up": ami.connected,
+            "ami_detail": ami.detail,
+            "outbox_depth": self.outbox.depth,
+            "outbox_age_seconds": round(self.outbox.oldest_age(), 3),
+            "outbox_dropped": self.outbox.dropped,
+            "live_calls": self.ami.tracker.live_calls,
+            "last_event_at": self.last_event_at.isoformat() if self.last_event_at else None,
+        }
+
+    def bans_frame(self) -> dict[str, Any] | None:
+        if self.guard is None:
+            return None
+        items = self.guard.bans_for_hub() if hasattr(self.guard, "bans_for_hub") else []
+        return {"type": "bans", "items": items}
+
+    # -- running ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        ami = asyncio.create_task(self._run_ami(), name="agent-ami")
+        hub = asyncio.create_task(self._run_hub(), name="agent-hub")
+        try:
+            await asyncio.gather(ami, hub)
+        finally:
+            for task in (ami, hub):
+                task.cancel()
+            for task in (ami, hub):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.outbox.close()
+
+    async def _run_ami(self) -> None:
+        delay = self.config.backoff_initial
+        while True:
+            try:
+                await self.ami.run()
+                delay = self.config.backoff_initial
+            except asyncio.CancelledError:
+                raise
+            except PbxRejected as exc:
+                log.error("AMI refused the agent: %s; next try in 300 s", exc.message)
+                delay = 300.0
+            except Exception as exc:
+                log.warning("AMI link stopped (%s); retry in %.1f s", exc, delay)
+                delay = min(self.config.backoff_max, delay * 2)
+            await asyncio.sleep(delay)
+
+    async def _run_hub(self) -> None:
+        failures = 0
+        refused = 0
+        while True:
+            try:
+                await self._session()
+                failures = 0
+                delay = self.config.backoff_initial
+            except asyncio.CancelledError:
+                raise
+            except TokenRefused as exc:
+                refused += 1
+                delay = min(self.config.refused_backoff_max, self.config.refused_backoff * 2 ** (refused - 1))
+                log.error("the hub refused this agent: %s; next try in %.0f s", exc, delay)
+            except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI, ValueError) as exc:
+                failures += 1
+                delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (failures - 1))
+                log.warning("hub link down (%s); retry in %.1f s", _describe(exc), delay)
+            finally:
+                self.hub_connected = False
+                self._ws = None
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+
+    async def _session(self) -> None:
+        cfg = self.config
+        try:
+            ws = await connect(
+                cfg.link_url,
+                additional_headers={"Authorization": f"Bearer {cfg.token}"},
+                user_agent_header=f"callbridge-agent/{callbridge.__version__}",
+                open_timeout=cfg.connect_timeout,
+                ping_interval=10,
+                ping_timeout=20,
+                close_timeout=5,
+                max_size=16 * 2**20,
+                compression=None,
+                proxy=None,
+            )
+        except InvalidStatus as exc:
+            if exc.response.status_code in (401, 403):
+                raise TokenRefused(f"HTTP {exc.response.status_code}") from exc
+            raise
+        async with ws:
+            try:
+                await ws.send(
+                    json.dumps(
+                        {
+                            "type": "hello",
+                            "protocol": PROTOCOL_VERSION,
+                            "version": callbridge.__version__,
+                            "epoch": self.outbox.epoch,
+                        }
+                    )
+                )
+                welcome = json.loads(await asyncio.wait_for(ws.recv(), timeout=cfg.connect_timeout))
+            except ConnectionClosed as exc:
+                _raise_refused(exc)
+                raise
+            if not isinstance(welcome, dict) or welcome.get("type") != "welcome":
+                raise ValueError("the hub did not welcome the agent")
+            self.pbx = str(welcome.get("pbx", ""))
+            high_water = int(welcome.get("high_water") or 0)
+            self.outbox.ack(high_water)
+            self._sent = max(high_water, self.outbox.acked)
+            settings = welcome.get("settings")
+            if isinstance(settings, dict):
+                self._apply_safely(settings)
+            self._ws = ws
+            self.hub_connected = True
+            log.info(
+                "connected to the hub as the agent of PBX %s (outbox: %d waiting)",
+                self.pbx,
+                self.outbox.depth,
+            )
+            tasks = [
+                asyncio.create_task(self._send_loop(ws), name="agent-send"),
+                asyncio.create_task(self._status_loop(ws), name="agent-status"),
+            ]
+            try:
+                await self._receive_loop(ws)
+            except ConnectionClosed as exc:
+                _raise_refused(exc)
+                raise
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    def _apply_safely(self, settings: dict[str, Any]) -> None:
+        try:
+            self.apply_settings(settings)
+        except CallbridgeError as exc:
+            log.error("settings from the hub not applied: %s", exc.message)
+
+    async def _send_loop(self, ws: ClientConnection) -> None:
+        changed = self.outbox.changed()
+        cfg = self.config
+        while True:
+            in_flight = self._sent - self.outbox.acked
+            rows = (
+                self.outbox.read(self._sent, min(cfg.batch_size, cfg.window - in_flight))
+                if (in_flight < cfg.window)
+                else []
+            )
+            if not rows:
+                changed.clear()
+                self._wake.clear()
+                # Re-check after clearing, then sleep until a new row or an ack arrives.
+                if in_flight < cfg.window and self.outbox.read(self._sent, 1):
+                    continue
+                waiters = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(self._wake.wait())]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
+                continue
+            items = ",".join(f'{{"seq":{r.seq},"t":"{r.kind}","body":{r.body}}}' for r in rows)
+            await ws.send(f'{{"type":"batch","items":[{items}]}}')
+            self._sent = rows[-1].seq
+
+    async def _status_loop(self, ws: ClientConnection) -> None:
+        while True:
+            await ws.send(json.dumps(self.status()))
+            bans = self.bans_frame()
+            if bans is not None:
+                await ws.send(json.dumps(bans))
+            await asyncio.sleep(self.config.status_interval)
+
+    async def _receive_loop(self, ws: ClientConnection) -> None:
+        async for frame in ws:
+            try:
+                msg = json.loads(frame)
+            except ValueError:
+                log.warning("the hub sent a frame that is not JSON; ignored")
+                continue
+            if not isinstance(msg, dict):
+                continue
+            kind = msg.get("type")
+            if kind == "ack":
+                self.outbox.ack(int(msg.get("seq") or 0))
+                self._wake.set()
+            elif kind == "settings":
+                self._apply_safely(msg.get("settings") or {})
+            elif kind == "action":
+                task = asyncio.create_task(self._act(ws, msg))
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _act(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
+        action_id = msg.get("id")
+        name = msg.get("name")
+        args = msg.get("args") if isinstance(msg.get("args"), dict) else {}
+        assert isinstance(args, dict)
+        reply: dict[str, Any] = {"type": "result", "id": action_id}
+        try:
+            value = await self._perform(str(name), args)
+            reply.update(ok=True, value=value)
+        except CallbridgeError as exc:
+            reply.update(ok=False, error={"code": exc.code, "message": exc.message})
+        except Exception:
+            log.exception("action %s failed", name)
+            reply.update(
+                ok=False, error={"code": "pbx_error", "message": "the agent could not carry this out"}
+            )
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps(reply))
+
+    async def _perform(self, name: str, args: dict[str, Any]) -> Any:
+        if name == "originate":
+            request = Originate(
+                extension=str(args.get("extension", "")),
+                number=str(args.get("number", "")),
+                caller_id=str(args.get("caller_id", "")),
+                auto_answer=bool(args.get("auto_answer", False)),
+                timeout_seconds=float(args.get("timeout_seconds", 30.0)),
+            )
+            if not self.ami.client.connected:
+                raise PbxUnavailable("the agent is running but Asterisk's AMI is not connected")
+            return await self.ami.originate(request)
+        if name == "hangup":
+            await self.ami.hangup(str(args.get("call_id", "")))
+            return None
+        if name == "redirect":
+            await self.ami.redirect(str(args.get("call_id", "")), str(args.get("destination", "")))
+            return None
+        if name == "unban":
+            if self.guard is None:
+                raise PbxUnavailable("the security guard is not running on this agent")
+            address = str(args.get("address", ""))
+            self.guard.unban(address)
+            bans = self.bans_frame()
+            if bans is not None and self._ws is not None:
+                await self._ws.send(json.dumps(bans))
+            return None
+        raise InvalidInput(f"the agent does not know the action {name!r}")
+
+
+def _raise_refused(exc: ConnectionClosed) -> None:
+    rcvd = exc.rcvd
+    if rcvd is not None and rcvd.code == CLOSE_TOKEN_REFUSED:
+        raise TokenRefused(rcvd.reason or "token refused") from exc
+    if rcvd is not None and rcvd.code == CLOSE_REPLACED:
+        log.warning("the hub closed this link: %s", rcvd.reason)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
+        return f"closed by the hub: {exc.rcvd.code} {exc.rcvd.reason}".strip()
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,662 @@
+"""The agents' WebSocket (``/agent/v1/link``), their tokens, settings, events, bans and health.
+
+Ingest of an agent's batch: decode, drop what is at or below the agent's high-water mark, ingest
+the call events (grouped by call, several transactions side by side on PostgreSQL), then in one
+more transaction store the raw events and move the high-water mark, and only then acknowledge.
+A hub killed anywhere in between has acknowledged nothing it has not committed; what the agent
+resends is dropped by the mark or by ingest's idempotency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from callbridge.domain.errors import (
+    AuthenticationFailed,
+    CallbridgeError,
+    InvalidEvent,
+    InvalidInput,
+    PbxUnavailable,
+)
+from callbridge.domain.events import CallEvent, Event, PresenceChanged, event_from_dict
+from callbridge.domain.pbx import PbxKind, PbxRecord
+from callbridge.hub import Hub
+from callbridge.services.agents import (
+    CLOSE_PROTOCOL,
+    CLOSE_REPLACED,
+    CLOSE_STORE_FAILED,
+    CLOSE_TOKEN_REFUSED,
+    AgentHealth,
+    AgentLink,
+    AgentRecord,
+    agent_settings,
+    authenticate,
+    guard_settings,
+    issue_token,
+    parse_ban_items,
+    parse_rules,
+    revoke_token,
+)
+from callbridge.services.calllog import CALL_TOPIC, ingest
+from callbridge.web.deps import AdminUser, HubDep, RepoDep
+from callbridge.web.pages import flash, render
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["agents"])
+
+SOCKETS_KEY = "agent_sockets"
+
+
+class StoreFailed(Exception):
+    """The hub could not commit a batch (database down); nothing of it was acknowledged."""
+
+
+def agent_link(hub: Hub, name: str) -> AgentLink:
+    """The AgentLink of ``name`` in the hub's link supervisor (made on first use)."""
+    links = hub.supervisor().links
+    link = links.get(name)
+    if not isinstance(link, AgentLink):
+        link = AgentLink(name)
+        links[name] = link
+    return link
+
+
+def _serves_agent(record: PbxRecord) -> bool:
+    return record.kind is PbxKind.ASTERISK and bool(record.config.get("agent"))
+
+
+# -- the link ------------------------------------------------------------------------------------
+
+
+class _Session:
+    def __init__(self, hub: Hub, ws: WebSocket, pbx: str, epoch: str, high_water: int) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.pbx = pbx
+        self.epoch = epoch
+        self.high_water = high_water
+        self._send_lock = asyncio.Lock()
+        self._health_written = 0.0
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(json.dumps(msg))
+
+    async def store(self, items: Sequence[Any]) -> None:
+        """Commit one batch and acknowledge it."""
+        events: list[Event] = []
+        raws: list[tuple[str, dict[str, Any], datetime]] = []
+        top = self.high_water
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            try:
+                seq = int(item.get("seq", 0))
+            except (TypeError, ValueError):
+                continue
+            if seq <= self.high_water:
+                continue  # committed before (a resend after a cut)
+            top = max(top, seq)
+            body = item.get("body")
+            if not isinstance(body, dict):
+                continue
+            if item.get("t") == "event":
+                try:
+                    events.append(event_from_dict({**body, "pbx": self.pbx}))
+                except InvalidEvent as exc:
+                    log.warning("agent of PBX %s sent a bad event (seq %s): %s", self.pbx, seq, exc.message)
+            elif item.get("t") == "raw":
+                raw = _raw(body)
+                if raw is not None:
+                    raws.append(raw)
+        if top == self.high_water:
+            if items:
+                await self.send({"type": "ack", "seq": self.high_water})
+            return
+        changed = await self._ingest(events)
+        last_at = max((e.at for e in events), default=None)
+        async with self.hub.db.unit() as repos:
+            await repos.agents.add_raw_events(self.pbx, raws)
+            await repos.agents.advance(self.pbx, self.epoch, top, last_at)
+        self.high_water = top
+        link = agent_link(self.hub, self.pbx)
+        if last_at is not None:
+            link.last_event_at = last_at
+        await self.send({"type": "ack", "seq": top})
+        for event in events:
+            if isinstance(event, PresenceChanged):
+                await self.hub.handle_event(event)  # no database work: straight to the desk
+        for topic, payload in changed:
+            await self.hub.bus.publish(topic, payload)
+
+    async def _ingest(self, events: list[Event]) -> list[tuple[str, dict[str, Any]]]:
+        by_call: dict[str, list[CallEvent]] = {}
+        for event in events:
+            if isinstance(event, CallEvent):
+                by_call.setdefault(event.call_id, []).append(event)
+        if not by_call:
+            return []
+        lanes = 1 if self.hub.db.is_sqlite else 4
+        buckets: list[list[CallEvent]] = [[] for _ in range(lanes)]
+        for i, group in enumerate(by_call.values()):
+            buckets[i % lanes].extend(group)
+        results = await asyncio.gather(*(self._ingest_bucket(b) for b in buckets if b))
+        return [payload for r in results for payload in r]
+
+    async def _ingest_bucket(self, events: list[CallEvent]) -> list[tuple[str, dict[str, Any]]]:
+        hub = self.hub
+        region = hub.settings.default_region
+        out: list[tuple[str, dict[str, Any]]] = []
+        try:
+            async with hub.db.unit() as repos:
+                for event in events:
+                    changed = await ingest(event, repos.calls, repos.directory, repos.extensions, region)
+                    if changed is not None:
+                        out += await _observe(hub, repos, event, changed)
+                        out.append((CALL_TOPIC, changed.payload()))
+            return out
+        except Exception:
+            log.warning("pbx %s: a batch of %d events failed; retrying one by one", self.pbx, len(events))
+        # One by one: an event no retry can store is logged and skipped (events, CONVENTIONS 5);
+        # when every one fails the database itself is the problem, and nothing is acknowledged.
+        out = []
+        failed = 0
+        for event in events:
+            try:
+                async with hub.db.unit() as repos:
+                    changed = await ingest(event, repos.calls, repos.directory, repos.extensions, region)
+                    messages = await _observe(hub, repos, event, changed) if changed is not None else []
+                out += messages
+                if changed is not None:
+                    out.append((CALL_TOPIC, changed.payload()))
+            except Exception as exc:
+                failed += 1
+                log.error(
+                    "pbx %s: could not store %s of call %s: %s",
+                    self.pbx,
+                    event.kind,
+                    event.call_id,
+                    type(exc).__name__,
+                )
+        if failed == len(events):
+            raise StoreFailed(f"could not store any of {failed} events")
+        return out
+
+    async def on_status(self, msg: dict[str, Any], link: AgentLink) -> None:
+        link.health = AgentHealth.of(msg)
+        if link.health.last_event_at and (
+            link.last_event_at is None or link.health.last_event_at > link.last_event_at
+        ):
+            link.last_event_at = link.health.last_event_at
+        now = time.monotonic()
+        if now - self._health_written < 2.0:
+            return
+        self._health_written = now
+        status = link.status()
+        async with self.hub.db.unit() as repos:
+            await repos.agents.record_health(self.pbx, link.health)
+            await repos.pbxes.record_status(
+                self.pbx, status.connected, status.detail, status.last_event_at, datetime.now(UTC)
+            )
+
+    async def on_bans(self, msg: dict[str, Any]) -> None:
+        items = msg.get("items")
+        bans = parse_ban_items(self.pbx, items if isinstance(items, list) else [])
+        async with self.hub.db.unit() as repos:
+            await repos.agents.replace_bans(self.pbx, bans)
+
+
+async def _observe(hub: Hub, repos: Any, event: CallEvent, changed: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The live desk's messages for this change (screen pop), as the hub's own sink does."""
+    desk = getattr(hub, "desk", None)
+    if desk is None:
+        return []
+    from callbridge.store.desk import DeskRepo
+
+    try:
+        messages: list[tuple[str, dict[str, Any]]] = await desk.observe(event, changed, DeskRepo(repos))
+    except Exception:
+        # The pop is a convenience; the call log row must still be saved.
+        log.exception("live desk failed on %s for call %s/%s", event.kind, event.pbx, event.call_id)
+        return []
+    return messages
+
+
+def _raw(body: dict[str, Any]) -> tuple[str, dict[str, Any], datetime] | None:
+    name, headers, at = body.get("name"), body.get("headers"), body.get("at")
+    if not isinstance(name, str) or not isinstance(headers, dict) or not isinstance(at, str):
+        return None
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None
+    return name[:64], headers, when
+
+
+def _bearer(ws: WebSocket) -> str:
+    scheme, _, value = ws.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+@router.websocket("/agent/v1/link")
+async def agent_socket(ws: WebSocket) -> None:
+    hub: Hub = ws.app.state.hub
+    await ws.accept()
+    try:
+        async with hub.db.unit() as repos:
+            record = await authenticate(repos.agents, _bearer(ws))
+            pbx_record = await repos.pbxes.find(record.pbx)
+        if pbx_record is None or not pbx_record.enabled:
+            raise AuthenticationFailed("agent token refused: its PBX is disabled or gone")
+    except AuthenticationFailed as exc:
+        peer = ws.client.host if ws.client else "?"
+        log.warning("agent link from %s refused: %s", peer, exc.message)
+        await ws.close(code=CLOSE_TOKEN_REFUSED, reason=exc.message[:120])
+        return
+    name = record.pbx
+    try:
+        hello = json.loads(await asyncio.wait_for(ws.receive_text(), timeout=15))
+        if not isinstance(hello, dict) or hello.get("type") != "hello":
+            raise ValueError("first frame must be hello")
+        epoch = str(hello.get("epoch") or "")[:64]
+        version = str(hello.get("version") or "?")[:64]
+    except (ValueError, TimeoutError, KeyError):
+        await ws.close(code=CLOSE_PROTOCOL, reason="expected a hello frame")
+        return
+    except WebSocketDisconnect:
+        return
+    high_water = record.high_water if record.epoch == epoch else 0
+    if record.epoch != epoch:
+        async with hub.db.unit() as repos:
+            await repos.agents.advance(name, epoch, 0, None)
+    session = _Session(hub, ws, name, epoch, high_water)
+
+    sockets: dict[str, WebSocket] = hub.extras.setdefault(SOCKETS_KEY, {})
+    old = sockets.get(name)
+    sockets[name] = ws
+    if old is not None:
+        with contextlib.suppress(Exception):
+            await old.close(code=CLOSE_REPLACED, reason="replaced by a newer connection of this agent")
+    link = agent_link(hub, name)
+    generation = link.attach(session.send, version)
+    log.info("agent of PBX %s connected (version %s, high-water %d)", name, version, high_water)
+    async with hub.db.unit() as repos:
+        await repos.agents.record_connection(name, True, version)
+    queue: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=8)
+
+    async def process() -> None:
+        while True:
+            items = await queue.get()
+            await session.store(items)
+
+    worker = asyncio.create_task(process(), name=f"agent-{name}-ingest")
+    try:
+        await session.send(
+            {
+                "type": "welcome",
+                "pbx": name,
+                "high_water": high_water,
+                "settings": agent_settings(pbx_record.config),
+            }
+        )
+        while True:
+            receive = asyncio.ensure_future(ws.receive_text())
+            done, _ = await asyncio.wait({receive, worker}, return_when=asyncio.FIRST_COMPLETED)
+            if worker in done:
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await receive
+                worker.result()  # raises what stopped the ingest
+            frame = receive.result()
+            try:
+                msg = json.loads(frame)
+            except ValueError:
+                continue
+            if not isinstance(msg, dict):
+                continue
+            kind = msg.get("type")
+            if kind == "batch" and isinstance(msg.get("items"), list):
+                await queue.put(msg["items"])
+            elif kind == "result":
+                link.resolve(msg)
+            elif kind == "status":
+                await session.on_status(msg, link)
+            elif kind == "bans":
+                await session.on_bans(msg)
+    except WebSocketDisconnect:
+        log.info("agent of PBX %s disconnected", name)
+    except StoreFailed as exc:
+        log.error("agent of PBX %s: %s; closing the link so the agent resends later", name, exc)
+        with contextlib.suppress(Exception):
+            await ws.close(code=CLOSE_STORE_FAILED, reason="the hub could not store events; resend later")
+    except Exception:
+        log.exception("agent link of PBX %s failed", name)
+        with contextlib.suppress(Exception):
+            await ws.close(code=1011, reason="hub error")
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker
+        link.detach(generation)
+        # Other workers relay commands to the worker that has the agent; not to this one now.
+        if (
+            hub.settings.redis_url
+            and not link.connected
+            and hub.links is not None
+            and hub.links.links.get(name) is link
+        ):
+            del hub.links.links[name]
+        if sockets.get(name) is ws:
+            del sockets[name]
+            with contextlib.suppress(Exception):
+                async with hub.db.unit() as repos:
+                    await repos.agents.record_connection(name, False)
+                    await repos.pbxes.record_status(
+                        name, False, link.status().detail, None, datetime.now(UTC)
+                    )
+
+
+async def _kick(hub: Hub, name: str, reason: str) -> None:
+    ws = hub.extras.get(SOCKETS_KEY, {}).get(name)
+    if ws is not None:
+        with contextlib.suppress(Exception):
+            await ws.close(code=CLOSE_TOKEN_REFUSED, reason=reason)
+
+
+# -- JSON API --------------------------------------------------------------------------------------
+
+
+class AgentOut(BaseModel):
+    pbx: str
+    token_prefix: str
+    token_active: bool
+    connected: bool
+    version: str
+    ami_up: bool
+    ami_detail: str
+    last_event_at: datetime | None
+    seen_at: datetime | None
+    outbox_depth: int
+    outbox_age_seconds: float
+    outbox_dropped: int
+
+    @classmethod
+    def of(cls, hub: Hub, record: AgentRecord) -> AgentOut:
+        out = cls(
+            pbx=record.pbx,
+            token_prefix=record.token_prefix,
+            token_active=not record.revoked,
+            connected=record.connected,
+            version=record.version,
+            ami_up=record.ami_up,
+            ami_detail=record.ami_detail,
+            last_event_at=record.last_event_at,
+            seen_at=record.seen_at,
+            outbox_depth=record.outbox_depth,
+            outbox_age_seconds=record.outbox_age_seconds,
+            outbox_dropped=record.outbox_dropped,
+        )
+        link = hub.links.links.get(record.pbx) if hub.links is not None else None
+        if isinstance(link, AgentLink):  # this process holds the link: fresher than the row
+            h = link.health
+            out.connected = link.connected
+            out.version = link.version or out.version
+            out.ami_up = h.ami_up and link.connected
+            out.ami_detail = h.ami_detail
+            out.outbox_depth = h.outbox_depth
+            out.outbox_age_seconds = h.outbox_age_seconds
+            out.outbox_dropped = h.outbox_dropped
+            out.last_event_at = link.last_event_at or out.last_event_at
+        return out
+
+
+class TokenOut(BaseModel):
+    pbx: str
+    token: str = Field(description="Shown once; give it to `callbridge agent --token`.")
+
+
+class AgentSettingsBody(BaseModel):
+    trunks: list[str] | None = Field(None, max_length=50)
+    events_map: list[dict[str, Any]] | None = Field(None, max_length=100)
+    guard: dict[str, Any] | None = None
+
+
+class RawEventOut(BaseModel):
+    id: int
+    pbx: str
+    name: str
+    headers: dict[str, Any]
+    at: datetime
+    received_at: datetime
+
+
+class BanOut(BaseModel):
+    pbx: str
+    address: str
+    reason: str
+    failures: int
+    banned_at: datetime | None
+    until: datetime | None
+
+
+async def _agent_pbx(repos: Any, name: str) -> PbxRecord:
+    record: PbxRecord = await repos.pbxes.get(name)
+    if not _serves_agent(record):
+        raise InvalidInput(f"PBX {name} is not served by an agent (add it with --agent)")
+    return record
+
+
+@router.get("/api/v1/agents")
+async def list_agents(user: AdminUser, hub: HubDep, repos: RepoDep) -> dict[str, list[AgentOut]]:
+    return {"items": [AgentOut.of(hub, r) for r in await repos.agents.all()]}
+
+
+@router.post("/api/v1/pbxes/{name}/agent-token", status_code=201)
+async def rotate_agent_token(name: str, user: AdminUser, hub: HubDep, repos: RepoDep) -> TokenOut:
+    """Issue a new agent token (the previous one stops working at once)."""
+    await _agent_pbx(repos, name)
+    token = await issue_token(repos.agents, name)
+    await repos.commit()
+    await _kick(hub, name, "agent token rotated")
+    log.info("agent token of PBX %s rotated by %s", name, user.name)
+    return TokenOut(pbx=name, token=token)
+
+
+@router.delete("/api/v1/pbxes/{name}/agent-token", status_code=204)
+async def revoke_agent_token(name: str, user: AdminUser, hub: HubDep, repos: RepoDep) -> Response:
+    await _agent_pbx(repos, name)
+    await revoke_token(repos.agents, name)
+    await repos.commit()
+    await _kick(hub, name, "agent token revoked")
+    log.info("agent token of PBX %s revoked by %s", name, user.name)
+    return Response(status_code=204)
+
+
+@router.get("/api/v1/pbxes/{name}/agent-settings")
+async def get_agent_settings(name: str, user: AdminUser, repos: RepoDep) -> dict[str, Any]:
+    return agent_settings((await _agent_pbx(repos, name)).config)
+
+
+async def _update_settings(hub: Hub, repos: Any, name: str, body: AgentSettingsBody) -> dict[str, Any]:
+    record = await _agent_pbx(repos, name)
+    config = dict(record.config)
+    if body.trunks is not None:
+        config["trunks"] = [t.strip()[:100] for t in body.trunks if t.strip()]
+    if body.events_map is not None:
+        config["events_map"] = [r.to_dict() for r in parse_rules(body.events_map)]
+    if body.guard is not None:
+        config["guard"] = guard_settings(body.guard)
+    settings = agent_settings(config)  # validates everything before storing
+    await repos.pbxes.update_config(name, config)
+    await repos.commit()
+    link = hub.links.links.get(name) if hub.links is not None else None
+    if isinstance(link, AgentLink) and link.connected:
+        await link.notify({"type": "settings", "settings": settings})
+    return settings
+
+
+@router.put("/api/v1/pbxes/{name}/agent-settings")
+async def put_agent_settings(
+    name: str, body: AgentSettingsBody, user: AdminUser, hub: HubDep, repos: RepoDep
+) -> dict[str, Any]:
+    """Change trunk patterns, the events map or guard thresholds; a connected agent applies them now."""
+    return await _update_settings(hub, repos, name, body)
+
+
+@router.get("/api/v1/agent-events")
+async def list_agent_events(
+    user: AdminUser,
+    repos: RepoDep,
+    pbx: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: int | None = None,
+) -> dict[str, list[RawEventOut]]:
+    """Raw AMI events forwarded by agents through the events map, newest first."""
+    events = await repos.agents.raw_events(pbx, limit, before)
+    return {"items": [RawEventOut.model_validate(e, from_attributes=True) for e in events]}
+
+
+@router.get("/api/v1/bans")
+async def list_bans(user: AdminUser, repos: RepoDep, pbx: str | None = None) -> dict[str, list[BanOut]]:
+    return {"items": [BanOut.model_validate(b, from_attributes=True) for b in await repos.agents.bans(pbx)]}
+
+
+async def _lift(hub: Hub, repos: Any, name: str, address: str) -> None:
+    await _agent_pbx(repos, name)
+    link = hub.links.links.get(name) if hub.links is not None else None
+    if not isinstance(link, AgentLink):
+        raise PbxUnavailable(f"the agent of PBX {name} is not connected; the ban cannot be lifted now")
+    await link.unban(address)
+    await repos.agents.remove_ban(name, address)
+    await repos.commit()
+
+
+@router.delete("/api/v1/bans/{name}/{address}", status_code=204)
+async def lift_ban(name: str, address: str, user: AdminUser, hub: HubDep, repos: RepoDep) -> Response:
+    """Lift a ban: the agent removes the address from its firewall set."""
+    await _lift(hub, repos, name, address)
+    log.info("ban of %s on PBX %s lifted by %s", address, name, user.name)
+    return Response(status_code=204)
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+
+async def _page(request: Request, hub: Hub, repos: Any, status_code: int = 200, **extra: Any) -> Response:
+    pbxes = [p for p in await repos.pbxes.all() if _serves_agent(p)]
+    known = {a.pbx: a for a in await repos.agents.all()}
+    rows = []
+    for p in pbxes:
+        record = known.get(p.name) or AgentRecord(pbx=p.name, revoked=True)
+        rows.append(
+            {
+                "pbx": p,
+                "agent": AgentOut.of(hub, record),
+                "settings": agent_settings(p.config),
+                "events_map_json": json.dumps(p.config.get("events_map") or [], indent=2),
+            }
+        )
+    return render(
+        request,
+        "agents.html",
+        status_code=status_code,
+        rows=rows,
+        bans=await repos.agents.bans(),
+        raw_events=await repos.agents.raw_events(None, 20),
+        **extra,
+    )
+
+
+@router.get("/settings/agents", include_in_schema=False)
+async def agents_page(request: Request, user: AdminUser, hub: HubDep, repos: RepoDep) -> Response:
+    return await _page(request, hub, repos)
+
+
+@router.post("/settings/agents/{name}/token", include_in_schema=False)
+async def rotate_token_form(
+    name: str, request: Request, user: AdminUser, hub: HubDep, repos: RepoDep
+) -> Response:
+    await _agent_pbx(repos, name)
+    token = await issue_token(repos.agents, name)
+    await repos.commit()
+    await _kick(hub, name, "agent token rotated")
+    return await _page(request, hub, repos, new_token={"pbx": name, "token": token})
+
+
+@router.post("/settings/agents/{name}/revoke", include_in_schema=False)
+async def revoke_token_form(
+    name: str, request: Request, user: AdminUser, hub: HubDep, repos: RepoDep
+) -> Response:
+    await _agent_pbx(repos, name)
+    await revoke_token(repos.agents, name)
+    await repos.commit()
+    await _kick(hub, name, "agent token revoked")
+    flash(request, f"The agent token of {name} is revoked.")
+    return RedirectResponse("/settings/agents", status_code=303)
+
+
+@router.post("/settings/agents/{name}/settings", include_in_schema=False)
+async def settings_form(
+    name: str,
+    request: Request,
+    user: AdminUser,
+    hub: HubDep,
+    repos: RepoDep,
+    trunks: Annotated[str, Form(max_length=2000)] = "",
+    events_map: Annotated[str, Form(max_length=100_000)] = "[]",
+    guard_enabled: Annotated[bool, Form()] = False,
+    max_failures: Annotated[int, Form()] = 10,
+    window_seconds: Annotated[int, Form()] = 600,
+    ban_seconds: Annotated[int, Form()] = 600,
+    allow: Annotated[str, Form(max_length=10_000)] = "",
+) -> Response:
+    try:
+        try:
+            rules = json.loads(events_map or "[]")
+        except ValueError as exc:
+            raise InvalidInput(f"the events map is not valid JSON ({exc})") from exc
+        body = AgentSettingsBody(
+            trunks=[t for t in trunks.replace(",", " ").split() if t],
+            events_map=rules if isinstance(rules, list) else None,
+            guard={
+                "enabled": guard_enabled,
+                "max_failures": max_failures,
+                "window_seconds": window_seconds,
+                "ban_seconds": ban_seconds,
+                "allow": [a for a in allow.replace(",", " ").split() if a],
+            },
+        )
+        if not isinstance(rules, list):
+            raise InvalidInput("the events map is a JSON list of rules")
+        await _update_settings(hub, repos, name, body)
+    except CallbridgeError as exc:
+        await repos.rollback()
+        return await _page(request, hub, repos, status_code=400, error=exc.message)
+    flash(request, f"Settings of {name} saved; a connected agent applies them now.")
+    return RedirectResponse("/settings/agents", status_code=303)
+
+
+@router.post("/settings/agents/{name}/bans/{address}/lift", include_in_schema=False)
+async def lift_form(
+    name: str, address: str, request: Request, user: AdminUser, hub: HubDep, repos: RepoDep
+) -> Response:
+    try:
+        await _lift(hub, repos, name, address)
+    except CallbridgeError as exc:
+        return await _page(request, hub, repos, status_code=400, error=exc.message)
+    flash(request, f"Ban of {address} lifted.")
+    return RedirectResponse("/settings/agents", status_code=303)
