@@ -18,12 +18,12 @@ import websockets
 from tests.conftest import add_user
 
 from callbridge.domain.directory import ContactKind, Phone
+from callbridge.domain.pbx import PbxKind
 from callbridge.domain.users import Role
 from callbridge.hub import Hub
 from callbridge.pbx.asterisk.simulator import AmiSimulator
 from callbridge.services.directory import ContactInput
 from callbridge.services.pbxes import AsteriskSettings, add_pbx
-from callbridge.domain.pbx import PbxKind
 from callbridge.web.app import create_app
 
 SECRET = "ami-secret-for-desk-tests"
@@ -89,7 +89,7 @@ class Tab:
                 self.messages.append(json.loads(raw))
                 self._new.set()
 
-    async def wait_for(self, check: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
+    async def wait_for(self, check: Callable[[dict[str, Any]], bool], within: float = 5.0) -> dict[str, Any]:
         async def find() -> dict[str, Any]:
             seen = 0
             while True:
@@ -100,7 +100,7 @@ class Tab:
                 self._new.clear()
                 await self._new.wait()
 
-        return await asyncio.wait_for(find(), timeout)
+        return await asyncio.wait_for(find(), within)
 
     def cards(self) -> list[dict[str, Any]]:
         return [m["card"] for m in self.messages if m.get("type") == "card"]
@@ -115,7 +115,12 @@ class Tab:
 @pytest.fixture
 async def desk(hub: Hub) -> AsyncIterator[Desk]:
     users = {}
-    for name, role in (("alice", Role.AGENT), ("bob", Role.AGENT), ("carol", Role.MANAGER), ("dave", Role.AGENT)):
+    for name, role in (
+        ("alice", Role.AGENT),
+        ("bob", Role.AGENT),
+        ("carol", Role.MANAGER),
+        ("dave", Role.AGENT),
+    ):
         users[name] = (await add_user(hub, name, role, PASSWORD)).id
     async with AmiSimulator(username="hub", secret=SECRET, auth_failure_delay=0.05, cel=True) as sim:
         async with hub.db.unit() as repos:
@@ -123,11 +128,15 @@ async def desk(hub: Hub) -> AsyncIterator[Desk]:
                 repos.pbxes,
                 "office",
                 PbxKind.ASTERISK,
-                AsteriskSettings(host="127.0.0.1", port=sim.port, username="hub", secret=SECRET, trunks=("trunk*",)),
+                AsteriskSettings(
+                    host="127.0.0.1", port=sim.port, username="hub", secret=SECRET, trunks=("trunk*",)
+                ),
             )
             for name, ext in (("alice", "1001"), ("bob", "1002"), ("carol", "1003")):
                 await repos.extensions.map("office", ext, users[name])
-            company = await repos.directory.create(ContactInput(kind=ContactKind.COMPANY, name="Analytical Engines"))
+            company = await repos.directory.create(
+                ContactInput(kind=ContactKind.COMPANY, name="Analytical Engines")
+            )
             ada = await repos.directory.create(
                 ContactInput(
                     kind=ContactKind.PERSON,
@@ -142,7 +151,9 @@ async def desk(hub: Hub) -> AsyncIterator[Desk]:
         async with app.router.lifespan_context(app):
             await hub.start_link(record)
             port = free_port()
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
+            server = uvicorn.Server(
+                uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+            )
             task = asyncio.create_task(server.serve())
             for _ in range(100):
                 if server.started and sim.logins:
@@ -199,9 +210,7 @@ async def test_pop_reaches_the_rung_user_in_every_tab_and_follows_the_call(desk:
     assert bob.cards() == []
     # The next call of Ada shows this one among the last calls.
     call2 = await desk.sim.start_call("inbound", caller=ADA, extension="1001")
-    second = await alice1.wait_for(
-        lambda m: m["type"] == "card" and m["card"]["id"] != ended["card"]["id"]
-    )
+    second = await alice1.wait_for(lambda m: m["type"] == "card" and m["card"]["id"] != ended["card"]["id"])
     assert [r["id"] for r in second["card"]["recent"]] == [ended["card"]["id"]]
     await call2.hangup("callee")
 
@@ -245,12 +254,16 @@ async def test_socket_without_session_or_from_another_site_is_refused(desk: Desk
     signed_in, cookie = await desk.client("alice")
     await signed_in.aclose()
     async with websockets.connect(
-        desk.ws_url, additional_headers={"Cookie": cookie}, origin="http://evil.example"  # type: ignore[arg-type]
+        desk.ws_url,
+        additional_headers={"Cookie": cookie},
+        origin="http://evil.example",  # type: ignore[arg-type]
     ) as ws:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
-    async with websockets.connect(desk.ws_url, additional_headers={"Cookie": "callbridge_session=forged"}) as ws:
+    async with websockets.connect(
+        desk.ws_url, additional_headers={"Cookie": "callbridge_session=forged"}
+    ) as ws:
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401

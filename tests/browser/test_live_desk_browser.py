@@ -1,0 +1,304 @@
+"""The live desk in a real Chromium against real hub processes fed by the AMI simulator.
+
+The simulator runs in this test process (on its own event loop in a thread), the hub connects
+to it like to any Asterisk, and each user signs in in their own browser context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+from tests.browser.conftest import ARTIFACTS, LiveHub, start_hub, stop_hub
+
+from callbridge.config import Settings
+from callbridge.domain.directory import ContactKind, Phone
+from callbridge.domain.pbx import PbxKind
+from callbridge.domain.users import Role
+from callbridge.hub import Hub
+from callbridge.pbx.asterisk.simulator import AmiSimulator
+from callbridge.services.directory import ContactInput
+from callbridge.services.pbxes import AsteriskSettings, add_pbx
+
+pytestmark = pytest.mark.browser
+
+T = TypeVar("T")
+SECRET = "ami-secret-for-browser-tests"
+PASSWORD = "user-password-1"
+ADA = "+14155550100"
+REDIS_URL = os.environ.get("CALLBRIDGE_TEST_REDIS_URL", "")
+
+
+class SimThread:
+    """The AMI simulator on its own loop, driven from the (synchronous) browser tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.sim = AmiSimulator(username="hub", secret=SECRET, auth_failure_delay=0.05, cel=True)
+        self.run(self.sim.start())
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return self.submit(coro).result(timeout)
+
+    def close(self) -> None:
+        self.run(self.sim.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+async def _seed(data_dir: Path, sim_port: int, redis_url: str = "") -> None:
+    hub = Hub.build(Settings(data_dir=data_dir, redis_url=redis_url))
+    try:
+        await hub.prepare()
+        async with hub.db.unit() as repos:
+            accounts = hub.accounts(repos)
+            ids = {}
+            for name, role in (("alice", Role.AGENT), ("bob", Role.AGENT), ("carol", Role.MANAGER)):
+                user, _ = await accounts.create_user(name, role, PASSWORD, name.capitalize())
+                ids[name] = user.id
+            await add_pbx(
+                repos.pbxes,
+                "office",
+                PbxKind.ASTERISK,
+                AsteriskSettings(
+                    host="127.0.0.1", port=sim_port, username="hub", secret=SECRET, trunks=("trunk*",)
+                ),
+            )
+            for name, ext in (("alice", "1001"), ("bob", "1002"), ("carol", "1003")):
+                await repos.extensions.map("office", ext, ids[name])
+            company = await repos.directory.create(
+                ContactInput(kind=ContactKind.COMPANY, name="Analytical Engines")
+            )
+            await repos.directory.create(
+                ContactInput(
+                    kind=ContactKind.PERSON,
+                    name="Ada Lovelace",
+                    company_id=company,
+                    phones=(Phone("(415) 555-0100", ADA),),
+                    tags=("VIP", "Engines"),
+                    owner_id=ids["alice"],
+                )
+            )
+    finally:
+        await hub.close()
+
+
+def _wait_for_login(sim: SimThread, logins: int = 1) -> None:
+    for _ in range(200):
+        if sim.sim.logins >= logins:
+            return
+        threading.Event().wait(0.05)
+    raise AssertionError("the hub never logged in to the AMI simulator")
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimThread]:
+    s = SimThread()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def desk_hub(tmp_path_factory: pytest.TempPathFactory, sim: SimThread) -> Iterator[LiveHub]:
+    data_dir = tmp_path_factory.mktemp("desk")
+    sim.run(_seed(data_dir, sim.sim.port), 60)
+    hub = start_hub(data_dir)
+    _wait_for_login(sim)
+    yield hub
+    stop_hub(hub)
+
+
+@pytest.fixture(autouse=True)
+def phones_answer(sim: SimThread) -> None:
+    sim.sim.phones.clear()
+
+
+def sign_in(browser: Browser, url: str, name: str) -> tuple[BrowserContext, Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.goto(url + "/login?next=/desk")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(url + "/desk")
+    expect(page.locator("#live-state")).to_have_text("live")
+    return context, page
+
+
+def test_pop_on_the_right_users_tabs_follows_the_call(
+    browser: Browser, desk_hub: LiveHub, sim: SimThread
+) -> None:
+    alice_ctx, alice = sign_in(browser, desk_hub.url, "alice")
+    alice2 = alice_ctx.new_page()
+    alice2.goto(desk_hub.url + "/calls")
+    expect(alice2.locator("#live-state")).to_have_text("live")
+    bob_ctx, bob = sign_in(browser, desk_hub.url, "bob")
+    call_future = sim.submit(
+        sim.sim.start_call("inbound", caller=ADA, caller_name="", extension="1001", ring=5)
+    )
+    for page in (alice, alice2):
+        pop = page.locator("#pops .pop")
+        expect(pop).to_have_count(1)
+        expect(pop.get_by_role("heading", name="Ada Lovelace")).to_be_visible()
+        expect(pop).to_have_attribute("data-state", "ringing")
+        expect(pop).to_contain_text("Analytical Engines")
+        expect(pop).to_contain_text("VIP")
+        expect(pop).to_contain_text("Owner: Alice")
+        expect(pop.get_by_role("link", name="Open contact")).to_be_visible()
+        expect(pop.get_by_role("button", name="Hang up")).to_be_visible()
+        expect(pop.get_by_role("button", name="Answer")).to_have_count(0)  # Asterisk: no answer API
+    ARTIFACTS.mkdir(exist_ok=True)
+    alice.screenshot(path=str(ARTIFACTS / "screen-pop-ringing.png"))
+    # The presence panel shows 1001 ringing, on everyone's desk.
+    expect(bob.locator('tr[data-presence="office/1001"] [data-state]')).to_have_text(
+        re.compile("ringing|on call")
+    )
+    call = call_future.result(10)
+    expect(alice.locator("#pops .pop")).to_have_attribute("data-state", "talking")
+    expect(alice.locator("#pops .pop")).to_contain_text("On the call")
+    expect(bob.locator('tr[data-presence="office/1001"] [data-state]')).to_have_text("on call")
+    alice.screenshot(path=str(ARTIFACTS / "screen-pop-talking.png"))
+    threading.Event().wait(1.2)
+    sim.run(call.hangup("caller"))
+    expect(alice.locator("#pops .pop")).to_have_attribute("data-state", "ended")
+    expect(alice.locator("#pops .pop")).to_contain_text(re.compile(r"talked 0:0[1-9]"))
+    expect(alice.locator("#pops .pop")).to_have_count(0, timeout=15000)  # goes away on its own
+    expect(bob.locator('tr[data-presence="office/1001"] [data-state]')).to_have_text("available")
+    assert bob.locator("#pops .pop").count() == 0
+    alice_ctx.close()
+    bob_ctx.close()
+
+
+def test_missed_call_leaves_a_notification(browser: Browser, desk_hub: LiveHub, sim: SimThread) -> None:
+    ctx, alice = sign_in(browser, desk_hub.url, "alice")
+    before = int(alice.locator("#bell [data-unread]").inner_text())
+    sim.run(sim.sim.place_call("inbound_missed", caller=ADA, caller_name="", extension="1001", ring=0.5))
+    expect(alice.locator("#pops .pop")).to_contain_text("Missed call")
+    expect(alice.locator("#bell [data-unread]")).to_have_text(str(before + 1))
+    alice.reload()
+    expect(alice.locator("#bell [data-unread]")).to_have_text(str(before + 1))
+    note = alice.locator("#notes-list .note.unread").first
+    expect(note).to_contain_text("Missed call from Ada Lovelace")
+    note.get_by_role("link", name="Missed call from Ada Lovelace").click()
+    expect(alice).to_have_url(re.compile(r"/contacts/\d+$"))
+    expect(alice.locator("#bell [data-unread]")).to_have_text(str(before))
+    ctx.close()
+
+
+def test_click_on_a_number_calls_and_shows_progress(
+    browser: Browser, desk_hub: LiveHub, sim: SimThread
+) -> None:
+    ctx, alice = sign_in(browser, desk_hub.url, "alice")
+    alice.goto(desk_hub.url + "/contacts")
+    link = alice.locator(f'a.dial[data-number="{ADA}"]').first
+    expect(link).to_be_visible()
+    link.click()
+    status = alice.locator("#dial-status")
+    expect(status).to_contain_text(f"Your phone 1001 answered; now calling {ADA}")
+    alice.screenshot(path=str(ARTIFACTS / "click-to-call.png"))
+    originates = [a for a in sim.sim.actions if a.get("Action") == "Originate"]
+    assert originates and originates[-1].get("Channel") == "PJSIP/1001" and originates[-1].get("Exten") == ADA
+    # The click-to-call pops on Alice's desk as her outgoing call.
+    expect(alice.locator("#pops .pop")).to_contain_text("Outgoing call")
+    for linkedid, call in list(sim.sim.calls.items()):
+        if linkedid.startswith("cb-"):
+            sim.run(call.hangup("caller"))
+    ctx.close()
+
+
+def test_click_to_call_failure_shows_the_reason(browser: Browser, desk_hub: LiveHub, sim: SimThread) -> None:
+    sim.sim.phones["1001"] = "busy"
+    ctx, alice = sign_in(browser, desk_hub.url, "alice")
+    alice.get_by_label("Number", exact=True).fill("+1 415 555 0100")
+    alice.get_by_role("button", name="Call", exact=True).click()
+    status = alice.locator("#dial-status")
+    expect(status).to_contain_text("your phone 1001 is busy")
+    expect(status).to_have_attribute("data-state", "failed")
+    ctx.close()
+
+
+def test_narrow_window_keeps_the_pop_readable(browser: Browser, desk_hub: LiveHub, sim: SimThread) -> None:
+    ctx, alice = sign_in(browser, desk_hub.url, "alice")
+    alice.set_viewport_size({"width": 380, "height": 740})
+    call = sim.run(sim.sim.start_call("inbound", caller="+12025550199", caller_name="", extension="1001"))
+    pop = alice.locator("#pops .pop")
+    expect(pop).to_contain_text("Unknown caller")
+    expect(pop.get_by_role("link", name="Create contact")).to_have_attribute(
+        "href", re.compile(r"/contacts/new\?number=%2B12025550199")
+    )
+    box = pop.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 380
+    alice.screenshot(path=str(ARTIFACTS / "screen-pop-narrow.png"))
+    # Keyboard: the hang-up button is reachable and works.
+    pop.get_by_role("button", name="Hang up").focus()
+    alice.keyboard.press("Enter")
+    expect(pop).to_have_attribute("data-state", "ended")
+    assert call.linkedid not in sim.sim.calls
+    ctx.close()
+
+
+def test_live_calls_page_for_managers(browser: Browser, desk_hub: LiveHub, sim: SimThread) -> None:
+    ctx, carol = sign_in(browser, desk_hub.url, "carol")
+    carol.goto(desk_hub.url + "/desk/calls")
+    expect(carol.locator("#live-state")).to_have_text("live")
+    call = sim.run(sim.sim.start_call("inbound", caller=ADA, caller_name="", extension="1002"))
+    row = carol.locator("#live-calls tr[data-live-call]")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(ADA)
+    expect(row.locator("[data-state]")).to_have_text("talking")
+    sim.run(call.hangup("callee"))
+    expect(row).to_have_count(0)
+    ctx.close()
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(not REDIS_URL, reason="needs the throwaway Redis that make test starts")
+def test_two_workers_with_redis_deliver_the_pop(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sim = SimThread()
+    data_dir = tmp_path_factory.mktemp("two-workers")
+    # A fresh Redis database per run, so no lease or board of another test lingers.
+    env = {"CALLBRIDGE_REDIS_URL": REDIS_URL, "CALLBRIDGE_LINK_LEASE_SECONDS": "3"}
+    sim.run(_seed(data_dir, sim.sim.port, REDIS_URL), 60)
+    first = start_hub(data_dir, env)
+    second = start_hub(data_dir, env)
+    try:
+        _wait_for_login(sim)
+        threading.Event().wait(2.5)  # a full lease round: the other worker must not log in too
+        assert sim.sim.logins == 1 and sim.sim.sessions == 1
+        ctx_a, on_first = sign_in(browser, first.url, "alice")
+        # Cookies ignore the port and both workers share the data dir's key: one sign-in.
+        on_second = ctx_a.new_page()
+        on_second.goto(second.url + "/desk")
+        expect(on_second.locator("#live-state")).to_have_text("live")
+        sim.run(sim.sim.place_call("inbound_missed", caller=ADA, caller_name="", extension="1001", ring=1.5))
+        for page in (on_first, on_second):
+            expect(page.locator("#pops .pop")).to_contain_text("Ada Lovelace")
+            expect(page.locator("#bell [data-unread]")).to_have_text("1")
+        on_second.screenshot(path=str(ARTIFACTS / "screen-pop-two-workers.png"))
+        # Click-to-call from either worker reaches the one link.
+        for page in (on_first, on_second):
+            page.get_by_label("Number", exact=True).fill(ADA)
+            page.get_by_role("button", name="Call", exact=True).click()
+            expect(page.locator("#dial-status")).to_contain_text("now calling")
+        assert len([a for a in sim.sim.actions if a.get("Action") == "Originate"]) == 2
+        ctx_a.close()
+    finally:
+        stop_hub(first)
+        stop_hub(second)
+        sim.close()
