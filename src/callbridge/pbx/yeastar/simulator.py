@@ -165,7 +165,9 @@ class YeastarSimulator:
         return f"ws://127.0.0.1:{self.port}/openapi/v1.0/subscribe"
 
     async def start(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
+        # every keep-alive answer waits ~40 ms for the peer's delayed ACK.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         config = uvicorn.Config(
