@@ -108,7 +108,12 @@ class Hub:
         desk_messages: list[tuple[str, dict[str, Any]]] = []
         async with self.db.unit() as repos:
             changed = await ingest(
-                event, repos.calls, repos.directory, repos.extensions, self.settings.default_region
+                event,
+                repos.calls,
+                repos.directory,
+                repos.extensions,
+                self.settings.default_region,
+                auto_create=repos.directory if self.settings.auto_create_contacts else None,
             )
             if changed is not None and self.desk is not None and isinstance(event, CallEvent):
                 try:

@@ -168,3 +168,30 @@ async def test_internal_calls_are_not_looked_up_and_presence_is_ignored() -> Non
     assert finder.asked == []
     presence = PresenceChanged(pbx="main", at=T0, extension="1001", presence=Presence.AVAILABLE)
     assert await ingest(presence, calls, finder, exts, "US") is None
+
+
+class FakeCreator:
+    def __init__(self) -> None:
+        self.made: list[tuple[str, str]] = []
+
+    async def create_for_unknown(self, number: str, name: str) -> int:
+        self.made.append((number, name))
+        return 500 + len(self.made)
+
+
+async def test_optional_auto_create_for_unknown_inbound_callers() -> None:
+    calls, finder, exts, creator = FakeCalls(), FakeFinder([]), FakeExtensions({}), FakeCreator()
+    unknown = call("u1")
+    for event in unknown:
+        await ingest(event, calls, finder, exts, "US", auto_create=creator)
+    assert creator.made == [("+14155550100", "+14155550100")]  # once per call, not per event
+    _, link = calls.saved[1]
+    assert link.contact_id == 501 and link.match is MatchKind.CONTACT
+    off = FakeCalls()
+    for event in call("u2"):
+        await ingest(event, off, finder, exts, "US")
+    assert off.saved[1][1].contact_id is None
+    known = FakeCreator()
+    for event in call("u3"):
+        await ingest(event, FakeCalls(), FakeFinder([ADA]), exts, "US", auto_create=known)
+    assert known.made == []

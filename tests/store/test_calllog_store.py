@@ -219,3 +219,24 @@ async def test_dialplan_tokens(hub: Hub) -> None:
         assert rotated != token and await tokens.pbx_for(token) is None
         with pytest.raises(NotFound):
             await tokens.token_for("nope")
+
+
+async def test_hub_sink_auto_creates_unknown_callers_when_enabled(hub: Hub) -> None:
+    hub.settings.auto_create_contacts = True
+    start = CallStarted(
+        pbx="main",
+        call_id="auto1",
+        at=T0,
+        direction=Direction.INBOUND,
+        from_number="+4930555123",
+        to_number="+1",
+        from_name="Klaus Kinski",
+    )
+    await hub.handle_event(start)
+    await hub.handle_event(answered("auto1", "+4930555123")[2])
+    async with hub.db.session() as s:
+        (call,), _ = await SqlCalls(s).search(CallFilter())
+        assert call.contact is not None and call.contact.name == "Klaus Kinski"
+        contact = await SqlDirectory(s).get(call.contact.id)
+        assert [p.key for p in contact.phones] == ["+4930555123"] and contact.tags == ("auto",)
+        assert await SqlDirectory(s).count() == 1

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from callbridge.domain.calls import CallRecord, CallSummary
 from callbridge.domain.directory import MatchKind
-from callbridge.domain.events import CallEvent, Event
+from callbridge.domain.events import CallEvent, Direction, Event
 from callbridge.services.directory import ContactFinder, lookup
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,12 @@ class CallStore(Protocol):
     async def link(self, call_row: int) -> CallLink: ...
 
     async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None: ...
+
+
+class ContactCreator(Protocol):
+    async def create_for_unknown(self, number: str, name: str) -> int:
+        """Create a person for an unknown caller; returns the new contact's id."""
+        ...
 
 
 class ExtensionUsers(Protocol):
@@ -118,8 +124,13 @@ async def ingest(
     finder: ContactFinder,
     extensions: ExtensionUsers,
     region: str,
+    *,
+    auto_create: ContactCreator | None = None,
 ) -> Ingested | None:
-    """Apply one event; ``None`` when it changed nothing (a duplicate, or not about a call)."""
+    """Apply one event; ``None`` when it changed nothing (a duplicate, or not about a call).
+
+    With ``auto_create``, an inbound call from a number nobody has creates a contact for it
+    (named after the caller id name, else the number), once per call."""
     if not isinstance(event, CallEvent):
         return None
     row = await calls.lock_or_create(event.pbx, event.call_id, event.at)
@@ -139,6 +150,10 @@ async def ingest(
         kind = match.kind
         contact_name = match.contact.name if match.contact is not None else ""
         company_name = match.company.name if match.company is not None else ""
+        if kind is MatchKind.NONE and auto_create is not None and summary.direction is Direction.INBOUND:
+            contact_name = summary.from_name.strip() or summary.external_number
+            contact_id = await auto_create.create_for_unknown(summary.external_number, contact_name)
+            kind = MatchKind.CONTACT
     else:
         contact_id, company_id, kind = None, None, MatchKind.NONE
         contact_name = company_name = ""

@@ -433,6 +433,12 @@ class SqlDirectory:
         if tag_rows:
             await self.session.execute(insert(contact_tags), tag_rows)
 
+    async def create_for_unknown(self, number: str, name: str) -> int:
+        """``services.calllog.ContactCreator``: a person for an unknown caller."""
+        phone = Phone(raw=number, key=number_key(number, "ZZ") or number, kind=PhoneKind.OTHER)
+        label = " ".join(name.split())[:200] or number
+        return await self.create(ContactInput(ContactKind.PERSON, label, phones=(phone,), tags=("auto",)))
+
     async def delete(self, contact_id: int) -> None:
         result = await self.session.execute(delete(contacts).where(contacts.c.id == contact_id))
         if not result.rowcount:  # type: ignore[attr-defined]
