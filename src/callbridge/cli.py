@@ -221,14 +221,10 @@ def agent_command(
         raise typer.Exit(2) from exc
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(Agent(cfg, guard=_agent_guard(cfg)).run())
+        asyncio.run(Agent(cfg).run())
     except OSError as exc:
         err.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(1) from exc
-
-
-def _agent_guard(cfg: Any) -> Any:
-    return None
 
 
 @app.command()

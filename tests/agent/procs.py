@@ -127,6 +127,7 @@ class AgentProcess:
             f'token = "{token}"\n'
             f'outbox = "{workdir / "outbox.sqlite3"}"\n'
             "backoff_initial = 0.05\nbackoff_max = 0.5\nrefused_backoff = 1.0\nstatus_interval = 0.5\n"
+            'guard_backend = "dry-run"\n'
             f'[ami]\nhost = "127.0.0.1"\nport = {ami_port}\nusername = "hub"\nsecret = "{secret}"\n'
         )
         self.process: subprocess.Popen[bytes] | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 import time
 from pathlib import Path
 
@@ -44,12 +45,32 @@ async def _wait_for_calls(database_url: str, expected: int, limit: float) -> tup
 
 
 async def _wait_agent_connected(agent: AgentProcess, times: int, limit: float = 20) -> None:
+    """Until the agent's ``times``-th start is connected to the hub and logged in to AMI."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if agent.log_text().count("connected to the hub as the agent") >= times:
+        text = agent.log_text()
+        if text.count("connected to the hub as the agent") >= times and text.count("logged in as") >= times:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("agent did not connect:\n" + agent.log_text()[-3000:])
+
+
+async def _outbox_settled(agent: AgentProcess) -> int:
+    """Wait until the agent has read every AMI event sent so far (its outbox stops growing).
+
+    Events Asterisk sent but the agent had not read when it died are gone (AMI keeps no
+    history); what the test checks is that nothing the agent *wrote* is ever lost."""
+    path = agent.workdir / "outbox.sqlite3"
+    last, stable_since = -1, time.monotonic()
+    while True:
+        with sqlite3.connect(path) as db:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        seq = int(row[0]) if row else 0
+        if seq != last:
+            last, stable_since = seq, time.monotonic()
+        elif time.monotonic() - stable_since > 0.3:
+            return seq
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -108,16 +129,18 @@ async def test_agent_killed_mid_stream_and_restarted(rig, database_url: str) -> 
     # Hub away: everything piles up in the outbox, then the agent is killed with it full.
     hub.kill()
     await _place(sim, 400, 0, per_tick=50)
-    await asyncio.sleep(0.3)  # let the agent's AMI reader write the last events to the outbox
+    assert await _outbox_settled(agent) > 0
     agent.kill()
     await hub.astart()
     agent.start()
     await _wait_agent_connected(agent, 2)
+    assert "outbox: 0 waiting" not in agent.log_text().split("logged in as")[-1]
     # Killed while sending, with a call in progress that ends while the agent is dead.
     placing = asyncio.create_task(_place(sim, 300, 400, per_tick=50))
     await asyncio.sleep(0.05)
     live = await sim.start_call("inbound", caller="+15559990000", extension="1001")
     await placing
+    await _outbox_settled(agent)
     agent.kill()
     await live.hangup("caller")
     agent.start()

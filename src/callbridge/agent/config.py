@@ -52,7 +52,7 @@ class AgentConfig:
     refused_backoff_max: float = 600.0
     connect_timeout: float = 10.0
     action_timeout: float = 30.0
-    guard_backend: str = "auto"  # auto | nft | dry-run
+    guard_backend: str = "auto"  # auto (nftables when usable, else dry run) | nft | dry-run | off
 
     @property
     def link_url(self) -> str:
@@ -74,8 +74,8 @@ class AgentConfig:
             raise AgentConfigError("the AMI port must be between 1 and 65535")
         if self.outbox_max_rows < 100:
             raise AgentConfigError("outbox_max_rows must be at least 100")
-        if self.guard_backend not in ("auto", "nft", "dry-run"):
-            raise AgentConfigError("guard_backend is auto, nft or dry-run")
+        if self.guard_backend not in ("auto", "nft", "dry-run", "off"):
+            raise AgentConfigError("guard_backend is auto, nft, dry-run or off")
         return self
 
 

@@ -91,6 +91,8 @@ class Agent:
         self.outbox = Outbox(config.outbox, max_rows=config.outbox_max_rows, durable=config.outbox_durable)
         self.events_map = EventsMap()
         self.guard = guard
+        self.guard_enabled = False
+        self._bans_sent = ""
         self.settings: dict[str, Any] = {}
         self.ami = AgentAmiLink(
             AsteriskConfig(
@@ -126,7 +128,7 @@ class Agent:
 
     def on_raw(self, msg: Message, received_at: datetime) -> None:
         name = msg.name
-        if self.guard is not None:
+        if self.guard is not None and self.guard_enabled:
             try:
                 self.guard.feed(msg, received_at)
             except Exception:
@@ -170,11 +172,13 @@ class Agent:
         self.ami.apply(trunks, direction)
         self.events_map = EventsMap(rules)
         guard = settings.get("guard")
-        if self.guard is not None and isinstance(guard, dict):
-            try:
-                self.guard.configure(guard)
-            except Exception:
-                log.exception("could not apply the guard settings from the hub")
+        if isinstance(guard, dict):
+            self.guard_enabled = bool(guard.get("enabled"))
+            if self.guard is not None:
+                try:
+                    self.guard.configure(guard_thresholds(guard))
+                except (ValueError, TypeError) as exc:
+                    log.error("guard settings from the hub not applied: %s", exc)
         self.settings = settings
         if persist:
             self.outbox.set_meta("settings", json.dumps(settings))
@@ -195,15 +199,39 @@ class Agent:
             "last_event_at": self.last_event_at.isoformat() if self.last_event_at else None,
         }
 
-    def bans_frame(self) -> dict[str, Any] | None:
+    def bans_frame(self, *, force: bool = False) -> dict[str, Any] | None:
+        """The guard's current bans, when they changed since last sent (or ``force``)."""
         if self.guard is None:
             return None
-        items = self.guard.bans_for_hub() if hasattr(self.guard, "bans_for_hub") else []
-        return {"type": "bans", "items": items}
+        frame = {"type": "bans", "items": self.guard.bans_for_hub()}
+        text = json.dumps(frame["items"], sort_keys=True)
+        if text == self._bans_sent and not force:
+            return None
+        self._bans_sent = text
+        return frame
 
     # -- running ----------------------------------------------------------------------------------
 
+    async def start_guard(self) -> None:
+        """Build the security guard with the configured firewall backend (unless given or off)."""
+        if self.guard is None and self.config.guard_backend != "off":
+            from callbridge.agent.firewall import GuardService, make_backend
+
+            self.guard = GuardService(await make_backend(self.config.guard_backend))
+            guard = self.settings.get("guard")
+            if isinstance(guard, dict):
+                with contextlib.suppress(ValueError, TypeError):
+                    self.guard.configure(guard_thresholds(guard))
+        starter = getattr(self.guard, "start", None)
+        if starter is not None:
+            try:
+                await starter()
+            except Exception as exc:
+                # Without a firewall the guard still decides and reports; bans are not enforced.
+                log.error("security guard: firewall setup failed (%s); bans are not enforced", exc)
+
     async def run(self) -> None:
+        await self.start_guard()
         ami = asyncio.create_task(self._run_ami(), name="agent-ami")
         hub = asyncio.create_task(self._run_hub(), name="agent-hub")
         try:
@@ -214,6 +242,10 @@ class Agent:
             for task in (ami, hub):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            closer = getattr(self.guard, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
             self.outbox.close()
 
     async def _run_ami(self) -> None:
@@ -300,6 +332,7 @@ class Agent:
             if isinstance(settings, dict):
                 self._apply_safely(settings)
             self._ws = ws
+            self._bans_sent = ""  # a new connection: tell the hub the whole list again
             self.hub_connected = True
             log.info(
                 "connected to the hub as the agent of PBX %s (outbox: %d waiting)",
@@ -423,12 +456,27 @@ class Agent:
             if self.guard is None:
                 raise PbxUnavailable("the security guard is not running on this agent")
             address = str(args.get("address", ""))
-            self.guard.unban(address)
-            bans = self.bans_frame()
+            try:
+                self.guard.unban(address)
+            except ValueError as exc:
+                raise InvalidInput(f"{address!r} is not an IP address") from exc
+            bans = self.bans_frame(force=True)
             if bans is not None and self._ws is not None:
                 await self._ws.send(json.dumps(bans))
             return None
         raise InvalidInput(f"the agent does not know the action {name!r}")
+
+
+def guard_thresholds(guard: dict[str, Any]) -> dict[str, Any]:
+    """The hub's guard settings in the guard's own terms (``GuardSettings.from_dict``)."""
+    ban = float(guard.get("ban_seconds", 600))
+    return {
+        "max_failures": int(guard.get("max_failures", 10)),
+        "window_seconds": float(guard.get("window_seconds", 600)),
+        "ban_time_seconds": ban,
+        "max_ban_time_seconds": max(86400.0, ban),
+        "allow_list": [str(a) for a in guard.get("allow") or []],
+    }
 
 
 def _raise_refused(exc: ConnectionClosed) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from callbridge.domain.calls import CallSummary
 from callbridge.domain.errors import (
     AuthenticationFailed,
     CallbridgeError,
@@ -42,6 +43,8 @@ from callbridge.domain.errors import (
     PbxTimeout,
     PbxUnavailable,
 )
+from callbridge.domain.events import CallEvent
+from callbridge.services.calllog import CallLink, CallStore, ExtensionUsers
 from callbridge.services.ports import LinkStatus, Originate
 
 AGENT_TOKEN_PREFIX = "cbagent_"  # noqa: S105 - a prefix, not a secret
@@ -345,7 +348,7 @@ def parse_ban_items(pbx: str, items: Sequence[Any]) -> list[Ban]:
             return parsed if parsed.tzinfo is not None else None
 
         try:
-            failures = int(item.get("failures") or 0)
+            failures = int(item.get("failures") or item.get("count") or 0)
         except (TypeError, ValueError):
             failures = 0
         bans.append(
@@ -354,7 +357,7 @@ def parse_ban_items(pbx: str, items: Sequence[Any]) -> list[Ban]:
                 address=str(item["address"])[:64],
                 reason=str(item.get("reason") or "")[:200],
                 failures=failures,
-                banned_at=when("banned_at"),
+                banned_at=when("banned_at") or when("at"),
                 until=when("until"),
             )
         )
@@ -515,3 +518,74 @@ class AgentLink:
             raise PbxUnavailable(f"the agent of PBX {self.name} could not be reached") from exc
         finally:
             self._pending.pop(action_id, None)
+
+
+# -- batched ingest ------------------------------------------------------------------------------
+
+
+class BatchedCalls:
+    """A :class:`~callbridge.services.calllog.CallStore` over another one, for a batch of events
+    applied in one unit of work: each call's row, events and link are read once, and its record
+    is written once, at :meth:`flush` (before the commit). Every event is still stored, and a
+    duplicate is still refused by the store. Ingest's logic runs unchanged, event by event.
+    """
+
+    def __init__(self, calls: CallStore) -> None:
+        self._calls = calls
+        self._rows: dict[tuple[str, str], int] = {}
+        self._events: dict[int, list[CallEvent]] = {}
+        self._links: dict[int, CallLink] = {}
+        self._pending: dict[int, tuple[CallSummary, CallLink]] = {}
+
+    async def lock_or_create(self, pbx: str, pbx_call_id: str, at: datetime) -> int:
+        key = (pbx, pbx_call_id)
+        row = self._rows.get(key)
+        if row is None:
+            row = await self._calls.lock_or_create(pbx, pbx_call_id, at)
+            self._rows[key] = row
+        return row
+
+    async def add_event(self, call_row: int, event: CallEvent) -> bool:
+        added = await self._calls.add_event(call_row, event)
+        if added and call_row in self._events:
+            self._events[call_row].append(event)
+        return added
+
+    async def events(self, call_row: int) -> list[CallEvent]:
+        cached = self._events.get(call_row)
+        if cached is None:
+            cached = list(await self._calls.events(call_row))
+            self._events[call_row] = cached
+        return list(cached)
+
+    async def link(self, call_row: int) -> CallLink:
+        cached = self._links.get(call_row)
+        if cached is None:
+            cached = await self._calls.link(call_row)
+            self._links[call_row] = cached
+        return cached
+
+    async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None:
+        self._links[call_row] = link
+        self._pending[call_row] = (summary, link)
+
+    async def flush(self) -> None:
+        for row, (summary, link) in self._pending.items():
+            await self._calls.save(row, summary, link)
+        self._pending.clear()
+
+
+class CachedExtensions:
+    """Extension → user lookups remembered for one batch."""
+
+    def __init__(self, extensions: ExtensionUsers) -> None:
+        self._extensions = extensions
+        self._known: dict[tuple[str, tuple[str, ...]], Mapping[str, int]] = {}
+
+    async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]:
+        key = (pbx, tuple(sorted(extensions)))
+        found = self._known.get(key)
+        if found is None:
+            found = await self._extensions.users_for(pbx, extensions)
+            self._known[key] = found
+        return found

@@ -40,6 +40,8 @@ from callbridge.services.agents import (
     AgentHealth,
     AgentLink,
     AgentRecord,
+    BatchedCalls,
+    CachedExtensions,
     agent_settings,
     authenticate,
     guard_settings,
@@ -161,11 +163,14 @@ class _Session:
         out: list[tuple[str, dict[str, Any]]] = []
         try:
             async with hub.db.unit() as repos:
+                calls = BatchedCalls(repos.calls)
+                extensions = CachedExtensions(repos.extensions)
                 for event in events:
-                    changed = await ingest(event, repos.calls, repos.directory, repos.extensions, region)
+                    changed = await ingest(event, calls, repos.directory, extensions, region)
                     if changed is not None:
                         out += await _observe(hub, repos, event, changed)
                         out.append((CALL_TOPIC, changed.payload()))
+                await calls.flush()
             return out
         except Exception:
             log.warning("pbx %s: a batch of %d events failed; retrying one by one", self.pbx, len(events))
@@ -333,10 +338,17 @@ async def agent_socket(ws: WebSocket) -> None:
                 await queue.put(msg["items"])
             elif kind == "result":
                 link.resolve(msg)
-            elif kind == "status":
-                await session.on_status(msg, link)
-            elif kind == "bans":
-                await session.on_bans(msg)
+            elif kind in ("status", "bans"):
+                try:
+                    if kind == "status":
+                        await session.on_status(msg, link)
+                    else:
+                        await session.on_bans(msg)
+                except Exception as exc:
+                    # Reports are refreshed every few seconds; losing one must not cut the link.
+                    log.warning(
+                        "agent of PBX %s: could not record its %s (%s)", name, kind, type(exc).__name__
+                    )
     except WebSocketDisconnect:
         log.info("agent of PBX %s disconnected", name)
     except StoreFailed as exc:
@@ -537,6 +549,9 @@ async def list_bans(user: AdminUser, repos: RepoDep, pbx: str | None = None) -> 
 
 async def _lift(hub: Hub, repos: Any, name: str, address: str) -> None:
     await _agent_pbx(repos, name)
+    # End this request's transaction (it may hold SQLite's write lock) before waiting for the
+    # agent, whose answer comes with a bans report the link stores meanwhile.
+    await repos.commit()
     link = hub.links.links.get(name) if hub.links is not None else None
     if not isinstance(link, AgentLink):
         raise PbxUnavailable(f"the agent of PBX {name} is not connected; the ban cannot be lifted now")
