@@ -257,7 +257,7 @@ async def test_link_is_a_pbx_link_and_logs_calls(sim: AmiSimulator) -> None:
 async def test_direction_variable_wins_over_trunk_guess(sim: AmiSimulator) -> None:
     async with running_link(sim) as (_link, sink):
         call = await sim.start_call(
-            "internal", extension="1001", number="1002", variables={"__CRM_DIRECTION": "outbound"}
+            "internal", extension="1001", number="1002", variables={"__CALLBRIDGE_DIRECTION": "outbound"}
         )
         await call.hangup("caller")
         await wait_until(lambda: len(sink.of(CallEnded)) == 1)

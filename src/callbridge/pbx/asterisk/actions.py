@@ -37,7 +37,7 @@ _EXTENSION = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 class OriginateOptions:
     context: str = "from-internal"
     tech: str = "PJSIP"
-    direction_variable: str = "CRM_DIRECTION"
+    direction_variable: str = "CALLBRIDGE_DIRECTION"
     # Margin on top of the ring timeout for the OriginateResponse to arrive.
     response_margin: float = 10.0
 
@@ -62,7 +62,7 @@ def originate_fields(
         raise InvalidNumber(f"{request.extension!r} is not an extension")
     number = dialable(request.number)
     shown = re.sub(r'["<>\r\n]', "", request.caller_id or number)
-    variables = [f"__{options.direction_variable}=outbound", f"__CRM_CALL_ID={channel_id}"]
+    variables = [f"__{options.direction_variable}=outbound", f"__CALLBRIDGE_CALL_ID={channel_id}"]
     if request.auto_answer:
         # Desk phones answer on their own when the INVITE carries these (Polycom/Yealink/Snom/
         # Grandstream read Call-Info, Cisco/others Alert-Info).

@@ -103,10 +103,11 @@ class AmiClient:
     async def connect(self) -> None:
         """Open the TCP session and log in. Raises PbxUnavailable/PbxTimeout/PbxRejected."""
         s = self.settings
+        # asyncio.timeout, not wait_for: on 3.11 wait_for turns a cancellation that races with
+        # a finished connect into that connect's result, and the link would never stop.
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(s.host, s.port), timeout=s.connect_timeout
-            )
+            async with asyncio.timeout(s.connect_timeout):
+                reader, writer = await asyncio.open_connection(s.host, s.port)
         except TimeoutError as exc:
             raise PbxTimeout(f"AMI {s.host}:{s.port}: no connection within {s.connect_timeout:g} s") from exc
         except OSError as exc:
@@ -117,7 +118,8 @@ class AmiClient:
         self._read_task = asyncio.create_task(self._read_loop(reader, banner), name="ami-reader")
         try:
             try:
-                self.version = await asyncio.wait_for(asyncio.shield(banner), timeout=s.connect_timeout)
+                async with asyncio.timeout(s.connect_timeout):
+                    self.version = await asyncio.shield(banner)
             except TimeoutError as exc:
                 raise PbxTimeout(f"AMI {s.host}:{s.port}: no banner; is this an AMI port?") from exc
             await self._login()
@@ -163,18 +165,30 @@ class AmiClient:
         self._logged_in = False
         writer = self._writer
         self._writer = None
+        cancelled = False
         if writer is not None:
             writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
+            try:
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
+            except asyncio.CancelledError:
+                cancelled = True
+            except Exception:  # noqa: S110 - the socket is going away; how it goes does not matter
+                pass
         for task in (self._ping_task, self._read_task):
             if task is not None and task is not asyncio.current_task() and not task.done():
                 task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+                try:
+                    # wait() never raises the task's own outcome, only our cancellation, which
+                    # must not be swallowed: the caller is stopping this link.
+                    await asyncio.wait({task}, timeout=1.0)
+                except asyncio.CancelledError:
+                    cancelled = True
         self._ping_task = self._read_task = None
         self._fail_pending(error)
         self._closed.set()
+        if cancelled:
+            raise asyncio.CancelledError
 
     def _fail_pending(self, error: Exception) -> None:
         # Never re-send: a lost Originate response might mean the phone is already ringing.
@@ -281,8 +295,9 @@ class AmiClient:
         self._pending[aid] = _Pending(future, [])
         try:
             writer.write(encode_action(action, fields, action_id=aid))
-            await asyncio.wait_for(writer.drain(), timeout=deadline)
-            return await asyncio.wait_for(future, timeout=deadline)
+            async with asyncio.timeout(deadline):
+                await writer.drain()
+                return await future
         except TimeoutError as exc:
             raise PbxTimeout(f"AMI {action}: no answer within {deadline:g} s") from exc
         except OSError as exc:
@@ -354,6 +369,7 @@ class AmiClient:
                     log.error("AMI %s:%s: %s; not retrying", s.host, s.port, exc.message)
                     raise
                 except PbxUnavailable as exc:
+                    _raise_if_cancelling()
                     self.last_error = exc.message
                     delay = min(s.backoff_max, s.backoff_initial * (2**attempt))
                     delay *= 0.5 + random.random() / 2  # jitter: many agents must not reconnect in step
@@ -378,3 +394,10 @@ class AmiClient:
 
     def pending_count(self) -> int:
         return len(self._pending) + len(self._event_waiters)
+
+
+def _raise_if_cancelling() -> None:
+    """Honour a cancellation that a library call turned into an ordinary failure."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

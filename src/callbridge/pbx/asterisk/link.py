@@ -36,7 +36,7 @@ class AsteriskConfig:
     secret: str = field(default="", repr=False)
     trunk_patterns: tuple[str, ...] = ("trunk*",)
     default_region: str = "US"
-    direction_variable: str = "CRM_DIRECTION"
+    direction_variable: str = "CALLBRIDGE_DIRECTION"
     auth: str = "md5"
     originate_context: str = "from-internal"
     redirect_context: str = "from-internal"

@@ -88,8 +88,8 @@ class TrackerConfig:
     # fnmatch patterns for trunk endpoints, tried on "trunk" and on "PJSIP/trunk".
     trunk_patterns: tuple[str, ...] = ("trunk*",)
     default_region: str = "US"
-    # Dialplan variable that states the direction (e.g. Set(__CRM_DIRECTION=inbound)).
-    direction_variable: str = "CRM_DIRECTION"
+    # Dialplan variable that states the direction (e.g. Set(__CALLBRIDGE_DIRECTION=inbound)).
+    direction_variable: str = "CALLBRIDGE_DIRECTION"
     # Calls that see no event for this long are closed (a lost Hangup must not leak memory).
     stale_after: timedelta = timedelta(hours=4)
     # After the last Hangup, how long to wait for CEL LINKEDID_END before closing anyway.
@@ -861,8 +861,8 @@ class CallTracker:
                 ch.call.voicemail = True
 
     def _on_user_event(self, msg: Message, at: datetime, out: list[Event]) -> None:
-        # Dialplan: UserEvent(CrmCall,Direction: inbound,Linkedid: ${CHANNEL(linkedid)}) and
-        # UserEvent(CrmRecording,File: ${MIXMONITOR_FILENAME},Linkedid: …).
+        # Dialplan: UserEvent(CallbridgeCall,Direction: inbound,Linkedid: ${CHANNEL(linkedid)}) and
+        # UserEvent(CallbridgeRecording,File: ${MIXMONITOR_FILENAME},Linkedid: …).
         call = self._calls.get(msg.get("Linkedid"))
         if call is None:
             ch = self._channel(msg, at, out, create=False)
