@@ -18,7 +18,7 @@ from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.domain.numbers import is_known_region
 from callbridge.hub import Hub
 from callbridge.services.contacts_import import decode_csv, parse_contacts_csv
-from callbridge.services.directory import ImportReport, apply_import
+from callbridge.services.directory import ImportReport, apply_import, relink_numbers
 from callbridge.store.directory import SqlImportTarget, renormalize_numbers
 
 T = TypeVar("T")
@@ -105,6 +105,9 @@ def _commands(pbx_app: typer.Typer, run: Runner[Any]) -> None:
                             report,
                             lambda n: progress.advance(task, n),
                         )
+            async with hub.db.unit() as repos:
+                # Calls logged before their contact existed now show who called.
+                await relink_numbers(repos.directory, repos.calls, hub.settings.default_region, report.keys)
             return report
 
         report: ImportReport = run(work)

@@ -204,3 +204,33 @@ async def test_pages_create_edit_delete_and_upload(admin_client: httpx.AsyncClie
     deleted = await admin_client.post(f"{detail_url}/delete", data={"csrf_token": token}, headers=html)
     assert deleted.status_code == 303
     assert (await admin_client.get(detail_url, headers=html)).status_code == 404
+
+
+async def test_import_links_calls_logged_before_the_contact_existed(
+    hub: Hub, admin_client: httpx.AsyncClient
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from callbridge.domain.events import CallEnded, CallStarted, Direction, Disposition
+
+    t0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    await hub.handle_event(
+        CallStarted(
+            pbx="main",
+            call_id="early",
+            at=t0,
+            direction=Direction.INBOUND,
+            from_number="+14155550177",
+            to_number="1001",
+        )
+    )
+    await hub.handle_event(
+        CallEnded(pbx="main", call_id="early", at=t0 + timedelta(seconds=20), disposition=Disposition.MISSED)
+    )
+    before = (await admin_client.get("/api/v1/calls")).json()["items"]
+    assert [c["contact"] for c in before] == [None]
+    data = b"Name,Phone\nEve Early,(415) 555-0177\n"
+    answer = await admin_client.post("/api/v1/contacts/import", files={"file": ("c.csv", data, "text/csv")})
+    assert answer.json()["created"] == 1
+    after = (await admin_client.get("/api/v1/calls")).json()["items"]
+    assert after[0]["contact"]["name"] == "Eve Early"

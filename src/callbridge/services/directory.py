@@ -8,7 +8,7 @@ cheaper than keeping a cache right when contacts change.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,6 +17,7 @@ from callbridge.domain.directory import (
     Contact,
     ContactKind,
     Match,
+    MatchKind,
     Phone,
     PhoneKind,
     clean_email,
@@ -115,6 +116,30 @@ def parse_phone_lines(text: str) -> list[tuple[str, str]]:
     return out
 
 
+# -- past calls follow the directory ----------------------------------------------------------------
+
+
+class CallRelinker(Protocol):
+    async def relink_number(
+        self, external_number: str, contact_id: int | None, company_id: int | None, match: MatchKind
+    ) -> int: ...
+
+
+async def relink_numbers(
+    finder: ContactFinder, calls: CallRelinker, region: str, keys: Iterable[str]
+) -> None:
+    """Past calls of these numbers follow the directory: a new contact claims its earlier calls,
+    a removed number lets them go (calls a person linked by hand stay as they are)."""
+    for key in sorted(set(keys)):
+        match = await lookup(finder, key, region)
+        await calls.relink_number(
+            key,
+            match.contact.id if match.contact else None,
+            match.company.id if match.company else None,
+            match.kind,
+        )
+
+
 # -- import ---------------------------------------------------------------------------------------
 
 
@@ -142,6 +167,8 @@ class ImportReport:
     updated: int = 0
     companies_created: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # Number keys of imported contacts: their past calls are re-linked after the import.
+    keys: set[str] = field(default_factory=set)
 
     @property
     def imported(self) -> int:
@@ -181,6 +208,7 @@ async def apply_import(
             existing = await target.id_by_number_keys([p.key for p in draft.phones])
         elif draft.kind is ContactKind.COMPANY:
             existing = await target.company_id_by_name(draft.name)
+        report.keys.update(p.key for p in draft.phones)
         if existing is None:
             await target.create(draft, company_id, owner_id)
             report.created += 1

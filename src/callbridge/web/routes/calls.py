@@ -19,8 +19,7 @@ from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.domain.events import Direction, Disposition
 from callbridge.domain.users import User
 from callbridge.services.directory import lookup
-from callbridge.store.calls import CallFilter, CallView, SqlCalls, StoredEvent
-from callbridge.store.directory import SqlDirectory
+from callbridge.store.calls import CallFilter, CallView, StoredEvent
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
@@ -230,12 +229,12 @@ async def list_calls(
     """Calls, newest first. Filters: since, until (dates or ISO times), direction, disposition,
     user (name), contact_id, company_id (all its people), tag, has_recording, q (number or name)."""
     f = await build_filter(params, user, repos, hub.settings.default_region)
-    items, next_cursor = await SqlCalls(repos.session).search(f, limit, cursor)
+    items, next_cursor = await repos.calls.search(f, limit, cursor)
     return Page(items=[CallOut.of(c) for c in items], next=next_cursor)
 
 
 async def _visible_call(call_id: int, user: User, repos: Repos) -> CallView:
-    call = await SqlCalls(repos.session).find(call_id, None if user.sees_all_calls else user.id)
+    call = await repos.calls.find(call_id, None if user.sees_all_calls else user.id)
     if call is None:
         raise NotFound(f"no call with id {call_id}")
     return call
@@ -244,7 +243,7 @@ async def _visible_call(call_id: int, user: User, repos: Repos) -> CallView:
 async def _candidates(call: CallView, repos: Repos, region: str) -> Match | None:
     if not call.external_number:
         return None
-    return await lookup(SqlDirectory(repos.session), call.external_number, region)
+    return await lookup(repos.directory, call.external_number, region)
 
 
 def _event_dict(e: StoredEvent) -> dict[str, object]:
@@ -254,7 +253,7 @@ def _event_dict(e: StoredEvent) -> dict[str, object]:
 @router.get("/api/v1/calls/{call_id:int}")
 async def get_call(call_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep) -> CallDetailOut:
     call = await _visible_call(call_id, user, repos)
-    events = await SqlCalls(repos.session).timeline(call_id)
+    events = await repos.calls.timeline(call_id)
     match = await _candidates(call, repos, hub.settings.default_region)
     candidates = [RefOut(id=c.id, name=c.display_name) for c in (match.candidates if match else ())]
     return CallDetailOut(
@@ -266,7 +265,7 @@ async def get_call(call_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep)
 async def link_call(call_id: int, body: LinkIn, user: CurrentUser, repos: RepoDep) -> CallOut:
     """Choose the contact of a call (an ambiguous number), or ``null`` to unlink."""
     await _visible_call(call_id, user, repos)
-    await SqlCalls(repos.session).set_contact(call_id, body.contact_id)
+    await repos.calls.set_contact(call_id, body.contact_id)
     return CallOut.of(await _visible_call(call_id, user, repos))
 
 
@@ -331,7 +330,7 @@ async def export_calls(params: ParamsDep, user: CurrentUser, repos: RepoDep, hub
     """Every call matching the filters, as CSV (same filters as the list)."""
     f = await build_filter(params, user, repos, hub.settings.default_region)
     rows: list[list[str]] = []
-    store = SqlCalls(repos.session)
+    store = repos.calls
     cursor: str | None = None
     while True:
         items, cursor = await store.search(f, EXPORT_BATCH, cursor)
@@ -376,7 +375,7 @@ async def calls_page(
     next_cursor: str | None = None
     try:
         f = await build_filter(params, user, repos, hub.settings.default_region)
-        items, next_cursor = await SqlCalls(repos.session).search(f, 50, cursor)
+        items, next_cursor = await repos.calls.search(f, 50, cursor)
     except InvalidInput as exc:
         error = exc.message
     users = [u.name for u in await repos.users.all()] if user.sees_all_calls else []
@@ -400,7 +399,7 @@ async def call_page(
     request: Request, call_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep
 ) -> Response:
     call = await _visible_call(call_id, user, repos)
-    events = await SqlCalls(repos.session).timeline(call_id)
+    events = await repos.calls.timeline(call_id)
     match = await _candidates(call, repos, hub.settings.default_region)
     return render(
         request,
@@ -420,6 +419,6 @@ async def link_call_form(request: Request, call_id: int, user: CurrentUser, repo
     form = await request.form()
     raw = form.get("contact_id")
     contact_id = _int(raw if isinstance(raw, str) else None, "contact_id")
-    await SqlCalls(repos.session).set_contact(call_id, contact_id)
+    await repos.calls.set_contact(call_id, contact_id)
     flash(request, "The call is linked." if contact_id else "The call is unlinked.")
     return RedirectResponse(f"/calls/{call_id}", status_code=303)

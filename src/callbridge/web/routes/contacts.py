@@ -21,9 +21,10 @@ from callbridge.services.directory import (
     contact_input,
     lookup,
     parse_phone_lines,
+    relink_numbers,
 )
-from callbridge.store.calls import CallFilter, SqlCalls
-from callbridge.store.directory import ContactQuery, SqlDirectory, SqlExtensions, SqlImportTarget
+from callbridge.store.calls import CallFilter
+from callbridge.store.directory import ContactQuery, SqlDirectory, SqlImportTarget
 from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, CurrentUser, HubDep, ManagerUser, RepoDep
 from callbridge.web.pages import flash, render
@@ -192,21 +193,11 @@ async def _company_id_for_name(directory: SqlDirectory, name: str) -> int | None
 
 
 async def _relink(repos: Repos, region: str, keys: set[str]) -> None:
-    """Past calls of these numbers follow the directory: a new contact claims its earlier calls,
-    a removed number lets them go (calls a person linked by hand stay as they are)."""
-    directory, store = SqlDirectory(repos.session), SqlCalls(repos.session)
-    for key in sorted(keys):
-        match = await lookup(directory, key, region)
-        await store.relink_number(
-            key,
-            match.contact.id if match.contact else None,
-            match.company.id if match.company else None,
-            match.kind,
-        )
+    await relink_numbers(repos.directory, repos.calls, region, keys)
 
 
 async def _keys_of(repos: Repos, contact_id: int) -> set[str]:
-    found = await SqlDirectory(repos.session).find(contact_id)
+    found = await repos.directory.find(contact_id)
     return {p.key for p in found.phones} if found else set()
 
 
@@ -228,7 +219,7 @@ async def list_contacts(
     cursor: Text = None,
 ) -> Page[ContactOut]:
     """Contacts by name. ``q`` is a name, an e-mail, a whole number in any format or digits of one."""
-    directory = SqlDirectory(repos.session)
+    directory = repos.directory
     items, next_cursor = await directory.search(
         _query(q, tag, kind, hub.settings.default_region), limit, cursor
     )
@@ -250,7 +241,7 @@ async def create_contact(body: ContactIn, user: CurrentUser, repos: RepoDep, hub
         notes=body.notes,
         external_id=body.external_id,
     )
-    directory = SqlDirectory(repos.session)
+    directory = repos.directory
     contact = await directory.get(await directory.create(data))
     await _relink(repos, hub.settings.default_region, {p.key for p in contact.phones})
     return _out(contact, await _owner_names(repos, [contact]))
@@ -258,7 +249,7 @@ async def create_contact(body: ContactIn, user: CurrentUser, repos: RepoDep, hub
 
 @router.get("/api/v1/contacts/{contact_id}")
 async def get_contact(contact_id: int, user: CurrentUser, repos: RepoDep) -> ContactOut:
-    contact = await SqlDirectory(repos.session).get(contact_id)
+    contact = await repos.directory.get(contact_id)
     return _out(contact, await _owner_names(repos, [contact]))
 
 
@@ -266,7 +257,7 @@ async def get_contact(contact_id: int, user: CurrentUser, repos: RepoDep) -> Con
 async def update_contact(
     contact_id: int, body: ContactPatch, user: CurrentUser, repos: RepoDep, hub: HubDep
 ) -> ContactOut:
-    directory = SqlDirectory(repos.session)
+    directory = repos.directory
     current = await directory.get(contact_id)
     given = body.model_fields_set
     owners = await _owner_names(repos, [current])
@@ -297,7 +288,7 @@ async def update_contact(
 @router.delete("/api/v1/contacts/{contact_id}", status_code=204)
 async def delete_contact(contact_id: int, user: ManagerUser, repos: RepoDep, hub: HubDep) -> Response:
     keys = await _keys_of(repos, contact_id)
-    await SqlDirectory(repos.session).delete(contact_id)
+    await repos.directory.delete(contact_id)
     await _relink(repos, hub.settings.default_region, keys)
     return Response(status_code=204)
 
@@ -307,9 +298,9 @@ async def contact_calls(
     contact_id: int, user: CurrentUser, repos: RepoDep, limit: Limit = 50, cursor: Text = None
 ) -> Page[CallOut]:
     """The contact's calls; for a company, the calls of all its people too."""
-    contact = await SqlDirectory(repos.session).get(contact_id)
+    contact = await repos.directory.get(contact_id)
     f = _history_filter(contact, user)
-    items, next_cursor = await SqlCalls(repos.session).search(f, limit, cursor)
+    items, next_cursor = await repos.calls.search(f, limit, cursor)
     return Page(items=[CallOut.of(c) for c in items], next=next_cursor)
 
 
@@ -325,7 +316,7 @@ async def lookup_number(
     user: CurrentUser, repos: RepoDep, hub: HubDep, number: Annotated[str, Query(max_length=200)]
 ) -> MatchOut:
     """Who a number belongs to, with the rules applied (and the choices when ambiguous)."""
-    match = await lookup(SqlDirectory(repos.session), number, hub.settings.default_region)
+    match = await lookup(repos.directory, number, hub.settings.default_region)
     return MatchOut(
         number=number,
         match=match.kind.value,
@@ -338,7 +329,7 @@ async def lookup_number(
 
 @router.get("/api/v1/tags")
 async def list_tags(user: CurrentUser, repos: RepoDep) -> Page[TagOut]:
-    tags = await SqlDirectory(repos.session).all_tags()
+    tags = await repos.directory.all_tags()
     return Page(items=[TagOut(tag=t, contacts=n) for t, n in tags])
 
 
@@ -347,7 +338,7 @@ async def rename_tag(body: TagRename, user: ManagerUser, repos: RepoDep) -> TagO
     (new,) = split_tags(body.new) or ("",)
     if not new:
         raise InvalidInput("new: a tag must not be empty")
-    count = await SqlDirectory(repos.session).rename_tag(body.old, new)
+    count = await repos.directory.rename_tag(body.old, new)
     if not count:
         raise NotFound(f"no contact has the tag {body.old!r}")
     return TagOut(tag=new, contacts=count)
@@ -355,7 +346,7 @@ async def rename_tag(body: TagRename, user: ManagerUser, repos: RepoDep) -> TagO
 
 @router.delete("/api/v1/tags/{tag}", status_code=204)
 async def delete_tag(tag: str, user: ManagerUser, repos: RepoDep) -> Response:
-    if not await SqlDirectory(repos.session).delete_tag(tag):
+    if not await repos.directory.delete_tag(tag):
         raise NotFound(f"no contact has the tag {tag!r}")
     return Response(status_code=204)
 
@@ -367,7 +358,8 @@ async def _run_import(
         raise InvalidInput(f"the file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB")
     parsed = parse_contacts_csv(decode_csv(data), region, mapping)
     report = ImportReport(errors=list(parsed.errors))
-    await apply_import(SqlImportTarget(SqlDirectory(repos.session)), parsed.rows, report)
+    await apply_import(SqlImportTarget(repos.directory), parsed.rows, report)
+    await _relink(repos, region, report.keys)
     report.errors.sort(key=lambda e: e.line)
     return report
 
@@ -390,7 +382,7 @@ async def import_contacts(file: UploadFile, user: ManagerUser, repos: RepoDep, h
 
 @router.get("/api/v1/extensions")
 async def list_extensions(user: CurrentUser, repos: RepoDep) -> Page[ExtensionOut]:
-    rows = await SqlExtensions(repos.session).all()
+    rows = await repos.extensions.all()
     return Page(items=[ExtensionOut(pbx=r.pbx, extension=r.extension, user=r.user_name) for r in rows])
 
 
@@ -411,13 +403,13 @@ async def map_extension(
     stored = await repos.users.get_by_name(body.user)
     if stored is None:
         raise InvalidInput(f"user: no user named {body.user!r}")
-    await SqlExtensions(repos.session).map(pbx, extension, stored.user.id)
+    await repos.extensions.map(pbx, extension, stored.user.id)
     return ExtensionOut(pbx=pbx, extension=extension, user=stored.user.name)
 
 
 @router.delete("/api/v1/extensions/{pbx}/{extension}", status_code=204)
 async def unmap_extension(pbx: str, extension: str, user: AdminUser, repos: RepoDep) -> Response:
-    if not await SqlExtensions(repos.session).unmap(pbx, extension):
+    if not await repos.extensions.unmap(pbx, extension):
         raise NotFound(f"extension {extension} on {pbx} is not mapped")
     return Response(status_code=204)
 
@@ -440,7 +432,7 @@ async def contacts_page(
     items: list[Contact] = []
     next_cursor: str | None = None
     try:
-        items, next_cursor = await SqlDirectory(repos.session).search(
+        items, next_cursor = await repos.directory.search(
             _query(q, tag, kind or None, hub.settings.default_region), 50, cursor
         )
     except InvalidInput as exc:
@@ -499,7 +491,7 @@ async def _save_form(request: Request, repos: RepoDep, region: str, contact_id: 
         value = form.get(name)
         return value if isinstance(value, str) else ""
 
-    directory = SqlDirectory(repos.session)
+    directory = repos.directory
     kind = field("kind") or "person"
     data = contact_input(
         kind=kind,
@@ -574,7 +566,7 @@ async def import_upload(request: Request, user: ManagerUser, repos: RepoDep, hub
 
 @router.get("/contacts/tags", include_in_schema=False)
 async def tags_page(request: Request, user: CurrentUser, repos: RepoDep) -> Response:
-    return render(request, "contacts/tags.html", tags=await SqlDirectory(repos.session).all_tags())
+    return render(request, "contacts/tags.html", tags=await repos.directory.all_tags())
 
 
 @router.post("/contacts/tags", include_in_schema=False)
@@ -582,7 +574,7 @@ async def tags_form(request: Request, user: ManagerUser, repos: RepoDep) -> Resp
     form = await request.form()
     old = form.get("old")
     new = form.get("new")
-    directory = SqlDirectory(repos.session)
+    directory = repos.directory
     if not isinstance(old, str) or not old:
         raise InvalidInput("choose a tag")
     if isinstance(new, str) and new.strip():
@@ -597,10 +589,10 @@ async def tags_form(request: Request, user: ManagerUser, repos: RepoDep) -> Resp
 
 @router.get("/contacts/{contact_id}", include_in_schema=False)
 async def contact_page(request: Request, contact_id: int, user: CurrentUser, repos: RepoDep) -> Response:
-    directory = SqlDirectory(repos.session)
+    directory = repos.directory
     contact = await directory.get(contact_id)
     owners = await _owner_names(repos, [contact])
-    calls, _ = await SqlCalls(repos.session).search(_history_filter(contact, user), 200)
+    calls, _ = await repos.calls.search(_history_filter(contact, user), 200)
     people = await directory.people_of(contact.id) if contact.kind is ContactKind.COMPANY else []
     history_key = "company_id" if contact.kind is ContactKind.COMPANY else "contact_id"
     grouped: OrderedDict[str, list[Any]] = OrderedDict()
@@ -627,7 +619,7 @@ async def contact_page(request: Request, contact_id: int, user: CurrentUser, rep
 
 @router.get("/contacts/{contact_id}/edit", include_in_schema=False)
 async def edit_contact_page(request: Request, contact_id: int, user: CurrentUser, repos: RepoDep) -> Response:
-    contact = await SqlDirectory(repos.session).get(contact_id)
+    contact = await repos.directory.get(contact_id)
     values = _form_values(contact, await _owner_names(repos, [contact]))
     return render(
         request,
@@ -643,7 +635,7 @@ async def edit_contact_page(request: Request, contact_id: int, user: CurrentUser
 async def edit_contact_form(
     request: Request, contact_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep
 ) -> Response:
-    await SqlDirectory(repos.session).get(contact_id)
+    await repos.directory.get(contact_id)
     try:
         await _save_form(request, repos, hub.settings.default_region, contact_id)
     except InvalidInput as exc:
@@ -660,7 +652,7 @@ async def delete_contact_form(
     if not user.sees_all_calls:
         raise Forbidden("only managers and admins delete contacts")
     keys = await _keys_of(repos, contact_id)
-    await SqlDirectory(repos.session).delete(contact_id)
+    await repos.directory.delete(contact_id)
     await _relink(repos, hub.settings.default_region, keys)
     flash(request, "Contact deleted.")
     return RedirectResponse("/contacts", status_code=303)
@@ -671,7 +663,7 @@ async def extensions_page(request: Request, user: AdminUser, repos: RepoDep) -> 
     return render(
         request,
         "contacts/extensions.html",
-        mappings=await SqlExtensions(repos.session).all(),
+        mappings=await repos.extensions.all(),
         pbxes=[p.name for p in await repos.pbxes.all()],
         users=[u.name for u in await repos.users.all()],
     )
@@ -682,7 +674,7 @@ async def extensions_form(request: Request, user: AdminUser, repos: RepoDep) -> 
     form = await request.form()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     pbx, extension, name = values.get("pbx", ""), values.get("extension", ""), values.get("user", "")
-    extensions = SqlExtensions(repos.session)
+    extensions = repos.extensions
     if values.get("remove"):
         await extensions.unmap(pbx, extension)
         flash(request, f"Extension {extension} on {pbx} unmapped.")
