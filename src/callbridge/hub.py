@@ -143,7 +143,8 @@ class Hub:
                     port=int(cfg.get("port", 5038)),
                     username=str(cfg.get("username", "")),
                     secret=secrets.get("secret", ""),
-                    trunk_patterns=tuple(cfg.get("trunks") or ()),
+                    # No patterns given: the driver's documented default (trunk*), not "no trunks".
+                    trunk_patterns=tuple(cfg.get("trunks") or ()) or ("trunk*",),
                     default_region=region,
                     direction_variable=str(cfg.get("direction_variable") or "CALLBRIDGE_DIRECTION"),
                 ),

@@ -331,3 +331,20 @@ async def test_hub_started_after_the_pbx_was_added_connects_on_start(
         await asyncio.to_thread(stop_hub, live)
     log = (data_dir / "hub.log").read_text()
     assert SECRET not in log
+
+
+async def test_without_trunk_patterns_the_documented_default_applies(
+    hub: Hub, client: httpx.AsyncClient, sim: AmiSimulator
+) -> None:
+    """docs/asterisk.md: trunk patterns default to ``trunk*``; a PBX added without any must
+    still tell an inbound call (from the simulator's ``PJSIP/trunk``) from an internal one."""
+    auth = {"authorization": f"Bearer {await api_token(hub, 'admin')}"}
+    await add_pbx(client, auth, {k: v for k, v in asterisk_body(sim).items() if k != "trunks"})
+    await eventually(lambda: _connected(hub))
+    call_id = await sim.place_call("inbound_answered", caller="+14155550177", extension="1001")
+
+    async def ended() -> dict[str, Any] | None:
+        call = (await calls_by_id(client, auth)).get(call_id)
+        return call if call and call["ended_at"] else None
+
+    assert summary(await eventually(ended)) == ("inbound", "+14155550177", "answered", "1001")
