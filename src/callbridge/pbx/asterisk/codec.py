@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 BANNER_PREFIX = "Asterisk Call Manager/"
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
@@ -196,6 +197,13 @@ class Message:
         return self.get("ActionID")
 
     def as_dict(self) -> dict[str, str | list[str]]:
+        """Every header as a new dict (repeated keys as lists); the caller owns the result."""
+        if self._first is None:
+            # Not parsed yet: parse straight into the caller's dict instead of caching and copying.
+            first, multi = _split_headers(self._raw, self._sep)
+            if multi is None:
+                return cast("dict[str, str | list[str]]", first)  # nobody else holds it
+            self._first, self._multi, self._raw = first, multi, ""
         out: dict[str, str | list[str]] = dict(self._load())
         if self._multi:
             out.update({k: list(v) for k, v in self._multi.items()})
