@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import logging
 import random
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from callbridge.domain.errors import PbxRejected, PbxTimeout, PbxUnavailable
 from callbridge.pbx.asterisk.codec import AmiDecoder, Banner, FrameError, HeaderValue, Message, encode_action
 
 log = logging.getLogger(__name__)
+
+_EVENT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 EventCallback = Callable[[Message, datetime], None]
 ConnectCallback = Callable[[], Awaitable[None]]
@@ -53,6 +56,9 @@ class ClientSettings:
     backoff_max: float = 30.0
     events: str = "on"  # Login "Events:" (on|off|class list)
     event_names: frozenset[str] | None = None  # deliver only these events (None = all)
+    # With event_names set, also ask Asterisk (Action: Filter) not to send the others, so a
+    # busy PBX does not flood the link; needs write=system, else we filter here alone.
+    server_filter: bool = True
 
 
 @dataclass(slots=True)
@@ -88,6 +94,10 @@ class AmiClient:
         self.connections = 0
         self.last_error = ""
         self.last_event_at: datetime | None = None
+        # Events read from the socket (before the event_names filter) and whether Asterisk
+        # filters for us on this session.
+        self.events_read = 0
+        self.server_filtered = False
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -123,6 +133,7 @@ class AmiClient:
             except TimeoutError as exc:
                 raise PbxTimeout(f"AMI {s.host}:{s.port}: no banner; is this an AMI port?") from exc
             await self._login()
+            await self._install_filter()
         except BaseException:
             await self._teardown(PbxUnavailable("login did not complete"))
             raise
@@ -153,6 +164,35 @@ class AmiClient:
                 f"AMI login as {s.username!r} refused: {reply.get('Message') or 'unknown reason'}"
                 " (check the AMI username and secret in manager.conf)"
             )
+
+    async def _install_filter(self) -> None:
+        """Ask Asterisk to send only the events we use (legacy regex filter: every version)."""
+        s = self.settings
+        self.server_filtered = False
+        names = s.event_names
+        if not names or not s.server_filter or not all(_EVENT_NAME.match(n) for n in names):
+            return
+        # OriginateResponse is broadcast as an event: click-to-call waits for it.
+        wanted = sorted(names | {"OriginateResponse"})
+        # A prefix match on purpose ("Hangup" also lets HangupRequest through): anchoring the
+        # end would depend on how each Asterisk version's regex sees the CRLF after the name.
+        pattern = "Event: (" + "|".join(wanted) + ")"
+        try:
+            reply = await self._request(
+                "Filter", {"Operation": "Add", "Filter": pattern}, deadline=s.action_timeout
+            )
+        except PbxTimeout:
+            log.warning("AMI %s:%s: no answer to Filter; filtering events here", s.host, s.port)
+            return
+        if reply.get("Response") != "Success":
+            log.info(
+                "AMI %s:%s: Filter refused (%s; it needs write=system); filtering events here",
+                s.host,
+                s.port,
+                reply.get("Message") or "no reason given",
+            )
+            return
+        self.server_filtered = True
 
     async def close(self) -> None:
         """Log off politely (best effort) and close."""
@@ -264,6 +304,7 @@ class AmiClient:
             if waiter is not None and not waiter.done():
                 waiter.set_result(msg)
         self.last_event_at = now
+        self.events_read += 1
         names = self.settings.event_names
         if self.on_event is not None and (names is None or msg.get("Event") in names):
             try:

@@ -83,7 +83,10 @@ class AsteriskLink:
                 ping_timeout=config.ping_timeout,
                 backoff_initial=config.backoff_initial,
                 backoff_max=config.backoff_max,
-                event_names=config.event_names,
+                # Only what the tracker uses (Asterisk is asked to filter too, when allowed).
+                event_names=config.event_names
+                if config.event_names is not None
+                else self.tracker.event_names,
             ),
             on_event=self._on_ami_event,
             on_connect=self._on_connect,

@@ -155,6 +155,8 @@ class AmiSimulator:
         self.phones: dict[str, str] = {}
         # Actions the simulator reads but never answers (to test client timeouts).
         self.silent_actions: set[str] = set()
+        # Actions this AMI user may not run (answered "Permission denied", as for missing perms).
+        self.denied_actions: set[str] = set()
         self.actions: list[Message] = []
         self.logins = 0
         self.channels: dict[str, SimChannel] = {}
@@ -242,7 +244,9 @@ class AmiSimulator:
             return
         if action in {a.lower() for a in self.silent_actions}:
             return
-        if not s.authenticated and action not in ("login", "challenge", "logoff"):
+        if action in {a.lower() for a in self.denied_actions} or (
+            not s.authenticated and action not in ("login", "challenge", "logoff")
+        ):
             s.respond(aid, "Error", "Permission denied")
             return
         handler = getattr(self, f"_action_{action}", None)

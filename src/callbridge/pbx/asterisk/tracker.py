@@ -243,6 +243,11 @@ class CallTracker:
     # -- public API --------------------------------------------------------------------------
 
     @property
+    def event_names(self) -> frozenset[str]:
+        """The AMI events this tracker reads; every other event can be dropped unread."""
+        return frozenset(self._handlers)
+
+    @property
     def live_calls(self) -> int:
         return len({id(c) for c in self._calls.values()})
 
