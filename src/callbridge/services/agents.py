@@ -523,6 +523,16 @@ class AgentLink:
 # -- batched ingest ------------------------------------------------------------------------------
 
 
+class BulkEvents(Protocol):
+    async def events_of(self, call_rows: Sequence[int]) -> Mapping[int, Sequence[CallEvent]]:
+        """The stored events of each call row, in the order they were stored."""
+        ...
+
+    async def add_events(self, pairs: Sequence[tuple[int, CallEvent]]) -> set[tuple[int, str]]:
+        """Store the events (duplicates ignored); the (call row, idempotency key) of new ones."""
+        ...
+
+
 class BatchedCalls:
     """A :class:`~callbridge.services.calllog.CallStore` over another one, for a batch of events
     applied in one unit of work: each call's row, events and link are read once, and its record
@@ -530,12 +540,28 @@ class BatchedCalls:
     duplicate is still refused by the store. Ingest's logic runs unchanged, event by event.
     """
 
-    def __init__(self, calls: CallStore) -> None:
+    def __init__(self, calls: CallStore, bulk: BulkEvents | None = None) -> None:
         self._calls = calls
+        self._bulk = bulk
         self._rows: dict[tuple[str, str], int] = {}
         self._events: dict[int, list[CallEvent]] = {}
         self._links: dict[int, CallLink] = {}
         self._pending: dict[int, tuple[CallSummary, CallLink]] = {}
+        self._added: set[tuple[int, str]] | None = None
+
+    async def prefetch(self, events: Sequence[CallEvent]) -> None:
+        """Lock every call of ``events``, read their stored events and store the new ones, in a
+        few statements for the whole batch instead of several per event."""
+        if self._bulk is None:
+            return
+        for event in events:
+            await self.lock_or_create(event.pbx, event.call_id, event.at)
+        rows = sorted(set(self._rows.values()))
+        self._events.update({row: list(found) for row, found in (await self._bulk.events_of(rows)).items()})
+        for row in rows:
+            self._events.setdefault(row, [])
+        pairs = [(self._rows[(e.pbx, e.call_id)], e) for e in events]
+        self._added = await self._bulk.add_events(pairs)
 
     async def lock_or_create(self, pbx: str, pbx_call_id: str, at: datetime) -> int:
         key = (pbx, pbx_call_id)
@@ -546,6 +572,13 @@ class BatchedCalls:
         return row
 
     async def add_event(self, call_row: int, event: CallEvent) -> bool:
+        if self._added is not None and call_row in self._events:
+            key = (call_row, event.idempotency_key)
+            added = key in self._added
+            self._added.discard(key)  # the same event twice in one batch: the second is a duplicate
+            if added:
+                self._events[call_row].append(event)
+            return added
         added = await self._calls.add_event(call_row, event)
         if added and call_row in self._events:
             self._events[call_row].append(event)

@@ -23,9 +23,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callbridge.domain.events import CallEvent, event_from_dict
 from callbridge.services.agents import AgentHealth, AgentRecord, Ban, RawEvent
+from callbridge.store.calls import call_events
 from callbridge.store.tables import UtcDateTime, metadata, now
 
 # Forwarded raw AMI events kept in the hub (newest first); older ones are pruned.
@@ -149,6 +152,49 @@ class SqlAgentStore:
             "ami_detail": health.ami_detail[:500],
         }
         await self.session.execute(update(agents).where(agents.c.pbx == pbx).values(**values))
+
+    # -- batched call events (the agent's batches; same rows SqlCalls writes) ---------------------
+
+    async def events_of(self, call_rows: Sequence[int]) -> dict[int, list[CallEvent]]:
+        out: dict[int, list[CallEvent]] = {}
+        if not call_rows:
+            return out
+        query = (
+            select(call_events.c.call_id, call_events.c.payload)
+            .where(call_events.c.call_id.in_(list(call_rows)))
+            .order_by(call_events.c.id)
+        )
+        for row in (await self.session.execute(query)).all():
+            event = event_from_dict(row.payload)
+            if isinstance(event, CallEvent):
+                out.setdefault(int(row.call_id), []).append(event)
+        return out
+
+    async def add_events(self, pairs: Sequence[tuple[int, CallEvent]]) -> set[tuple[int, str]]:
+        if not pairs:
+            return set()
+        dialect = self.session.get_bind().dialect.name
+        table_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            table_insert(call_events)
+            .on_conflict_do_nothing()
+            .returning(call_events.c.call_id, call_events.c.idempotency_key)
+        )
+        rows = [
+            {
+                "call_id": row,
+                "idempotency_key": event.idempotency_key,
+                "kind": event.kind,
+                "at": event.at,
+                "payload": event.to_dict(),
+            }
+            for row, event in pairs
+        ]
+        added: set[tuple[int, str]] = set()
+        for start in range(0, len(rows), 500):
+            result = await self.session.execute(statement.values(rows[start : start + 500]))
+            added.update((int(r.call_id), str(r.idempotency_key)) for r in result.all())
+        return added
 
     # -- raw events (events map) ----------------------------------------------------------------
 

@@ -163,12 +163,14 @@ class _Session:
         out: list[tuple[str, dict[str, Any]]] = []
         try:
             async with hub.db.unit() as repos:
-                calls = BatchedCalls(repos.calls)
+                calls = BatchedCalls(repos.calls, repos.agents)
                 extensions = CachedExtensions(repos.extensions)
+                desk_store = _desk_store(hub, repos, extensions)
+                await calls.prefetch(events)
                 for event in events:
                     changed = await ingest(event, calls, repos.directory, extensions, region)
                     if changed is not None:
-                        out += await _observe(hub, repos, event, changed)
+                        out += await _observe(hub, desk_store, event, changed)
                         out.append((CALL_TOPIC, changed.payload()))
                 await calls.flush()
             return out
@@ -182,7 +184,8 @@ class _Session:
             try:
                 async with hub.db.unit() as repos:
                     changed = await ingest(event, repos.calls, repos.directory, repos.extensions, region)
-                    messages = await _observe(hub, repos, event, changed) if changed is not None else []
+                    store = _desk_store(hub, repos, CachedExtensions(repos.extensions))
+                    messages = await _observe(hub, store, event, changed) if changed is not None else []
                 out += messages
                 if changed is not None:
                     out.append((CALL_TOPIC, changed.payload()))
@@ -223,15 +226,32 @@ class _Session:
             await repos.agents.replace_bans(self.pbx, bans)
 
 
-async def _observe(hub: Hub, repos: Any, event: CallEvent, changed: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The live desk's messages for this change (screen pop), as the hub's own sink does."""
-    desk = getattr(hub, "desk", None)
-    if desk is None:
-        return []
+class _BatchDeskStore:
+    """The live desk's store for one batch: extension lookups shared with ingest's cache."""
+
+    def __init__(self, inner: Any, extensions: CachedExtensions) -> None:
+        self._inner = inner
+        self.users_for = extensions.users_for
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _desk_store(hub: Hub, repos: Any, extensions: CachedExtensions) -> Any:
+    if getattr(hub, "desk", None) is None:
+        return None
     from callbridge.store.desk import DeskRepo
 
+    return _BatchDeskStore(DeskRepo(repos), extensions)
+
+
+async def _observe(hub: Hub, store: Any, event: CallEvent, changed: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The live desk's messages for this change (screen pop), as the hub's own sink does."""
+    desk = getattr(hub, "desk", None)
+    if desk is None or store is None:
+        return []
     try:
-        messages: list[tuple[str, dict[str, Any]]] = await desk.observe(event, changed, DeskRepo(repos))
+        messages: list[tuple[str, dict[str, Any]]] = await desk.observe(event, changed, store)
     except Exception:
         # The pop is a convenience; the call log row must still be saved.
         log.exception("live desk failed on %s for call %s/%s", event.kind, event.pbx, event.call_id)
