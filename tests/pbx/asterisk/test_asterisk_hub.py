@@ -348,3 +348,30 @@ async def test_without_trunk_patterns_the_documented_default_applies(
         return call if call and call["ended_at"] else None
 
     assert summary(await eventually(ended)) == ("inbound", "+14155550177", "answered", "1001")
+
+
+async def test_dialplan_direction_variable_is_the_one_the_hub_listens_for(
+    hub: Hub, client: httpx.AsyncClient
+) -> None:
+    """The dialplan in docs/asterisk.md sets __CALLBRIDGE_DIRECTION; a PBX added with default
+    settings must read it. The trunk pattern here matches nothing, so only the variable can
+    tell these calls' directions."""
+    async with AmiSimulator(
+        username="hub", secret=SECRET, trunk="carrier", direction_variable="CALLBRIDGE_DIRECTION"
+    ) as sim:
+        auth = {"authorization": f"Bearer {await api_token(hub, 'admin')}"}
+        await add_pbx(client, auth, asterisk_body(sim, trunks=["nothing-matches-*"]))
+        await eventually(lambda: _connected(hub))
+        inbound = await sim.place_call("inbound_answered", caller="+14155550161", extension="1001")
+        outbound = await sim.place_call("outbound_answered", extension="1002", number="+442071838750")
+        internal = await sim.place_call("internal_answered", extension="1003", number="1004")
+
+        async def ended() -> dict[str, dict[str, Any]] | None:
+            calls = await calls_by_id(client, auth)
+            done = all(i in calls and calls[i]["ended_at"] for i in (inbound, outbound, internal))
+            return calls if done else None
+
+        calls = await eventually(ended)
+        assert calls[inbound]["direction"] == "inbound"
+        assert calls[outbound]["direction"] == "outbound"
+        assert calls[internal]["direction"] == "internal"

@@ -141,6 +141,7 @@ class AmiSimulator:
         cel: bool = False,
         trunk: str = "trunk",
         system_name: str = "",
+        direction_variable: str = "",
     ) -> None:
         self.username = username
         self.secret = secret
@@ -151,6 +152,9 @@ class AmiSimulator:
         self.cel = cel
         self.trunk = trunk
         self.system_name = system_name
+        # When set (e.g. CALLBRIDGE_DIRECTION), scripted calls run Set(__<name>=inbound|outbound|
+        # internal) first, as the dialplan in docs/asterisk.md does.
+        self.direction_variable = direction_variable
         # Behaviour of phones for Originate and scripted calls: ext → answer|busy|noanswer|…
         self.phones: dict[str, str] = {}
         # Actions the simulator reads but never answers (to test client timeouts).
@@ -460,6 +464,14 @@ class AmiSimulator:
             self._cel("CHAN_START", ch)
         return ch
 
+    def _mark_direction(self, ch: SimChannel, direction: str) -> None:
+        if self.direction_variable:
+            self.emit(
+                "VarSet",
+                [*ch.snapshot(), ("Variable", f"__{self.direction_variable}"), ("Value", direction)],
+                privilege="dialplan",
+            )
+
     def _cel(self, name: str, ch: SimChannel) -> None:
         self.emit(
             "CEL",
@@ -584,6 +596,7 @@ class AmiSimulator:
             dialstring = number
         else:
             raise ValueError(f"unknown scenario {scenario!r}")
+        self._mark_direction(a, scenario)
         for key, value in (variables or {}).items():
             self.emit("VarSet", [*a.snapshot(), ("Variable", key), ("Value", value)], privilege="dialplan")
         b = self._new_channel(b_endpoint, a.linkedid, b_num, b_name, b_ctx, "s")
@@ -665,6 +678,7 @@ class AmiSimulator:
         extension: str = "1001",
     ) -> str:
         a = self._new_channel(f"PJSIP/{self.trunk}", "", caller, caller_name, "from-trunk", did, state="Ring")
+        self._mark_direction(a, "inbound")
         b = self._new_channel(
             f"PJSIP/{extension}", a.linkedid, extension, f"Ext {extension}", "internal", "s"
         )
@@ -696,6 +710,7 @@ class AmiSimulator:
         members: str = "1001,1002",
     ) -> str:
         a = self._new_channel(f"PJSIP/{self.trunk}", "", caller, caller_name, "from-trunk", did, state="Ring")
+        self._mark_direction(a, "inbound")
         self._state(a, "Up")
         self.emit(
             "QueueCallerJoin",
