@@ -163,22 +163,29 @@ async def test_agent_serves_calls_actions_settings_events_and_bans(
             "event": "Hangup",
             "conditions": [{"header": "Channel", "op": "starts_with", "value": "PJSIP/trunk"}],
         }
+        # ContactStatus is no event the tracker reads: Asterisk's filter is widened for it.
+        assert agent.ami.client.server_filtered
+        contact_rule = {"event": "ContactStatus", "conditions": []}
         put = await served.api.put(
             "/api/v1/pbxes/office/agent-settings",
-            json={"events_map": [rule], "guard": {"enabled": True, "max_failures": 3}},
+            json={"events_map": [rule, contact_rule], "guard": {"enabled": True, "max_failures": 3}},
         )
         assert put.status_code == 200, put.text
         await eventually(lambda: bool(agent.events_map) and agent.guard_enabled, what="settings applied")
         await sim.place_call("inbound_missed", caller="+14155550199")
+        await asyncio.sleep(0.2)  # the filter is widened right after the settings are applied
+        sim.emit("ContactStatus", [("URI", "sip:1001@192.0.2.7"), ("ContactStatus", "Reachable")], "system")
 
         async def forwarded() -> list[dict[str, object]]:
             items: list[dict[str, object]] = (await served.api.get("/api/v1/agent-events")).json()["items"]
             return items
 
-        await eventually(forwarded, what="raw event forwarded")
-        raw = await forwarded()
-        assert {e["name"] for e in raw} == {"Hangup"}
-        assert all(str(e["headers"]["Channel"]).startswith("PJSIP/trunk") for e in raw)  # type: ignore[index]
+        async def both_forwarded() -> bool:
+            return {e["name"] for e in await forwarded()} == {"Hangup", "ContactStatus"}
+
+        await eventually(both_forwarded, what="raw events forwarded")
+        hangups = [e for e in await forwarded() if e["name"] == "Hangup"]
+        assert hangups and all(str(e["headers"]["Channel"]).startswith("PJSIP/trunk") for e in hangups)  # type: ignore[index]
 
         # The guard bans after 3 failures; the hub lists the ban and lifts it.
         for _ in range(3):

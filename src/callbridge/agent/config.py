@@ -45,6 +45,8 @@ class AgentConfig:
     default_region: str = "US"
     batch_size: int = 500
     window: int = 5000
+    # How long to let rows gather while a frame is unacknowledged (seconds).
+    linger: float = 0.005
     status_interval: float = 5.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -88,6 +90,7 @@ _FLAT = {
     "default_region": str,
     "batch_size": int,
     "window": int,
+    "linger": float,
     "status_interval": float,
     "backoff_initial": float,
     "backoff_max": float,

@@ -45,6 +45,17 @@ log = logging.getLogger(__name__)
 
 # The agent does not know its PBX's name in the hub; the hub stamps it on every event it takes.
 PBX_PLACEHOLDER = "agent"
+# AMI security events the guard reads (reference/asterisk_ami.md §3).
+GUARD_EVENTS = frozenset(
+    {
+        "ChallengeResponseFailed",
+        "InvalidAccountID",
+        "InvalidPassword",
+        "FailedACL",
+        "SuccessfulAuth",
+        "ChallengeSent",
+    }
+)
 
 
 class TokenRefused(Exception):
@@ -59,6 +70,31 @@ class AgentAmiLink(AsteriskLink):
         super().__init__(config, sink)
         self._agent = agent
         self._reconciled_once = False
+        self.want_events(frozenset())
+
+    def want_events(self, extra: frozenset[str]) -> frozenset[str]:
+        """Receive the tracker's events, the guard's and ``extra`` (the events map's names);
+        returns the names that were not wanted before."""
+        wanted = self.tracker.event_names | GUARD_EVENTS | extra
+        before = self.client.settings.event_names or frozenset()
+        self.client.settings = replace(self.client.settings, event_names=wanted)
+        return wanted - before
+
+    async def widen_server_filter(self, names: frozenset[str]) -> None:
+        """Asterisk filters for us on this session: let the new names through too."""
+        if not names or not self.client.server_filtered or not self.client.connected:
+            return
+        pattern = "Event: (" + "|".join(sorted(names)) + ")"
+        try:
+            reply = await self.client.send_action("Filter", {"Operation": "Add", "Filter": pattern})
+            if reply.get("Response") == "Success":
+                return
+            problem = reply.get("Message") or "refused"
+        except PbxUnavailable as exc:
+            problem = exc.message
+        # A new session installs the whole filter again.
+        log.warning("could not widen the AMI event filter (%s); reconnecting to AMI", problem)
+        await self.client.close()
 
     def _on_ami_event(self, msg: Message, received_at: datetime) -> None:
         self._agent.on_raw(msg, received_at)
@@ -110,6 +146,7 @@ class Agent:
             self,
         )
         self.hub_connected = False
+        self._background: set[asyncio.Task[None]] = set()
         self.pbx = ""
         self.last_event_at: datetime | None = None
         self._ws: ClientConnection | None = None
@@ -171,6 +208,12 @@ class Agent:
         direction = str(settings.get("direction_variable") or "CALLBRIDGE_DIRECTION")
         self.ami.apply(trunks, direction)
         self.events_map = EventsMap(rules)
+        added = self.ami.want_events(frozenset(r.event for r in rules))
+        if added:
+            with contextlib.suppress(RuntimeError):  # no running loop yet: applied at login
+                task = asyncio.get_running_loop().create_task(self.ami.widen_server_filter(added))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         guard = settings.get("guard")
         if isinstance(guard, dict):
             self.guard_enabled = bool(guard.get("enabled"))
@@ -366,6 +409,13 @@ class Agent:
         cfg = self.config
         while True:
             in_flight = self._sent - self.outbox.acked
+            if in_flight > 0 and self.outbox.depth - in_flight < cfg.batch_size:
+                # Like Nagle: while a frame is unacknowledged, let a few more rows gather
+                # rather than sending one tiny frame per event (each costs the hub a commit).
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), cfg.linger)
+                in_flight = self._sent - self.outbox.acked
             rows = (
                 self.outbox.read(self._sent, min(cfg.batch_size, cfg.window - in_flight))
                 if (in_flight < cfg.window)

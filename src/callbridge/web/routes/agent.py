@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["agents"])
 
 SOCKETS_KEY = "agent_sockets"
+MAX_MERGED_ITEMS = 3000
 
 
 class StoreFailed(Exception):
@@ -321,11 +322,14 @@ async def agent_socket(ws: WebSocket) -> None:
     log.info("agent of PBX %s connected (version %s, high-water %d)", name, version, high_water)
     async with hub.db.unit() as repos:
         await repos.agents.record_connection(name, True, version)
-    queue: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=8)
+    queue: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=64)
 
     async def process() -> None:
         while True:
-            items = await queue.get()
+            items = list(await queue.get())
+            # Under load, frames wait here: store them together (one set of transactions).
+            while not queue.empty() and len(items) < MAX_MERGED_ITEMS:
+                items += queue.get_nowait()
             await session.store(items)
 
     worker = asyncio.create_task(process(), name=f"agent-{name}-ingest")
