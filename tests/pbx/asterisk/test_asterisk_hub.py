@@ -166,15 +166,17 @@ async def test_added_pbx_connects_and_scripted_calls_land_in_the_call_log(
     assert row(transfer) == ("inbound", "+14155550105", "5551000", "answered", "1005", "1006")
     assert row(abandoned) == ("inbound", "+14155550106", "5551000", "abandoned", None, None)
 
-    def seconds(call_id: str) -> tuple[int, int]:
-        return calls[call_id]["ring_seconds"], calls[call_id]["talk_seconds"]
+    def near(call_id: str, ring: int, talk: int) -> bool:
+        """Ring and talk seconds within 1 s (the simulator's pauses are real sleeps)."""
+        got = calls[call_id]["ring_seconds"], calls[call_id]["talk_seconds"]
+        return abs(got[0] - ring) <= 1 and abs(got[1] - talk) <= 1 and (got[1] == 0) is (talk == 0)
 
-    assert seconds(answered) == (1, 2)
-    assert seconds(missed) == (1, 0)
-    assert seconds(busy) == (0, 0)
-    assert seconds(outbound)[1] == 1
-    assert seconds(transfer)[1] == 2  # talk goes on through the transfer
-    assert seconds(abandoned) == (2, 0)
+    assert near(answered, 1, 2), calls[answered]
+    assert near(missed, 1, 0), calls[missed]
+    assert near(busy, 0, 0), calls[busy]
+    assert near(outbound, 1, 1), calls[outbound]
+    assert near(transfer, 0, 2), calls[transfer]  # talk goes on through the transfer
+    assert near(abandoned, 2, 0), calls[abandoned]
     assert calls[answered]["hangup_side"] == "callee"
     assert calls[missed]["hangup_side"] == "caller"
     assert all(c["pbx"] == "office" for c in calls.values())
@@ -312,7 +314,7 @@ async def test_hub_started_after_the_pbx_was_added_connects_on_start(
             line = next(line for line in text.splitlines() if "office" in line)
             return line if " up " in line else None
 
-        line = await eventually(listed_up, limit=20)  # the hub records link state every 5 s
+        line = await eventually(listed_up, limit=30)  # the hub records link state every 5 s
         assert "asterisk" in line and "AMI 11.0.0" in line
 
         token = (await asyncio.to_thread(_cli, data_dir, "token", "create", "admin")).strip()
