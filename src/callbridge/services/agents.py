@@ -524,6 +524,12 @@ class AgentLink:
 
 
 class BulkEvents(Protocol):
+    async def lock_calls(
+        self, pbx: str, firsts: Sequence[tuple[str, datetime]]
+    ) -> Mapping[str, tuple[int, CallLink]]:
+        """Create missing calls (starting at the time given), lock all; their row ids and links."""
+        ...
+
     async def events_of(self, call_rows: Sequence[int]) -> Mapping[int, Sequence[CallEvent]]:
         """The stored events of each call row, in the order they were stored."""
         ...
@@ -554,8 +560,14 @@ class BatchedCalls:
         few statements for the whole batch instead of several per event."""
         if self._bulk is None:
             return
+        firsts: dict[tuple[str, str], datetime] = {}
         for event in events:
-            await self.lock_or_create(event.pbx, event.call_id, event.at)
+            firsts.setdefault((event.pbx, event.call_id), event.at)
+        for pbx in {p for p, _ in firsts}:
+            wanted = [(c, at) for (p, c), at in firsts.items() if p == pbx and (p, c) not in self._rows]
+            for call_id, (row, link) in (await self._bulk.lock_calls(pbx, wanted)).items():
+                self._rows[(pbx, call_id)] = row
+                self._links[row] = link
         rows = sorted(set(self._rows.values()))
         self._events.update({row: list(found) for row, found in (await self._bulk.events_of(rows)).items()})
         for row in rows:
