@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,14 +15,24 @@ from argon2 import PasswordHasher
 
 from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
-from callbridge.domain.events import CallEvent, Event, PresenceChanged
+from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.services.accounts import Accounts, LoginPolicy
-from callbridge.services.calllog import CALL_TOPIC, ingest
+from callbridge.services.calllog import (
+    CALL_TOPIC,
+    BatchedCalls,
+    CachedExtensions,
+    CallStore,
+    ExtensionUsers,
+    IngestFailed,
+    ingest,
+)
 from callbridge.services.dialing import LinkCommands
+from callbridge.services.directory import CachedFinder, ContactFinder
 from callbridge.services.lease import LinkLeases
 from callbridge.services.links import LinkSupervisor
 from callbridge.services.live import PRESENCE_TOPIC, Desk, MemoryBoard, PresenceBoard
+from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.store.db import Database
 from callbridge.store.desk import DeskRepo
@@ -31,6 +41,21 @@ from callbridge.store.repos import Repos
 from callbridge.store.secrets import SecretBox, load_or_create_key
 
 log = logging.getLogger(__name__)
+
+Payload = dict[str, Any]
+# Transactions side by side for one batch on PostgreSQL (SQLite has one writer anyway).
+INGEST_LANES = 4
+
+
+class _DeskStore:
+    """The live desk's store within one unit of work, sharing ingest's extension lookups."""
+
+    def __init__(self, inner: DeskRepo, extensions: ExtensionUsers) -> None:
+        self._inner = inner
+        self.users_for = extensions.users_for
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 @dataclass
@@ -52,6 +77,7 @@ class Hub:
     commands: LinkCommands | None = None
     leases: LinkLeases | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
+    _sinks: list[BatchingSink] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -98,37 +124,125 @@ class Hub:
 
     # --- events in ---------------------------------------------------------------------------
     async def handle_event(self, event: Event) -> None:
-        """The sink every PBX link feeds: one unit of work per event, published after commit."""
-        if isinstance(event, PresenceChanged):
-            if self.desk is not None:
-                await self.bus.publish(PRESENCE_TOPIC, await self.desk.presence_changed(event))
-            else:
-                await self.bus.publish(PRESENCE_TOPIC, event.to_dict())
-            return
-        desk_messages: list[tuple[str, dict[str, Any]]] = []
-        async with self.db.unit() as repos:
+        """Store one event and publish what it changed (after commit)."""
+        await self.handle_events([event])
+
+    async def handle_events(self, events: Sequence[Event]) -> None:
+        """The sink PBX links feed: store a batch, then publish what it changed (after commit)."""
+        await self.publish(await self.ingest_batch(events))
+
+    async def publish(self, messages: Sequence[tuple[str, Payload]]) -> None:
+        for topic, payload in messages:
+            await self.bus.publish(topic, payload)
+
+    async def ingest_batch(self, events: Sequence[Event]) -> list[tuple[str, Payload]]:
+        """Store a batch of events; returns the messages to publish once the caller may.
+
+        Call events are grouped by call: each call's row, events and link are read once and its
+        record written once per batch. On PostgreSQL, calls are spread over a few transactions
+        side by side. Raises :class:`IngestFailed` when not one event could be stored (the
+        database is the problem): a caller with a durable source must then not acknowledge."""
+        messages: list[tuple[str, Payload]] = []
+        by_call: dict[tuple[str, str], list[CallEvent]] = {}
+        for event in events:
+            if isinstance(event, PresenceChanged):
+                if self.desk is not None:
+                    messages.append((PRESENCE_TOPIC, await self.desk.presence_changed(event)))
+                else:
+                    messages.append((PRESENCE_TOPIC, event.to_dict()))
+            elif isinstance(event, CallEvent):
+                by_call.setdefault((event.pbx, event.call_id), []).append(event)
+        if not by_call:
+            return messages
+        lanes = 1 if self.db.is_sqlite else INGEST_LANES
+        buckets: list[list[CallEvent]] = [[] for _ in range(lanes)]
+        for i, group in enumerate(by_call.values()):
+            buckets[i % lanes].extend(group)
+        results = await asyncio.gather(*(self._ingest_lane(b) for b in buckets if b))
+        return messages + [m for lane in results for m in lane]
+
+    async def _ingest_lane(self, events: list[CallEvent]) -> list[tuple[str, Payload]]:
+        try:
+            async with self.db.unit() as repos:
+                calls = BatchedCalls(repos.calls, repos.calls)
+                extensions = CachedExtensions(repos.extensions)
+                await calls.prefetch(events)
+                out = await self._ingest_events(repos, events, calls, extensions)
+                await calls.flush()
+            return out
+        except Exception:
+            if len(events) == 1:
+                log.exception(
+                    "could not store %s of call %s/%s", events[0].kind, events[0].pbx, events[0].call_id
+                )
+                raise IngestFailed("could not store the event") from None
+            log.warning("a batch of %d events failed; storing them one by one", len(events))
+        # One by one: an event no retry can store is logged and skipped (CONVENTIONS 5); when
+        # every one fails the database itself is the problem.
+        out = []
+        failed = 0
+        for event in events:
+            try:
+                async with self.db.unit() as repos:
+                    out += await self._ingest_events(repos, [event], repos.calls, repos.extensions)
+            except Exception as exc:
+                failed += 1
+                log.error(
+                    "could not store %s of call %s/%s: %s",
+                    event.kind,
+                    event.pbx,
+                    event.call_id,
+                    type(exc).__name__,
+                )
+        if failed == len(events):
+            raise IngestFailed(f"could not store any of {failed} events")
+        return out
+
+    async def _ingest_events(
+        self, repos: Repos, events: Sequence[CallEvent], calls: CallStore, extensions: ExtensionUsers
+    ) -> list[tuple[str, Payload]]:
+        out: list[tuple[str, Payload]] = []
+        desk_store = _DeskStore(DeskRepo(repos), extensions)
+        auto_create = repos.directory if self.settings.auto_create_contacts else None
+        # A contact created for an unknown caller must be found by the next event: no cache then.
+        finder: ContactFinder = repos.directory
+        if auto_create is None:
+            finder = cached = CachedFinder(repos.directory)
+            await cached.prefetch(
+                (n for e in events if isinstance(e, CallStarted) for n in (e.from_number, e.to_number)),
+                self.settings.default_region,
+            )
+        for event in events:
             changed = await ingest(
                 event,
-                repos.calls,
-                repos.directory,
-                repos.extensions,
+                calls,
+                finder,
+                extensions,
                 self.settings.default_region,
-                auto_create=repos.directory if self.settings.auto_create_contacts else None,
+                auto_create=auto_create,
             )
-            if changed is not None and self.desk is not None and isinstance(event, CallEvent):
+            if changed is None:
+                continue
+            if self.desk is not None:
                 try:
-                    desk_messages = await self.desk.observe(event, changed, DeskRepo(repos))
+                    out += await self.desk.observe(event, changed, desk_store)
                 except Exception:
                     # The pop is a convenience; the call log row must still be saved.
                     log.exception(
                         "live desk failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
                     )
-        for topic, payload in desk_messages:
-            await self.bus.publish(topic, payload)
-        if changed is not None:
-            await self.bus.publish(CALL_TOPIC, changed.payload())
+            out.append((CALL_TOPIC, changed.payload()))
+        return out
 
     # --- PBX links -----------------------------------------------------------------------------
+    def _batching_sink(self) -> BatchingSink:
+        # An AMI stream has no replay: batching loses nothing a per-event sink would keep, and
+        # a busy PBX's events share transactions. (Yeastar's inbox needs each event committed
+        # before it marks the webhook done, so its link keeps the per-event sink.)
+        sink = BatchingSink(self.handle_events)
+        self._sinks.append(sink)
+        return sink
+
     def link_factories(self) -> dict[PbxKind, Any]:
         region = self.settings.default_region
 
@@ -148,7 +262,7 @@ class Hub:
                     default_region=region,
                     direction_variable=str(cfg.get("direction_variable") or "CALLBRIDGE_DIRECTION"),
                 ),
-                sink,
+                self._batching_sink(),
             )
 
         def yeastar(record: PbxRecord, secrets: Mapping[str, str], sink: EventSink) -> PbxLink:
@@ -263,6 +377,9 @@ class Hub:
         # Stop the links before giving their leases back, so two never run at once.
         if self.links is not None:
             await self.links.close()
+        for sink in self._sinks:
+            await sink.close()
+        self._sinks.clear()
         if self.leases is not None:
             await self.leases.close()
             closer = getattr(self.leases.lock, "close", None)

@@ -51,6 +51,10 @@ class FakeCalls:
         self.saved[call_row] = (summary, link)
         self.links[call_row] = link
 
+    async def save_many(self, items: Sequence[tuple[int, CallSummary, CallLink]]) -> None:
+        for row, summary, link in items:
+            await self.save(row, summary, link)
+
 
 class FakeFinder:
     def __init__(self, contacts: list[Contact]) -> None:

@@ -12,6 +12,7 @@ digits (``1001``). A driver normalizes with :mod:`callbridge.domain.numbers` bef
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -81,9 +82,9 @@ class Event:
             raise InvalidEvent(f"{self.kind}: pbx must not be empty")
         object.__setattr__(self, "at", utc(self.at))
 
-    @property
+    @functools.cached_property
     def idempotency_key(self) -> str:
-        """A stable digest of the event's kind and every field."""
+        """A stable digest of the event's kind and every field (computed once per event)."""
         body = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(body.encode()).hexdigest()[:32]
 

@@ -18,12 +18,19 @@ from typing import Any, Protocol
 
 from callbridge.domain.calls import CallRecord, CallSummary
 from callbridge.domain.directory import MatchKind
+from callbridge.domain.errors import CallbridgeError
 from callbridge.domain.events import CallEvent, Direction, Event
 from callbridge.services.directory import ContactFinder, lookup
 
 log = logging.getLogger(__name__)
 
 CALL_TOPIC = "call"
+
+
+class IngestFailed(CallbridgeError):
+    """Not one event of a batch could be stored: the database is down or refusing writes."""
+
+    code = "ingest_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,10 @@ class CallStore(Protocol):
     async def link(self, call_row: int) -> CallLink: ...
 
     async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None: ...
+
+    async def save_many(self, items: Sequence[tuple[int, CallSummary, CallLink]]) -> None:
+        """:meth:`save` for several calls at once (one statement where the store can)."""
+        ...
 
 
 class ContactCreator(Protocol):
@@ -179,3 +190,122 @@ async def ingest(
     )
     await calls.save(row, summary, link)
     return Ingested(row, summary, link, contact_name, company_name)
+
+
+# -- batched ingest ------------------------------------------------------------------------------
+
+
+class BulkEvents(Protocol):
+    async def lock_calls(
+        self, pbx: str, firsts: Sequence[tuple[str, datetime]]
+    ) -> Mapping[str, tuple[int, CallLink]]:
+        """Create missing calls (starting at the time given), lock all; their row ids and links."""
+        ...
+
+    async def events_of(self, call_rows: Sequence[int]) -> Mapping[int, Sequence[CallEvent]]:
+        """The stored events of each call row, in the order they were stored."""
+        ...
+
+    async def add_events(self, pairs: Sequence[tuple[int, CallEvent]]) -> set[tuple[int, str]]:
+        """Store the events (duplicates ignored); the (call row, idempotency key) of new ones."""
+        ...
+
+
+class BatchedCalls:
+    """A :class:`~callbridge.services.calllog.CallStore` over another one, for a batch of events
+    applied in one unit of work: each call's row, events and link are read once, and its record
+    is written once, at :meth:`flush` (before the commit). Every event is still stored, and a
+    duplicate is still refused by the store. Ingest's logic runs unchanged, event by event.
+    """
+
+    def __init__(self, calls: CallStore, bulk: BulkEvents | None = None) -> None:
+        self._calls = calls
+        self._bulk = bulk
+        self._rows: dict[tuple[str, str], int] = {}
+        self._events: dict[int, list[CallEvent]] = {}
+        self._links: dict[int, CallLink] = {}
+        self._pending: dict[int, tuple[CallSummary, CallLink]] = {}
+        self._added: set[tuple[int, str]] | None = None
+
+    async def prefetch(self, events: Sequence[CallEvent]) -> None:
+        """Lock every call of ``events``, read their stored events and store the new ones, in a
+        few statements for the whole batch instead of several per event."""
+        if self._bulk is None:
+            return
+        firsts: dict[tuple[str, str], datetime] = {}
+        for event in events:
+            firsts.setdefault((event.pbx, event.call_id), event.at)
+        for pbx in {p for p, _ in firsts}:
+            wanted = [(c, at) for (p, c), at in firsts.items() if p == pbx and (p, c) not in self._rows]
+            for call_id, (row, link) in (await self._bulk.lock_calls(pbx, wanted)).items():
+                self._rows[(pbx, call_id)] = row
+                self._links[row] = link
+        rows = sorted(set(self._rows.values()))
+        self._events.update({row: list(found) for row, found in (await self._bulk.events_of(rows)).items()})
+        for row in rows:
+            self._events.setdefault(row, [])
+        pairs = [(self._rows[(e.pbx, e.call_id)], e) for e in events]
+        self._added = await self._bulk.add_events(pairs)
+
+    async def lock_or_create(self, pbx: str, pbx_call_id: str, at: datetime) -> int:
+        key = (pbx, pbx_call_id)
+        row = self._rows.get(key)
+        if row is None:
+            row = await self._calls.lock_or_create(pbx, pbx_call_id, at)
+            self._rows[key] = row
+        return row
+
+    async def add_event(self, call_row: int, event: CallEvent) -> bool:
+        if self._added is not None and call_row in self._events:
+            key = (call_row, event.idempotency_key)
+            added = key in self._added
+            self._added.discard(key)  # the same event twice in one batch: the second is a duplicate
+            if added:
+                self._events[call_row].append(event)
+            return added
+        added = await self._calls.add_event(call_row, event)
+        if added and call_row in self._events:
+            self._events[call_row].append(event)
+        return added
+
+    async def events(self, call_row: int) -> list[CallEvent]:
+        cached = self._events.get(call_row)
+        if cached is None:
+            cached = list(await self._calls.events(call_row))
+            self._events[call_row] = cached
+        return list(cached)
+
+    async def link(self, call_row: int) -> CallLink:
+        cached = self._links.get(call_row)
+        if cached is None:
+            cached = await self._calls.link(call_row)
+            self._links[call_row] = cached
+        return cached
+
+    async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None:
+        self._links[call_row] = link
+        self._pending[call_row] = (summary, link)
+
+    async def save_many(self, items: Sequence[tuple[int, CallSummary, CallLink]]) -> None:
+        for row, summary, link in items:
+            await self.save(row, summary, link)
+
+    async def flush(self) -> None:
+        await self._calls.save_many([(row, summary, link) for row, (summary, link) in self._pending.items()])
+        self._pending.clear()
+
+
+class CachedExtensions:
+    """Extension → user lookups remembered for one batch."""
+
+    def __init__(self, extensions: ExtensionUsers) -> None:
+        self._extensions = extensions
+        self._known: dict[tuple[str, tuple[str, ...]], Mapping[str, int]] = {}
+
+    async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]:
+        key = (pbx, tuple(sorted(extensions)))
+        found = self._known.get(key)
+        if found is None:
+            found = await self._extensions.users_for(pbx, extensions)
+            self._known[key] = found
+        return found

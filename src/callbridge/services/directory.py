@@ -39,6 +39,32 @@ class ContactFinder(Protocol):
         ...
 
 
+class BulkContactFinder(ContactFinder, Protocol):
+    async def by_number_keys(self, keys: Sequence[str]) -> dict[str, list[Contact]]:
+        """Every key of ``keys`` with the contacts that have it (empty lists included)."""
+        ...
+
+
+class CachedFinder:
+    """Number lookups remembered for one unit of work (a batch asks about each number once)."""
+
+    def __init__(self, finder: BulkContactFinder) -> None:
+        self._finder = finder
+        self._known: dict[str, list[Contact]] = {}
+
+    async def prefetch(self, raw_numbers: Iterable[str], region: str) -> None:
+        """Look up the numbers a batch will ask about, in one statement."""
+        keys = {number_key(raw, region) for raw in raw_numbers} - {""} - set(self._known)
+        if keys:
+            self._known.update(await self._finder.by_number_keys(sorted(keys)))
+
+    async def by_number_key(self, key: str) -> list[Contact]:
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = await self._finder.by_number_key(key)
+        return found
+
+
 def number_key(raw: str, region: str) -> str:
     """The E.164 key of an external number; ``""`` for extensions and junk (they never match)."""
     number = parse_number(raw, region)

@@ -23,14 +23,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callbridge.domain.directory import MatchKind
-from callbridge.domain.events import CallEvent, event_from_dict
 from callbridge.services.agents import AgentHealth, AgentRecord, Ban, RawEvent
-from callbridge.services.calllog import CallLink
-from callbridge.store.calls import call_events, call_users, calls
 from callbridge.store.tables import UtcDateTime, metadata, now
 
 # Forwarded raw AMI events kept in the hub (newest first); older ones are pruned.
@@ -156,94 +151,6 @@ class SqlAgentStore:
         await self.session.execute(update(agents).where(agents.c.pbx == pbx).values(**values))
 
     # -- batched call events (the agent's batches; same rows SqlCalls writes) ---------------------
-
-    async def lock_calls(
-        self, pbx: str, firsts: Sequence[tuple[str, datetime]]
-    ) -> dict[str, tuple[int, CallLink]]:
-        """Create the calls not stored yet (starting at their first event) and lock them all, in
-        two statements; returns each call's row id and link (as ``SqlCalls.link`` reads it)."""
-        if not firsts:
-            return {}
-        stamp = now()
-        dialect = self.session.get_bind().dialect.name
-        table_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        await self.session.execute(
-            table_insert(calls)
-            .values(
-                [{"pbx": pbx, "pbx_call_id": c, "started_at": at, "updated_at": stamp} for c, at in firsts]
-            )
-            .on_conflict_do_nothing()
-        )
-        query = (
-            select(calls)
-            .where(calls.c.pbx == pbx, calls.c.pbx_call_id.in_([c for c, _ in firsts]))
-            .order_by(calls.c.id)
-            .with_for_update()
-        )
-        rows = (await self.session.execute(query)).all()
-        users: dict[int, set[int]] = {}
-        members = select(call_users.c.call_id, call_users.c.user_id).where(
-            call_users.c.call_id.in_([r.id for r in rows])
-        )
-        for member in (await self.session.execute(members)).all():
-            users.setdefault(int(member.call_id), set()).add(int(member.user_id))
-        return {
-            row.pbx_call_id: (
-                int(row.id),
-                CallLink(
-                    contact_id=row.contact_id,
-                    company_id=row.company_id,
-                    match=MatchKind(row.match),
-                    answered_by_user_id=row.answered_by_user_id,
-                    made_by_user_id=row.made_by_user_id,
-                    user_ids=frozenset(users.get(int(row.id), ())),
-                    manual=bool(row.manual_link),
-                    number=row.external_number,
-                ),
-            )
-            for row in rows
-        }
-
-    async def events_of(self, call_rows: Sequence[int]) -> dict[int, list[CallEvent]]:
-        out: dict[int, list[CallEvent]] = {}
-        if not call_rows:
-            return out
-        query = (
-            select(call_events.c.call_id, call_events.c.payload)
-            .where(call_events.c.call_id.in_(list(call_rows)))
-            .order_by(call_events.c.id)
-        )
-        for row in (await self.session.execute(query)).all():
-            event = event_from_dict(row.payload)
-            if isinstance(event, CallEvent):
-                out.setdefault(int(row.call_id), []).append(event)
-        return out
-
-    async def add_events(self, pairs: Sequence[tuple[int, CallEvent]]) -> set[tuple[int, str]]:
-        if not pairs:
-            return set()
-        dialect = self.session.get_bind().dialect.name
-        table_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = (
-            table_insert(call_events)
-            .on_conflict_do_nothing()
-            .returning(call_events.c.call_id, call_events.c.idempotency_key)
-        )
-        rows = [
-            {
-                "call_id": row,
-                "idempotency_key": event.idempotency_key,
-                "kind": event.kind,
-                "at": event.at,
-                "payload": event.to_dict(),
-            }
-            for row, event in pairs
-        ]
-        added: set[tuple[int, str]] = set()
-        for start in range(0, len(rows), 500):
-            result = await self.session.execute(statement.values(rows[start : start + 500]))
-            added.update((int(r.call_id), str(r.idempotency_key)) for r in result.all())
-        return added
 
     # -- raw events (events map) ----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     and_,
+    bindparam,
     delete,
     insert,
     or_,
@@ -348,52 +349,155 @@ class SqlCalls:
             number=row.external_number,
         )
 
-    async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None:
+    @staticmethod
+    def _record_values(summary: CallSummary, link: CallLink) -> dict[str, Any]:
         assert summary.started_at is not None  # a call with an event has a start
-        await self.session.execute(
+        return {
+            "direction": summary.direction.value if summary.direction else None,
+            "from_number": summary.from_number[:64],
+            "to_number": summary.to_number[:64],
+            "from_name": summary.from_name[:200],
+            "external_number": summary.external_number[:64],
+            "disposition": summary.disposition.value if summary.disposition else None,
+            "hangup_side": summary.hangup_side.value,
+            "answered_by_extension": summary.answered_by_extension[:32],
+            "answered_by_user_id": link.answered_by_user_id,
+            "made_by_user_id": link.made_by_user_id,
+            "started_at": summary.started_at,
+            "answered_at": summary.answered_at,
+            "ended_at": summary.ended_at,
+            "ring_seconds": summary.ring_seconds,
+            "talk_seconds": summary.talk_seconds,
+            "transferred_to": summary.transferred_to[:64],
+            "recording": summary.recording[:500],
+            "contact_id": link.contact_id,
+            "company_id": link.company_id,
+            "match": link.match.value,
+            "manual_link": link.manual,
+            "updated_at": now(),
+        }
+
+    async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None:
+        await self.save_many([(call_row, summary, link)])
+
+    async def save_many(self, items: Sequence[tuple[int, CallSummary, CallLink]]) -> None:
+        """Write each call's record and its participants: one UPDATE for all the calls."""
+        if not items:
+            return
+        rows = [{"b_id": row, **self._record_values(summary, link)} for row, summary, link in items]
+        columns = [key for key in rows[0] if key != "b_id"]
+        statement = (
             update(calls)
-            .where(calls.c.id == call_row)
-            .values(
-                direction=summary.direction.value if summary.direction else None,
-                from_number=summary.from_number[:64],
-                to_number=summary.to_number[:64],
-                from_name=summary.from_name[:200],
-                external_number=summary.external_number[:64],
-                disposition=summary.disposition.value if summary.disposition else None,
-                hangup_side=summary.hangup_side.value,
-                answered_by_extension=summary.answered_by_extension[:32],
-                answered_by_user_id=link.answered_by_user_id,
-                made_by_user_id=link.made_by_user_id,
-                started_at=summary.started_at,
-                answered_at=summary.answered_at,
-                ended_at=summary.ended_at,
-                ring_seconds=summary.ring_seconds,
-                talk_seconds=summary.talk_seconds,
-                transferred_to=summary.transferred_to[:64],
-                recording=summary.recording[:500],
-                contact_id=link.contact_id,
-                company_id=link.company_id,
-                match=link.match.value,
-                manual_link=link.manual,
-                updated_at=now(),
-            )
+            .where(calls.c.id == bindparam("b_id"))
+            .values({name: bindparam(name) for name in columns})
         )
-        current = self._users.get(call_row)
-        if current is None:
-            query = select(call_users.c.user_id).where(call_users.c.call_id == call_row)
-            current = set((await self.session.execute(query)).scalars())
-        self._users[call_row] = set(link.user_ids)
-        self._locked.pop(call_row, None)
-        gone = current - link.user_ids
-        if gone:
-            await self.session.execute(
-                delete(call_users).where(call_users.c.call_id == call_row, call_users.c.user_id.in_(gone))
+        await self.session.execute(statement, rows)
+        new_members: list[dict[str, int]] = []
+        for row, _, link in items:
+            current = self._users.get(row)
+            if current is None:
+                query = select(call_users.c.user_id).where(call_users.c.call_id == row)
+                current = set((await self.session.execute(query)).scalars())
+            self._users[row] = set(link.user_ids)
+            self._locked.pop(row, None)
+            gone = current - link.user_ids
+            if gone:
+                await self.session.execute(
+                    delete(call_users).where(call_users.c.call_id == row, call_users.c.user_id.in_(gone))
+                )
+            new_members += [{"call_id": row, "user_id": u} for u in sorted(link.user_ids - current)]
+        if new_members:
+            await self.session.execute(insert(call_users), new_members)
+
+    # -- batched ingest: a few statements for a whole batch of events ------------------------------
+
+    async def lock_calls(
+        self, pbx: str, firsts: Sequence[tuple[str, datetime]]
+    ) -> dict[str, tuple[int, CallLink]]:
+        """Create the calls not stored yet (starting at their first event) and lock them all, in
+        two statements; returns each call's row id and link (as ``SqlCalls.link`` reads it)."""
+        if not firsts:
+            return {}
+        stamp = now()
+        dialect = self.session.get_bind().dialect.name
+        table_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        await self.session.execute(
+            table_insert(calls)
+            .values(
+                [{"pbx": pbx, "pbx_call_id": c, "started_at": at, "updated_at": stamp} for c, at in firsts]
             )
-        new = link.user_ids - current
-        if new:
-            await self.session.execute(
-                insert(call_users), [{"call_id": call_row, "user_id": u} for u in sorted(new)]
+            .on_conflict_do_nothing()
+        )
+        query = (
+            select(calls)
+            .where(calls.c.pbx == pbx, calls.c.pbx_call_id.in_([c for c, _ in firsts]))
+            .order_by(calls.c.id)
+            .with_for_update()
+        )
+        rows = (await self.session.execute(query)).all()
+        users: dict[int, set[int]] = {}
+        members = select(call_users.c.call_id, call_users.c.user_id).where(
+            call_users.c.call_id.in_([r.id for r in rows])
+        )
+        for member in (await self.session.execute(members)).all():
+            users.setdefault(int(member.call_id), set()).add(int(member.user_id))
+        return {
+            row.pbx_call_id: (
+                int(row.id),
+                CallLink(
+                    contact_id=row.contact_id,
+                    company_id=row.company_id,
+                    match=MatchKind(row.match),
+                    answered_by_user_id=row.answered_by_user_id,
+                    made_by_user_id=row.made_by_user_id,
+                    user_ids=frozenset(users.get(int(row.id), ())),
+                    manual=bool(row.manual_link),
+                    number=row.external_number,
+                ),
             )
+            for row in rows
+        }
+
+    async def events_of(self, call_rows: Sequence[int]) -> dict[int, list[CallEvent]]:
+        out: dict[int, list[CallEvent]] = {}
+        if not call_rows:
+            return out
+        query = (
+            select(call_events.c.call_id, call_events.c.payload)
+            .where(call_events.c.call_id.in_(list(call_rows)))
+            .order_by(call_events.c.id)
+        )
+        for row in (await self.session.execute(query)).all():
+            event = event_from_dict(row.payload)
+            if isinstance(event, CallEvent):
+                out.setdefault(int(row.call_id), []).append(event)
+        return out
+
+    async def add_events(self, pairs: Sequence[tuple[int, CallEvent]]) -> set[tuple[int, str]]:
+        if not pairs:
+            return set()
+        dialect = self.session.get_bind().dialect.name
+        table_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            table_insert(call_events)
+            .on_conflict_do_nothing()
+            .returning(call_events.c.call_id, call_events.c.idempotency_key)
+        )
+        rows = [
+            {
+                "call_id": row,
+                "idempotency_key": event.idempotency_key,
+                "kind": event.kind,
+                "at": event.at,
+                "payload": event.to_dict(),
+            }
+            for row, event in pairs
+        ]
+        added: set[tuple[int, str]] = set()
+        for start in range(0, len(rows), 500):
+            result = await self.session.execute(statement.values(rows[start : start + 500]))
+            added.update((int(r.call_id), str(r.idempotency_key)) for r in result.all())
+        return added
 
     # -- reading -------------------------------------------------------------------------------------
 

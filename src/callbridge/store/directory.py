@@ -190,28 +190,38 @@ class SqlDirectory:
 
     # -- lookups (the hot path) ------------------------------------------------------------------
 
-    async def by_number_key(self, key: str) -> list[Contact]:
-        query = (
-            select(
-                contacts.c.id,
-                contacts.c.kind,
-                contacts.c.name,
-                contacts.c.company_id,
-                _company.c.name.label("company_name"),
-                contacts.c.email,
-                contacts.c.owner_id,
-                contacts.c.notes,
-                contacts.c.external_id,
+    @staticmethod
+    def _by_number_query() -> Any:
+        return select(
+            contact_phones.c.number_key,
+            contacts.c.id,
+            contacts.c.kind,
+            contacts.c.name,
+            contacts.c.company_id,
+            _company.c.name.label("company_name"),
+            contacts.c.email,
+            contacts.c.owner_id,
+            contacts.c.notes,
+            contacts.c.external_id,
+        ).select_from(
+            contact_phones.join(contacts, contacts.c.id == contact_phones.c.contact_id).outerjoin(
+                _company, _company.c.id == contacts.c.company_id
             )
-            .select_from(
-                contact_phones.join(contacts, contacts.c.id == contact_phones.c.contact_id).outerjoin(
-                    _company, _company.c.id == contacts.c.company_id
-                )
-            )
-            .where(contact_phones.c.number_key == key)
         )
+
+    async def by_number_key(self, key: str) -> list[Contact]:
+        query = self._by_number_query().where(contact_phones.c.number_key == key)
         rows = (await self.session.execute(query)).all()
         return [_contact(r) for r in rows]
+
+    async def by_number_keys(self, keys: Sequence[str]) -> dict[str, list[Contact]]:
+        """:meth:`by_number_key` for many numbers in one statement (every key is in the answer)."""
+        found: dict[str, list[Contact]] = {key: [] for key in keys}
+        if found:
+            query = self._by_number_query().where(contact_phones.c.number_key.in_(list(found)))
+            for row in (await self.session.execute(query)).all():
+                found[row.number_key].append(_contact(row))
+        return found
 
     async def tags_of(self, contact_id: int) -> list[str]:
         query = select(contact_tags.c.tag).where(contact_tags.c.contact_id == contact_id)

@@ -29,7 +29,7 @@ from callbridge.domain.errors import (
     InvalidInput,
     PbxUnavailable,
 )
-from callbridge.domain.events import CallEvent, Event, PresenceChanged, event_from_dict
+from callbridge.domain.events import Event, PresenceChanged, event_from_dict
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.hub import Hub
 from callbridge.services.agents import (
@@ -40,8 +40,6 @@ from callbridge.services.agents import (
     AgentHealth,
     AgentLink,
     AgentRecord,
-    BatchedCalls,
-    CachedExtensions,
     agent_settings,
     authenticate,
     guard_settings,
@@ -50,7 +48,7 @@ from callbridge.services.agents import (
     parse_rules,
     revoke_token,
 )
-from callbridge.services.calllog import CALL_TOPIC, ingest
+from callbridge.services.calllog import IngestFailed
 from callbridge.web.deps import AdminUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
 
@@ -60,10 +58,6 @@ router = APIRouter(tags=["agents"])
 
 SOCKETS_KEY = "agent_sockets"
 MAX_MERGED_ITEMS = 3000
-
-
-class StoreFailed(Exception):
-    """The hub could not commit a batch (database down); nothing of it was acknowledged."""
 
 
 def agent_link(hub: Hub, name: str) -> AgentLink:
@@ -128,7 +122,7 @@ class _Session:
             if items:
                 await self.send({"type": "ack", "seq": self.high_water})
             return
-        changed = await self._ingest(events)
+        changed = await self.hub.ingest_batch([e for e in events if not isinstance(e, PresenceChanged)])
         last_at = max((e.at for e in events), default=None)
         async with self.hub.db.unit() as repos:
             await repos.agents.add_raw_events(self.pbx, raws)
@@ -143,65 +137,6 @@ class _Session:
                 await self.hub.handle_event(event)  # no database work: straight to the desk
         for topic, payload in changed:
             await self.hub.bus.publish(topic, payload)
-
-    async def _ingest(self, events: list[Event]) -> list[tuple[str, dict[str, Any]]]:
-        by_call: dict[str, list[CallEvent]] = {}
-        for event in events:
-            if isinstance(event, CallEvent):
-                by_call.setdefault(event.call_id, []).append(event)
-        if not by_call:
-            return []
-        lanes = 1 if self.hub.db.is_sqlite else 4
-        buckets: list[list[CallEvent]] = [[] for _ in range(lanes)]
-        for i, group in enumerate(by_call.values()):
-            buckets[i % lanes].extend(group)
-        results = await asyncio.gather(*(self._ingest_bucket(b) for b in buckets if b))
-        return [payload for r in results for payload in r]
-
-    async def _ingest_bucket(self, events: list[CallEvent]) -> list[tuple[str, dict[str, Any]]]:
-        hub = self.hub
-        region = hub.settings.default_region
-        out: list[tuple[str, dict[str, Any]]] = []
-        try:
-            async with hub.db.unit() as repos:
-                calls = BatchedCalls(repos.calls, repos.agents)
-                extensions = CachedExtensions(repos.extensions)
-                desk_store = _desk_store(hub, repos, extensions)
-                await calls.prefetch(events)
-                for event in events:
-                    changed = await ingest(event, calls, repos.directory, extensions, region)
-                    if changed is not None:
-                        out += await _observe(hub, desk_store, event, changed)
-                        out.append((CALL_TOPIC, changed.payload()))
-                await calls.flush()
-            return out
-        except Exception:
-            log.warning("pbx %s: a batch of %d events failed; retrying one by one", self.pbx, len(events))
-        # One by one: an event no retry can store is logged and skipped (events, CONVENTIONS 5);
-        # when every one fails the database itself is the problem, and nothing is acknowledged.
-        out = []
-        failed = 0
-        for event in events:
-            try:
-                async with hub.db.unit() as repos:
-                    changed = await ingest(event, repos.calls, repos.directory, repos.extensions, region)
-                    store = _desk_store(hub, repos, CachedExtensions(repos.extensions))
-                    messages = await _observe(hub, store, event, changed) if changed is not None else []
-                out += messages
-                if changed is not None:
-                    out.append((CALL_TOPIC, changed.payload()))
-            except Exception as exc:
-                failed += 1
-                log.error(
-                    "pbx %s: could not store %s of call %s: %s",
-                    self.pbx,
-                    event.kind,
-                    event.call_id,
-                    type(exc).__name__,
-                )
-        if failed == len(events):
-            raise StoreFailed(f"could not store any of {failed} events")
-        return out
 
     async def on_status(self, msg: dict[str, Any], link: AgentLink) -> None:
         link.health = AgentHealth.of(msg)
@@ -225,39 +160,6 @@ class _Session:
         bans = parse_ban_items(self.pbx, items if isinstance(items, list) else [])
         async with self.hub.db.unit() as repos:
             await repos.agents.replace_bans(self.pbx, bans)
-
-
-class _BatchDeskStore:
-    """The live desk's store for one batch: extension lookups shared with ingest's cache."""
-
-    def __init__(self, inner: Any, extensions: CachedExtensions) -> None:
-        self._inner = inner
-        self.users_for = extensions.users_for
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _desk_store(hub: Hub, repos: Any, extensions: CachedExtensions) -> Any:
-    if getattr(hub, "desk", None) is None:
-        return None
-    from callbridge.store.desk import DeskRepo
-
-    return _BatchDeskStore(DeskRepo(repos), extensions)
-
-
-async def _observe(hub: Hub, store: Any, event: CallEvent, changed: Any) -> list[tuple[str, dict[str, Any]]]:
-    """The live desk's messages for this change (screen pop), as the hub's own sink does."""
-    desk = getattr(hub, "desk", None)
-    if desk is None or store is None:
-        return []
-    try:
-        messages: list[tuple[str, dict[str, Any]]] = await desk.observe(event, changed, store)
-    except Exception:
-        # The pop is a convenience; the call log row must still be saved.
-        log.exception("live desk failed on %s for call %s/%s", event.kind, event.pbx, event.call_id)
-        return []
-    return messages
 
 
 def _raw(body: dict[str, Any]) -> tuple[str, dict[str, Any], datetime] | None:
@@ -375,7 +277,7 @@ async def agent_socket(ws: WebSocket) -> None:
                     )
     except WebSocketDisconnect:
         log.info("agent of PBX %s disconnected", name)
-    except StoreFailed as exc:
+    except IngestFailed as exc:
         log.error("agent of PBX %s: %s; closing the link so the agent resends later", name, exc)
         with contextlib.suppress(Exception):
             await ws.close(code=CLOSE_STORE_FAILED, reason="the hub could not store events; resend later")
