@@ -421,12 +421,11 @@ class SqlCalls:
         stamp = now()
         dialect = self.session.get_bind().dialect.name
         table_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # executemany of one cached statement: a multi-VALUES insert would be compiled anew
+        # for every batch size, which costs more than the database's work.
         await self.session.execute(
-            table_insert(calls)
-            .values(
-                [{"pbx": pbx, "pbx_call_id": c, "started_at": at, "updated_at": stamp} for c, at in firsts]
-            )
-            .on_conflict_do_nothing()
+            table_insert(calls).on_conflict_do_nothing(),
+            [{"pbx": pbx, "pbx_call_id": c, "started_at": at, "updated_at": stamp} for c, at in firsts],
         )
         query = (
             select(calls)
@@ -493,11 +492,8 @@ class SqlCalls:
             }
             for row, event in pairs
         ]
-        added: set[tuple[int, str]] = set()
-        for start in range(0, len(rows), 500):
-            result = await self.session.execute(statement.values(rows[start : start + 500]))
-            added.update((int(r.call_id), str(r.idempotency_key)) for r in result.all())
-        return added
+        result = await self.session.execute(statement, rows)
+        return {(int(r.call_id), str(r.idempotency_key)) for r in result.all()}
 
     # -- reading -------------------------------------------------------------------------------------
 
