@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -29,16 +30,22 @@ class Bus(Protocol):
 
 
 class LocalBus:
-    def __init__(self, queue_size: int = 1000) -> None:
+    def __init__(self, queue_size: int = 10_000) -> None:
         self._subscribers: dict[str, set[asyncio.Queue[Payload]]] = defaultdict(set)
         self._queue_size = queue_size
+        self._dropped = 0
+        self._warned_at = 0.0
 
     async def publish(self, topic: str, payload: Payload) -> None:
         for queue in list(self._subscribers.get(topic, ())):
             if queue.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()
-                log.warning("bus subscriber on %s is slow; dropped its oldest message", topic)
+                self._dropped += 1
+                now = time.monotonic()
+                if now - self._warned_at > 10:  # one line per 10 s, not one per message
+                    log.warning("a bus subscriber is slow: %d messages dropped so far", self._dropped)
+                    self._warned_at = now
             queue.put_nowait({**payload, "topic": topic})
 
     @contextlib.asynccontextmanager

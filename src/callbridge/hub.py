@@ -132,8 +132,10 @@ class Hub:
         await self.publish(await self.ingest_batch(events))
 
     async def publish(self, messages: Sequence[tuple[str, Payload]]) -> None:
-        for topic, payload in messages:
+        for n, (topic, payload) in enumerate(messages, start=1):
             await self.bus.publish(topic, payload)
+            if n % 100 == 0:
+                await asyncio.sleep(0)  # let subscribers (the live fan-out) keep up with a big batch
 
     async def ingest_batch(self, events: Sequence[Event]) -> list[tuple[str, Payload]]:
         """Store a batch of events; returns the messages to publish once the caller may.
