@@ -118,10 +118,12 @@ class Browsers:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in ws:
                 now = time.monotonic()
-                if '"type": "card"' not in raw[:20]:
+                if '"type": "card"' not in raw:
                     continue
-                card = json.loads(raw)["card"]
-                self.popped_at.setdefault(card["pbx_call_id"], now)
+                data = json.loads(raw)
+                for msg in data if isinstance(data, list) else [data]:
+                    if msg.get("type") == "card":
+                        self.popped_at.setdefault(msg["card"]["pbx_call_id"], now)
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -143,6 +143,8 @@ def serve(
         factory=False,
         log_level=cfg.log_level.lower(),
         proxy_headers=False,
+        # Live messages are small JSON: compressing each one costs more CPU than it saves bytes.
+        ws_per_message_deflate=False,
     )
 
 

@@ -86,7 +86,8 @@ class Tab:
     async def _read(self) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in self.ws:
-                self.messages.append(json.loads(raw))
+                data = json.loads(raw)  # one message, or a frame of several (a JSON array)
+                self.messages.extend(data if isinstance(data, list) else [data])
                 self._new.set()
 
     async def wait_for(self, check: Callable[[dict[str, Any]], bool], within: float = 5.0) -> dict[str, Any]:

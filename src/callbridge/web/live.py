@@ -34,6 +34,7 @@ router = APIRouter()
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 QUEUE_SIZE = 256
+MAX_FRAME_MESSAGES = 64
 
 
 class Connection:
@@ -225,7 +226,11 @@ async def live_socket(ws: WebSocket) -> None:
 async def _send(conn: Connection) -> None:
     try:
         while True:
-            text = await conn.queue.get()
-            await conn.ws.send_text(text)
+            texts = [await conn.queue.get()]
+            while not conn.queue.empty() and len(texts) < MAX_FRAME_MESSAGES:
+                texts.append(conn.queue.get_nowait())
+            # Whatever queued while the last frame was sent goes out as one frame (a JSON array):
+            # a busy PBX's presence changes cost a frame per tab per turn, not per change.
+            await conn.ws.send_text(texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]")
     except (WebSocketDisconnect, RuntimeError):
         return

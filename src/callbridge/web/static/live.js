@@ -241,7 +241,11 @@
       pingTimer = setInterval(() => { if (socket.readyState === 1) socket.send("ping"); }, 25000);
     });
     socket.addEventListener("message", (event) => {
-      try { onMessage(JSON.parse(event.data)); } catch (err) { console.error("live message", err); }
+      // One frame carries one message, or an array of those queued while the last was sent.
+      try {
+        const data = JSON.parse(event.data);
+        (Array.isArray(data) ? data : [data]).forEach(onMessage);
+      } catch (err) { console.error("live message", err); }
     });
     socket.addEventListener("close", (event) => {
       clearInterval(pingTimer);
