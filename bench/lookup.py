@@ -47,6 +47,7 @@ from callbridge.domain.events import (
 )
 from callbridge.domain.pbx import PbxKind
 from callbridge.hub import Hub
+from callbridge.services.pipeline import BatchingSink
 
 # (region, country code, trunk prefix, national significant number patterns, share)
 COUNTRIES: list[tuple[str, str, str, list[str], float]] = [
@@ -374,6 +375,26 @@ async def ingest_rate(data_dir: Path, url: str, calls: int, concurrency: int) ->
         ]
 
     work = [call_events(i) for i in range(calls)]
+    if concurrency == 0:
+        # As a PBX link feeds the hub: the calls' events interleaved in one ordered stream,
+        # through the batching sink (whatever queues during a commit is stored together).
+        stream = [
+            e
+            for wave in range(0, calls, 50)
+            for step in range(4)
+            for c in work[wave : wave + 50]
+            for e in [c[step]]
+        ]
+        sink = BatchingSink(hub.handle_events)
+        try:
+            started = time.perf_counter()
+            for event in stream:
+                await sink(event)
+            await sink.drain()
+            return calls / (time.perf_counter() - started)
+        finally:
+            await sink.close()
+            await hub.close()
     queue: asyncio.Queue[list[CallEvent]] = asyncio.Queue()
     for item in work:
         queue.put_nowait(item)
@@ -482,11 +503,15 @@ async def main() -> None:
             await bench_backend(
                 "PostgreSQL", args.postgres, pg_dir, contacts, phones, sample, None, args.seconds
             )
-            for concurrency in (1, 8):
+            for concurrency in (1, 8, 0):
                 rate = await ingest_rate(pg_dir, args.postgres, args.calls, concurrency)
+                how = (
+                    "50 calls at a time interleaved, through the batching sink links use"
+                    if concurrency == 0
+                    else f"{concurrency} concurrent call(s), one transaction per event"
+                )
                 print(
-                    f"ingest into PostgreSQL: {rate:,.0f} completed calls/s ({rate * 4:,.0f} events/s), "
-                    f"{concurrency} concurrent call(s), one transaction per event"
+                    f"ingest into PostgreSQL: {rate:,.0f} completed calls/s ({rate * 4:,.0f} events/s), {how}"
                 )
         else:
             print(

@@ -78,6 +78,8 @@ class Hub:
     leases: LinkLeases | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _sinks: list[BatchingSink] = field(default_factory=list)
+    _known_pbxes: set[str] = field(default_factory=set)
+    _watcher: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -306,6 +308,7 @@ class Hub:
         return record.enabled and not (record.kind is PbxKind.ASTERISK and record.config.get("agent"))
 
     async def start_link(self, record: PbxRecord) -> None:
+        self._known_pbxes.add(record.name)
         if not self.runs_embedded_link(record):
             if (
                 record.enabled
@@ -361,16 +364,38 @@ class Hub:
             self.webhook_keys[record.webhook_key] = record.name
 
     async def start_links(self) -> None:
-        """Connect to every configured PBX (on start, in the process that serves)."""
+        """Connect to every configured PBX (on start, in the process that serves), then keep
+        watching for PBXs added later (by `callbridge pbx add` in another process)."""
+        await self._start_new_links()
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_new_pbxes(), name="pbx-watch")
+
+    async def _start_new_links(self) -> None:
         async with self.db.unit() as repos:
             records = await repos.pbxes.all()
         for record in records:
+            if record.name in self._known_pbxes:
+                continue
+            self._known_pbxes.add(record.name)
             try:
                 await self.start_link(record)
             except Exception:
                 log.exception("could not start the link to PBX %s", record.name)
 
+    async def _watch_new_pbxes(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.pbx_watch_seconds)
+            try:
+                await self._start_new_links()
+            except Exception as exc:  # the database may be restarting: try again next round
+                log.warning("could not look for new PBXs: %s", type(exc).__name__)
+
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+            self._watcher = None
         for task in self._background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -209,3 +210,30 @@ async def test_webhook_over_the_yeastar_limit_is_413(client: httpx.AsyncClient, 
     )
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "yeastar_webhook_too_large"
+
+
+async def test_pbx_added_by_another_process_is_picked_up_while_running(settings: object) -> None:
+    from tests.conftest import FAST_HASHER
+
+    from callbridge.domain.pbx import PbxKind
+    from callbridge.web.app import create_app
+
+    live = settings.model_copy(update={"start_pbx_links": True, "pbx_watch_seconds": 0.05})  # type: ignore[attr-defined]
+    hub = Hub.build(live, hasher=FAST_HASHER)
+    app = create_app(hub=hub)
+    async with app.router.lifespan_context(app):
+        assert hub.webhook_keys == {}
+        # What `callbridge pbx add yeastar …` does in its own process: a row, nothing else.
+        async with hub.db.unit() as repos:
+            record = await repos.pbxes.add(
+                "later",
+                PbxKind.YEASTAR,
+                {"base_url": "http://127.0.0.1:9", "client_id": "c", "events": "webhook"},
+                {"client_secret": "s", "webhook_secret": "w"},
+            )
+        for _ in range(100):
+            if record.webhook_key in hub.webhook_keys:
+                break
+            await asyncio.sleep(0.02)
+        assert hub.webhook_keys.get(record.webhook_key) == "later"
+        assert hub.links is not None and "later" in hub.links.links

@@ -15,6 +15,5 @@ ROUTERS: list[APIRouter] = [
     calls.router,
     contacts.router,
     agent.router,
-    # last: its placeholders give way to the real pages above
     pages.router,
 ]

@@ -31,18 +31,6 @@ async def users_page(request: Request, user: AdminUser, repos: RepoDep) -> Respo
     return render(request, "users.html", users=await repos.users.all())
 
 
-# Placeholders until the call log and directory land; their routers come first in ROUTERS
-# and take these paths over.
-@router.get("/calls")
-async def calls_page(request: Request, user: CurrentUser) -> Response:
-    return render(request, "empty.html", title="Calls", text="No calls have been logged yet.")
-
-
-@router.get("/contacts")
-async def contacts_page(request: Request, user: CurrentUser) -> Response:
-    return render(request, "empty.html", title="Contacts", text="No contacts yet.")
-
-
 @router.post("/settings/users")
 async def create_user_form(
     request: Request,
