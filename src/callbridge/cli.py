@@ -337,7 +337,7 @@ def _added(hub: Hub, record: PbxRecord) -> None:
     elif record.config.get("agent"):
         console.print("This PBX is served by `callbridge agent` on the Asterisk host.")
     else:
-        console.print("A running hub connects to it on its next start; `callbridge pbx list` shows the link.")
+        console.print("A running hub connects to it within seconds; `callbridge pbx list` shows the link.")
 
 
 @pbx_add_app.command("asterisk")
