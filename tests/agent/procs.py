@@ -26,7 +26,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class HubProcess:
+class _Process:
+    """A callbridge process with its log file: killed like a crash, or stopped politely."""
+
+    process: subprocess.Popen[bytes] | None = None
+    _log: BinaryIO | None = None
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, exactly like a crash or the OOM killer."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self._close_log()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close_log()
+
+
+class HubProcess(_Process):
     def __init__(self, data_dir: Path, database_url: str, port: int | None = None) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
@@ -91,33 +120,12 @@ class HubProcess:
     async def astart(self) -> None:
         await asyncio.to_thread(self.start)
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a crash or the OOM killer."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
     def log_text(self) -> str:
         path = self.data_dir / "hub.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-class AgentProcess:
+class AgentProcess(_Process):
     def __init__(self, workdir: Path, hub_url: str, token: str, ami_port: int, secret: str) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -150,26 +158,6 @@ class AgentProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},
         )
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def log_text(self) -> str:
         path = self.workdir / "agent.log"
