@@ -241,8 +241,8 @@ class Hub:
     # --- PBX links -----------------------------------------------------------------------------
     def _batching_sink(self) -> BatchingSink:
         # An AMI stream has no replay: batching loses nothing a per-event sink would keep, and
-        # a busy PBX's events share transactions. (Yeastar's inbox needs each event committed
-        # before it marks the webhook done, so its link keeps the per-event sink.)
+        # a busy PBX's events share transactions. (Yeastar's link batches its own inbox and
+        # hands each drained batch to handle_events before marking it done.)
         sink = BatchingSink(self.handle_events)
         self._sinks.append(sink)
         return sink
@@ -286,6 +286,7 @@ class Hub:
                 ),
                 sink,
                 inbox=SqlInbox(self.db),  # webhooks: persist first, process after
+                batch_sink=self.handle_events,  # each drained batch of the inbox: one ingest
             )
 
         return {PbxKind.ASTERISK: asterisk, PbxKind.YEASTAR: yeastar}

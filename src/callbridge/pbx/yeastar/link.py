@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -73,10 +73,13 @@ class YeastarLink:
         client: YeastarClient | None = None,
         mapper_settings: MapperSettings | None = None,
         inbox: InboxStore | None = None,
+        batch_sink: Callable[[Sequence[Event]], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self._sink = sink
+        # Where the hub takes several events at once (one transaction); else one by one.
+        self._batch_sink = batch_sink
         self._owns_client = client is None
         self.client = client or YeastarClient(
             config.base_url,
@@ -217,6 +220,7 @@ class YeastarLink:
             if not rows:
                 await inbox.stored.wait()
                 continue
+            events: list[Event] = []
             for row in rows:
                 try:
                     messages = parse_json_envelopes(row.body)  # verified when it was stored
@@ -224,7 +228,10 @@ class YeastarLink:
                     log.error("yeastar %s: stored webhook %d no longer parses; dropped", self.name, row.id)
                     continue
                 for message in messages:
-                    await self.handle_message(message, received_at=row.received_at)
+                    events += await self._map_message(message, row.received_at)
+            # The whole batch of stored webhooks goes to the hub at once (one transaction for
+            # many events) before the rows are marked done.
+            await self._deliver(events)
             await inbox.store.done(self.name, [row.id for row in rows])
             self.inbox_processed += len(rows)
 
@@ -237,34 +244,43 @@ class YeastarLink:
     async def handle_message(self, message: YeastarMessage, received_at: datetime | None = None) -> int:
         """Ingest one verified envelope (webhook or WebSocket). Idempotent. ``received_at``
         stamps the events (a stored webhook keeps the time it arrived, not the time it is read)."""
+        return await self._deliver(await self._map_message(message, received_at))
+
+    async def _map_message(self, message: YeastarMessage, received_at: datetime | None) -> list[Event]:
         async with self._lock:
             if self._dupes.seen(message.dedupe_key):
                 self.duplicates += 1
                 log.debug("yeastar %s: duplicate event %s dropped", self.name, message.type)
-                return 0
+                return []
             self.messages += 1
             self.last_event_at = received_at or datetime.now(UTC)
             self.last_event_type = message.type
             if message.payload is None:
-                return 0
+                return []
             try:
-                events = self.mapper.feed(message.payload, received_at)
+                return list(self.mapper.feed(message.payload, received_at))
             except Exception:  # an event we cannot map must not stop the stream
                 log.exception("yeastar %s: could not map event %s", self.name, message.type)
-                return 0
-            return await self._deliver(events)
+                return []
 
     async def _deliver(self, events: Sequence[Event]) -> int:
-        for event in events:
-            try:
-                await self._sink(event)
-            except Exception:
-                log.exception(
-                    "yeastar %s: sink failed for %s of call %s",
-                    self.name,
-                    event.kind,
-                    getattr(event, "call_id", "-"),
-                )
+        if not events:
+            return 0
+        try:
+            if self._batch_sink is not None:
+                await self._batch_sink(events)
+            else:
+                for event in events:
+                    await self._sink(event)
+        except Exception:
+            first = events[0]
+            log.exception(
+                "yeastar %s: sink failed for %d events (first: %s of call %s)",
+                self.name,
+                len(events),
+                first.kind,
+                getattr(first, "call_id", "-"),
+            )
         return len(events)
 
     # ----------------------------------------------------------------- commands
