@@ -38,10 +38,16 @@ MAX_FRAME_MESSAGES = 64
 
 
 class Connection:
+    """One tab. Cards and notifications queue in order (each one matters); presence and live-call
+    rows keep only their newest state per extension or call, so a busy PBX cannot bury a pop
+    under a pile of states nobody will see."""
+
     def __init__(self, ws: WebSocket, user: User) -> None:
         self.ws = ws
         self.user = user
         self.queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
+        self.latest: dict[tuple[str, str], str] = {}
+        self.wake = asyncio.Event()
 
     def push(self, text: str) -> None:
         if self.queue.full():
@@ -49,6 +55,23 @@ class Connection:
             with contextlib.suppress(asyncio.QueueEmpty):
                 self.queue.get_nowait()
         self.queue.put_nowait(text)
+        self.wake.set()
+
+    def push_latest(self, key: tuple[str, str], text: str) -> None:
+        self.latest.pop(key, None)  # re-insert: the newest state goes out last
+        self.latest[key] = text
+        self.wake.set()
+
+    def take(self) -> list[str]:
+        """What to send now: queued messages first (the pops), then the newest states."""
+        texts: list[str] = []
+        while not self.queue.empty() and len(texts) < MAX_FRAME_MESSAGES:
+            texts.append(self.queue.get_nowait())
+        texts += self.latest.values()
+        self.latest.clear()
+        if not self.queue.empty():
+            self.wake.set()
+        return texts
 
 
 class Sockets:
@@ -88,16 +111,18 @@ class Sockets:
                     sent += 1
         elif topic == PRESENCE_TOPIC:
             text = json.dumps(message)
+            key = ("presence", f"{message.get('pbx')}/{message.get('extension')}")
             for conns in self.by_user.values():
                 for conn in conns:
-                    conn.push(text)
+                    conn.push_latest(key, text)
                     sent += 1
         elif topic == CALL_TOPIC:
             text = json.dumps({"type": "live_call", "call": message})
+            key = ("call", str(message.get("id")))
             for conns in self.by_user.values():
                 for conn in conns:
                     if conn.user.sees_all_calls:
-                        conn.push(text)
+                        conn.push_latest(key, text)
                         sent += 1
         return sent
 
@@ -226,11 +251,13 @@ async def live_socket(ws: WebSocket) -> None:
 async def _send(conn: Connection) -> None:
     try:
         while True:
-            texts = [await conn.queue.get()]
-            while not conn.queue.empty() and len(texts) < MAX_FRAME_MESSAGES:
-                texts.append(conn.queue.get_nowait())
+            await conn.wake.wait()
+            conn.wake.clear()
+            texts = conn.take()
+            if not texts:
+                continue
             # Whatever queued while the last frame was sent goes out as one frame (a JSON array):
-            # a busy PBX's presence changes cost a frame per tab per turn, not per change.
+            # a busy PBX costs a frame per tab per turn, not one per message.
             await conn.ws.send_text(texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]")
     except (WebSocketDisconnect, RuntimeError):
         return
