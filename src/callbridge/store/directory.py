@@ -243,31 +243,22 @@ class SqlDirectory:
             raise NotFound(f"no contact with id {contact_id}")
         return found
 
-    async def _phones(self, ids: Sequence[int]) -> dict[int, list[Phone]]:
-        out: dict[int, list[Phone]] = {}
-        if not ids:
-            return out
-        query = (
-            select(contact_phones)
-            .where(contact_phones.c.contact_id.in_(ids))
-            .order_by(contact_phones.c.contact_id, contact_phones.c.id)
-        )
-        for r in (await self.session.execute(query)).all():
-            out.setdefault(r.contact_id, []).append(Phone(r.raw, r.number_key, PhoneKind(r.kind)))
+    async def _children(self, table: Table, ids: Sequence[int], order: Any) -> dict[int, list[Any]]:
+        """Rows of ``table`` for each contact id, in ``order``."""
+        out: dict[int, list[Any]] = {}
+        if ids:
+            query = select(table).where(table.c.contact_id.in_(ids)).order_by(table.c.contact_id, order)
+            for r in (await self.session.execute(query)).all():
+                out.setdefault(r.contact_id, []).append(r)
         return out
 
+    async def _phones(self, ids: Sequence[int]) -> dict[int, list[Phone]]:
+        rows = await self._children(contact_phones, ids, contact_phones.c.id)
+        return {k: [Phone(r.raw, r.number_key, PhoneKind(r.kind)) for r in v] for k, v in rows.items()}
+
     async def _tags(self, ids: Sequence[int]) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
-        if not ids:
-            return out
-        query = (
-            select(contact_tags)
-            .where(contact_tags.c.contact_id.in_(ids))
-            .order_by(contact_tags.c.contact_id, contact_tags.c.tag_folded)
-        )
-        for r in (await self.session.execute(query)).all():
-            out.setdefault(r.contact_id, []).append(r.tag)
-        return out
+        rows = await self._children(contact_tags, ids, contact_tags.c.tag_folded)
+        return {k: [r.tag for r in v] for k, v in rows.items()}
 
     async def search(
         self, query: ContactQuery, limit: int = 50, cursor: str | None = None

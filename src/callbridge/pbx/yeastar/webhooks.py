@@ -21,6 +21,13 @@ from callbridge.domain.errors import AuthenticationFailed, InvalidEvent, Invalid
 from callbridge.pbx.yeastar.payloads import Payload, parse_payload
 
 DEFAULT_MAX_BYTES = 64 * 1024
+
+
+def ack_body(accepted: int) -> dict[str, object]:
+    """What the PBX expects back from a webhook: its own success envelope."""
+    return {"errcode": 0, "errmsg": "SUCCESS", "accepted": accepted}
+
+
 """Real events are well under 4 KiB; anything near this is not from a PBX."""
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from callbridge.domain.errors import CallbridgeError, NotFound, PbxUnavailable
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.hub import Hub
+from callbridge.pbx.yeastar.webhooks import ack_body
 from callbridge.services.pbxes import AsteriskSettings, YeastarSettings, add_pbx, webhook_url
 from callbridge.web.deps import AdminUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
@@ -177,4 +178,4 @@ async def yeastar_webhook(key: str, request: Request, hub: HubDep) -> Response:
     if handle is None:
         raise PbxUnavailable("this PBX does not take webhooks")
     accepted = await handle(await request.body(), request.headers.get("x-signature"))
-    return JSONResponse({"errcode": 0, "errmsg": "SUCCESS", "accepted": accepted})
+    return JSONResponse(ack_body(accepted))
