@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +32,7 @@ from callbridge.services.dialing import LinkCommands
 from callbridge.services.directory import CachedFinder, ContactFinder
 from callbridge.services.lease import LinkLeases
 from callbridge.services.links import LinkSupervisor
-from callbridge.services.live import PRESENCE_TOPIC, Desk, MemoryBoard, PresenceBoard
+from callbridge.services.live import PRESENCE_TOPIC, Desk, DeskStore, MemoryBoard, PresenceBoard
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.store.db import Database
@@ -106,7 +107,7 @@ class Hub:
             hasher=hasher,
             board=board,
         )
-        hub.desk = Desk(board)
+        hub.desk = Desk(board, lookups=hub._pop_lookups, publish=hub.publish, region=settings.default_region)
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         return hub
 
@@ -132,6 +133,21 @@ class Hub:
     async def handle_events(self, events: Sequence[Event]) -> None:
         """The sink PBX links feed: store a batch, then publish what it changed (after commit)."""
         await self.publish(await self.ingest_batch(events))
+
+    def preview(self, events: Sequence[Event]) -> None:
+        """Show events to the live desk as they arrive, before they are stored: a ringing phone
+        pops its user's card without waiting for the call log (see :meth:`Desk.preview`)."""
+        if self.desk is not None:
+            self.desk.preview(events)
+
+    @asynccontextmanager
+    async def _pop_lookups(self) -> AsyncIterator[tuple[DeskStore, ContactFinder]]:
+        async with self.db.unit() as repos:
+            yield _DeskStore(DeskRepo(repos), repos.extensions), repos.directory
+
+    async def _previewed_handle_events(self, events: Sequence[Event]) -> None:
+        self.preview(events)
+        await self.handle_events(events)
 
     async def publish(self, messages: Sequence[tuple[str, Payload]]) -> None:
         for n, (topic, payload) in enumerate(messages, start=1):
@@ -239,13 +255,18 @@ class Hub:
         return out
 
     # --- PBX links -----------------------------------------------------------------------------
-    def _batching_sink(self) -> BatchingSink:
+    def _batching_sink(self) -> EventSink:
         # An AMI stream has no replay: batching loses nothing a per-event sink would keep, and
         # a busy PBX's events share transactions. (Yeastar's link batches its own inbox and
         # hands each drained batch to handle_events before marking it done.)
         sink = BatchingSink(self.handle_events)
         self._sinks.append(sink)
-        return sink
+
+        async def previewed(event: Event) -> None:
+            self.preview((event,))
+            await sink(event)
+
+        return previewed
 
     def link_factories(self) -> dict[PbxKind, Any]:
         region = self.settings.default_region
@@ -286,7 +307,8 @@ class Hub:
                 ),
                 sink,
                 inbox=SqlInbox(self.db),  # webhooks: persist first, process after
-                batch_sink=self.handle_events,  # each drained batch of the inbox: one ingest
+                # Each drained batch of the inbox: one ingest (ringing pops go out first).
+                batch_sink=self._previewed_handle_events,
             )
 
         return {PbxKind.ASTERISK: asterisk, PbxKind.YEASTAR: yeastar}
@@ -408,6 +430,8 @@ class Hub:
         for sink in self._sinks:
             await sink.close()
         self._sinks.clear()
+        if self.desk is not None:
+            await self.desk.close()
         if self.leases is not None:
             await self.leases.close()
             closer = getattr(self.leases.lock, "close", None)

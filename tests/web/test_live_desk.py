@@ -24,6 +24,7 @@ from callbridge.hub import Hub
 from callbridge.pbx.asterisk.simulator import AmiSimulator
 from callbridge.services.directory import ContactInput
 from callbridge.services.pbxes import AsteriskSettings, add_pbx
+from callbridge.store.calls import CallFilter
 from callbridge.web.app import create_app
 
 SECRET = "ami-secret-for-desk-tests"
@@ -211,9 +212,37 @@ async def test_pop_reaches_the_rung_user_in_every_tab_and_follows_the_call(desk:
     assert bob.cards() == []
     # The next call of Ada shows this one among the last calls.
     call2 = await desk.sim.start_call("inbound", caller=ADA, extension="1001")
-    second = await alice1.wait_for(lambda m: m["type"] == "card" and m["card"]["id"] != ended["card"]["id"])
+    second = await alice1.wait_for(lambda m: m["type"] == "card" and m["card"]["key"] != ended["card"]["key"])
     assert [r["id"] for r in second["card"]["recent"]] == [ended["card"]["id"]]
     await call2.hangup("callee")
+
+
+async def test_pop_does_not_wait_for_the_call_log(desk: Desk, tab: Any, monkeypatch: Any) -> None:
+    """The card goes out while the call log is still storing the ring (here: held back), with
+    the contact already looked up; the call log's card (with the call's id) replaces it."""
+    alice, bob = await tab("alice"), await tab("bob")
+    gate = asyncio.Event()
+    stored = desk.hub.ingest_batch
+
+    async def held_back(events: Any) -> Any:
+        await gate.wait()
+        return await stored(events)
+
+    monkeypatch.setattr(desk.hub, "ingest_batch", held_back)
+    call = await desk.sim.start_call("inbound", caller=ADA, extension="1001", ring=5)
+    early = (await alice.wait_for(lambda m: m["type"] == "card"))["card"]
+    assert early["id"] is None and early["state"] == "ringing"
+    assert early["contact"]["name"] == "Ada Lovelace" and early["company"] == "Analytical Engines"
+    assert early["tags"] == ["Engines", "VIP"] and early["owner"] == "alice"
+    assert early["extension"] == "1001" and early["number"] == ADA
+    async with desk.hub.db.unit() as repos:
+        assert (await repos.calls.search(CallFilter(), limit=10))[0] == []  # nothing stored yet
+    gate.set()
+    logged = await alice.wait_for(lambda m: m["type"] == "card" and m["card"]["id"] is not None)
+    assert logged["card"]["key"] == early["key"] and logged["card"]["state"] == "ringing"
+    await call.hangup("caller")
+    await alice.wait_for(lambda m: m["type"] == "card" and m["card"]["state"] == "ended")
+    assert bob.cards() == []
 
 
 async def test_unknown_caller_pops_as_unknown(desk: Desk, tab: Any) -> None:

@@ -16,26 +16,33 @@ delivers them to the sockets it holds, whichever worker ingested the call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from callbridge.bus import Payload
-from callbridge.domain.directory import Contact
+from callbridge.domain.calls import CallRecord
+from callbridge.domain.directory import Contact, MatchKind
 from callbridge.domain.events import (
     CallAnswered,
     CallEnded,
     CallEvent,
     CallRinging,
+    CallStarted,
     Direction,
     Disposition,
+    Event,
     Presence,
     PresenceChanged,
 )
-from callbridge.services.calllog import Ingested
+from callbridge.services.calllog import CallLink, Ingested
+from callbridge.services.directory import ContactFinder, lookup
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +51,15 @@ PRESENCE_TOPIC = "presence"
 RECENT_CALLS = 4
 # Ended cards are forgotten after this long (they stay on screen for a short while only).
 FORGET_AFTER = 120.0
+# Calls whose ringing may still pop ahead of the call log (bounded: a lost end never piles up).
+MAX_EARLY = 10_000
 MISSED = frozenset({Disposition.MISSED, Disposition.ABANDONED, Disposition.BUSY, Disposition.VOICEMAIL})
 
 
 @dataclass(frozen=True, slots=True)
 class RecentCall:
     id: int
+    key: str  # "pbx/pbx_call_id"
     started_at: datetime
     direction: str
     disposition: str
@@ -71,6 +81,11 @@ class DeskStore(Protocol):
     async def add_notification(
         self, user_id: int, kind: str, call_id: int | None, title: str, body: dict[str, Any]
     ) -> dict[str, Any]: ...
+
+
+# Opens a short read-only unit of work for a pop sent ahead of the call log.
+PopLookups = Callable[[], AbstractAsyncContextManager[tuple[DeskStore, ContactFinder]]]
+Publish = Callable[[Sequence[tuple[str, Payload]]], Awaitable[None]]
 
 
 class PresenceBoard(Protocol):
@@ -127,6 +142,9 @@ class _Card:
     details: dict[str, Any] = field(default_factory=dict)
     answered_by: str = ""
     ended_at: float = 0.0
+    # The call log's path has sent this card: an early pop still looking up stays silent.
+    logged: bool = False
+    details_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def presence_message(pbx: str, extension: str, presence: Presence, at: datetime) -> Payload:
@@ -140,9 +158,23 @@ def presence_message(pbx: str, extension: str, presence: Presence, at: datetime)
 
 
 class Desk:
-    def __init__(self, board: PresenceBoard, *, can_answer: Mapping[str, bool] | None = None) -> None:
+    def __init__(
+        self,
+        board: PresenceBoard,
+        *,
+        can_answer: Mapping[str, bool] | None = None,
+        lookups: PopLookups | None = None,
+        publish: Publish | None = None,
+        region: str = "US",
+    ) -> None:
         self.board = board
         self._cards: dict[tuple[str, str], _Card] = {}
+        # Early pops (see :meth:`preview`): the events of calls not yet answered or ended.
+        self._lookups = lookups
+        self._publish = publish
+        self._region = region
+        self._early: dict[tuple[str, str], list[CallEvent]] = {}
+        self._early_tasks: set[asyncio.Task[None]] = set()
         # extension → the calls it takes part in, so presence falls back to "available" only
         # when its last call ended.
         self._busy: dict[tuple[str, str], set[str]] = {}
@@ -172,6 +204,88 @@ class Desk:
             calls.add(call_id)
         await self.board.set(pbx, extension, presence, at)
         return presence_message(pbx, extension, presence, at)
+
+    # -- early pops ---------------------------------------------------------------------------
+
+    def preview(self, events: Sequence[Event]) -> None:
+        """See events as they leave the PBX link, before the call log stores them.
+
+        A ringing phone pops its user's card from here: the contact is looked up in a short read
+        of its own and the card is published at once, instead of after the batch the event
+        lands in has been written. The call log's card (with the call's id) follows and
+        replaces it; if it is out first, the early one stays silent."""
+        if self._lookups is None or self._publish is None:
+            return
+        for event in events:
+            if not isinstance(event, CallEvent):
+                continue
+            key = (event.pbx, event.call_id)
+            if isinstance(event, CallStarted):
+                if len(self._early) >= MAX_EARLY:
+                    del self._early[next(iter(self._early))]
+                self._early[key] = [event]
+                continue
+            seen = self._early.get(key)
+            if seen is None:
+                continue  # started before this process watched it: the call log's path pops it
+            if isinstance(event, CallRinging) and event.extension:
+                seen.append(event)
+                card = self._cards.get(key)
+                if card is not None and (card.logged or event.extension in card.extensions):
+                    continue
+                task = asyncio.create_task(self._pop_early(event, tuple(seen)), name="early-pop")
+                self._early_tasks.add(task)
+                task.add_done_callback(self._early_tasks.discard)
+            elif isinstance(event, CallAnswered | CallEnded):
+                del self._early[key]  # from here on the card follows the call log
+
+    async def _pop_early(self, event: CallRinging, events: Sequence[CallEvent]) -> None:
+        assert self._lookups is not None and self._publish is not None
+        key = (event.pbx, event.call_id)
+        try:
+            summary = CallRecord.fold(event.pbx, event.call_id, events).summary()
+            async with self._lookups() as (store, finder):
+                users = await store.users_for(event.pbx, [event.extension])
+                if not users:
+                    return
+                card = self._cards.get(key)
+                if card is None:
+                    card = self._cards[key] = _Card(event.pbx, event.call_id)
+                if card.logged:
+                    return
+                card.extensions.add(event.extension)
+                for user_id in users.values():
+                    card.users.setdefault(user_id, event.extension)
+                if summary.external_number:
+                    match = await lookup(finder, summary.external_number, self._region)
+                    link = CallLink(
+                        contact_id=match.contact.id if match.contact is not None else None,
+                        company_id=match.company.id if match.company is not None else None,
+                        match=match.kind,
+                        number=summary.external_number,
+                        contact_name=match.contact.name if match.contact is not None else "",
+                        company_name=match.company.name if match.company is not None else "",
+                    )
+                else:
+                    link = CallLink(match=MatchKind.NONE)
+                early = Ingested(0, summary, link, link.contact_name, link.company_name)
+                await self._fill_details(card, early, store)
+            if card.logged:
+                return
+            body = self._card_body(card, early)
+            await self._publish(
+                [(DESK_TOPIC, {"users": sorted(card.users), "msg": {"type": "card", "card": body}})]
+            )
+        except Exception:
+            # The call log's path still pops the card; this one was only a head start.
+            log.exception("early pop failed for call %s/%s", event.pbx, event.call_id)
+
+    async def close(self) -> None:
+        for task in list(self._early_tasks):
+            task.cancel()
+        for task in list(self._early_tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -216,6 +330,7 @@ class Desk:
         ended = changed.summary.disposition is not None
         await self._fill_details(card, changed, store)
         body = self._card_body(card, changed)
+        card.logged = True
         if card.users:
             out.append((DESK_TOPIC, {"users": sorted(card.users), "msg": {"type": "card", "card": body}}))
             await self.board.set_card(body["key"], sorted(card.users), None if ended else body)
@@ -258,9 +373,13 @@ class Desk:
                 del self._cards[key]
 
     async def _fill_details(self, card: _Card, changed: Ingested, store: DeskStore) -> None:
+        # One reader at a time: an early pop and the call log's path may both be filling it.
+        async with card.details_lock:
+            if card.contact_id != changed.link.contact_id:
+                await self._look_up_details(card, changed, store)
+
+    async def _look_up_details(self, card: _Card, changed: Ingested, store: DeskStore) -> None:
         contact_id = changed.link.contact_id
-        if card.contact_id == contact_id:
-            return
         card.contact_id = contact_id
         details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": []}
         if contact_id is not None:
@@ -282,7 +401,7 @@ class Desk:
                         "user": r.user,
                     }
                     for r in recent
-                    if r.id != changed.id
+                    if r.key != f"{card.pbx}/{card.call_id}"
                 ][:RECENT_CALLS]
         card.details = details
 
@@ -304,7 +423,7 @@ class Desk:
         caller = (contact or {}).get("name") or s.from_name or number or "unknown"
         return {
             "key": f"{card.pbx}/{card.call_id}",
-            "id": changed.id,
+            "id": changed.id or None,  # None: an early pop, sent before the call log has the call
             "pbx": card.pbx,
             "pbx_call_id": card.call_id,
             "state": state,

@@ -166,6 +166,7 @@ class DeskRepo:
         return [
             RecentCall(
                 id=c.id,
+                key=f"{c.pbx}/{c.pbx_call_id}",
                 started_at=c.started_at,
                 direction=c.direction.value if c.direction else "",
                 disposition=c.disposition.value if c.disposition else "in progress",

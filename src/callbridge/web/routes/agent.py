@@ -122,6 +122,7 @@ class _Session:
             if items:
                 await self.send({"type": "ack", "seq": self.high_water})
             return
+        self.hub.preview(events)
         changed = await self.hub.ingest_batch([e for e in events if not isinstance(e, PresenceChanged)])
         last_at = max((e.at for e in events), default=None)
         async with self.hub.db.unit() as repos:
