@@ -35,12 +35,15 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 QUEUE_SIZE = 256
 MAX_FRAME_MESSAGES = 64
+# Presence and live-call rows reach a tab at most this often (seconds); pops never wait for it.
+STATE_INTERVAL = 0.2
 
 
 class Connection:
-    """One tab. Cards and notifications queue in order (each one matters); presence and live-call
-    rows keep only their newest state per extension or call, so a busy PBX cannot bury a pop
-    under a pile of states nobody will see."""
+    """One tab. Cards and notifications queue in order (each one matters) and go out at once;
+    presence and live-call rows keep only their newest state per extension or call and go out
+    at most every :data:`STATE_INTERVAL` per tab, so a busy PBX costs each tab a few frames a
+    second and can never bury or slow a pop under a pile of states nobody will see."""
 
     def __init__(self, ws: WebSocket, user: User) -> None:
         self.ws = ws
@@ -48,6 +51,8 @@ class Connection:
         self.queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
         self.latest: dict[tuple[str, str], str] = {}
         self.wake = asyncio.Event()
+        self._states_due = 0.0  # loop time from which the next states may go out
+        self._timer: asyncio.TimerHandle | None = None
 
     def push(self, text: str) -> None:
         if self.queue.full():
@@ -60,18 +65,43 @@ class Connection:
     def push_latest(self, key: tuple[str, str], text: str) -> None:
         self.latest.pop(key, None)  # re-insert: the newest state goes out last
         self.latest[key] = text
+        self._wake_for_states()
+
+    def _wake_for_states(self) -> None:
+        if self._timer is not None:
+            return  # already due to go out
+        loop = asyncio.get_running_loop()
+        delay = self._states_due - loop.time()
+        if delay <= 0:
+            self.wake.set()
+        else:
+            self._timer = loop.call_later(delay, self._states_ready)
+
+    def _states_ready(self) -> None:
+        self._timer = None
         self.wake.set()
 
     def take(self) -> list[str]:
-        """What to send now: queued messages first (the pops), then the newest states."""
+        """What to send now: queued messages (the pops), then the newest states when due."""
         texts: list[str] = []
         while not self.queue.empty() and len(texts) < MAX_FRAME_MESSAGES:
             texts.append(self.queue.get_nowait())
-        texts += self.latest.values()
-        self.latest.clear()
         if not self.queue.empty():
             self.wake.set()
+        if self.latest:
+            now = asyncio.get_running_loop().time()
+            if now >= self._states_due:
+                texts += self.latest.values()
+                self.latest.clear()
+                self._states_due = now + STATE_INTERVAL
+            else:
+                self._wake_for_states()
         return texts
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class Sockets:
@@ -243,6 +273,7 @@ async def live_socket(ws: WebSocket) -> None:
         pass
     finally:
         sockets.remove(conn)
+        conn.close()
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
