@@ -32,11 +32,19 @@ from callbridge.services.dialing import LinkCommands
 from callbridge.services.directory import CachedFinder, ContactFinder
 from callbridge.services.lease import LinkLeases
 from callbridge.services.links import LinkSupervisor
-from callbridge.services.live import PRESENCE_TOPIC, Desk, DeskStore, MemoryBoard, PresenceBoard
+from callbridge.services.live import (
+    PRESENCE_TOPIC,
+    Desk,
+    DeskStore,
+    MemoryBoard,
+    PresenceBoard,
+    RecentCall,
+)
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.store.db import Database
 from callbridge.store.desk import DeskRepo
+from callbridge.store.directory import FastDirectory
 from callbridge.store.migrate import upgrade
 from callbridge.store.repos import Repos
 from callbridge.store.secrets import SecretBox, load_or_create_key
@@ -59,6 +67,25 @@ class _DeskStore:
         return getattr(self._inner, name)
 
 
+class _EarlyDeskStore:
+    """What an early pop reads: point queries, and the contact's last calls when there is one."""
+
+    def __init__(self, fast: FastDirectory, db: Database) -> None:
+        self.users_for = fast.users_for
+        self.contact = fast.contact
+        self.user_label = fast.user_label
+        self._db = db
+
+    async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]:
+        async with self._db.unit() as repos:
+            return await DeskRepo(repos).recent_calls(contact_id, limit)
+
+    async def add_notification(
+        self, user_id: int, kind: str, call_id: int | None, title: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise RuntimeError("an early pop leaves no notifications: the call log's path does")
+
+
 @dataclass
 class Hub:
     settings: Settings
@@ -79,6 +106,7 @@ class Hub:
     leases: LinkLeases | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _sinks: list[BatchingSink] = field(default_factory=list)
+    _fast: FastDirectory | None = None
     _known_pbxes: set[str] = field(default_factory=set)
     _watcher: asyncio.Task[None] | None = None
 
@@ -140,10 +168,16 @@ class Hub:
         if self.desk is not None:
             self.desk.preview(events)
 
+    @property
+    def fast_directory(self) -> FastDirectory:
+        """Point reads without the ORM's session machinery (dialplan lookups, early pops)."""
+        if self._fast is None:
+            self._fast = FastDirectory(self.db.url)
+        return self._fast
+
     @asynccontextmanager
     async def _pop_lookups(self) -> AsyncIterator[tuple[DeskStore, ContactFinder]]:
-        async with self.db.unit() as repos:
-            yield _DeskStore(DeskRepo(repos), repos.extensions), repos.directory
+        yield _EarlyDeskStore(self.fast_directory, self.db), self.fast_directory
 
     async def _previewed_handle_events(self, events: Sequence[Event]) -> None:
         self.preview(events)
@@ -437,6 +471,9 @@ class Hub:
             closer = getattr(self.leases.lock, "close", None)
             if closer is not None:
                 await closer()
+        if self._fast is not None:
+            await self._fast.close()
+            self._fast = None
         await self.board.close()
         await self.bus.close()
         await self.db.dispose()

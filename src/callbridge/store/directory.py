@@ -15,7 +15,7 @@ import secrets as pysecrets
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -719,6 +719,12 @@ _PBX_BY_HASH_SQL = (
     "WHERE t.token_hash = {0} AND x.enabled"
 )
 _TAGS_SQL = "SELECT tag FROM contact_tags WHERE contact_id = {0}"
+_CONTACT_SQL = (
+    "SELECT c.id, c.kind, c.name, c.company_id, co.name AS company_name, c.owner_id "
+    "FROM contacts c LEFT JOIN contacts co ON co.id = c.company_id WHERE c.id = {0}"
+)
+_EXTENSION_USER_SQL = "SELECT user_id FROM extension_users WHERE pbx = {0} AND extension = {1}"
+_USER_LABEL_SQL = "SELECT display_name, name FROM users WHERE id = {0}"
 _OWNER_SQL = "SELECT owner_id FROM contacts WHERE id = {0}"
 _EXTENSION_SQL = (
     "SELECT e.extension, u.name FROM extension_users e JOIN users u ON u.id = e.user_id "
@@ -805,6 +811,28 @@ class FastDirectory:
     async def extension_of(self, pbx: str, user_id: int) -> tuple[str, str]:
         rows = await self._fetch(_EXTENSION_SQL, pbx, user_id)
         return (str(rows[0][0]), str(rows[0][1])) if rows else ("", "")
+
+    # The live desk's early pop reads these (see services/live.py).
+
+    async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]:
+        found: dict[str, int] = {}
+        for extension in extensions:
+            if extension:
+                rows = await self._fetch(_EXTENSION_USER_SQL, pbx, extension)
+                if rows:
+                    found[extension] = int(rows[0][0])
+        return found
+
+    async def contact(self, contact_id: int) -> Contact | None:
+        rows = await self._fetch(_CONTACT_SQL, contact_id)
+        if not rows:
+            return None
+        found = _fast_contact(rows[0])
+        return replace(found, tags=tuple(await self.tags_of(contact_id)))
+
+    async def user_label(self, user_id: int) -> str:
+        rows = await self._fetch(_USER_LABEL_SQL, user_id)
+        return str(rows[0][0] or rows[0][1]) if rows else ""
 
     async def close(self) -> None:
         if self._sqlite is not None:

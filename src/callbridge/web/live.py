@@ -109,16 +109,23 @@ class Sockets:
 
     def __init__(self) -> None:
         self.by_user: dict[int, set[Connection]] = {}
+        self.all: set[Connection] = set()
+        self.managers: set[Connection] = set()  # the tabs that see every live call
         self.ready = asyncio.Event()
 
     @property
     def count(self) -> int:
-        return sum(len(c) for c in self.by_user.values())
+        return len(self.all)
 
     def add(self, conn: Connection) -> None:
         self.by_user.setdefault(conn.user.id, set()).add(conn)
+        self.all.add(conn)
+        if conn.user.sees_all_calls:
+            self.managers.add(conn)
 
     def remove(self, conn: Connection) -> None:
+        self.all.discard(conn)
+        self.managers.discard(conn)
         conns = self.by_user.get(conn.user.id)
         if conns is not None:
             conns.discard(conn)
@@ -142,18 +149,15 @@ class Sockets:
         elif topic == PRESENCE_TOPIC:
             text = json.dumps(message)
             key = ("presence", f"{message.get('pbx')}/{message.get('extension')}")
-            for conns in self.by_user.values():
-                for conn in conns:
-                    conn.push_latest(key, text)
-                    sent += 1
-        elif topic == CALL_TOPIC:
+            for conn in self.all:
+                conn.push_latest(key, text)
+            sent = len(self.all)
+        elif topic == CALL_TOPIC and self.managers:
             text = json.dumps({"type": "live_call", "call": message})
             key = ("call", str(message.get("id")))
-            for conns in self.by_user.values():
-                for conn in conns:
-                    if conn.user.sees_all_calls:
-                        conn.push_latest(key, text)
-                        sent += 1
+            for conn in self.managers:
+                conn.push_latest(key, text)
+            sent = len(self.managers)
         return sent
 
     async def run(self, hub: Hub) -> None:

@@ -58,11 +58,10 @@ def _state(request: Request) -> tuple[Hub, DialplanState]:
     hub: Hub = request.app.state.hub
     state = hub.extras.get(_EXTRA)
     if not isinstance(state, DialplanState):
-        state = DialplanState(FastDirectory(hub.db.url), TokenCache())
+        state = DialplanState(hub.fast_directory, TokenCache())
         hub.extras[_EXTRA] = state
 
         async def close(_: Hub) -> None:
-            await state.directory.close()
             hub.extras.pop(_EXTRA, None)
 
         request.app.state.on_stop.append(close)
