@@ -26,6 +26,7 @@ from callbridge.services.directory import ContactInput
 from callbridge.services.pbxes import AsteriskSettings, add_pbx
 from callbridge.store.calls import CallFilter
 from callbridge.web.app import create_app
+from callbridge.web.live import sockets_of
 
 SECRET = "ami-secret-for-desk-tests"
 PASSWORD = "user-password-1"
@@ -53,6 +54,7 @@ class Desk:
     url: str
     users: dict[str, int]
     ada_id: int
+    app: Any = None
 
     @property
     def ws_url(self) -> str:
@@ -162,7 +164,7 @@ async def desk(hub: Hub) -> AsyncIterator[Desk]:
                     break
                 await asyncio.sleep(0.05)
             assert server.started and sim.logins == 1
-            yield Desk(hub, sim, f"http://127.0.0.1:{port}", users, ada)
+            yield Desk(hub, sim, f"http://127.0.0.1:{port}", users, ada, app)
             server.should_exit = True
             await task
 
@@ -243,6 +245,23 @@ async def test_pop_does_not_wait_for_the_call_log(desk: Desk, tab: Any, monkeypa
     await call.hangup("caller")
     await alice.wait_for(lambda m: m["type"] == "card" and m["card"]["state"] == "ended")
     assert bob.cards() == []
+
+
+async def test_tabs_of_a_disabled_or_signed_out_user_are_closed(desk: Desk, tab: Any) -> None:
+    alice, bob = await tab("alice"), await tab("bob")
+    sockets = sockets_of(desk.app)
+    assert await sockets.recheck(desk.hub) == 0
+    async with desk.hub.db.unit() as repos:
+        await desk.hub.accounts(repos).set_active("bob", False)  # e.g. `callbridge user disable bob`
+    assert await sockets.recheck(desk.hub) == 1
+    await asyncio.wait_for(bob.ws.wait_closed(), 5)
+    assert bob.ws.close_code == 4401
+    # Alice's tab stays, and still gets her pops.
+    await desk.sim.place_call("inbound_answered", caller=ADA, extension="1001")
+    await alice.wait_for(lambda m: m["type"] == "card")
+    async with desk.hub.db.unit() as repos:
+        await desk.hub.accounts(repos).set_password("alice", PASSWORD + "x")  # signs out everywhere
+    assert await sockets.recheck(desk.hub) == 1
 
 
 async def test_unknown_caller_pops_as_unknown(desk: Desk, tab: Any) -> None:

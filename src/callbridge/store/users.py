@@ -51,6 +51,17 @@ class SqlUserStore:
         row = (await self.session.execute(select(users).where(users.c.id == user_id))).first()
         return _stored(row) if row else None
 
+    async def signed_in(self, sessions: set[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Those of ``(user id, session version)`` that are still good: the user is active and
+        has not been signed out everywhere since (one statement for any number of tabs)."""
+        if not sessions:
+            return set()
+        query = select(users.c.id, users.c.session_version).where(
+            users.c.id.in_({user_id for user_id, _ in sessions}), users.c.active.is_(True)
+        )
+        current = {(row.id, row.session_version) for row in (await self.session.execute(query)).all()}
+        return sessions & current
+
     async def get_by_name(self, name: str) -> StoredUser | None:
         query = select(users).where(func.lower(users.c.name) == name.lower())
         row = (await self.session.execute(query)).first()

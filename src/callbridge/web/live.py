@@ -35,6 +35,8 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 QUEUE_SIZE = 256
 MAX_FRAME_MESSAGES = 64
+# Open tabs of a user disabled or signed out everywhere are closed within this many seconds.
+SESSION_RECHECK_SECONDS = 10.0
 # Presence and live-call rows reach a tab at most this often (seconds); pops never wait for it.
 STATE_INTERVAL = 0.2
 
@@ -160,6 +162,33 @@ class Sockets:
             sent = len(self.managers)
         return sent
 
+    async def recheck(self, hub: Hub) -> int:
+        """Close the tabs of users disabled or signed out everywhere since they connected (also
+        when that happened in another process, such as ``callbridge user disable``); returns
+        how many were closed."""
+        held = {(c.user.id, c.user.session_version) for c in self.all}
+        if not held:
+            return 0
+        async with hub.db.unit() as repos:
+            good = await repos.users.signed_in(held)
+        ended = [c for c in self.all if (c.user.id, c.user.session_version) not in good]
+        for conn in ended:
+            self.remove(conn)
+            with contextlib.suppress(Exception):
+                await conn.ws.close(CLOSE_UNAUTHENTICATED, "signed out")
+        return len(ended)
+
+    async def recheck_every(self, hub: Hub, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                closed = await self.recheck(hub)
+            except Exception as exc:  # the database is away: try again next round
+                log.warning("live sockets: session re-check failed (%s)", type(exc).__name__)
+                continue
+            if closed:
+                log.info("live sockets: closed %d tabs whose session ended", closed)
+
     async def run(self, hub: Hub) -> None:
         while True:
             try:
@@ -194,6 +223,9 @@ def install(app: FastAPI) -> None:
 
     async def start(hub: Hub) -> None:
         tasks.append(asyncio.create_task(sockets.run(hub), name="live-fanout"))
+        tasks.append(
+            asyncio.create_task(sockets.recheck_every(hub, SESSION_RECHECK_SECONDS), name="live-recheck")
+        )
         hub.start_background()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(sockets.ready.wait(), timeout=5)
