@@ -146,11 +146,10 @@ async def serve_bare() -> None:
 
 
 async def _answer_stats(hub: Any, pbx: str) -> None:
-    """``STATS`` on stdin → ``STATS <inbox rows left> <calls> <calls that came out right>``."""
+    """``STATS`` on stdin → ``STATS <inbox not empty: 1 or 0> <calls> <calls that came out right>``."""
     from sqlalchemy import func, select
 
     from callbridge.store.calls import calls
-    from callbridge.store.tables import webhook_inbox
 
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
@@ -158,8 +157,8 @@ async def _answer_stats(hub: Any, pbx: str) -> None:
     while line := await reader.readline():
         if line.strip() != b"STATS":
             continue
+        left = len(await hub.inbox_store().pending(pbx, 1))  # 0 once the consumer is through
         async with hub.db.session() as session:
-            left = await session.scalar(select(func.count()).select_from(webhook_inbox))
             logged = await session.scalar(select(func.count()).select_from(calls).where(calls.c.pbx == pbx))
             right = await session.scalar(
                 select(func.count())
@@ -406,6 +405,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.waiting: asyncio.Future[int] | None = None
+        self.closed = False  # uvicorn closes keep-alive connections idle for 5 s
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
@@ -426,6 +426,7 @@ class _Connection(asyncio.Protocol):
             self.waiting.set_result(status)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         if self.waiting is not None and not self.waiting.done():
             self.waiting.set_exception(ConnectionError("connection closed"))
 
@@ -452,6 +453,8 @@ async def _open_loop(name: str, port: int, requests: list[bytes], rate: float) -
     async def one(request: bytes, due: float) -> None:
         nonlocal errors
         # A busy server gets a new connection rather than a delayed request, as a PBX would push.
+        while idle and idle[-1].closed:
+            idle.pop()
         conn = idle.pop() if idle else await connect()
         try:
             status = await conn.send(request)
@@ -473,8 +476,8 @@ async def _open_loop(name: str, port: int, requests: list[bytes], rate: float) -
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - started
     for conn in idle:
-        assert conn.transport is not None
-        conn.transport.close()
+        if conn.transport is not None:
+            conn.transport.close()
     ordered = sorted(latencies) or [0.0]
 
     def pct(q: float) -> float:
