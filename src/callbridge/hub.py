@@ -80,6 +80,7 @@ class Hub:
     _sinks: list[BatchingSink] = field(default_factory=list)
     _known_pbxes: set[str] = field(default_factory=set)
     _watcher: asyncio.Task[None] | None = None
+    _inbox: Any = None  # the webhook inbox every Yeastar link shares (see inbox_store)
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -247,6 +248,17 @@ class Hub:
         self._sinks.append(sink)
         return sink
 
+    def inbox_store(self) -> Any:
+        """Where Yeastar webhooks wait between their ack and their ingest. On SQLite, a file of
+        its own beside the database, so acks never wait for ingest's write lock."""
+        if self._inbox is None:
+            from callbridge.store.inbox import SqlInbox, SqliteInbox
+
+            in_db = SqlInbox(self.db)
+            file = self.db.sqlite_file
+            self._inbox = SqliteInbox(SqliteInbox.beside(file), legacy=in_db) if file else in_db
+        return self._inbox
+
     def link_factories(self) -> dict[PbxKind, Any]:
         region = self.settings.default_region
 
@@ -271,7 +283,6 @@ class Hub:
 
         def yeastar(record: PbxRecord, secrets: Mapping[str, str], sink: EventSink) -> PbxLink:
             from callbridge.pbx.yeastar.link import YeastarConfig, YeastarLink
-            from callbridge.store.inbox import SqlInbox
 
             cfg = record.config
             return YeastarLink(
@@ -285,7 +296,7 @@ class Hub:
                     default_region=region,
                 ),
                 sink,
-                inbox=SqlInbox(self.db),  # webhooks: persist first, process after
+                inbox=self.inbox_store(),  # webhooks: persist first, process after
                 batch_sink=self.handle_events,  # each drained batch of the inbox: one ingest
             )
 
@@ -415,6 +426,10 @@ class Hub:
                 await closer()
         await self.board.close()
         await self.bus.close()
+        closer = getattr(self._inbox, "close", None)  # after the links: they commit to it when stopping
+        if closer is not None:
+            await closer()
+        self._inbox = None
         await self.db.dispose()
 
 
