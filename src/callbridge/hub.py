@@ -217,7 +217,11 @@ class Hub:
                 (n for e in events if isinstance(e, CallStarted) for n in (e.from_number, e.to_number)),
                 self.settings.default_region,
             )
-        for event in events:
+        for n, event in enumerate(events, start=1):
+            if n % 20 == 0:
+                # Folding a big batch is pure CPU between queries: hand the event loop back now
+                # and then, so requests (webhook acks) are not held for the whole batch.
+                await asyncio.sleep(0)
             changed = await ingest(
                 event,
                 calls,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,11 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
             await the_hub.start_links()
         for start in app.state.on_start:
             await start(the_hub)
+        # What start-up built (modules, routes, SQLAlchemy's metadata, templates) lives as long
+        # as the process; frozen, it is left out of the collector's full passes, which otherwise
+        # walk all of it and stop every request for 150+ ms (a webhook ack among them).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
