@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from callbridge.web.routes import ROUTERS
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
+SWITCH_INTERVAL = 0.0005  # seconds; see the lifespan
 
 
 def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> FastAPI:
@@ -41,6 +43,9 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
         # walk all of it and stop every request for 150+ ms (a webhook ack among them).
         gc.collect()
         gc.freeze()
+        # SQLite (aiosqlite, the webhook inbox) answers from threads; with the default 5 ms switch
+        # interval each answer could wait that long for the GIL behind a busy event loop.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             yield
         finally:
