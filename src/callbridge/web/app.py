@@ -20,6 +20,7 @@ from callbridge.hub import Hub
 from callbridge.web import errors, live
 from callbridge.web.middleware import BodyLimit, SecurityHeaders
 from callbridge.web.routes import ROUTERS
+from callbridge.web.webhooks import YeastarWebhooks
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    # Inside the body limit and the security headers, ahead of sessions and routing (a PBX
+    # calls it; see web/webhooks.py).
+    app.add_middleware(YeastarWebhooks, hub=the_hub)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
