@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
             for stop in reversed(app.state.on_stop):
                 await stop(the_hub)
             await the_hub.close()
+            gc.unfreeze()  # an app started again in this process (tests) must not pile frozen objects up
 
     app = FastAPI(
         title="callbridge",
