@@ -109,6 +109,7 @@ class Hub:
     _fast: FastDirectory | None = None
     _known_pbxes: set[str] = field(default_factory=set)
     _watcher: asyncio.Task[None] | None = None
+    _inbox: Any = None  # the webhook inbox every Yeastar link shares (see inbox_store)
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -266,7 +267,11 @@ class Hub:
                 (n for e in events if isinstance(e, CallStarted) for n in (e.from_number, e.to_number)),
                 self.settings.default_region,
             )
-        for event in events:
+        for n, event in enumerate(events, start=1):
+            if n % 20 == 0:
+                # Folding a big batch is pure CPU between queries: hand the event loop back now
+                # and then, so requests (webhook acks) are not held for the whole batch.
+                await asyncio.sleep(0)
             changed = await ingest(
                 event,
                 calls,
@@ -302,6 +307,17 @@ class Hub:
 
         return previewed
 
+    def inbox_store(self) -> Any:
+        """Where Yeastar webhooks wait between their ack and their ingest. On SQLite, a file of
+        its own beside the database, so acks never wait for ingest's write lock."""
+        if self._inbox is None:
+            from callbridge.store.inbox import SqlInbox, SqliteInbox
+
+            in_db = SqlInbox(self.db)
+            file = self.db.sqlite_file
+            self._inbox = SqliteInbox(SqliteInbox.beside(file), legacy=in_db) if file else in_db
+        return self._inbox
+
     def link_factories(self) -> dict[PbxKind, Any]:
         region = self.settings.default_region
 
@@ -326,7 +342,6 @@ class Hub:
 
         def yeastar(record: PbxRecord, secrets: Mapping[str, str], sink: EventSink) -> PbxLink:
             from callbridge.pbx.yeastar.link import YeastarConfig, YeastarLink
-            from callbridge.store.inbox import SqlInbox
 
             cfg = record.config
             return YeastarLink(
@@ -340,7 +355,7 @@ class Hub:
                     default_region=region,
                 ),
                 sink,
-                inbox=SqlInbox(self.db),  # webhooks: persist first, process after
+                inbox=self.inbox_store(),  # webhooks: persist first, process after
                 # Each drained batch of the inbox: one ingest (ringing pops go out first).
                 batch_sink=self._previewed_handle_events,
             )
@@ -476,6 +491,10 @@ class Hub:
             self._fast = None
         await self.board.close()
         await self.bus.close()
+        closer = getattr(self._inbox, "close", None)  # after the links: they commit to it when stopping
+        if closer is not None:
+            await closer()
+        self._inbox = None
         await self.db.dispose()
 
 

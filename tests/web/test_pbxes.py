@@ -237,3 +237,21 @@ async def test_pbx_added_by_another_process_is_picked_up_while_running(settings:
             await asyncio.sleep(0.02)
         assert hub.webhook_keys.get(record.webhook_key) == "later"
         assert hub.links is not None and "later" in hub.links.links
+
+
+async def test_webhook_answers_like_an_api_route_without_a_session(
+    client: httpx.AsyncClient, webhook: str
+) -> None:
+    body = _event("1700000000.9", "ALERT")
+    answer = await client.post(
+        webhook, content=body, headers={"x-signature": _sign(body, "webhook-secret-value")}
+    )
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["x-frame-options"] == "DENY"  # still inside the security headers
+    assert "set-cookie" not in answer.headers  # a PBX gets no session
+    forged = await client.post(webhook, content=body, headers={"x-signature": "forged"})
+    assert forged.status_code == 401 and forged.headers["www-authenticate"] == "Bearer"
+    assert forged.json()["error"]["code"] == "yeastar_webhook_signature_invalid"
+    wrong = await client.get(webhook)
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"

@@ -38,7 +38,17 @@ class Database:
     def __init__(self, url: str, box: SecretBox, *, echo: bool = False) -> None:
         self.url = url
         self.box = box
-        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        # The database's file (SQLite on disk), for what lives beside it (the webhook inbox).
+        self.sqlite_file = (
+            parsed.database
+            if self.is_sqlite
+            and parsed.database
+            and parsed.database != ":memory:"
+            and "mode=memory" not in url
+            else None
+        )
         kwargs: dict[str, Any] = {"echo": echo}
         if not self.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=10)

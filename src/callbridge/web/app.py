@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,10 +20,12 @@ from callbridge.hub import Hub
 from callbridge.web import errors, live
 from callbridge.web.middleware import BodyLimit, SecurityHeaders
 from callbridge.web.routes import ROUTERS
+from callbridge.web.webhooks import YeastarWebhooks
 
 log = logging.getLogger(__name__)
 
 _HERE = Path(__file__).parent
+SWITCH_INTERVAL = 0.0005  # seconds; see the lifespan
 
 
 def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> FastAPI:
@@ -36,18 +39,21 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
             await the_hub.start_links()
         for start in app.state.on_start:
             await start(the_hub)
-        # What exists now (modules, routes, the ORM's tables, pools) lives as long as the hub: keep
-        # it out of the collector's full scans, each of which would stall the event loop (live pops,
-        # AMI reading) for 100 ms and more on a busy hub.
+        # What start-up built (modules, routes, SQLAlchemy's metadata, templates) lives as long
+        # as the process; frozen, it is left out of the collector's full passes, which otherwise
+        # walk all of it and stop every request for 150+ ms (a webhook ack among them).
         gc.collect()
         gc.freeze()
+        # SQLite (aiosqlite, the webhook inbox) answers from threads; with the default 5 ms switch
+        # interval each answer could wait that long for the GIL behind a busy event loop.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             yield
         finally:
-            gc.unfreeze()
             for stop in reversed(app.state.on_stop):
                 await stop(the_hub)
             await the_hub.close()
+            gc.unfreeze()  # an app started again in this process (tests) must not pile frozen objects up
 
     app = FastAPI(
         title="callbridge",
@@ -72,6 +78,9 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
         same_site="lax",
         https_only=settings.secure_cookies,
     )
+    # Inside the body limit and the security headers, ahead of sessions and routing (a PBX
+    # calls it; see web/webhooks.py).
+    app.add_middleware(YeastarWebhooks, hub=the_hub)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")

@@ -31,7 +31,6 @@ from callbridge.pbx.yeastar.simulator import SimulatorConfig, YeastarSimulator
 from callbridge.pbx.yeastar.webhooks import sign
 from callbridge.services.pbxes import YeastarSettings, add_pbx
 from callbridge.services.ports import Originate
-from callbridge.store.inbox import SqlInbox
 from callbridge.web.app import create_app
 
 CALLER = "+14155550100"
@@ -404,7 +403,7 @@ async def test_a_webhook_stored_before_a_crash_is_processed_after_restart(
             assert [(c["pbx_call_id"], c["disposition"], c["answered_by_extension"]) for c in items] == [
                 (call_id, "answered", "2002")
             ]
-            assert await SqlInbox(second.db).pending("cloud", 10) == []  # consumed, then deleted
+            assert await second.inbox_store().pending("cloud", 10) == []  # consumed, then deleted
         finally:
             await second.close()
 
