@@ -29,8 +29,10 @@ from callbridge.pbx.yeastar.inbox import StoredWebhook
 from callbridge.pbx.yeastar.link import YeastarConfig, YeastarLink
 from callbridge.pbx.yeastar.simulator import SimulatorConfig, YeastarSimulator
 from callbridge.pbx.yeastar.webhooks import sign
+from callbridge.services.calllog import IngestFailed
 from callbridge.services.pbxes import YeastarSettings, add_pbx
 from callbridge.services.ports import Originate
+from callbridge.store.calls import CallFilter
 from callbridge.web.app import create_app
 
 CALLER = "+14155550100"
@@ -406,6 +408,36 @@ async def test_a_webhook_stored_before_a_crash_is_processed_after_restart(
             assert await second.inbox_store().pending("cloud", 10) == []  # consumed, then deleted
         finally:
             await second.close()
+
+
+async def test_webhooks_wait_in_the_inbox_while_the_call_log_refuses_writes(
+    webhooks: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails while a drained batch is ingested: the webhooks are not marked done,
+    and once it is back the same calls come out, exactly once."""
+    monkeypatch.setattr("callbridge.pbx.yeastar.link.STORE_RETRY_FIRST", 0.05)
+    hub = webhooks.hub
+    stored = hub.ingest_batch
+    refusals = 3
+
+    async def down_for_a_while(events: Any) -> Any:
+        nonlocal refusals
+        if refusals > 0:
+            refusals -= 1
+            raise IngestFailed("could not store any of the events")
+        return await stored(events)
+
+    monkeypatch.setattr(hub, "ingest_batch", down_for_a_while)
+    call_id = await webhooks.sim.run_scenario("inbound_answered", caller=CALLER, extension="2002")
+    call = await webhooks.call(call_id)
+    assert (call["disposition"], call["answered_by_extension"]) == ("answered", "2002")
+    assert webhooks.link.store_failures == 3
+    async with asyncio.timeout(5):
+        while await hub.inbox_store().pending("cloud", 10):  # noqa: ASYNC110 (a table, no event)
+            await asyncio.sleep(0.02)
+    async with hub.db.unit() as repos:
+        found, _ = await repos.calls.search(CallFilter(), limit=10)
+    assert [c.pbx_call_id for c in found] == [call_id]
 
 
 class _BrokenStore:

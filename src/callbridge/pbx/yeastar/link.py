@@ -39,6 +39,7 @@ from callbridge.pbx.yeastar.webhooks import (
     parse_webhook,
 )
 from callbridge.pbx.yeastar.websocket import YeastarSubscription
+from callbridge.services.calllog import IngestFailed
 from callbridge.services.ports import EventSink, LinkStatus, Originate
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 # few rows, so an ack never waits for a whole batch to be mapped (~0.1 ms a row).
 YIELD_EVERY = 10
 COALESCE_SECONDS = 0.02  # an event reaches the call log (and the screen pop) at most this much later
+# While the call log refuses writes (database down), a drained batch is offered again after this
+# long, doubling up to the maximum; its webhooks stay in the inbox meanwhile.
+STORE_RETRY_FIRST = 0.5
+STORE_RETRY_MAX = 30.0
 
 
 @dataclass
@@ -100,6 +105,7 @@ class YeastarLink:
         self.inbox = WebhookInbox(config.name, inbox) if inbox is not None else None
         self._stored_keys = DuplicateFilter()  # retries of what the inbox holds already
         self.inbox_processed = 0
+        self.store_failures = 0
         self._lock = asyncio.Lock()  # one ordered stream into the mapper and the sink
         self._subscription: YeastarSubscription | None = None
         self._running = False
@@ -240,8 +246,9 @@ class YeastarLink:
                 for message in messages:
                     events += await self._map_message(message, row.received_at)
             # The whole batch of stored webhooks goes to the hub at once (one transaction for
-            # many events) before the rows are marked done.
-            await self._deliver(events)
+            # many events) before the rows are marked done; while the call log cannot store it,
+            # the rows stay and the same events are offered again (they are idempotent).
+            await self._deliver_until_stored(events)
             await inbox.store.done(self.name, [row.id for row in rows])
             self.inbox_processed += len(rows)
 
@@ -273,7 +280,26 @@ class YeastarLink:
                 log.exception("yeastar %s: could not map event %s", self.name, message.type)
                 return []
 
-    async def _deliver(self, events: Sequence[Event]) -> int:
+    async def _deliver_until_stored(self, events: Sequence[Event]) -> None:
+        delay = STORE_RETRY_FIRST
+        while True:
+            try:
+                await self._deliver(events, retry=True)
+                return
+            except IngestFailed as exc:
+                self.store_failures += 1
+                log.warning(
+                    "yeastar %s: the call log could not store %d events (%s); their webhooks stay in "
+                    "the inbox and are offered again in %.0f s",
+                    self.name,
+                    len(events),
+                    exc.message,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX)
+
+    async def _deliver(self, events: Sequence[Event], *, retry: bool = False) -> int:
         if not events:
             return 0
         try:
@@ -282,6 +308,10 @@ class YeastarLink:
             else:
                 for event in events:
                     await self._sink(event)
+        except IngestFailed:
+            if retry:
+                raise  # the database refused the batch: the caller keeps its webhooks and retries
+            log.exception("yeastar %s: the call log could not store %d events", self.name, len(events))
         except Exception:
             first = events[0]
             log.exception(
