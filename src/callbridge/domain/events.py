@@ -69,6 +69,12 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The dataclass fields of an event class, in order (asked for on every (de)serialization)."""
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
     """Base of all normalized events: which PBX, when."""
@@ -90,15 +96,15 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, datetime):
                 value = value.isoformat()
             elif isinstance(value, StrEnum):
                 value = value.value
             elif isinstance(value, tuple):
                 value = list(value)
-            out[f.name] = value
+            out[name] = value
         return out
 
 
@@ -194,7 +200,7 @@ def event_from_dict(data: Mapping[str, Any]) -> Event:
     cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise InvalidEvent(f"unknown event kind {kind!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     values: dict[str, Any] = {}
     try:
         for name in names:
