@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -171,6 +172,7 @@ class Hub:
                 calls = BatchedCalls(repos.calls, repos.calls)
                 extensions = CachedExtensions(repos.extensions)
                 await calls.prefetch(events)
+                await extensions.prefetch(itertools.chain(calls.known_events(), events))
                 out = await self._ingest_events(repos, events, calls, extensions)
                 await calls.flush()
             return out

@@ -11,7 +11,7 @@ so a subscriber never sees a call the database does not have).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -282,6 +282,11 @@ class BatchedCalls:
             self._links[call_row] = cached
         return cached
 
+    def known_events(self) -> Iterator[CallEvent]:
+        """Every event of the prefetched calls: stored before and new in this batch."""
+        for found in self._events.values():
+            yield from found
+
     async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None:
         self._links[call_row] = link
         self._pending[call_row] = (summary, link)
@@ -301,11 +306,36 @@ class CachedExtensions:
     def __init__(self, extensions: ExtensionUsers) -> None:
         self._extensions = extensions
         self._known: dict[tuple[str, tuple[str, ...]], Mapping[str, int]] = {}
+        # pbx → (extensions asked about in one go by prefetch, the mapped ones among them)
+        self._prefetched: dict[str, tuple[set[str], Mapping[str, int]]] = {}
+
+    async def prefetch(self, events: Iterable[CallEvent]) -> None:
+        """Look up, in one statement per PBX, every extension ``events`` name; a call whose
+        participants are all among them is then answered without asking the store."""
+        wanted: dict[str, set[str]] = {}
+        for event in events:
+            names = wanted.setdefault(event.pbx, set())
+            for field in _EXTENSION_FIELDS:
+                value = getattr(event, field, None)
+                if isinstance(value, str) and value and not value.startswith("+"):
+                    names.add(value)
+        for pbx, names in wanted.items():
+            if names:
+                self._prefetched[pbx] = (names, await self._extensions.users_for(pbx, sorted(names)))
 
     async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]:
+        prefetched = self._prefetched.get(pbx)
+        if prefetched is not None:
+            asked, mapped = prefetched
+            if all(e in asked for e in extensions if e):
+                return {e: mapped[e] for e in extensions if e in mapped}
         key = (pbx, tuple(sorted(extensions)))
         found = self._known.get(key)
         if found is None:
             found = await self._extensions.users_for(pbx, extensions)
             self._known[key] = found
         return found
+
+
+# Event fields that may hold an extension (CallRecord.participants draws from these).
+_EXTENSION_FIELDS = ("from_number", "to_number", "extension", "answered_by", "from_extension", "to")

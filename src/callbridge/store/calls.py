@@ -440,6 +440,9 @@ class SqlCalls:
         )
         for member in (await self.session.execute(members)).all():
             users.setdefault(int(member.call_id), set()).add(int(member.user_id))
+        for row in rows:
+            # save_many compares against these (read under the lock): no query per call there.
+            self._users[int(row.id)] = set(users.get(int(row.id), ()))
         return {
             row.pbx_call_id: (
                 int(row.id),
