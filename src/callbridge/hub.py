@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 Payload = dict[str, Any]
 # Transactions side by side for one batch on PostgreSQL (SQLite has one writer anyway).
 INGEST_LANES = 4
+# Calls a lane should have before a batch is split into one more transaction.
+LANE_MIN_CALLS = 150
 
 
 class _DeskStore:
@@ -159,7 +161,9 @@ class Hub:
                 by_call.setdefault((event.pbx, event.call_id), []).append(event)
         if not by_call:
             return messages
-        lanes = 1 if self.db.is_sqlite else INGEST_LANES
+        # Each lane costs a transaction and its handful of statements whatever its size: a small
+        # batch (a steady trickle of calls) goes in one, a big one is spread over a few.
+        lanes = 1 if self.db.is_sqlite else max(1, min(INGEST_LANES, len(by_call) // LANE_MIN_CALLS))
         buckets: list[list[CallEvent]] = [[] for _ in range(lanes)]
         for i, group in enumerate(by_call.values()):
             buckets[i % lanes].extend(group)

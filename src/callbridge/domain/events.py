@@ -69,10 +69,15 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-@functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
+def _field_names(cls: type[Event]) -> tuple[str, ...]:
     """The dataclass fields of an event class, in order (asked for on every (de)serialization)."""
-    return tuple(f.name for f in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
