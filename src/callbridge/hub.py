@@ -48,6 +48,12 @@ Payload = dict[str, Any]
 INGEST_LANES = 4
 # Calls a lane should have before a batch is split into one more transaction.
 LANE_MIN_CALLS = 150
+# Events ingested by this process before the call log's planner statistics are refreshed
+# (then again each time the count doubles). A new call log has none until autovacuum's next
+# round, and without them PostgreSQL reads every row of the PBX's calls, and every stored
+# event, for each batch (the unique indexes look useless to it): the cost grows with the log.
+ANALYZE_FIRST = 1000
+CALL_LOG_TABLES = ("calls", "call_events", "call_users")
 
 
 class _DeskStore:
@@ -83,6 +89,9 @@ class Hub:
     _sinks: list[BatchingSink] = field(default_factory=list)
     _known_pbxes: set[str] = field(default_factory=set)
     _watcher: asyncio.Task[None] | None = None
+    _ingested: int = 0
+    _next_analyze: int = ANALYZE_FIRST
+    _analyzer: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -168,7 +177,22 @@ class Hub:
         for i, group in enumerate(by_call.values()):
             buckets[i % lanes].extend(group)
         results = await asyncio.gather(*(self._ingest_lane(b) for b in buckets if b))
+        self._count_ingested(sum(len(b) for b in buckets))
         return messages + [m for lane in results for m in lane]
+
+    def _count_ingested(self, count: int) -> None:
+        if self.db.is_sqlite:
+            return
+        self._ingested += count
+        if self._ingested >= self._next_analyze and (self._analyzer is None or self._analyzer.done()):
+            self._next_analyze = 2 * self._ingested
+            self._analyzer = asyncio.create_task(self._analyze(), name="call-log-analyze")
+
+    async def _analyze(self) -> None:
+        try:
+            await self.db.analyze(*CALL_LOG_TABLES)
+        except Exception as exc:  # statistics are an optimisation: never fail ingest for them
+            log.warning("could not refresh the call log's planner statistics: %s", type(exc).__name__)
 
     async def _ingest_lane(self, events: list[CallEvent]) -> list[tuple[str, Payload]]:
         try:
@@ -398,6 +422,11 @@ class Hub:
                 log.warning("could not look for new PBXs: %s", type(exc).__name__)
 
     async def close(self) -> None:
+        if self._analyzer is not None:
+            self._analyzer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._analyzer
+            self._analyzer = None
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -99,29 +99,31 @@ class Sockets:
         """Route one bus message to the right sockets; returns how many got it."""
         topic = message.pop("topic", "")
         sent = 0
+        # The JSON text is made for the first socket that gets it: nobody listening, no work.
+        text = ""
         if topic == DESK_TOPIC:
             msg = message.get("msg")
             users = message.get("users") or []
             if not isinstance(msg, dict):
                 return 0
-            text = json.dumps(msg)
             for user_id in users:
                 for conn in self.by_user.get(user_id, ()):
+                    text = text or json.dumps(msg)
                     conn.push(text)
                     sent += 1
         elif topic == PRESENCE_TOPIC:
-            text = json.dumps(message)
             key = ("presence", f"{message.get('pbx')}/{message.get('extension')}")
             for conns in self.by_user.values():
                 for conn in conns:
+                    text = text or json.dumps(message)
                     conn.push_latest(key, text)
                     sent += 1
         elif topic == CALL_TOPIC:
-            text = json.dumps({"type": "live_call", "call": message})
             key = ("call", str(message.get("id")))
             for conns in self.by_user.values():
                 for conn in conns:
                     if conn.user.sees_all_calls:
+                        text = text or json.dumps({"type": "live_call", "call": message})
                         conn.push_latest(key, text)
                         sent += 1
         return sent
