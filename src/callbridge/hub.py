@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -151,13 +151,18 @@ class Hub:
             if n % 100 == 0:
                 await asyncio.sleep(0)  # let subscribers (the live fan-out) keep up with a big batch
 
-    async def ingest_batch(self, events: Sequence[Event]) -> list[tuple[str, Payload]]:
+    async def ingest_batch(
+        self, events: Sequence[Event], *, then: Callable[[Repos], Awaitable[None]] | None = None
+    ) -> list[tuple[str, Payload]]:
         """Store a batch of events; returns the messages to publish once the caller may.
 
         Call events are grouped by call: each call's row, events and link are read once and its
         record written once per batch. On PostgreSQL, calls are spread over a few transactions
         side by side. Raises :class:`IngestFailed` when not one event could be stored (the
-        database is the problem): a caller with a durable source must then not acknowledge."""
+        database is the problem): a caller with a durable source must then not acknowledge.
+
+        ``then`` (e.g. moving an agent's high-water mark) runs once every event is stored: in
+        the same transaction when the batch takes one, else in one more after the others."""
         messages: list[tuple[str, Payload]] = []
         by_call: dict[tuple[str, str], list[CallEvent]] = {}
         for event in events:
@@ -169,6 +174,9 @@ class Hub:
             elif isinstance(event, CallEvent):
                 by_call.setdefault((event.pbx, event.call_id), []).append(event)
         if not by_call:
+            if then is not None:
+                async with self.db.unit() as repos:
+                    await then(repos)
             return messages
         # Each lane costs a transaction and its handful of statements whatever its size: a small
         # batch (a steady trickle of calls) goes in one, a big one is spread over a few.
@@ -176,7 +184,15 @@ class Hub:
         buckets: list[list[CallEvent]] = [[] for _ in range(lanes)]
         for i, group in enumerate(by_call.values()):
             buckets[i % lanes].extend(group)
-        results = await asyncio.gather(*(self._ingest_lane(b) for b in buckets if b))
+        if lanes == 1:
+            out, done = await self._ingest_lane(buckets[0], then)
+            results = [out]
+        else:
+            results = [out for out, _ in await asyncio.gather(*(self._ingest_lane(b) for b in buckets if b))]
+            done = then is None
+        if not done and then is not None:
+            async with self.db.unit() as repos:
+                await then(repos)
         self._count_ingested(sum(len(b) for b in buckets))
         return messages + [m for lane in results for m in lane]
 
@@ -194,7 +210,11 @@ class Hub:
         except Exception as exc:  # statistics are an optimisation: never fail ingest for them
             log.warning("could not refresh the call log's planner statistics: %s", type(exc).__name__)
 
-    async def _ingest_lane(self, events: list[CallEvent]) -> list[tuple[str, Payload]]:
+    async def _ingest_lane(
+        self, events: list[CallEvent], then: Callable[[Repos], Awaitable[None]] | None = None
+    ) -> tuple[list[tuple[str, Payload]], bool]:
+        """Store one lane in one transaction (with ``then`` at its end); when that fails, event
+        by event. Returns the messages and whether ``then`` was committed with them."""
         try:
             async with self.db.unit() as repos:
                 calls = BatchedCalls(repos.calls, repos.calls)
@@ -203,7 +223,9 @@ class Hub:
                 await extensions.prefetch(itertools.chain(calls.known_events(), events))
                 out = await self._ingest_events(repos, events, calls, extensions)
                 await calls.flush()
-            return out
+                if then is not None:
+                    await then(repos)
+            return out, True
         except Exception:
             if len(events) == 1:
                 log.exception(
@@ -230,7 +252,7 @@ class Hub:
                 )
         if failed == len(events):
             raise IngestFailed(f"could not store any of {failed} events")
-        return out
+        return out, False
 
     async def _ingest_events(
         self, repos: Repos, events: Sequence[CallEvent], calls: CallStore, extensions: ExtensionUsers
