@@ -148,7 +148,10 @@ async def ingest(
     if not await calls.add_event(row, event):
         log.debug("duplicate event %s for call %s/%s", event.idempotency_key, event.pbx, event.call_id)
         return None
-    record = CallRecord.fold(event.pbx, event.call_id, await calls.events(row))
+    if isinstance(calls, BatchedCalls):
+        record = await calls.record(row, event.pbx, event.call_id)
+    else:
+        record = CallRecord.fold(event.pbx, event.call_id, await calls.events(row))
     summary = record.summary()
     previous = await calls.link(row)
     contact_name, company_name = previous.contact_name, previous.company_name
@@ -226,6 +229,8 @@ class BatchedCalls:
         self._links: dict[int, CallLink] = {}
         self._pending: dict[int, tuple[CallSummary, CallLink]] = {}
         self._added: set[tuple[int, str]] | None = None
+        # row → (how many of its events are folded in, the record so far)
+        self._records: dict[int, tuple[int, CallRecord]] = {}
 
     async def prefetch(self, events: Sequence[CallEvent]) -> None:
         """Lock every call of ``events``, read their stored events and store the new ones, in a
@@ -241,6 +246,7 @@ class BatchedCalls:
                 self._rows[(pbx, call_id)] = row
                 self._links[row] = link
         rows = sorted(set(self._rows.values()))
+        self._records.clear()
         self._events.update({row: list(found) for row, found in (await self._bulk.events_of(rows)).items()})
         for row in rows:
             self._events.setdefault(row, [])
@@ -274,6 +280,18 @@ class BatchedCalls:
             cached = list(await self._calls.events(call_row))
             self._events[call_row] = cached
         return list(cached)
+
+    async def record(self, call_row: int, pbx: str, call_id: str) -> CallRecord:
+        """``CallRecord.fold`` of the call's events, folding only those added since the last
+        time (a fold does not depend on order, so this is the same record)."""
+        if call_row not in self._events:
+            await self.events(call_row)
+        events = self._events[call_row]
+        done, record = self._records.get(call_row, (0, CallRecord.new(pbx, call_id)))
+        for event in events[done:]:
+            record = record.apply(event)
+        self._records[call_row] = (len(events), record)
+        return record
 
     async def link(self, call_row: int) -> CallLink:
         cached = self._links.get(call_row)
