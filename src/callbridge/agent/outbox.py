@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS open_calls (
 """
 
 
+# Pages of write-ahead log before SQLite checkpoints by itself (40 MB; the default is 4 MB).
+AUTOCHECKPOINT_PAGES = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     seq: int
@@ -66,6 +70,10 @@ class Outbox:
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        # The agent checkpoints from a thread (checkpoint()): a checkpoint copies and syncs
+        # megabytes and would stall the AMI reader tens of ms. This bound only applies when
+        # nobody does (the outbox used on its own).
+        self._db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         self._db.executescript(_SCHEMA)
         epoch = self.meta("epoch")
         if not epoch:
@@ -208,6 +216,15 @@ class Outbox:
         """(call id, answering extension or '') of calls seen starting and not yet ending."""
         rows = self._db.execute("SELECT call_id, answered_by FROM open_calls").fetchall()
         return [(str(c), str(a)) for c, a in rows]
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file (PASSIVE: writers go on meanwhile).
+        Blocking I/O with its own connection: meant for a worker thread."""
+        conn = sqlite3.connect(str(self.path), timeout=1.0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     def changed(self) -> asyncio.Event:
         """Set whenever a row is appended (created in the running loop on first use)."""

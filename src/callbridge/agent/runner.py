@@ -60,6 +60,8 @@ GUARD_EVENTS = frozenset(
 
 # Most events written to the outbox in one commit by the AMI link's forwarder.
 FORWARD_BATCH = 1000
+# Seconds between checkpoints of the outbox's write-ahead log (done in a thread).
+CHECKPOINT_INTERVAL = 1.0
 
 
 class TokenRefused(Exception):
@@ -313,12 +315,13 @@ class Agent:
         await self.start_guard()
         ami = asyncio.create_task(self._run_ami(), name="agent-ami")
         hub = asyncio.create_task(self._run_hub(), name="agent-hub")
+        checkpoints = asyncio.create_task(self._run_checkpoints(), name="agent-outbox-checkpoint")
         try:
-            await asyncio.gather(ami, hub)
+            await asyncio.gather(ami, hub, checkpoints)
         finally:
-            for task in (ami, hub):
+            for task in (ami, hub, checkpoints):
                 task.cancel()
-            for task in (ami, hub):
+            for task in (ami, hub, checkpoints):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             closer = getattr(self.guard, "aclose", None)
@@ -326,6 +329,15 @@ class Agent:
                 with contextlib.suppress(Exception):
                     await closer()
             self.outbox.close()
+
+    async def _run_checkpoints(self) -> None:
+        """Checkpoint the outbox's write-ahead log in a thread, off the event loop."""
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await asyncio.to_thread(self.outbox.checkpoint)
+            except Exception as exc:  # SQLite checkpoints by itself past its bound anyway
+                log.warning("outbox checkpoint failed: %s", exc)
 
     async def _run_ami(self) -> None:
         delay = self.config.backoff_initial
