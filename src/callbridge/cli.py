@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -222,6 +223,9 @@ def agent_command(
         err.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(2) from exc
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The long-lived objects made so far (modules, phone number data) stay out of the
+    # collector's full passes: they would stall the AMI reader each time.
+    gc.freeze()
     try:
         asyncio.run(Agent(cfg).run())
     except OSError as exc:

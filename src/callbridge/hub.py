@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,14 @@ log = logging.getLogger(__name__)
 Payload = dict[str, Any]
 # Transactions side by side for one batch on PostgreSQL (SQLite has one writer anyway).
 INGEST_LANES = 4
+# Calls a lane should have before a batch is split into one more transaction.
+LANE_MIN_CALLS = 150
+# Events ingested by this process before the call log's planner statistics are refreshed
+# (then again each time the count doubles). A new call log has none until autovacuum's next
+# round, and without them PostgreSQL reads every row of the PBX's calls, and every stored
+# event, for each batch (the unique indexes look useless to it): the cost grows with the log.
+ANALYZE_FIRST = 1000
+CALL_LOG_TABLES = ("calls", "call_events", "call_users")
 
 
 class _DeskStore:
@@ -110,6 +119,9 @@ class Hub:
     _known_pbxes: set[str] = field(default_factory=set)
     _watcher: asyncio.Task[None] | None = None
     _inbox: Any = None  # the webhook inbox every Yeastar link shares (see inbox_store)
+    _ingested: int = 0
+    _next_analyze: int = ANALYZE_FIRST
+    _analyzer: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -190,13 +202,18 @@ class Hub:
             if n % 100 == 0:
                 await asyncio.sleep(0)  # let subscribers (the live fan-out) keep up with a big batch
 
-    async def ingest_batch(self, events: Sequence[Event]) -> list[tuple[str, Payload]]:
+    async def ingest_batch(
+        self, events: Sequence[Event], *, then: Callable[[Repos], Awaitable[None]] | None = None
+    ) -> list[tuple[str, Payload]]:
         """Store a batch of events; returns the messages to publish once the caller may.
 
         Call events are grouped by call: each call's row, events and link are read once and its
         record written once per batch. On PostgreSQL, calls are spread over a few transactions
         side by side. Raises :class:`IngestFailed` when not one event could be stored (the
-        database is the problem): a caller with a durable source must then not acknowledge."""
+        database is the problem): a caller with a durable source must then not acknowledge.
+
+        ``then`` (e.g. moving an agent's high-water mark) runs once every event is stored: in
+        the same transaction when the batch takes one, else in one more after the others."""
         messages: list[tuple[str, Payload]] = []
         by_call: dict[tuple[str, str], list[CallEvent]] = {}
         for event in events:
@@ -208,23 +225,58 @@ class Hub:
             elif isinstance(event, CallEvent):
                 by_call.setdefault((event.pbx, event.call_id), []).append(event)
         if not by_call:
+            if then is not None:
+                async with self.db.unit() as repos:
+                    await then(repos)
             return messages
-        lanes = 1 if self.db.is_sqlite else INGEST_LANES
+        # Each lane costs a transaction and its handful of statements whatever its size: a small
+        # batch (a steady trickle of calls) goes in one, a big one is spread over a few.
+        lanes = 1 if self.db.is_sqlite else max(1, min(INGEST_LANES, len(by_call) // LANE_MIN_CALLS))
         buckets: list[list[CallEvent]] = [[] for _ in range(lanes)]
         for i, group in enumerate(by_call.values()):
             buckets[i % lanes].extend(group)
-        results = await asyncio.gather(*(self._ingest_lane(b) for b in buckets if b))
+        if lanes == 1:
+            out, done = await self._ingest_lane(buckets[0], then)
+            results = [out]
+        else:
+            results = [out for out, _ in await asyncio.gather(*(self._ingest_lane(b) for b in buckets if b))]
+            done = then is None
+        if not done and then is not None:
+            async with self.db.unit() as repos:
+                await then(repos)
+        self._count_ingested(sum(len(b) for b in buckets))
         return messages + [m for lane in results for m in lane]
 
-    async def _ingest_lane(self, events: list[CallEvent]) -> list[tuple[str, Payload]]:
+    def _count_ingested(self, count: int) -> None:
+        if self.db.is_sqlite:
+            return
+        self._ingested += count
+        if self._ingested >= self._next_analyze and (self._analyzer is None or self._analyzer.done()):
+            self._next_analyze = 2 * self._ingested
+            self._analyzer = asyncio.create_task(self._analyze(), name="call-log-analyze")
+
+    async def _analyze(self) -> None:
+        try:
+            await self.db.analyze(*CALL_LOG_TABLES)
+        except Exception as exc:  # statistics are an optimisation: never fail ingest for them
+            log.warning("could not refresh the call log's planner statistics: %s", type(exc).__name__)
+
+    async def _ingest_lane(
+        self, events: list[CallEvent], then: Callable[[Repos], Awaitable[None]] | None = None
+    ) -> tuple[list[tuple[str, Payload]], bool]:
+        """Store one lane in one transaction (with ``then`` at its end); when that fails, event
+        by event. Returns the messages and whether ``then`` was committed with them."""
         try:
             async with self.db.unit() as repos:
                 calls = BatchedCalls(repos.calls, repos.calls)
                 extensions = CachedExtensions(repos.extensions)
                 await calls.prefetch(events)
+                await extensions.prefetch(itertools.chain(calls.known_events(), events))
                 out = await self._ingest_events(repos, events, calls, extensions)
                 await calls.flush()
-            return out
+                if then is not None:
+                    await then(repos)
+            return out, True
         except Exception:
             if len(events) == 1:
                 log.exception(
@@ -251,7 +303,7 @@ class Hub:
                 )
         if failed == len(events):
             raise IngestFailed(f"could not store any of {failed} events")
-        return out
+        return out, False
 
     async def _ingest_events(
         self, repos: Repos, events: Sequence[CallEvent], calls: CallStore, extensions: ExtensionUsers
@@ -463,6 +515,11 @@ class Hub:
                 log.warning("could not look for new PBXs: %s", type(exc).__name__)
 
     async def close(self) -> None:
+        if self._analyzer is not None:
+            self._analyzer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._analyzer
+            self._analyzer = None
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -59,3 +59,20 @@ def test_open_calls_are_remembered_until_they_end(tmp_path: Path) -> None:
     assert box.open_calls() == [("a", "1001")]
     assert box.oldest_age() >= 0.0
     box.close()
+
+
+def test_checkpoint_copies_the_log_while_the_outbox_stays_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    box = Outbox(tmp_path / "o.sqlite3")
+    box.append_many([("event", _event("call_started", f"c{i}", pad="x" * 2000)) for i in range(50)])
+    before = (tmp_path / "o.sqlite3").stat().st_size
+    box.checkpoint()  # as the agent does from a worker thread, with its own connection
+    assert (tmp_path / "o.sqlite3").stat().st_size > before + 50 * 2000  # the rows left the log
+    probe = sqlite3.connect(str(tmp_path / "o.sqlite3"))
+    busy, pages, done = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    probe.close()
+    assert busy == 0 and pages == done
+    assert box.append("event", _event("call_started", "after")) > 0
+    assert len(box.read(0, 100)) == 51
+    box.close()

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callbridge.domain.errors import InvalidNumber
-from callbridge.domain.numbers import NumberKind, normalize, parse_number
+from callbridge.domain.numbers import NumberKind, normalize, parse_key, parse_number
 
 
 @pytest.mark.parametrize(
@@ -62,3 +62,21 @@ def test_parse_never_raises(raw: str) -> None:
     assert number.kind in NumberKind
     if number.kind is NumberKind.E164:
         assert number.e164.startswith("+") and number.e164[1:].isdigit()
+
+
+_NUMBERISH = st.text(alphabet="+0123456789 -()<>:;@sipte", max_size=24)
+
+
+@given(st.one_of(st.text(max_size=80), _NUMBERISH), st.sampled_from(["US", "DE", "GB", "ZZ", ""]))
+def test_parse_key_gives_what_parse_number_gives(raw: str, region: str) -> None:
+    number = parse_number(raw, region)
+    assert parse_key(raw, region) == (number.kind, number.key)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region"),
+    [("(415) 555-0100", "US"), ("030 1234567", "DE"), ("1001", "US"), ("555-0100", "US"), ("", "US")],
+)
+def test_parse_key_on_known_forms(raw: str, region: str) -> None:
+    number = parse_number(raw, region)
+    assert parse_key(raw, region) == (number.kind, number.key)

@@ -26,6 +26,7 @@ import logging
 import secrets
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ CREATE TABLE IF NOT EXISTS open_calls (
 """
 
 
+# Pages of write-ahead log before SQLite checkpoints by itself (40 MB; the default is 4 MB).
+AUTOCHECKPOINT_PAGES = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     seq: int
@@ -65,6 +70,10 @@ class Outbox:
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        # The agent checkpoints from a thread (checkpoint()): a checkpoint copies and syncs
+        # megabytes and would stall the AMI reader tens of ms. This bound only applies when
+        # nobody does (the outbox used on its own).
+        self._db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         self._db.executescript(_SCHEMA)
         epoch = self.meta("epoch")
         if not epoch:
@@ -90,27 +99,47 @@ class Outbox:
 
     def append(self, kind: str, body: dict[str, Any]) -> int:
         """Store one item; returns its sequence number. Call tracking rides in the same commit."""
-        text = json.dumps(body, separators=(",", ":"))
+        return self.append_many([(kind, body)])
+
+    def append_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        """Store several items, in order, in one commit (a burst of AMI events costs one
+        transaction, not one each); returns the sequence number of the last one (0 for none).
+        Nothing is readable (so nothing is sent) before the commit."""
+        if not items:
+            return 0
+        now = time.time()
+        rows = [(kind, json.dumps(body, separators=(",", ":")), now) for kind, body in items]
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            if self.depth >= self.max_rows:
-                self._drop_oldest(self.depth - self.max_rows + 1)
-            cur = db.execute(
-                "INSERT INTO outbox (kind, body, created_at) VALUES (?, ?, ?)", (kind, text, time.time())
-            )
-            if kind == "event":
-                self._track_call(body)
+            if self.depth + len(rows) <= self.max_rows:
+                db.executemany("INSERT INTO outbox (kind, body, created_at) VALUES (?, ?, ?)", rows)
+                added = len(rows)
+            else:
+                # Near the bound: row by row, so the oldest rows (of this burst too) make room.
+                added = 0
+                for row in rows:
+                    if self.depth + added >= self.max_rows:
+                        self.depth += added
+                        added = 0
+                        self._drop_oldest(self.depth - self.max_rows + 1)
+                    db.execute("INSERT INTO outbox (kind, body, created_at) VALUES (?, ?, ?)", row)
+                    added += 1
+            for kind, body in items:
+                if kind == "event":
+                    self._track_call(body)
+            seq = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
+            # The in-memory counters may have moved with the rolled back drops: read them again.
+            self.depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            self.dropped = int(self.meta("dropped") or 0)
             raise
-        self.depth += 1
+        self.depth += added
         if self._changed is not None:
             self._changed.set()
-        seq = cur.lastrowid
-        assert seq is not None
-        return int(seq)
+        return seq
 
     def _track_call(self, body: dict[str, Any]) -> None:
         kind = body.get("kind")
@@ -187,6 +216,15 @@ class Outbox:
         """(call id, answering extension or '') of calls seen starting and not yet ending."""
         rows = self._db.execute("SELECT call_id, answered_by FROM open_calls").fetchall()
         return [(str(c), str(a)) for c, a in rows]
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file (PASSIVE: writers go on meanwhile).
+        Blocking I/O with its own connection: meant for a worker thread."""
+        conn = sqlite3.connect(str(self.path), timeout=1.0)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     def changed(self) -> asyncio.Event:
         """Set whenever a row is appended (created in the running loop on first use)."""

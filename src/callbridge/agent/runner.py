@@ -58,6 +58,12 @@ GUARD_EVENTS = frozenset(
 )
 
 
+# Most events written to the outbox in one commit by the AMI link's forwarder.
+FORWARD_BATCH = 1000
+# Seconds between checkpoints of the outbox's write-ahead log (done in a thread).
+CHECKPOINT_INTERVAL = 1.0
+
+
 class TokenRefused(Exception):
     """The hub refused the agent token (forged, revoked, rotated)."""
 
@@ -99,6 +105,34 @@ class AgentAmiLink(AsteriskLink):
     def _on_ami_event(self, msg: Message, received_at: datetime) -> None:
         self._agent.on_raw(msg, received_at)
         super()._on_ami_event(msg, received_at)
+
+    async def _forward(self) -> None:
+        """Like the hub's forwarder, but each burst of queued events (one socket read carries
+        many) goes into the outbox in one commit instead of one commit per event."""
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < FORWARD_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                self._agent.store_events(batch)
+            except Exception:
+                log.exception(
+                    "outbox: could not store %d event(s) at once; storing them one by one", len(batch)
+                )
+                for event in batch:
+                    try:
+                        self._agent.store_events([event])
+                    except Exception:
+                        # A failing handler must not stop the link (events vs commands, CONVENTIONS 5).
+                        log.exception(
+                            "outbox: could not store %s for %s", event.kind, getattr(event, "call_id", "")
+                        )
+            finally:
+                for _ in batch:
+                    queue.task_done()
+            # Let the socket reader run between bursts (it may have a whole read to hand over).
+            await asyncio.sleep(0)
 
     async def _on_connect(self) -> None:
         await super()._on_connect()
@@ -160,8 +194,12 @@ class Agent:
     # -- AMI side ---------------------------------------------------------------------------------
 
     async def _store_event(self, event: Event) -> None:
-        self.outbox.append("event", event.to_dict())
-        self.last_event_at = event.at
+        self.store_events([event])
+
+    def store_events(self, events: list[Event]) -> None:
+        """Write normalized events to the outbox, in order, in one commit."""
+        self.outbox.append_many([("event", event.to_dict()) for event in events])
+        self.last_event_at = events[-1].at
 
     def on_raw(self, msg: Message, received_at: datetime) -> None:
         name = msg.name
@@ -277,12 +315,13 @@ class Agent:
         await self.start_guard()
         ami = asyncio.create_task(self._run_ami(), name="agent-ami")
         hub = asyncio.create_task(self._run_hub(), name="agent-hub")
+        checkpoints = asyncio.create_task(self._run_checkpoints(), name="agent-outbox-checkpoint")
         try:
-            await asyncio.gather(ami, hub)
+            await asyncio.gather(ami, hub, checkpoints)
         finally:
-            for task in (ami, hub):
+            for task in (ami, hub, checkpoints):
                 task.cancel()
-            for task in (ami, hub):
+            for task in (ami, hub, checkpoints):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             closer = getattr(self.guard, "aclose", None)
@@ -290,6 +329,15 @@ class Agent:
                 with contextlib.suppress(Exception):
                     await closer()
             self.outbox.close()
+
+    async def _run_checkpoints(self) -> None:
+        """Checkpoint the outbox's write-ahead log in a thread, off the event loop."""
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await asyncio.to_thread(self.outbox.checkpoint)
+            except Exception as exc:  # SQLite checkpoints by itself past its bound anyway
+                log.warning("outbox checkpoint failed: %s", exc)
 
     async def _run_ami(self) -> None:
         delay = self.config.backoff_initial

@@ -69,6 +69,17 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def _field_names(cls: type[Event]) -> tuple[str, ...]:
+    """The dataclass fields of an event class, in order (asked for on every (de)serialization)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Event:
     """Base of all normalized events: which PBX, when."""
@@ -90,15 +101,15 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
             if isinstance(value, datetime):
                 value = value.isoformat()
             elif isinstance(value, StrEnum):
                 value = value.value
             elif isinstance(value, tuple):
                 value = list(value)
-            out[f.name] = value
+            out[name] = value
         return out
 
 
@@ -194,7 +205,7 @@ def event_from_dict(data: Mapping[str, Any]) -> Event:
     cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise InvalidEvent(f"unknown event kind {kind!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = _field_names(cls)
     values: dict[str, Any] = {}
     try:
         for name in names:

@@ -11,7 +11,7 @@ so a subscriber never sees a call the database does not have).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -148,7 +148,10 @@ async def ingest(
     if not await calls.add_event(row, event):
         log.debug("duplicate event %s for call %s/%s", event.idempotency_key, event.pbx, event.call_id)
         return None
-    record = CallRecord.fold(event.pbx, event.call_id, await calls.events(row))
+    if isinstance(calls, BatchedCalls):
+        record = await calls.record(row, event.pbx, event.call_id)
+    else:
+        record = CallRecord.fold(event.pbx, event.call_id, await calls.events(row))
     summary = record.summary()
     previous = await calls.link(row)
     contact_name, company_name = previous.contact_name, previous.company_name
@@ -226,6 +229,8 @@ class BatchedCalls:
         self._links: dict[int, CallLink] = {}
         self._pending: dict[int, tuple[CallSummary, CallLink]] = {}
         self._added: set[tuple[int, str]] | None = None
+        # row → (how many of its events are folded in, the record so far)
+        self._records: dict[int, tuple[int, CallRecord]] = {}
 
     async def prefetch(self, events: Sequence[CallEvent]) -> None:
         """Lock every call of ``events``, read their stored events and store the new ones, in a
@@ -241,6 +246,7 @@ class BatchedCalls:
                 self._rows[(pbx, call_id)] = row
                 self._links[row] = link
         rows = sorted(set(self._rows.values()))
+        self._records.clear()
         self._events.update({row: list(found) for row, found in (await self._bulk.events_of(rows)).items()})
         for row in rows:
             self._events.setdefault(row, [])
@@ -275,12 +281,29 @@ class BatchedCalls:
             self._events[call_row] = cached
         return list(cached)
 
+    async def record(self, call_row: int, pbx: str, call_id: str) -> CallRecord:
+        """``CallRecord.fold`` of the call's events, folding only those added since the last
+        time (a fold does not depend on order, so this is the same record)."""
+        if call_row not in self._events:
+            await self.events(call_row)
+        events = self._events[call_row]
+        done, record = self._records.get(call_row, (0, CallRecord.new(pbx, call_id)))
+        for event in events[done:]:
+            record = record.apply(event)
+        self._records[call_row] = (len(events), record)
+        return record
+
     async def link(self, call_row: int) -> CallLink:
         cached = self._links.get(call_row)
         if cached is None:
             cached = await self._calls.link(call_row)
             self._links[call_row] = cached
         return cached
+
+    def known_events(self) -> Iterator[CallEvent]:
+        """Every event of the prefetched calls: stored before and new in this batch."""
+        for found in self._events.values():
+            yield from found
 
     async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None:
         self._links[call_row] = link
@@ -301,11 +324,36 @@ class CachedExtensions:
     def __init__(self, extensions: ExtensionUsers) -> None:
         self._extensions = extensions
         self._known: dict[tuple[str, tuple[str, ...]], Mapping[str, int]] = {}
+        # pbx → (extensions asked about in one go by prefetch, the mapped ones among them)
+        self._prefetched: dict[str, tuple[set[str], Mapping[str, int]]] = {}
+
+    async def prefetch(self, events: Iterable[CallEvent]) -> None:
+        """Look up, in one statement per PBX, every extension ``events`` name; a call whose
+        participants are all among them is then answered without asking the store."""
+        wanted: dict[str, set[str]] = {}
+        for event in events:
+            names = wanted.setdefault(event.pbx, set())
+            for field in _EXTENSION_FIELDS:
+                value = getattr(event, field, None)
+                if isinstance(value, str) and value and not value.startswith("+"):
+                    names.add(value)
+        for pbx, names in wanted.items():
+            if names:
+                self._prefetched[pbx] = (names, await self._extensions.users_for(pbx, sorted(names)))
 
     async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]:
+        prefetched = self._prefetched.get(pbx)
+        if prefetched is not None:
+            asked, mapped = prefetched
+            if all(e in asked for e in extensions if e):
+                return {e: mapped[e] for e in extensions if e in mapped}
         key = (pbx, tuple(sorted(extensions)))
         found = self._known.get(key)
         if found is None:
             found = await self._extensions.users_for(pbx, extensions)
             self._known[key] = found
         return found
+
+
+# Event fields that may hold an extension (CallRecord.participants draws from these).
+_EXTENSION_FIELDS = ("from_number", "to_number", "extension", "answered_by", "from_extension", "to")

@@ -29,7 +29,7 @@ from callbridge.domain.directory import (
     resolve,
 )
 from callbridge.domain.errors import InvalidInput
-from callbridge.domain.numbers import NumberKind, parse_number
+from callbridge.domain.numbers import NumberKind, parse_key
 from callbridge.services.contacts_import import ContactDraft, ImportRow, RowError
 
 
@@ -67,8 +67,8 @@ class CachedFinder:
 
 def number_key(raw: str, region: str) -> str:
     """The E.164 key of an external number; ``""`` for extensions and junk (they never match)."""
-    number = parse_number(raw, region)
-    return number.key if number.kind is NumberKind.E164 else ""
+    kind, key = parse_key(raw, region)
+    return key if kind is NumberKind.E164 else ""
 
 
 async def lookup(finder: ContactFinder, raw: str, region: str) -> Match:

@@ -41,7 +41,7 @@ from callbridge.domain.errors import InvalidInput
 from callbridge.domain.events import CallEvent, Direction, Disposition, HangupSide, event_from_dict
 from callbridge.services.calllog import CallLink
 from callbridge.store.directory import contact_tags, contacts, decode_cursor, encode_cursor
-from callbridge.store.tables import UtcDateTime, metadata, now, users
+from callbridge.store.tables import UtcDateTime, in_list, metadata, now, users
 
 calls = Table(
     "calls",
@@ -427,19 +427,34 @@ class SqlCalls:
             table_insert(calls).on_conflict_do_nothing(),
             [{"pbx": pbx, "pbx_call_id": c, "started_at": at, "updated_at": stamp} for c, at in firsts],
         )
+        # Only what a CallLink needs: decoding every column of every locked row is most of the
+        # cost of this statement.
         query = (
-            select(calls)
-            .where(calls.c.pbx == pbx, calls.c.pbx_call_id.in_([c for c, _ in firsts]))
+            select(
+                calls.c.id,
+                calls.c.pbx_call_id,
+                calls.c.contact_id,
+                calls.c.company_id,
+                calls.c.match,
+                calls.c.answered_by_user_id,
+                calls.c.made_by_user_id,
+                calls.c.manual_link,
+                calls.c.external_number,
+            )
+            .where(calls.c.pbx == pbx, in_list(self.session, calls.c.pbx_call_id, [c for c, _ in firsts]))
             .order_by(calls.c.id)
             .with_for_update()
         )
         rows = (await self.session.execute(query)).all()
         users: dict[int, set[int]] = {}
         members = select(call_users.c.call_id, call_users.c.user_id).where(
-            call_users.c.call_id.in_([r.id for r in rows])
+            in_list(self.session, call_users.c.call_id, [r.id for r in rows])
         )
         for member in (await self.session.execute(members)).all():
             users.setdefault(int(member.call_id), set()).add(int(member.user_id))
+        for row in rows:
+            # save_many compares against these (read under the lock): no query per call there.
+            self._users[int(row.id)] = set(users.get(int(row.id), ()))
         return {
             row.pbx_call_id: (
                 int(row.id),
@@ -463,7 +478,7 @@ class SqlCalls:
             return out
         query = (
             select(call_events.c.call_id, call_events.c.payload)
-            .where(call_events.c.call_id.in_(list(call_rows)))
+            .where(in_list(self.session, call_events.c.call_id, call_rows))
             .order_by(call_events.c.id)
         )
         for row in (await self.session.execute(query)).all():

@@ -74,6 +74,14 @@ class Database:
         async with self.session() as session:
             yield Repos(session, self.box)
 
+    async def analyze(self, *tables: str) -> None:
+        """Refresh PostgreSQL's planner statistics of ``tables`` (no-op on SQLite)."""
+        if self.is_sqlite or not tables:
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(text("ANALYZE " + ", ".join(tables)))
+            await conn.commit()
+
     async def ping(self) -> bool:
         try:
             async with self.engine.connect() as conn:

@@ -45,7 +45,7 @@ from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.services.contacts_import import ContactDraft
 from callbridge.services.directory import ContactInput, number_key
 from callbridge.store.secrets import SecretBox
-from callbridge.store.tables import UtcDateTime, metadata, now, pbxes, users
+from callbridge.store.tables import UtcDateTime, in_list, metadata, now, pbxes, users
 
 if TYPE_CHECKING:
     from callbridge.store.db import Database
@@ -218,7 +218,7 @@ class SqlDirectory:
         """:meth:`by_number_key` for many numbers in one statement (every key is in the answer)."""
         found: dict[str, list[Contact]] = {key: [] for key in keys}
         if found:
-            query = self._by_number_query().where(contact_phones.c.number_key.in_(list(found)))
+            query = self._by_number_query().where(in_list(self.session, contact_phones.c.number_key, found))
             for row in (await self.session.execute(query)).all():
                 found[row.number_key].append(_contact(row))
         return found
@@ -561,7 +561,7 @@ class SqlExtensions:
         if not wanted:
             return {}
         query = select(extension_users.c.extension, extension_users.c.user_id).where(
-            extension_users.c.pbx == pbx, extension_users.c.extension.in_(wanted)
+            extension_users.c.pbx == pbx, in_list(self.session, extension_users.c.extension, wanted)
         )
         return {r.extension: r.user_id for r in (await self.session.execute(query)).all()}
 

@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
             await start(the_hub)
         # What start-up built (modules, routes, SQLAlchemy's metadata, templates) lives as long
         # as the process; frozen, it is left out of the collector's full passes, which otherwise
-        # walk all of it and stop every request for 150+ ms (a webhook ack among them).
+        # walk all of it and stop every request for 150+ ms (a webhook ack, a screen pop among them).
         gc.collect()
         gc.freeze()
         # SQLite (aiosqlite, the webhook inbox) answers from threads; with the default 5 ms switch

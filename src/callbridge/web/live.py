@@ -138,21 +138,24 @@ class Sockets:
         """Route one bus message to the right sockets; returns how many got it."""
         topic = message.pop("topic", "")
         sent = 0
+        # The JSON text is made for the first socket that gets it: nobody listening, no work.
+        text = ""
         if topic == DESK_TOPIC:
             msg = message.get("msg")
             users = message.get("users") or []
             if not isinstance(msg, dict):
                 return 0
-            text = json.dumps(msg)
             for user_id in users:
                 for conn in self.by_user.get(user_id, ()):
+                    text = text or json.dumps(msg)
                     conn.push(text)
                     sent += 1
         elif topic == PRESENCE_TOPIC:
-            text = json.dumps(message)
             key = ("presence", f"{message.get('pbx')}/{message.get('extension')}")
-            for conn in self.all:
-                conn.push_latest(key, text)
+            if self.all:
+                text = json.dumps(message)
+                for conn in self.all:
+                    conn.push_latest(key, text)
             sent = len(self.all)
         elif topic == CALL_TOPIC and self.managers:
             text = json.dumps({"type": "live_call", "call": message})

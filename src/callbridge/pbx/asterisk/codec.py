@@ -62,6 +62,10 @@ def unescape(value: str) -> str:
     return _ESCAPE_RE.sub(lambda m: _C_ESCAPES.get(m.group(1), m.group(1)), value)
 
 
+# Header names of a message, in order → their lower-case index (shared, never changed).
+_LOWER_INDEXES: dict[tuple[str, ...], dict[str, str]] = {}
+
+
 class Message:
     """One AMI message (event, response or action): case-insensitive, repeated keys kept.
 
@@ -113,7 +117,14 @@ class Message:
             return key
         lower = self._lower
         if lower is None:
-            lower = self._lower = {k.lower(): k for k in first}
+            # Messages of one kind share their keys (and their order): build each index once.
+            shape = tuple(first)
+            lower = _LOWER_INDEXES.get(shape)
+            if lower is None:
+                if len(_LOWER_INDEXES) >= 1024:
+                    _LOWER_INDEXES.clear()
+                lower = _LOWER_INDEXES[shape] = {k.lower(): k for k in first}
+            self._lower = lower
         return lower.get(key.lower())
 
     def get(self, key: str, default: str = "") -> str:
@@ -431,16 +442,42 @@ def encode_message(headers: Iterable[tuple[str, HeaderValue]]) -> bytes:
     code); values are sanitised so they can never start a new header or message.
     """
     parts: list[str] = []
+    plain = True
     for key, value in headers:
-        if not _KEY_RE.match(key):
-            raise ValueError(f"invalid AMI header name {key!r}")
+        if key not in _GOOD_KEYS:
+            if not _KEY_RE.match(key):
+                raise ValueError(f"invalid AMI header name {key!r}")
+            if len(_GOOD_KEYS) < 4096:
+                _GOOD_KEYS.add(key)
+        if plain and type(value) is str:
+            parts.append(f"{key}: {value}\r\n")
+            continue
+        if plain:
+            # Not a plain string: take the general path for this message from here on.
+            plain = False
+            parts = [f"{k}: {_clean_value(v)}\r\n" for k, v in _split(parts)]
         if isinstance(value, str | int | float | bool):
             parts.append(f"{key}: {_clean_value(_render(value))}\r\n")
         else:
             for item in value:
                 parts.append(f"{key}: {_clean_value(_render(item))}\r\n")
     parts.append("\r\n")
-    return "".join(parts).encode("utf-8")
+    text = "".join(parts)
+    if plain and (text.count("\n") != len(parts) or text.count("\r") != len(parts) or "\x00" in text):
+        # A value held CR, LF or NUL: render again with every value sanitised.
+        text = "".join([f"{k}: {_clean_value(v)}\r\n" for k, v in _split(parts[:-1])]) + "\r\n"
+    return text.encode("utf-8")
+
+
+# Header names already checked against _KEY_RE (our code picks them from a small set).
+_GOOD_KEYS: set[str] = set()
+
+
+def _split(parts: list[str]) -> Iterator[tuple[str, str]]:
+    """The (key, value) pairs back from rendered ``Key: value\\r\\n`` lines (keys hold no ':')."""
+    for part in parts:
+        key, _, value = part.partition(": ")
+        yield key, value[:-2]
 
 
 def encode_action(

@@ -84,14 +84,26 @@ class _Session:
         self.challenge = ""
         self.includes: list[re.Pattern[str]] = []
         self.excludes: list[re.Pattern[str]] = []
+        self._decisions: dict[str, bool] = {}
+        self._filter_version = (0, 0)
 
     def wants(self, name: str) -> bool:
         if not self.authenticated or not self.events_on:
             return False
-        text = f"Event: {name}"
-        if self.includes and not any(p.search(text) for p in self.includes):
-            return False
-        return not any(p.search(text) for p in self.excludes)
+        # Filters are only ever added: a decision holds while their number is unchanged.
+        version = (len(self.includes), len(self.excludes))
+        if version != self._filter_version:
+            self._filter_version = version
+            self._decisions.clear()
+        decision = self._decisions.get(name)
+        if decision is None:
+            text = f"Event: {name}"
+            if self.includes and not any(p.search(text) for p in self.includes):
+                decision = False
+            else:
+                decision = not any(p.search(text) for p in self.excludes)
+            self._decisions[name] = decision
+        return decision
 
     def send(self, pairs: Sequence[tuple[str, str]]) -> None:
         if not self.writer.is_closing():

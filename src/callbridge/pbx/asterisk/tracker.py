@@ -41,7 +41,7 @@ from callbridge.domain.events import (
     RecordingAvailable,
     TransferKind,
 )
-from callbridge.domain.numbers import parse_number
+from callbridge.domain.numbers import parse_key
 from callbridge.pbx.asterisk.codec import Message, unescape
 
 log = logging.getLogger(__name__)
@@ -564,9 +564,9 @@ class CallTracker:
         raw = raw.strip()
         if raw.lower() in _UNKNOWN:
             return ""
-        parsed = parse_number(raw, self.config.default_region)
-        if parsed.key:
-            return parsed.key
+        key = parse_key(raw, self.config.default_region)[1]
+        if key:
+            return key
         cleaned = "".join(c for c in raw if c.isdigit() or c == "+")
         return cleaned or raw
 

@@ -1,8 +1,9 @@
 """The agents' WebSocket (``/agent/v1/link``), their tokens, settings, events, bans and health.
 
 Ingest of an agent's batch: decode, drop what is at or below the agent's high-water mark, ingest
-the call events (grouped by call, several transactions side by side on PostgreSQL), then in one
-more transaction store the raw events and move the high-water mark, and only then acknowledge.
+the call events (grouped by call, several transactions side by side on PostgreSQL for a big
+batch), store the raw events and move the high-water mark (in the batch's transaction when it
+takes one, else in one more after the others), and only then acknowledge.
 A hub killed anywhere in between has acknowledged nothing it has not committed; what the agent
 resends is dropped by the mark or by ingest's idempotency.
 """
@@ -49,6 +50,7 @@ from callbridge.services.agents import (
     revoke_token,
 )
 from callbridge.services.calllog import IngestFailed
+from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
 
@@ -123,11 +125,17 @@ class _Session:
                 await self.send({"type": "ack", "seq": self.high_water})
             return
         self.hub.preview(events)
-        changed = await self.hub.ingest_batch([e for e in events if not isinstance(e, PresenceChanged)])
         last_at = max((e.at for e in events), default=None)
-        async with self.hub.db.unit() as repos:
+
+        async def advance(repos: Repos) -> None:
             await repos.agents.add_raw_events(self.pbx, raws)
             await repos.agents.advance(self.pbx, self.epoch, top, last_at)
+
+        # The mark moves once the batch is stored: in the batch's own transaction when it takes
+        # one, else in one more after the others.
+        changed = await self.hub.ingest_batch(
+            [e for e in events if not isinstance(e, PresenceChanged)], then=advance
+        )
         self.high_water = top
         link = agent_link(self.hub, self.pbx)
         if last_at is not None:
