@@ -148,7 +148,13 @@ class Hub:
             hasher=hasher,
             board=board,
         )
-        hub.desk = Desk(board, lookups=hub._pop_lookups, publish=hub.publish, region=settings.default_region)
+        hub.desk = Desk(
+            board,
+            lookups=hub._pop_lookups,
+            publish=hub.publish,
+            extension_map=hub._extension_map,
+            region=settings.default_region,
+        )
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         return hub
 
@@ -187,6 +193,9 @@ class Hub:
         if self._fast is None:
             self._fast = FastDirectory(self.db.url)
         return self._fast
+
+    async def _extension_map(self) -> Mapping[tuple[str, str], int]:
+        return await self.fast_directory.extension_map()
 
     @asynccontextmanager
     async def _pop_lookups(self) -> AsyncIterator[tuple[DeskStore, ContactFinder]]:

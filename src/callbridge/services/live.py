@@ -53,6 +53,9 @@ RECENT_CALLS = 4
 FORGET_AFTER = 120.0
 # Calls whose ringing may still pop ahead of the call log (bounded: a lost end never piles up).
 MAX_EARLY = 10_000
+# Early pops find a ringing extension's user in a copy of the extension map this fresh (seconds);
+# the call log's card always reads the database.
+EXTENSIONS_TTL = 1.0
 MISSED = frozenset({Disposition.MISSED, Disposition.ABANDONED, Disposition.BUSY, Disposition.VOICEMAIL})
 
 
@@ -86,6 +89,7 @@ class DeskStore(Protocol):
 # Opens a short read-only unit of work for a pop sent ahead of the call log.
 PopLookups = Callable[[], AbstractAsyncContextManager[tuple[DeskStore, ContactFinder]]]
 Publish = Callable[[Sequence[tuple[str, Payload]]], Awaitable[None]]
+ExtensionMap = Callable[[], Awaitable[Mapping[tuple[str, str], int]]]
 
 
 class PresenceBoard(Protocol):
@@ -165,6 +169,7 @@ class Desk:
         can_answer: Mapping[str, bool] | None = None,
         lookups: PopLookups | None = None,
         publish: Publish | None = None,
+        extension_map: ExtensionMap | None = None,
         region: str = "US",
     ) -> None:
         self.board = board
@@ -175,6 +180,10 @@ class Desk:
         self._region = region
         self._early: dict[tuple[str, str], list[CallEvent]] = {}
         self._early_tasks: set[asyncio.Task[None]] = set()
+        self._extension_map = extension_map
+        self._extensions: Mapping[tuple[str, str], int] = {}
+        self._extensions_at = -EXTENSIONS_TTL
+        self._extensions_loading: asyncio.Future[None] | None = None
         # extension → the calls it takes part in, so presence falls back to "available" only
         # when its last call ended.
         self._busy: dict[tuple[str, str], set[str]] = {}
@@ -233,11 +242,34 @@ class Desk:
                 card = self._cards.get(key)
                 if card is not None and (card.logged or event.extension in card.extensions):
                     continue
+                if self._extensions_fresh() and (event.pbx, event.extension) not in self._extensions:
+                    continue  # nobody's phone: no pop, no lookup
                 task = asyncio.create_task(self._pop_early(event, tuple(seen)), name="early-pop")
                 self._early_tasks.add(task)
                 task.add_done_callback(self._early_tasks.discard)
             elif isinstance(event, CallAnswered | CallEnded):
                 del self._early[key]  # from here on the card follows the call log
+
+    def _extensions_fresh(self) -> bool:
+        return self._extension_map is not None and time.monotonic() - self._extensions_at < EXTENSIONS_TTL
+
+    async def _early_users(self, pbx: str, extension: str, store: DeskStore) -> Mapping[str, int]:
+        if self._extension_map is None:
+            return await store.users_for(pbx, [extension])
+        if not self._extensions_fresh():
+            if self._extensions_loading is None:
+                self._extensions_loading = asyncio.ensure_future(self._load_extensions())
+            await asyncio.shield(self._extensions_loading)
+        user_id = self._extensions.get((pbx, extension))
+        return {extension: user_id} if user_id is not None else {}
+
+    async def _load_extensions(self) -> None:
+        assert self._extension_map is not None
+        try:
+            self._extensions = await self._extension_map()
+            self._extensions_at = time.monotonic()
+        finally:
+            self._extensions_loading = None
 
     async def _pop_early(self, event: CallRinging, events: Sequence[CallEvent]) -> None:
         assert self._lookups is not None and self._publish is not None
@@ -245,7 +277,7 @@ class Desk:
         try:
             summary = CallRecord.fold(event.pbx, event.call_id, events).summary()
             async with self._lookups() as (store, finder):
-                users = await store.users_for(event.pbx, [event.extension])
+                users = await self._early_users(event.pbx, event.extension, store)
                 if not users:
                     return
                 card = self._cards.get(key)

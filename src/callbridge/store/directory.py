@@ -725,6 +725,7 @@ _CONTACT_SQL = (
 )
 _EXTENSION_USER_SQL = "SELECT user_id FROM extension_users WHERE pbx = {0} AND extension = {1}"
 _USER_LABEL_SQL = "SELECT display_name, name FROM users WHERE id = {0}"
+_EXTENSION_MAP_SQL = "SELECT pbx, extension, user_id FROM extension_users"
 _OWNER_SQL = "SELECT owner_id FROM contacts WHERE id = {0}"
 _EXTENSION_SQL = (
     "SELECT e.extension, u.name FROM extension_users e JOIN users u ON u.id = e.user_id "
@@ -822,6 +823,10 @@ class FastDirectory:
                 if rows:
                     found[extension] = int(rows[0][0])
         return found
+
+    async def extension_map(self) -> dict[tuple[str, str], int]:
+        """Every mapped extension: (PBX, extension) → user id."""
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in await self._fetch(_EXTENSION_MAP_SQL)}
 
     async def contact(self, contact_id: int) -> Contact | None:
         rows = await self._fetch(_CONTACT_SQL, contact_id)
