@@ -36,7 +36,7 @@ from callbridge.services.links import LinkSupervisor
 from callbridge.services.live import (
     PRESENCE_TOPIC,
     Desk,
-    DeskStore,
+    DeskReads,
     MemoryBoard,
     PresenceBoard,
     RecentCall,
@@ -88,11 +88,6 @@ class _EarlyDeskStore:
     async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]:
         async with self._db.unit() as repos:
             return await DeskRepo(repos).recent_calls(contact_id, limit)
-
-    async def add_notification(
-        self, user_id: int, kind: str, call_id: int | None, title: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        raise RuntimeError("an early pop leaves no notifications: the call log's path does")
 
 
 @dataclass
@@ -198,7 +193,7 @@ class Hub:
         return await self.fast_directory.extension_map()
 
     @asynccontextmanager
-    async def _pop_lookups(self) -> AsyncIterator[tuple[DeskStore, ContactFinder]]:
+    async def _pop_lookups(self) -> AsyncIterator[tuple[DeskReads, ContactFinder]]:
         yield _EarlyDeskStore(self.fast_directory, self.db), self.fast_directory
 
     async def _previewed_handle_events(self, events: Sequence[Event]) -> None:

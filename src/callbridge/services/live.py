@@ -70,8 +70,8 @@ class RecentCall:
     user: str
 
 
-class DeskStore(Protocol):
-    """What the desk reads and writes, inside the ingest's unit of work."""
+class DeskReads(Protocol):
+    """What the desk reads to build a card."""
 
     async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]: ...
 
@@ -81,13 +81,17 @@ class DeskStore(Protocol):
 
     async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]: ...
 
+
+class DeskStore(DeskReads, Protocol):
+    """What the desk reads and writes, inside the ingest's unit of work."""
+
     async def add_notification(
         self, user_id: int, kind: str, call_id: int | None, title: str, body: dict[str, Any]
     ) -> dict[str, Any]: ...
 
 
 # Opens a short read-only unit of work for a pop sent ahead of the call log.
-PopLookups = Callable[[], AbstractAsyncContextManager[tuple[DeskStore, ContactFinder]]]
+PopLookups = Callable[[], AbstractAsyncContextManager[tuple[DeskReads, ContactFinder]]]
 Publish = Callable[[Sequence[tuple[str, Payload]]], Awaitable[None]]
 ExtensionMap = Callable[[], Awaitable[Mapping[tuple[str, str], int]]]
 
@@ -253,7 +257,7 @@ class Desk:
     def _extensions_fresh(self) -> bool:
         return self._extension_map is not None and time.monotonic() - self._extensions_at < EXTENSIONS_TTL
 
-    async def _early_users(self, pbx: str, extension: str, store: DeskStore) -> Mapping[str, int]:
+    async def _early_users(self, pbx: str, extension: str, store: DeskReads) -> Mapping[str, int]:
         if self._extension_map is None:
             return await store.users_for(pbx, [extension])
         if not self._extensions_fresh():
@@ -404,13 +408,13 @@ class Desk:
             for key in list(self._cards)[:1000]:
                 del self._cards[key]
 
-    async def _fill_details(self, card: _Card, changed: Ingested, store: DeskStore) -> None:
+    async def _fill_details(self, card: _Card, changed: Ingested, store: DeskReads) -> None:
         # One reader at a time: an early pop and the call log's path may both be filling it.
         async with card.details_lock:
             if card.contact_id != changed.link.contact_id:
                 await self._look_up_details(card, changed, store)
 
-    async def _look_up_details(self, card: _Card, changed: Ingested, store: DeskStore) -> None:
+    async def _look_up_details(self, card: _Card, changed: Ingested, store: DeskReads) -> None:
         contact_id = changed.link.contact_id
         card.contact_id = contact_id
         details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": []}
