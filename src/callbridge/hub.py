@@ -43,6 +43,7 @@ from callbridge.services.live import (
 )
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
+from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database
 from callbridge.store.desk import DeskRepo
 from callbridge.store.directory import FastDirectory
@@ -62,7 +63,6 @@ LANE_MIN_CALLS = 150
 # round, and without them PostgreSQL reads every row of the PBX's calls, and every stored
 # event, for each batch (the unique indexes look useless to it): the cost grows with the log.
 ANALYZE_FIRST = 1000
-CALL_LOG_TABLES = ("calls", "call_events", "call_users")
 
 
 class _DeskStore:
@@ -80,7 +80,6 @@ class _EarlyDeskStore:
     """What an early pop reads: point queries, and the contact's last calls when there is one."""
 
     def __init__(self, fast: FastDirectory, db: Database) -> None:
-        self.users_for = fast.users_for
         self.contact = fast.contact
         self.user_label = fast.user_label
         self._db = db

@@ -73,8 +73,6 @@ class RecentCall:
 class DeskReads(Protocol):
     """What the desk reads to build a card."""
 
-    async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]: ...
-
     async def contact(self, contact_id: int) -> Contact | None: ...
 
     async def user_label(self, user_id: int) -> str: ...
@@ -84,6 +82,8 @@ class DeskReads(Protocol):
 
 class DeskStore(DeskReads, Protocol):
     """What the desk reads and writes, inside the ingest's unit of work."""
+
+    async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]: ...
 
     async def add_notification(
         self, user_id: int, kind: str, call_id: int | None, title: str, body: dict[str, Any]
@@ -227,7 +227,7 @@ class Desk:
         of its own and the card is published at once, instead of after the batch the event
         lands in has been written. The call log's card (with the call's id) follows and
         replaces it; if it is out first, the early one stays silent."""
-        if self._lookups is None or self._publish is None:
+        if self._lookups is None or self._publish is None or self._extension_map is None:
             return
         for event in events:
             if not isinstance(event, CallEvent):
@@ -257,15 +257,12 @@ class Desk:
     def _extensions_fresh(self) -> bool:
         return self._extension_map is not None and time.monotonic() - self._extensions_at < EXTENSIONS_TTL
 
-    async def _early_users(self, pbx: str, extension: str, store: DeskReads) -> Mapping[str, int]:
-        if self._extension_map is None:
-            return await store.users_for(pbx, [extension])
+    async def _early_user(self, pbx: str, extension: str) -> int | None:
         if not self._extensions_fresh():
             if self._extensions_loading is None:
                 self._extensions_loading = asyncio.ensure_future(self._load_extensions())
             await asyncio.shield(self._extensions_loading)
-        user_id = self._extensions.get((pbx, extension))
-        return {extension: user_id} if user_id is not None else {}
+        return self._extensions.get((pbx, extension))
 
     async def _load_extensions(self) -> None:
         assert self._extension_map is not None
@@ -280,18 +277,17 @@ class Desk:
         key = (event.pbx, event.call_id)
         try:
             summary = CallRecord.fold(event.pbx, event.call_id, events).summary()
+            user_id = await self._early_user(event.pbx, event.extension)
+            if user_id is None:
+                return
             async with self._lookups() as (store, finder):
-                users = await self._early_users(event.pbx, event.extension, store)
-                if not users:
-                    return
                 card = self._cards.get(key)
                 if card is None:
                     card = self._cards[key] = _Card(event.pbx, event.call_id)
                 if card.logged:
                     return
                 card.extensions.add(event.extension)
-                for user_id in users.values():
-                    card.users.setdefault(user_id, event.extension)
+                card.users.setdefault(user_id, event.extension)
                 if summary.external_number:
                     match = await lookup(finder, summary.external_number, self._region)
                     link = CallLink(

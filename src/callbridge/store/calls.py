@@ -43,6 +43,9 @@ from callbridge.services.calllog import CallLink
 from callbridge.store.directory import contact_tags, contacts, decode_cursor, encode_cursor
 from callbridge.store.tables import UtcDateTime, in_list, metadata, now, users
 
+# The tables one call's record lives in (their planner statistics are refreshed as they grow).
+CALL_LOG_TABLES = ("calls", "call_events", "call_users")
+
 calls = Table(
     "calls",
     metadata,

@@ -709,8 +709,10 @@ async def renormalize_numbers(session: AsyncSession, region: str) -> tuple[int, 
 
 # -- the dialplan's hot path --------------------------------------------------------------------------
 
+# What _fast_contact reads, from contacts c and their company co.
+_FAST_CONTACT_COLUMNS = "c.id, c.kind, c.name, c.company_id, co.name AS company_name, c.owner_id"
 _LOOKUP_SQL = (
-    "SELECT c.id, c.kind, c.name, c.company_id, co.name AS company_name, c.owner_id "
+    f"SELECT {_FAST_CONTACT_COLUMNS} "  # noqa: S608 - constants only; values are bound
     "FROM contact_phones p JOIN contacts c ON c.id = p.contact_id "
     "LEFT JOIN contacts co ON co.id = c.company_id WHERE p.number_key = {0}"
 )
@@ -720,10 +722,9 @@ _PBX_BY_HASH_SQL = (
 )
 _TAGS_SQL = "SELECT tag FROM contact_tags WHERE contact_id = {0}"
 _CONTACT_SQL = (
-    "SELECT c.id, c.kind, c.name, c.company_id, co.name AS company_name, c.owner_id "
+    f"SELECT {_FAST_CONTACT_COLUMNS} "  # noqa: S608 - constants only; values are bound
     "FROM contacts c LEFT JOIN contacts co ON co.id = c.company_id WHERE c.id = {0}"
 )
-_EXTENSION_USER_SQL = "SELECT user_id FROM extension_users WHERE pbx = {0} AND extension = {1}"
 _USER_LABEL_SQL = "SELECT display_name, name FROM users WHERE id = {0}"
 _EXTENSION_MAP_SQL = "SELECT pbx, extension, user_id FROM extension_users"
 _OWNER_SQL = "SELECT owner_id FROM contacts WHERE id = {0}"
@@ -814,15 +815,6 @@ class FastDirectory:
         return (str(rows[0][0]), str(rows[0][1])) if rows else ("", "")
 
     # The live desk's early pop reads these (see services/live.py).
-
-    async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]:
-        found: dict[str, int] = {}
-        for extension in extensions:
-            if extension:
-                rows = await self._fetch(_EXTENSION_USER_SQL, pbx, extension)
-                if rows:
-                    found[extension] = int(rows[0][0])
-        return found
 
     async def extension_map(self) -> dict[tuple[str, str], int]:
         """Every mapped extension: (PBX, extension) → user id."""
