@@ -123,8 +123,12 @@ def desk_hub(tmp_path_factory: pytest.TempPathFactory, sim: SimThread) -> Iterat
 
 
 @pytest.fixture(autouse=True)
-def phones_answer(sim: SimThread) -> None:
+def phones_answer(sim: SimThread) -> Iterator[None]:
     sim.sim.phones.clear()
+    yield
+    # A test that failed half-way leaves no call behind for the next one to see.
+    for call in list(sim.sim.calls.values()):
+        sim.run(call.hangup())
 
 
 def sign_in(browser: Browser, url: str, name: str) -> tuple[BrowserContext, Page]:
@@ -167,9 +171,12 @@ def test_pop_on_the_right_users_tabs_follows_the_call(
     expect(bob.locator('tr[data-presence="office/1001"] [data-state]')).to_have_text(
         re.compile("ringing|on call")
     )
+    # A keyboard user on "Hang up" keeps the focus there while the card moves on to talking.
+    alice.locator("#pops .pop").get_by_role("button", name="Hang up").focus()
     call = call_future.result(10)
     expect(alice.locator("#pops .pop")).to_have_attribute("data-state", "talking")
     expect(alice.locator("#pops .pop")).to_contain_text("On the call")
+    expect(alice.locator("#pops .pop").get_by_role("button", name="Hang up")).to_be_focused()
     expect(bob.locator('tr[data-presence="office/1001"] [data-state]')).to_have_text("on call")
     alice.screenshot(path=str(ARTIFACTS / "screen-pop-talking.png"))
     threading.Event().wait(1.2)

@@ -136,7 +136,7 @@
         el("summary", { text: "Last calls" }), el("ol", {}, ...recent)) : null,
       actions);
     const old = document.getElementById(id);
-    if (old) old.replaceWith(node); else pops.prepend(node);
+    if (old) updateInPlace(old, node); else pops.prepend(node);
     if (card.state === "ended") {
       setTimeout(() => {
         const cur = document.getElementById(id);
@@ -144,6 +144,28 @@
       }, ENDED_LINGER_MS);
     }
     tick();
+  }
+
+  // A card that changes keeps its element: focus (say, on "Hang up"), a closed "Last calls" and
+  // anything a screen reader holds on to stay put while the content underneath is renewed.
+  function updateInPlace(old, node) {
+    const active = old.contains(document.activeElement) ? document.activeElement : null;
+    const activeSig = active ? signature(active) : null;
+    const recent = old.querySelector("details.pop-recent");
+    const recentOpen = recent ? recent.open : null;
+    for (const attr of [...old.attributes]) if (!node.hasAttribute(attr.name)) old.removeAttribute(attr.name);
+    for (const attr of node.attributes) old.setAttribute(attr.name, attr.value);
+    old.replaceChildren(...node.childNodes);
+    const nextRecent = old.querySelector("details.pop-recent");
+    if (nextRecent && recentOpen !== null) nextRecent.open = recentOpen;
+    if (activeSig) {
+      for (const candidate of old.querySelectorAll("a, button, summary")) {
+        if (signature(candidate) === activeSig) { candidate.focus(); break; }
+      }
+    }
+  }
+  function signature(node) {
+    return `${node.tagName}|${node.textContent}`;
   }
 
   function tick() {
