@@ -20,7 +20,7 @@ from callbridge.hub import Hub
 from callbridge.web import errors, live
 from callbridge.web.middleware import BodyLimit, SecurityHeaders
 from callbridge.web.routes import ROUTERS
-from callbridge.web.webhooks import YeastarWebhooks
+from callbridge.web.webhooks import CallbridgeApp, YeastarWebhooks
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
             await the_hub.close()
             gc.unfreeze()  # an app started again in this process (tests) must not pile frozen objects up
 
-    app = FastAPI(
+    app = CallbridgeApp(
         title="callbridge",
         version=callbridge.__version__,
         openapi_url="/api/v1/openapi.json",
@@ -78,9 +78,8 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
         same_site="lax",
         https_only=settings.secure_cookies,
     )
-    # Inside the body limit and the security headers, ahead of sessions and routing (a PBX
-    # calls it; see web/webhooks.py).
-    app.add_middleware(YeastarWebhooks, hub=the_hub)
+    # Answered ahead of all of the app's middleware (a PBX calls it; see web/webhooks.py).
+    app.pbx_webhooks = YeastarWebhooks(the_hub, settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")

@@ -26,7 +26,7 @@ class BodyLimit:
                     await self._reject(send, 400, "bad_request", "Content-Length is not a number")
                     return
                 if length > self.max_bytes:
-                    await self._reject(send, 413, "body_too_large", self._message())
+                    await self._reject(send, *body_too_large(self.max_bytes))
                     return
         seen = 0
         started = False
@@ -43,7 +43,7 @@ class BodyLimit:
                     # Answer now; the app then sees a disconnect and whatever it answers is dropped.
                     rejected = True
                     if not started:
-                        await self._reject(send, 413, "body_too_large", self._message())
+                        await self._reject(send, *body_too_large(self.max_bytes))
                     return {"type": "http.disconnect"}
             return message
 
@@ -56,9 +56,6 @@ class BodyLimit:
             await send(message)
 
         await self.app(scope, limited_receive, tracking_send)
-
-    def _message(self) -> str:
-        return f"the request body is larger than {self.max_bytes} bytes"
 
     @staticmethod
     async def _reject(send: Send, status: int, code: str, message: str) -> None:
@@ -76,6 +73,24 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
+        b"script-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'",
+    ),
+)
+"""On every answer the hub gives (see :class:`SecurityHeaders`)."""
+
+
+def body_too_large(max_bytes: int) -> tuple[int, str, str]:
+    """The 413 answer for a body over ``max_bytes``: status, code, message."""
+    return 413, "body_too_large", f"the request body is larger than {max_bytes} bytes"
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -87,18 +102,7 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"same-origin"),
-                    (
-                        b"content-security-policy",
-                        b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                        b"script-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'none'",
-                    ),
-                ]
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
         await self.app(scope, receive, with_headers)

@@ -11,11 +11,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from callbridge.domain.errors import AuthenticationFailed, InvalidEvent, InvalidInput, PayloadTooLarge
 from callbridge.pbx.yeastar.payloads import Payload, parse_payload
@@ -89,7 +90,7 @@ def verify_signature(body: bytes, signature: str | None, secret: str) -> None:
         given = base64.b64decode(signature.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise WebhookSignatureInvalid("X-Signature is not Base64") from exc
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    expected = hmac.digest(secret.encode(), body, "sha256")  # one C call, no HMAC object
     if not hmac.compare_digest(given, expected):
         raise WebhookSignatureInvalid("X-Signature does not match the body")
 
@@ -100,16 +101,26 @@ def _decode_msg(raw: Any) -> Mapping[str, Any]:
         return raw
     if isinstance(raw, str):
         try:
-            decoded = json.loads(raw)
-        except ValueError as exc:
+            decoded = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             raise WebhookMalformed("msg is a string but not JSON") from exc
         if isinstance(decoded, Mapping):
             return decoded
     raise WebhookMalformed("msg must be a JSON object or a JSON-encoded object")
 
 
-def parse_envelope(data: Any) -> YeastarMessage:
-    """Parse one decoded envelope; raises :class:`WebhookMalformed`."""
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event envelope as checked at the door: its type, serial and decoded ``msg``; the
+    payload inside is read later (:func:`message_of`)."""
+
+    type: int
+    sn: str
+    msg: Mapping[str, Any] = field(repr=False)
+
+
+def read_envelope(data: Any) -> Envelope:
+    """Check one decoded envelope; raises :class:`WebhookMalformed`."""
     if not isinstance(data, Mapping):
         raise WebhookMalformed("event envelope must be a JSON object")
     raw_type = data.get("type")
@@ -121,29 +132,70 @@ def parse_envelope(data: Any) -> YeastarMessage:
         raise WebhookMalformed("type must be an integer") from exc
     if "msg" not in data:
         raise WebhookMalformed("envelope without msg")
-    msg = _decode_msg(data["msg"])
-    sn = str(data.get("sn") or "").strip()
+    return Envelope(event_type, str(data.get("sn") or "").strip(), _decode_msg(data["msg"]))
+
+
+def message_of(envelope: Envelope) -> YeastarMessage:
+    """Read an envelope's payload; raises :class:`WebhookMalformed` when it lacks what the
+    driver needs."""
+    event_type, sn, msg = envelope.type, envelope.sn, envelope.msg
     try:
         payload = parse_payload(event_type, msg)
     except InvalidEvent as exc:
         raise WebhookMalformed(f"event {event_type}: {exc.message}") from exc
-    canonical = json.dumps(
-        {"type": event_type, "sn": sn, "msg": msg}, sort_keys=True, separators=(",", ":"), default=str
-    )
-    key = hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    try:
+        canonical = orjson.dumps({"type": event_type, "sn": sn, "msg": msg}, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # a Mapping that is not a dict (only from callers in this process)
+        canonical = orjson.dumps(
+            {"type": event_type, "sn": sn, "msg": dict(msg)}, option=orjson.OPT_SORT_KEYS, default=str
+        )
+    key = hashlib.sha256(canonical).hexdigest()[:32]
     return YeastarMessage(type=event_type, sn=sn, msg=msg, payload=payload, dedupe_key=key)
 
 
-def parse_json_envelopes(text: str | bytes) -> list[YeastarMessage]:
+def parse_envelope(data: Any) -> YeastarMessage:
+    """Parse one decoded envelope, payload included; raises :class:`WebhookMalformed`."""
+    return message_of(read_envelope(data))
+
+
+def read_json_envelopes(text: str | bytes) -> list[Envelope]:
     """Decode a body holding one envelope (what Yeastar sends) or a list of them."""
     try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8
         raise WebhookMalformed("body is not JSON") from exc
     items = data if isinstance(data, list) else [data]
     if not items:
         raise WebhookMalformed("empty event list")
-    return [parse_envelope(item) for item in items]
+    return [read_envelope(item) for item in items]
+
+
+def parse_json_envelopes(text: str | bytes) -> list[YeastarMessage]:
+    """:func:`read_json_envelopes`, payloads included."""
+    return [message_of(envelope) for envelope in read_json_envelopes(text)]
+
+
+def verify_webhook(
+    raw_body: bytes,
+    signature: str | None,
+    secret: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    expected_sn: str | None = None,
+) -> list[Envelope]:
+    """What a webhook's ack needs checked: size, signature, envelopes (see :func:`parse_webhook`);
+    the payloads are read after the ack, by whoever processes the stored body."""
+    if len(raw_body) > max_bytes:
+        raise WebhookTooLarge(f"webhook body is {len(raw_body)} bytes, limit {max_bytes}")
+    verify_signature(raw_body, signature, secret)
+    if not raw_body.strip():
+        raise WebhookMalformed("empty body")
+    envelopes = read_json_envelopes(raw_body)
+    if expected_sn is not None:
+        for envelope in envelopes:
+            if envelope.sn and envelope.sn != expected_sn:
+                raise WebhookMalformed(f"event from PBX serial {envelope.sn!r}, expected another")
+    return envelopes
 
 
 def parse_webhook(
@@ -177,17 +229,8 @@ def parse_webhook(
     :meth:`callbridge.pbx.yeastar.link.YeastarLink.handle_webhook_messages`; a non-2xx makes
     the PBX retry, and retries are harmless (see :attr:`YeastarMessage.dedupe_key`).
     """
-    if len(raw_body) > max_bytes:
-        raise WebhookTooLarge(f"webhook body is {len(raw_body)} bytes, limit {max_bytes}")
-    verify_signature(raw_body, signature, secret)
-    if not raw_body.strip():
-        raise WebhookMalformed("empty body")
-    messages = parse_json_envelopes(raw_body)
-    if expected_sn is not None:
-        for message in messages:
-            if message.sn and message.sn != expected_sn:
-                raise WebhookMalformed(f"event from PBX serial {message.sn!r}, expected another")
-    return messages
+    envelopes = verify_webhook(raw_body, signature, secret, max_bytes, expected_sn=expected_sn)
+    return [message_of(envelope) for envelope in envelopes]
 
 
 class DuplicateFilter:
