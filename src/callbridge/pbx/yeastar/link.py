@@ -52,6 +52,14 @@ log = logging.getLogger(__name__)
 # few rows, so an ack never waits for a whole batch to be mapped (~0.1 ms a row).
 YIELD_EVERY = 10
 COALESCE_SECONDS = 0.02  # an event reaches the call log (and the screen pop) at most this much later
+# Acks first. Persist first, process after: while webhooks pour in faster than BURST_RATE (a large
+# PBX peaks at a few dozen a second), the consumer keeps to about INGEST_SHARE of the event loop
+# and the PBX gets the rest, so it is never kept waiting into its timeout (and a retry, which
+# only adds load). The backlog stays safe in the inbox and is processed as the burst allows, and
+# at full speed once it is over. Below BURST_RATE nothing waits.
+BURST_RATE = 500.0  # webhooks/s
+INGEST_SHARE = 0.2
+PACE_MAX = 1.0  # seconds; the longest the consumer pauses at a time
 # While the call log refuses writes (database down), a drained batch is offered again after this
 # long, doubling up to the maximum; its webhooks stay in the inbox meanwhile.
 STORE_RETRY_FIRST = 0.5
@@ -112,6 +120,8 @@ class YeastarLink:
         # What the ack parsed, for the consumer to take instead of parsing the stored body again.
         self._parsed: dict[bytes, list[Envelope]] = {}
         self.malformed = 0  # stored webhooks whose payload lacked what the driver needs
+        self.webhooks_received = 0  # requests at the webhook endpoint, for pacing the consumer
+        self.paced_seconds = 0.0  # how long the consumer stood back for bursts of webhooks
         self.inbox_processed = 0
         self.store_failures = 0
         self._lock = asyncio.Lock()  # one ordered stream into the mapper and the sink
@@ -222,6 +232,7 @@ class YeastarLink:
                 expected_sn=self.config.serial or None,
             )
             return await self.handle_webhook_messages(messages)
+        self.webhooks_received += 1
         # Persist first, process after: the ack checks what it must (size, signature, envelopes)
         # and stores the body; the payloads are read by the consumer.
         envelopes = verify_webhook(
@@ -256,9 +267,10 @@ class YeastarLink:
                 await asyncio.sleep(COALESCE_SECONDS)
                 continue
             events: list[Event] = []
+            since = self._pace_mark()
             for n, row in enumerate(rows, start=1):
                 if n % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # let the acks waiting on the event loop go first
+                    since = await self._pace(since)  # let the acks waiting on the event loop go first
                 envelopes = self._parsed.pop(row.body, None)
                 try:
                     if envelopes is None:  # stored by an earlier run, or long ago
@@ -276,6 +288,22 @@ class YeastarLink:
             await self._deliver_until_stored(events)
             await inbox.store.done(self.name, [row.id for row in rows])
             self.inbox_processed += len(rows)
+            await self._pace(since)
+
+    def _pace_mark(self) -> tuple[float, int]:
+        return asyncio.get_running_loop().time(), self.webhooks_received
+
+    async def _pace(self, since: tuple[float, int]) -> tuple[float, int]:
+        """Yield the event loop; during a burst of webhooks, for long enough that the work done
+        since ``since`` stays about INGEST_SHARE of the time. Returns the next mark."""
+        started, received = since
+        spent = asyncio.get_running_loop().time() - started
+        pause = 0.0
+        if spent > 0 and (self.webhooks_received - received) / spent >= BURST_RATE:
+            pause = min(spent * (1 - INGEST_SHARE) / INGEST_SHARE, PACE_MAX)
+            self.paced_seconds += pause
+        await asyncio.sleep(pause)
+        return self._pace_mark()
 
     async def handle_webhook_messages(self, messages: Iterable[YeastarMessage]) -> int:
         count = 0
