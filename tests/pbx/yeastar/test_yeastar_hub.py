@@ -441,8 +441,16 @@ async def test_webhooks_wait_in_the_inbox_while_the_call_log_refuses_writes(
 
 
 class _BrokenStore:
+    def __init__(self, local: bool) -> None:
+        self.local = local  # a file on this thread (add_now) or a database server (add)
+
     async def add(self, pbx: str, items: Sequence[tuple[datetime, bytes]]) -> None:
         raise OSError("disk full")
+
+    def add_now(self, pbx: str, items: Sequence[tuple[datetime, bytes]]) -> bool:
+        if self.local:
+            raise OSError("disk full")
+        return False
 
     async def pending(self, pbx: str, limit: int) -> list[StoredWebhook]:
         return []
@@ -451,14 +459,15 @@ class _BrokenStore:
         return None
 
 
-async def test_a_webhook_that_cannot_be_stored_is_refused_for_a_retry_not_lost() -> None:
+@pytest.mark.parametrize("local", [True, False])
+async def test_a_webhook_that_cannot_be_stored_is_refused_for_a_retry_not_lost(local: bool) -> None:
     events: list[object] = []
 
     async def sink(event: object) -> None:
         events.append(event)
 
     config = YeastarConfig("cloud", "http://127.0.0.1:9", "id", "secret", webhook_secret="w" * 32)
-    link = YeastarLink(config, sink, inbox=_BrokenStore())
+    link = YeastarLink(config, sink, inbox=_BrokenStore(local))
     body = json.dumps(
         {"type": 30011, "sn": "x", "msg": json.dumps({"call_id": "1.1", "members": []})}
     ).encode()
@@ -474,7 +483,7 @@ async def test_storage_failure_answers_503_not_500(webhooks: Setup) -> None:
     link = webhooks.link
     assert link.inbox is not None
     healthy = link.inbox.store
-    link.inbox.store = _BrokenStore()
+    link.inbox.store = _BrokenStore(local=True)
     body = json.dumps(
         {"type": 30011, "sn": "x", "msg": json.dumps({"call_id": "9.9", "members": []})}
     ).encode()
