@@ -19,7 +19,7 @@ right (inbound, answered by extension 2002, ended, recording from the CDR): an a
 starved ingest would show there.
 
     apt-get install -y wrk   # the closed-loop load generator (C, ~no CPU next to the servers)
-    python bench/yeastar_webhooks.py [--requests 5000] [--concurrency 8] [--rate 200]
+    python bench/yeastar_webhooks.py [--requests 20000] [--concurrency 8] [--rate 200]
         [--open-requests 2000] [--database-url URL] [--ack-only]
 
 Goal (issue 4): hub p99 ack ≤ 5 ms (open loop, at --rate) and ≥ 50 % of the bare endpoint's rate
@@ -148,7 +148,8 @@ async def serve_bare() -> None:
 
 
 async def _answer_stats(hub: Any, pbx: str) -> None:
-    """``STATS`` on stdin → ``STATS <inbox not empty: 1 or 0> <calls> <calls that came out right>``."""
+    """``STATS`` on stdin → ``STATS <inbox not empty: 1 or 0> <calls> <calls that came out right>
+    <webhooks the consumer processed> <seconds it stood back for bursts>``."""
     from sqlalchemy import func, select
 
     from callbridge.store.calls import calls
@@ -174,7 +175,8 @@ async def _answer_stats(hub: Any, pbx: str) -> None:
                     calls.c.recording != "",  # from the CDR, the call's last webhook
                 )
             )
-        print(f"STATS {left} {logged} {right}", flush=True)
+        link = hub.supervisor().get(pbx)
+        print(f"STATS {left} {logged} {right} {link.inbox_processed} {link.paced_seconds:.3f}", flush=True)
 
 
 async def serve_hub(database_url: str, ack_only: bool = False) -> None:
@@ -250,11 +252,15 @@ class Server:
         self.path = line[2]
 
     def stats(self) -> tuple[int, int, int]:
+        left, logged, right, _, _ = self.consumer_stats()
+        return left, logged, right
+
+    def consumer_stats(self) -> tuple[int, int, int, int, float]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write("STATS\n")
         self.proc.stdin.flush()
-        _, left, logged, right = self.proc.stdout.readline().split()
-        return int(left), int(logged), int(right)
+        _, left, logged, right, processed, paced = self.proc.stdout.readline().split()
+        return int(left), int(logged), int(right), int(processed), float(paced)
 
     def drain(self, timeout: float = 120.0) -> tuple[float, int, int]:
         """Wait until the hub's inbox is empty; returns (seconds waited, calls, calls right)."""
@@ -506,6 +512,8 @@ class Figures:
     calls_sent: int = 0
     calls_logged: int = 0
     calls_right: int = 0
+    ingested_during: int = 0  # hub: webhooks the consumer processed while the closed loop ran
+    paced_s: float = 0.0  # hub: how long the consumer stood back for the burst meanwhile
 
 
 def bench(kind: str, args: argparse.Namespace, offset: int) -> Figures:
@@ -524,9 +532,13 @@ def bench(kind: str, args: argparse.Namespace, offset: int) -> Figures:
         closed_loop(kind, port, warm, args.concurrency, len(warm))
         if drains:
             server.drain()
+        before = server.consumer_stats() if drains else None
         closed_result = closed_loop(kind, port, closed, args.concurrency, len(closed))
         figures = Figures(closed_result, closed_result)
-        if drains:
+        if before is not None:
+            after = server.consumer_stats()
+            figures.ingested_during = after[3] - before[3]
+            figures.paced_s = after[4] - before[4]
             figures.drain_s = server.drain()[0]
         figures.open = open_loop(kind, port, opened, args.rate)
         if drains:
@@ -570,6 +582,11 @@ def run(args: argparse.Namespace) -> int:
         right = hub.calls_right == hub.calls_sent == hub.calls_logged
         ok = ok and right
         print(
+            f"hub ingest during the closed loop: {hub.ingested_during} webhooks "
+            f"({hub.ingested_during / hub.closed.seconds:.0f}/s) while the consumer stood back "
+            f"{hub.paced_s:.2f} s of {hub.closed.seconds:.2f} s for the burst (acks first)"
+        )
+        print(
             f"hub ingest: inbox drained {hub.drain_s:.2f} s after the closed loop's last ack "
             f"({end_to_end:.0f} req/s stored and ingested); calls logged {hub.calls_logged} of "
             f"{hub.calls_sent}, {hub.calls_right} inbound, answered by 2002, ended, with recording "
@@ -588,7 +605,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=5000, help="closed loop: requests per server")
+    parser.add_argument("--requests", type=int, default=20000, help="closed loop: requests per server")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8, help="closed loop: connections")
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="open loop: requests/s offered")

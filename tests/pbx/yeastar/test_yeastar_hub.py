@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -495,3 +496,126 @@ async def test_storage_failure_answers_503_not_500(webhooks: Setup) -> None:
         )
     link.inbox.store = healthy
     assert answer.status_code == 503
+
+
+async def test_a_payload_the_driver_cannot_read_is_dropped_after_the_ack_not_the_rest(
+    webhooks: Setup,
+) -> None:
+    """The ack checks the signature and the envelope; the payload is read after it. A signed
+    event whose payload lacks what the driver needs is acknowledged (the PBX would only send it
+    again), counted and logged as dropped, and the events behind it are processed."""
+    body = json.dumps(
+        {"type": 30011, "sn": webhooks.sim.config.sn, "msg": json.dumps({"members": []})}
+    ).encode()
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            webhooks.pbx["webhook_url"],
+            content=body,
+            headers={"x-signature": sign(body, webhooks.sim.config.webhook_secret)},
+        )
+    assert answer.status_code == 200 and answer.json()["accepted"] == 1
+    call_id = await webhooks.sim.run_scenario("inbound_answered", caller=CALLER, extension="2002")
+    assert (await webhooks.call(call_id))["disposition"] == "answered"
+    assert webhooks.link.malformed == 1
+    assert [c["pbx_call_id"] for c in await webhooks.calls()] == [call_id]
+
+
+def _call_bodies(n: int, secret: str) -> list[tuple[bytes, str]]:
+    """The four webhooks of an inbound call answered at 2002, signed."""
+    call_id = f"1700000000.{n}"
+    trunk = {"from": f"+1415555{n:04d}", "to": "6402", "trunk_name": "t", "channel_id": f"PJSIP/t-{n}"}
+    ext = {"number": "2002", "channel_id": f"PJSIP/2002-{n}"}
+
+    def members(*pairs: tuple[str, dict[str, str], str]) -> list[dict[str, object]]:
+        return [{kind: {**member, "member_status": status}} for kind, member, status in pairs]
+
+    msgs = [
+        (
+            30011,
+            {"call_id": call_id, "members": members(("inbound", trunk, "ALERT"), ("extension", ext, "RING"))},
+        ),
+        (
+            30011,
+            {
+                "call_id": call_id,
+                "members": members(("inbound", trunk, "ANSWERED"), ("extension", ext, "ANSWER")),
+            },
+        ),
+        (
+            30011,
+            {"call_id": call_id, "members": members(("inbound", trunk, "BYE"), ("extension", ext, "BYE"))},
+        ),
+        (
+            30012,
+            {
+                "call_id": call_id,
+                "time_start": "2025-03-01 10:00:00",
+                "call_from": trunk["from"],
+                "call_to": "2002",
+                "call_duration": 10,
+                "talk_duration": 8,
+                "status": "ANSWERED",
+                "type": "Inbound",
+            },
+        ),
+    ]
+    out = []
+    for event_type, msg in msgs:
+        body = json.dumps({"type": event_type, "sn": "SN", "msg": json.dumps(msg)}).encode()
+        out.append((body, sign(body, secret)))
+    return out
+
+
+async def test_a_burst_of_webhooks_is_acknowledged_first_and_ingested_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While webhooks pour in faster than BURST_RATE the consumer stands back (the acks get the
+    event loop) but still makes progress; once the burst is over it drains the inbox."""
+    from callbridge.store.inbox import SqliteInbox
+
+    monkeypatch.setattr("callbridge.pbx.yeastar.link.COALESCE_SECONDS", 0.0)
+    ingested: list[object] = []
+
+    async def slow_sink(events: Sequence[object]) -> None:
+        deadline = asyncio.get_running_loop().time() + 0.0005 * len(events)
+        while asyncio.get_running_loop().time() < deadline:  # CPU, as ingest spends it
+            pass
+        ingested.extend(events)
+
+    async def sink(event: object) -> None:
+        raise AssertionError("events go in batches")
+
+    secret = "w" * 32
+    store = SqliteInbox(tmp_path / "inbox.db")
+    config = YeastarConfig("cloud", "http://127.0.0.1:9", "id", "secret", webhook_secret=secret)
+    link = YeastarLink(config, sink, inbox=store, batch_sink=slow_sink)
+    assert link.inbox is not None
+    consumer = asyncio.create_task(link._process_inbox(link.inbox))
+    try:
+        # A quiet PBX: nothing waits.
+        for body, signature in _call_bodies(0, secret):
+            assert await link.handle_webhook(body, signature) == 1
+            await asyncio.sleep(0.02)
+        async with asyncio.timeout(5):
+            while link.inbox_processed < 4:  # noqa: ASYNC110 (a counter, no event)
+                await asyncio.sleep(0.01)
+        assert link.paced_seconds == 0
+        # A burst: 300 calls' webhooks as fast as they can be acknowledged.
+        bodies = [item for n in range(1, 301) for item in _call_bodies(n, secret)]
+        for body, signature in bodies:
+            assert await link.handle_webhook(body, signature) == 1
+        during = link.inbox_processed - 4
+        assert link.paced_seconds > 0  # the consumer stood back...
+        assert during > 0  # ...but kept going
+        async with asyncio.timeout(30):
+            while link.inbox_processed < 4 + len(bodies):  # noqa: ASYNC110 (a counter, no event)
+                await asyncio.sleep(0.01)
+        assert await store.pending("cloud", 1) == []
+        assert {getattr(e, "call_id", None) for e in ingested} == {f"1700000000.{n}" for n in range(301)}
+        assert link.malformed == 0
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await store.close()
+        await link.client.aclose()

@@ -60,6 +60,7 @@ COALESCE_SECONDS = 0.02  # an event reaches the call log (and the screen pop) at
 BURST_RATE = 500.0  # webhooks/s
 INGEST_SHARE = 0.2
 PACE_MAX = 1.0  # seconds; the longest the consumer pauses at a time
+RATE_WINDOW = 0.1  # seconds
 # While the call log refuses writes (database down), a drained batch is offered again after this
 # long, doubling up to the maximum; its webhooks stay in the inbox meanwhile.
 STORE_RETRY_FIRST = 0.5
@@ -121,6 +122,9 @@ class YeastarLink:
         self._parsed: dict[bytes, list[Envelope]] = {}
         self.malformed = 0  # stored webhooks whose payload lacked what the driver needs
         self.webhooks_received = 0  # requests at the webhook endpoint, for pacing the consumer
+        self._window_start = 0.0  # the rate of those requests, counted in windows of RATE_WINDOW
+        self._window_count = 0
+        self._window_rate = 0.0
         self.paced_seconds = 0.0  # how long the consumer stood back for bursts of webhooks
         self.inbox_processed = 0
         self.store_failures = 0
@@ -232,7 +236,7 @@ class YeastarLink:
                 expected_sn=self.config.serial or None,
             )
             return await self.handle_webhook_messages(messages)
-        self.webhooks_received += 1
+        self._count_webhook()
         # Persist first, process after: the ack checks what it must (size, signature, envelopes)
         # and stores the body; the payloads are read by the consumer.
         envelopes = verify_webhook(
@@ -290,20 +294,33 @@ class YeastarLink:
             self.inbox_processed += len(rows)
             await self._pace(since)
 
-    def _pace_mark(self) -> tuple[float, int]:
-        return asyncio.get_running_loop().time(), self.webhooks_received
+    def _pace_mark(self) -> float:
+        return asyncio.get_running_loop().time()
 
-    async def _pace(self, since: tuple[float, int]) -> tuple[float, int]:
+    async def _pace(self, started: float) -> float:
         """Yield the event loop; during a burst of webhooks, for long enough that the work done
-        since ``since`` stays about INGEST_SHARE of the time. Returns the next mark."""
-        started, received = since
+        since ``started`` stays about INGEST_SHARE of the time. Returns the next mark."""
         spent = asyncio.get_running_loop().time() - started
         pause = 0.0
-        if spent > 0 and (self.webhooks_received - received) / spent >= BURST_RATE:
+        if spent > 0 and self.webhook_rate() >= BURST_RATE:
             pause = min(spent * (1 - INGEST_SHARE) / INGEST_SHARE, PACE_MAX)
             self.paced_seconds += pause
         await asyncio.sleep(pause)
         return self._pace_mark()
+
+    def _count_webhook(self) -> None:
+        self.webhooks_received += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._window_start >= RATE_WINDOW:
+            self._window_rate = self._window_count / (now - self._window_start)
+            self._window_start, self._window_count = now, 0
+        self._window_count += 1
+
+    def webhook_rate(self) -> float:
+        """Webhook requests per second, over the last RATE_WINDOW or two."""
+        elapsed = asyncio.get_running_loop().time() - self._window_start
+        current = self._window_count / max(elapsed, RATE_WINDOW)
+        return current if elapsed >= RATE_WINDOW else max(current, self._window_rate)
 
     async def handle_webhook_messages(self, messages: Iterable[YeastarMessage]) -> int:
         count = 0
