@@ -574,6 +574,8 @@ async def test_a_burst_of_webhooks_is_acknowledged_first_and_ingested_after(
     from callbridge.store.inbox import SqliteInbox
 
     monkeypatch.setattr("callbridge.pbx.yeastar.link.COALESCE_SECONDS", 0.0)
+    # Fewer parsed bodies kept than the burst holds: the oldest are parsed again from the inbox.
+    monkeypatch.setattr("callbridge.pbx.yeastar.link.PARSED_KEPT", 100)
     ingested: list[object] = []
 
     async def slow_sink(events: Sequence[object]) -> None:
@@ -613,6 +615,7 @@ async def test_a_burst_of_webhooks_is_acknowledged_first_and_ingested_after(
         assert await store.pending("cloud", 1) == []
         assert {getattr(e, "call_id", None) for e in ingested} == {f"1700000000.{n}" for n in range(301)}
         assert link.malformed == 0
+        assert link._parsed == {} and link._parsed_bytes == 0  # nothing left over in memory
     finally:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

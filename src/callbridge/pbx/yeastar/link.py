@@ -65,7 +65,8 @@ RATE_WINDOW = 0.1  # seconds
 # long, doubling up to the maximum; its webhooks stay in the inbox meanwhile.
 STORE_RETRY_FIRST = 0.5
 STORE_RETRY_MAX = 30.0
-PARSED_KEPT = 4096  # acknowledged webhooks whose parsed form waits in memory for the consumer
+PARSED_KEPT = 4096  # acknowledged webhooks whose parsed form waits in memory for the consumer,
+PARSED_KEPT_BYTES = 8 * 1024 * 1024  # and their bodies' size at most
 
 
 @dataclass
@@ -120,6 +121,7 @@ class YeastarLink:
         self._stored_keys = DuplicateFilter()  # retries of what the inbox holds already
         # What the ack parsed, for the consumer to take instead of parsing the stored body again.
         self._parsed: dict[bytes, list[Envelope]] = {}
+        self._parsed_bytes = 0
         self.malformed = 0  # stored webhooks whose payload lacked what the driver needs
         self.webhooks_received = 0  # requests at the webhook endpoint, for pacing the consumer
         self._window_start = 0.0  # the rate of those requests, counted in windows of RATE_WINDOW
@@ -254,9 +256,14 @@ class YeastarLink:
             return 0  # a retry of a stored body: already safe, nothing to write
         await self.inbox.persist(raw_body)
         self._stored_keys.seen(body_key)
-        if len(self._parsed) >= PARSED_KEPT:  # the consumer is far behind: it parses the oldest itself
+        while self._parsed and (
+            len(self._parsed) >= PARSED_KEPT or self._parsed_bytes + len(raw_body) > PARSED_KEPT_BYTES
+        ):  # the consumer is far behind: it parses the oldest itself
+            self._parsed_bytes -= len(next(iter(self._parsed)))
             del self._parsed[next(iter(self._parsed))]
-        self._parsed[raw_body] = envelopes
+        if raw_body not in self._parsed:
+            self._parsed[raw_body] = envelopes
+            self._parsed_bytes += len(raw_body)
         return len(envelopes)
 
     async def _process_inbox(self, inbox: WebhookInbox, batch: int = 200) -> None:
@@ -276,6 +283,8 @@ class YeastarLink:
                 if n % YIELD_EVERY == 0:
                     since = await self._pace(since)  # let the acks waiting on the event loop go first
                 envelopes = self._parsed.pop(row.body, None)
+                if envelopes is not None:
+                    self._parsed_bytes -= len(row.body)
                 try:
                     if envelopes is None:  # stored by an earlier run, or long ago
                         envelopes = read_json_envelopes(row.body)  # verified when it was stored
