@@ -24,7 +24,7 @@ from callbridge.domain.events import (
     RecordingAvailable,
     TransferKind,
 )
-from callbridge.pbx.yeastar.mapping import YeastarMapper
+from callbridge.pbx.yeastar.mapping import MapperSettings, YeastarMapper
 from callbridge.pbx.yeastar.simulator import SimulatorConfig, YeastarSimulator
 from callbridge.pbx.yeastar.webhooks import parse_envelope
 
@@ -280,3 +280,29 @@ def test_presence_events_map_and_deduplicate() -> None:
     assert isinstance(dnd, PresenceChanged) and dnd.presence is Presence.DO_NOT_DISTURB
     [offline] = feed(30007, extension="2002", kind="Sip", status="Unregistered", registered_ip="")
     assert isinstance(offline, PresenceChanged) and offline.presence is Presence.OFFLINE
+
+
+async def test_a_cdr_after_the_call_was_closed_still_brings_its_recording_once() -> None:
+    """The PBX's CDR came too late: the call was closed without it. When it does come, only the
+    recording is new; a second copy, or a late state report, changes nothing. The mapper keeps
+    at most ``remember_ended`` ended calls, as ids, not whole calls."""
+    envelopes = await script("inbound_answered")
+    cdr = next(e for e in envelopes if e["type"] == 30012)
+    without_cdr = [e for e in envelopes if e is not cdr]
+    mapper = YeastarMapper("pbx1", MapperSettings(remember_ended=3), clock=lambda: T0)
+    events = replay(without_cdr, mapper=mapper)  # settles: closed after the CDR wait
+    assert ended(events).disposition is Disposition.ANSWERED
+    assert not any(isinstance(e, RecordingAvailable) for e in events)
+    late = parse_envelope(cdr).payload
+    assert late is not None
+    [recording] = mapper.feed(late, now=T0 + timedelta(minutes=6))
+    assert isinstance(recording, RecordingAvailable) and recording.recording
+    assert mapper.feed(late, now=T0 + timedelta(minutes=7)) == []
+    last_report = parse_envelope(without_cdr[-1]).payload
+    assert last_report is not None and mapper.feed(last_report) == []
+    missed = await script("inbound_missed")
+    missed_id = json.loads(missed[0]["msg"])["call_id"]
+    for n in range(5):  # more ended calls than it remembers
+        replay([{**e, "msg": e["msg"].replace(missed_id, f"{missed_id}{n}")} for e in missed], mapper=mapper)
+    assert len(mapper._ended) == 3
+    assert all(isinstance(seen, bool) for seen in mapper._ended.values())

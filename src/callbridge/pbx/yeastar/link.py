@@ -58,14 +58,14 @@ COALESCE_SECONDS = 0.02  # an event reaches the call log (and the screen pop) at
 # only adds load). The backlog stays safe in the inbox and is processed as the burst allows, and
 # at full speed once it is over. Below BURST_RATE nothing waits.
 BURST_RATE = 500.0  # webhooks/s
-INGEST_SHARE = 0.2
+INGEST_SHARE = 0.1
 PACE_MAX = 1.0  # seconds; the longest the consumer pauses at a time
 RATE_WINDOW = 0.1  # seconds
 # While the call log refuses writes (database down), a drained batch is offered again after this
 # long, doubling up to the maximum; its webhooks stay in the inbox meanwhile.
 STORE_RETRY_FIRST = 0.5
 STORE_RETRY_MAX = 30.0
-PARSED_KEPT = 4096  # acknowledged webhooks whose parsed form waits in memory for the consumer,
+PARSED_KEPT = 256  # acknowledged webhooks whose parsed form waits in memory for the consumer,
 PARSED_KEPT_BYTES = 8 * 1024 * 1024  # and their bodies' size at most
 
 

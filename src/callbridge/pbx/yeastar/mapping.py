@@ -168,7 +168,10 @@ class YeastarMapper:
         self.settings = settings or MapperSettings()
         self._clock = clock
         self._calls: dict[str, _Call] = {}
-        self._ended: OrderedDict[str, _Call] = OrderedDict()
+        # Ended calls, newest last: call id → whether its CDR was seen. Only that, not the call:
+        # a busy PBX's last 20,000 calls kept whole would be hundreds of thousands of objects
+        # for the garbage collector to walk, and every full pass would stop the hub that long.
+        self._ended: OrderedDict[str, bool] = OrderedDict()
         self._seq = 0
         self._presence: dict[str, Presence] = {}
         self._registered: dict[str, set[str]] = {}
@@ -197,10 +200,14 @@ class YeastarMapper:
             return self._presence_event(payload, now)
         call = self._call(payload.call_id)
         if call is None:  # already ended: late duplicates and stragglers
-            ended = self._ended.get(payload.call_id)
-            if ended is not None and isinstance(payload, CdrReport) and ended.cdr is None:
-                ended.cdr = payload
-                return self._recording(ended, now)
+            if isinstance(payload, CdrReport) and self._ended.get(payload.call_id) is False:
+                self._ended[payload.call_id] = True  # a CDR after the end: only its recording is new
+                if payload.recording:
+                    return [
+                        RecordingAvailable(
+                            pbx=self.pbx, at=now, call_id=payload.call_id, recording=payload.recording
+                        )
+                    ]
             return []
         call.last_activity = now
         if isinstance(payload, CdrReport):
@@ -517,7 +524,7 @@ class YeastarMapper:
         )
         call.ended = True
         self._calls.pop(call.call_id, None)
-        self._ended[call.call_id] = call
+        self._ended[call.call_id] = call.cdr is not None
         while len(self._ended) > self.settings.remember_ended:
             self._ended.popitem(last=False)
         out.extend(self._recording(call, now))
