@@ -72,7 +72,12 @@ def _clean(raw: str) -> str:
     return _SEPARATORS.sub("", text)
 
 
-@lru_cache(maxsize=65536)
+# Sized for the numbers of the calls in flight and the directory's hot set, not for every number
+# ever seen: each entry is objects the garbage collector walks on every full pass.
+NUMBER_CACHE_SIZE = 8192
+
+
+@lru_cache(maxsize=NUMBER_CACHE_SIZE)
 def parse_number(
     raw: str,
     default_region: str = "US",
@@ -105,7 +110,7 @@ def parse_number(
     )
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=NUMBER_CACHE_SIZE)
 def parse_key(
     raw: str,
     default_region: str = "US",
