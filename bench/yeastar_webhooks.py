@@ -184,7 +184,7 @@ async def _answer_stats(hub: Any, pbx: str) -> None:
         print(f"STATS {left} {logged} {right} {link.inbox_processed} {link.paced_seconds:.3f}", flush=True)
 
 
-async def serve_hub(database_url: str, ack_only: bool = False) -> None:
+async def serve_hub(database_url: str, data: Path, ack_only: bool = False) -> None:
     import httpx
 
     from callbridge.config import Settings
@@ -204,7 +204,6 @@ async def serve_hub(database_url: str, ack_only: bool = False) -> None:
     # The simulator stands in for the PBX's OpenAPI (the link logs in and keeps its token).
     sim = YeastarSimulator(SimulatorConfig(webhook_secret=SECRET, sn=SN))
     await sim.start()
-    data = Path(tempfile.mkdtemp(prefix="cb-bench-"))
     settings = Settings(data_dir=data, database_url=database_url, log_level="WARNING")
     hub = Hub.build(settings)
     app = create_app(hub=hub)
@@ -243,7 +242,17 @@ async def serve_hub(database_url: str, ack_only: bool = False) -> None:
 class Server:
     def __init__(self, kind: str, database_url: str, ack_only: bool = False) -> None:
         self.kind = kind
-        cmd = [sys.executable, __file__, "--serve", kind, "--database-url", database_url]
+        self.data = tempfile.mkdtemp(prefix="cb-bench-yeastar-")  # the hub's files; removed by stop()
+        cmd = [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            "--database-url",
+            database_url,
+            "--data-dir",
+            self.data,
+        ]
         if ack_only:
             cmd.append("--ack-only")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -284,6 +293,7 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.data, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -657,6 +667,7 @@ def main() -> None:
         "--ack-only", action="store_true", help="hub: store webhooks but do not ingest them (ack path alone)"
     )
     parser.add_argument("--serve", choices=("bare", "hub"), help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         # As `callbridge serve` runs (uvicorn picks uvloop when it is installed).
@@ -666,7 +677,11 @@ def main() -> None:
             runner: Any = uvloop.run
         except ImportError:
             runner = asyncio.run
-        runner(serve_bare() if args.serve == "bare" else serve_hub(args.database_url, args.ack_only))
+        runner(
+            serve_bare()
+            if args.serve == "bare"
+            else serve_hub(args.database_url, Path(args.data_dir), args.ack_only)
+        )
     else:
         raise SystemExit(run(args))
 
