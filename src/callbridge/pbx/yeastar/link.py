@@ -309,13 +309,16 @@ class YeastarLink:
     async def _pace(self, started: float) -> float:
         """Yield the event loop; during a burst of webhooks, for long enough that the work done
         since ``started`` stays about INGEST_SHARE of the time. Returns the next mark."""
-        spent = asyncio.get_running_loop().time() - started
+        now = asyncio.get_running_loop().time()
+        spent = now - started
         pause = 0.0
         if spent > 0 and self.webhook_rate() >= BURST_RATE:
             pause = min(spent * (1 - INGEST_SHARE) / INGEST_SHARE, PACE_MAX)
-            self.paced_seconds += pause
         await asyncio.sleep(pause)
-        return self._pace_mark()
+        mark = self._pace_mark()
+        if pause:
+            self.paced_seconds += mark - now  # counted once served, as it really lasted
+        return mark
 
     def _count_webhook(self) -> None:
         self.webhooks_received += 1
