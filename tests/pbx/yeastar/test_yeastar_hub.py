@@ -101,6 +101,15 @@ class Setup:
                         return dict(item)
                 await asyncio.sleep(0.05)
 
+    async def post_signed(self, body: bytes) -> httpx.Response:
+        """``body`` to the PBX's webhook URL, signed with its secret, as the PBX sends it."""
+        async with httpx.AsyncClient() as http:
+            return await http.post(
+                self.pbx["webhook_url"],
+                content=body,
+                headers={"x-signature": sign(body, self.sim.config.webhook_secret)},
+            )
+
     async def calls(self) -> list[dict[str, Any]]:
         answer = await self.api.get("/api/v1/calls", params={"limit": 500})
         assert answer.status_code == 200
@@ -488,12 +497,7 @@ async def test_storage_failure_answers_503_not_500(webhooks: Setup) -> None:
     body = json.dumps(
         {"type": 30011, "sn": "x", "msg": json.dumps({"call_id": "9.9", "members": []})}
     ).encode()
-    async with httpx.AsyncClient() as http:
-        answer = await http.post(
-            webhooks.pbx["webhook_url"],
-            content=body,
-            headers={"x-signature": sign(body, webhooks.sim.config.webhook_secret)},
-        )
+    answer = await webhooks.post_signed(body)
     link.inbox.store = healthy
     assert answer.status_code == 503
 
@@ -507,12 +511,7 @@ async def test_a_payload_the_driver_cannot_read_is_dropped_after_the_ack_not_the
     body = json.dumps(
         {"type": 30011, "sn": webhooks.sim.config.sn, "msg": json.dumps({"members": []})}
     ).encode()
-    async with httpx.AsyncClient() as http:
-        answer = await http.post(
-            webhooks.pbx["webhook_url"],
-            content=body,
-            headers={"x-signature": sign(body, webhooks.sim.config.webhook_secret)},
-        )
+    answer = await webhooks.post_signed(body)
     assert answer.status_code == 200 and answer.json()["accepted"] == 1
     call_id = await webhooks.sim.run_scenario("inbound_answered", caller=CALLER, extension="2002")
     assert (await webhooks.call(call_id))["disposition"] == "answered"

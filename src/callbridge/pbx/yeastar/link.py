@@ -38,7 +38,6 @@ from callbridge.pbx.yeastar.webhooks import (
     WebhookMalformed,
     YeastarMessage,
     message_of,
-    parse_webhook,
     read_json_envelopes,
     verify_webhook,
 )
@@ -229,18 +228,8 @@ class YeastarLink:
 
         Raises the :mod:`.webhooks` errors (``WebhookTooLarge``, ``WebhookSignatureInvalid``,
         ``WebhookMalformed``) for the web layer to map to 4xx."""
-        if self.inbox is None:
-            messages = parse_webhook(
-                raw_body,
-                signature,
-                self.config.webhook_secret,
-                self.config.webhook_max_bytes,
-                expected_sn=self.config.serial or None,
-            )
-            return await self.handle_webhook_messages(messages)
-        self._count_webhook()
-        # Persist first, process after: the ack checks what it must (size, signature, envelopes)
-        # and stores the body; the payloads are read by the consumer.
+        if self.inbox is not None:
+            self._count_webhook()
         envelopes = verify_webhook(
             raw_body,
             signature,
@@ -248,6 +237,10 @@ class YeastarLink:
             self.config.webhook_max_bytes,
             expected_sn=self.config.serial or None,
         )
+        if self.inbox is None:
+            return await self.handle_webhook_messages([message_of(envelope) for envelope in envelopes])
+        # Persist first, process after: the ack checked what it must (size, signature, envelopes)
+        # and stores the body; the payloads are read by the consumer.
         # A PBX's retry is the same request again, byte for byte; a replay that differs in its
         # bytes only is caught by the consumer, which compares decoded content.
         body_key = hashlib.sha256(raw_body).hexdigest()
