@@ -264,6 +264,34 @@ async def test_tabs_of_a_disabled_or_signed_out_user_are_closed(desk: Desk, tab:
     assert await sockets.recheck(desk.hub) == 1
 
 
+async def test_a_tab_opened_while_sessions_are_rechecked_stays_open(
+    desk: Desk, tab: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The re-check reads the database; a tab that connects meanwhile was not part of what it
+    asked about and must not be taken for a signed-out one."""
+    from callbridge.store.users import SqlUserStore
+
+    alice = await tab("alice")
+    asking, answer = asyncio.Event(), asyncio.Event()
+    signed_in = SqlUserStore.signed_in
+
+    async def slow(self: SqlUserStore, sessions: set[tuple[int, int]]) -> set[tuple[int, int]]:
+        asking.set()
+        await answer.wait()
+        return await signed_in(self, sessions)
+
+    monkeypatch.setattr(SqlUserStore, "signed_in", slow)
+    sockets = sockets_of(desk.app)
+    recheck = asyncio.create_task(sockets.recheck(desk.hub))
+    await asyncio.wait_for(asking.wait(), 5)
+    bob = await tab("bob")  # connects while the query runs
+    answer.set()
+    assert await recheck == 0
+    await desk.sim.place_call("inbound_answered", caller=ADA, extension="1002")
+    await bob.wait_for(lambda m: m["type"] == "card")
+    assert bob.ws.close_code is None and alice.ws.close_code is None
+
+
 async def test_unknown_caller_pops_as_unknown(desk: Desk, tab: Any) -> None:
     bob = await tab("bob")
     await desk.sim.place_call("inbound_answered", caller="+12025550199", extension="1002")

@@ -169,12 +169,13 @@ class Sockets:
         """Close the tabs of users disabled or signed out everywhere since they connected (also
         when that happened in another process, such as ``callbridge user disable``); returns
         how many were closed."""
-        held = {(c.user.id, c.user.session_version) for c in self.all}
+        checked = list(self.all)  # tabs opened while the query runs are not part of this round
+        held = {(c.user.id, c.user.session_version) for c in checked}
         if not held:
             return 0
         async with hub.db.unit() as repos:
             good = await repos.users.signed_in(held)
-        ended = [c for c in self.all if (c.user.id, c.user.session_version) not in good]
+        ended = [c for c in checked if c in self.all and (c.user.id, c.user.session_version) not in good]
         for conn in ended:
             self.remove(conn)
             with contextlib.suppress(Exception):
