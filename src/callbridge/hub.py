@@ -47,6 +47,7 @@ from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database
 from callbridge.store.desk import DeskRepo
 from callbridge.store.directory import FastDirectory
+from callbridge.store.inbox import SqlInbox, SqliteInbox
 from callbridge.store.migrate import upgrade
 from callbridge.store.repos import Repos
 from callbridge.store.secrets import SecretBox, load_or_create_key
@@ -112,7 +113,7 @@ class Hub:
     _fast: FastDirectory | None = None
     _known_pbxes: set[str] = field(default_factory=set)
     _watcher: asyncio.Task[None] | None = None
-    _inbox: Any = None  # the webhook inbox every Yeastar link shares (see inbox_store)
+    _inbox: SqlInbox | SqliteInbox | None = None  # the webhook inbox every Yeastar link shares
     _ingested: int = 0
     _next_analyze: int = ANALYZE_FIRST
     _analyzer: asyncio.Task[None] | None = None
@@ -362,12 +363,10 @@ class Hub:
 
         return previewed
 
-    def inbox_store(self) -> Any:
+    def inbox_store(self) -> SqlInbox | SqliteInbox:
         """Where Yeastar webhooks wait between their ack and their ingest. On SQLite, a file of
         its own beside the database, so acks never wait for ingest's write lock."""
         if self._inbox is None:
-            from callbridge.store.inbox import SqlInbox, SqliteInbox
-
             in_db = SqlInbox(self.db)
             file = self.db.sqlite_file
             self._inbox = SqliteInbox(SqliteInbox.beside(file), legacy=in_db) if file else in_db
@@ -551,10 +550,9 @@ class Hub:
             self._fast = None
         await self.board.close()
         await self.bus.close()
-        closer = getattr(self._inbox, "close", None)  # after the links: they commit to it when stopping
-        if closer is not None:
-            await closer()
-        self._inbox = None
+        if self._inbox is not None:  # after the links: they commit to it when stopping
+            await self._inbox.close()
+            self._inbox = None
         await self.db.dispose()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from callbridge.domain.calls import CallSummary
+from callbridge.domain.calls import CallRecord, CallSummary
 from callbridge.domain.directory import Contact, ContactKind, MatchKind, Phone
 from callbridge.domain.events import (
     CallAnswered,
@@ -43,6 +43,9 @@ class FakeCalls:
 
     async def events(self, call_row: int) -> list[CallEvent]:
         return list(self.events_by_row[call_row].values())
+
+    async def record(self, call_row: int, pbx: str, call_id: str) -> CallRecord:
+        return CallRecord.fold(pbx, call_id, await self.events(call_row))
 
     async def link(self, call_row: int) -> CallLink:
         return self.links.get(call_row, CallLink())

@@ -64,6 +64,10 @@ class CallStore(Protocol):
 
     async def events(self, call_row: int) -> list[CallEvent]: ...
 
+    async def record(self, call_row: int, pbx: str, call_id: str) -> CallRecord:
+        """The call's record: ``CallRecord.fold`` of its events."""
+        ...
+
     async def link(self, call_row: int) -> CallLink: ...
 
     async def save(self, call_row: int, summary: CallSummary, link: CallLink) -> None: ...
@@ -129,6 +133,21 @@ class Ingested:
         }
 
 
+async def look_up_link(finder: ContactFinder, number: str, region: str) -> CallLink:
+    """What the directory says ``number`` belongs to, as a call's link (nothing for no number)."""
+    if not number:
+        return CallLink()
+    match = await lookup(finder, number, region)
+    return CallLink(
+        contact_id=match.contact.id if match.contact is not None else None,
+        company_id=match.company.id if match.company is not None else None,
+        match=match.kind,
+        number=number,
+        contact_name=match.contact.name if match.contact is not None else "",
+        company_name=match.company.name if match.company is not None else "",
+    )
+
+
 async def ingest(
     event: Event,
     calls: CallStore,
@@ -148,22 +167,16 @@ async def ingest(
     if not await calls.add_event(row, event):
         log.debug("duplicate event %s for call %s/%s", event.idempotency_key, event.pbx, event.call_id)
         return None
-    if isinstance(calls, BatchedCalls):
-        record = await calls.record(row, event.pbx, event.call_id)
-    else:
-        record = CallRecord.fold(event.pbx, event.call_id, await calls.events(row))
+    record = await calls.record(row, event.pbx, event.call_id)
     summary = record.summary()
     previous = await calls.link(row)
     contact_name, company_name = previous.contact_name, previous.company_name
     if previous.manual or (summary.external_number and summary.external_number == previous.number):
         contact_id, company_id, kind = previous.contact_id, previous.company_id, previous.match
     elif summary.external_number:
-        match = await lookup(finder, summary.external_number, region)
-        contact_id = match.contact.id if match.contact is not None else None
-        company_id = match.company.id if match.company is not None else None
-        kind = match.kind
-        contact_name = match.contact.name if match.contact is not None else ""
-        company_name = match.company.name if match.company is not None else ""
+        found = await look_up_link(finder, summary.external_number, region)
+        contact_id, company_id, kind = found.contact_id, found.company_id, found.match
+        contact_name, company_name = found.contact_name, found.company_name
         if kind is MatchKind.NONE and auto_create is not None and summary.direction is Direction.INBOUND:
             contact_name = summary.from_name.strip() or summary.external_number
             contact_id = await auto_create.create_for_unknown(summary.external_number, contact_name)

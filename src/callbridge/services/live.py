@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from callbridge.bus import Payload
 from callbridge.domain.calls import CallRecord
-from callbridge.domain.directory import Contact, MatchKind
+from callbridge.domain.directory import Contact
 from callbridge.domain.events import (
     CallAnswered,
     CallEnded,
@@ -41,8 +41,8 @@ from callbridge.domain.events import (
     Presence,
     PresenceChanged,
 )
-from callbridge.services.calllog import CallLink, Ingested
-from callbridge.services.directory import ContactFinder, lookup
+from callbridge.services.calllog import Ingested, look_up_link
+from callbridge.services.directory import ContactFinder
 
 log = logging.getLogger(__name__)
 
@@ -288,18 +288,7 @@ class Desk:
                     return
                 card.extensions.add(event.extension)
                 card.users.setdefault(user_id, event.extension)
-                if summary.external_number:
-                    match = await lookup(finder, summary.external_number, self._region)
-                    link = CallLink(
-                        contact_id=match.contact.id if match.contact is not None else None,
-                        company_id=match.company.id if match.company is not None else None,
-                        match=match.kind,
-                        number=summary.external_number,
-                        contact_name=match.contact.name if match.contact is not None else "",
-                        company_name=match.company.name if match.company is not None else "",
-                    )
-                else:
-                    link = CallLink(match=MatchKind.NONE)
+                link = await look_up_link(finder, summary.external_number, self._region)
                 early = Ingested(0, summary, link, link.contact_name, link.company_name)
                 await self._fill_details(card, early, store)
             if card.logged:

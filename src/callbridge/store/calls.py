@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
-from callbridge.domain.calls import CallSummary
+from callbridge.domain.calls import CallRecord, CallSummary
 from callbridge.domain.directory import ContactKind, MatchKind
 from callbridge.domain.errors import InvalidInput
 from callbridge.domain.events import CallEvent, Direction, Disposition, HangupSide, event_from_dict
@@ -331,6 +331,9 @@ class SqlCalls:
             if isinstance(event, CallEvent):
                 out.append(event)
         return out
+
+    async def record(self, call_row: int, pbx: str, call_id: str) -> CallRecord:
+        return CallRecord.fold(pbx, call_id, await self.events(call_row))
 
     async def link(self, call_row: int) -> CallLink:
         row = self._locked.get(call_row)

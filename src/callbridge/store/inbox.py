@@ -37,6 +37,9 @@ class SqlInbox:
     def add_now(self, pbx: str, items: Sequence[tuple[datetime, bytes]]) -> bool:
         return False  # a database server: always over the network, see add()
 
+    async def close(self) -> None:
+        return None  # the hub's database is closed with the hub
+
     async def pending(self, pbx: str, limit: int) -> list[StoredWebhook]:
         query = (
             select(webhook_inbox.c.id, webhook_inbox.c.received_at, webhook_inbox.c.body)

@@ -442,28 +442,22 @@ def encode_message(headers: Iterable[tuple[str, HeaderValue]]) -> bytes:
     code); values are sanitised so they can never start a new header or message.
     """
     parts: list[str] = []
-    plain = True
     for key, value in headers:
         if key not in _GOOD_KEYS:
             if not _KEY_RE.match(key):
                 raise ValueError(f"invalid AMI header name {key!r}")
             if len(_GOOD_KEYS) < 4096:
                 _GOOD_KEYS.add(key)
-        if plain and type(value) is str:
-            parts.append(f"{key}: {value}\r\n")
-            continue
-        if plain:
-            # Not a plain string: take the general path for this message from here on.
-            plain = False
-            parts = [f"{k}: {_clean_value(v)}\r\n" for k, v in _split(parts)]
-        if isinstance(value, str | int | float | bool):
+        if type(value) is str:
+            parts.append(f"{key}: {value}\r\n")  # sanitised below, if it needs it
+        elif isinstance(value, str | int | float | bool):
             parts.append(f"{key}: {_clean_value(_render(value))}\r\n")
         else:
             for item in value:
                 parts.append(f"{key}: {_clean_value(_render(item))}\r\n")
     parts.append("\r\n")
     text = "".join(parts)
-    if plain and (text.count("\n") != len(parts) or text.count("\r") != len(parts) or "\x00" in text):
+    if text.count("\n") != len(parts) or text.count("\r") != len(parts) or "\x00" in text:
         # A value held CR, LF or NUL: render again with every value sanitised.
         text = "".join([f"{k}: {_clean_value(v)}\r\n" for k, v in _split(parts[:-1])]) + "\r\n"
     return text.encode("utf-8")

@@ -252,8 +252,9 @@ class YeastarLink:
         while self._parsed and (
             len(self._parsed) >= PARSED_KEPT or self._parsed_bytes + len(raw_body) > PARSED_KEPT_BYTES
         ):  # the consumer is far behind: it parses the oldest itself
-            self._parsed_bytes -= len(next(iter(self._parsed)))
-            del self._parsed[next(iter(self._parsed))]
+            oldest = next(iter(self._parsed))
+            self._parsed_bytes -= len(oldest)
+            del self._parsed[oldest]
         if raw_body not in self._parsed:
             self._parsed[raw_body] = envelopes
             self._parsed_bytes += len(raw_body)
