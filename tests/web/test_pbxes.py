@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -176,6 +177,20 @@ async def test_oversized_webhook_is_413(client: httpx.AsyncClient, webhook: str)
         webhook, content=body, headers={"x-signature": _sign(body, "webhook-secret-value")}
     )
     assert answer.status_code == 413
+
+
+async def test_streamed_oversized_webhook_is_413(client: httpx.AsyncClient, webhook: str) -> None:
+    """No Content-Length, chunks past the hub's body limit: the webhook endpoint (served ahead of
+    the app's middleware) counts them itself."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b" " * 65536
+
+    answer = await client.post(webhook, content=chunks(), headers={"x-signature": "whatever"})
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "body_too_large"
+    assert answer.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_unknown_webhook_key_is_404(client: httpx.AsyncClient) -> None:
