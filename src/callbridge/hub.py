@@ -30,7 +30,7 @@ from callbridge.services.calllog import (
     ingest,
 )
 from callbridge.services.dialing import LinkCommands
-from callbridge.services.directory import CachedFinder, ContactFinder
+from callbridge.services.directory import BulkContactFinder, CachedFinder, ContactFinder
 from callbridge.services.lease import LinkLeases
 from callbridge.services.links import LinkSupervisor
 from callbridge.services.live import (
@@ -272,11 +272,12 @@ class Hub:
         by event. Returns the messages and whether ``then`` was committed with them."""
         try:
             async with self.db.unit() as repos:
-                calls = BatchedCalls(repos.calls, repos.calls)
-                extensions = CachedExtensions(repos.extensions)
+                stores = await repos.batch_stores()
+                calls = BatchedCalls(repos.calls, stores.calls)
+                extensions = CachedExtensions(stores.extensions)
                 await calls.prefetch(events)
                 await extensions.prefetch(itertools.chain(calls.known_events(), events))
-                out = await self._ingest_events(repos, events, calls, extensions)
+                out = await self._ingest_events(repos, events, calls, extensions, stores.directory)
                 await calls.flush()
                 if then is not None:
                     await then(repos)
@@ -295,7 +296,9 @@ class Hub:
         for event in events:
             try:
                 async with self.db.unit() as repos:
-                    out += await self._ingest_events(repos, [event], repos.calls, repos.extensions)
+                    out += await self._ingest_events(
+                        repos, [event], repos.calls, repos.extensions, repos.directory
+                    )
             except Exception as exc:
                 failed += 1
                 log.error(
@@ -310,7 +313,12 @@ class Hub:
         return out, False
 
     async def _ingest_events(
-        self, repos: Repos, events: Sequence[CallEvent], calls: CallStore, extensions: ExtensionUsers
+        self,
+        repos: Repos,
+        events: Sequence[CallEvent],
+        calls: CallStore,
+        extensions: ExtensionUsers,
+        directory: BulkContactFinder,
     ) -> list[tuple[str, Payload]]:
         out: list[tuple[str, Payload]] = []
         desk_store = _DeskStore(DeskRepo(repos), extensions)
@@ -318,7 +326,7 @@ class Hub:
         # A contact created for an unknown caller must be found by the next event: no cache then.
         finder: ContactFinder = repos.directory
         if auto_create is None:
-            finder = cached = CachedFinder(repos.directory)
+            finder = cached = CachedFinder(directory)
             await cached.prefetch(
                 (n for e in events if isinstance(e, CallStarted) for n in (e.from_number, e.to_number)),
                 self.settings.default_region,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 from tests.conftest import add_user
 
 from callbridge.domain.directory import ContactKind, MatchKind, Phone, phone_from_input
@@ -15,15 +18,18 @@ from callbridge.domain.events import (
     CallEnded,
     CallEvent,
     CallStarted,
+    CallTransferred,
     Direction,
     Disposition,
+    RecordingAvailable,
+    TransferKind,
 )
 from callbridge.domain.pbx import PbxKind
 from callbridge.domain.users import Role
 from callbridge.hub import Hub
 from callbridge.services.calllog import ingest
 from callbridge.services.directory import ContactInput, lookup
-from callbridge.store.calls import CallFilter, SqlCalls
+from callbridge.store.calls import CallFilter, SqlCalls, call_users
 from callbridge.store.directory import (
     ContactQuery,
     SqlDialplanTokens,
@@ -240,3 +246,108 @@ async def test_hub_sink_auto_creates_unknown_callers_when_enabled(hub: Hub) -> N
         contact = await SqlDirectory(s).get(call.contact.id)
         assert [p.key for p in contact.phones] == ["+4930555123"] and contact.tags == ("auto",)
         assert await SqlDirectory(s).count() == 1
+
+
+def _scenario(pbx: str) -> tuple[list[CallEvent], list[CallEvent]]:
+    """Two batches of a few calls: links to the directory, answers that move to an earlier
+    event (a participant leaves), a transfer and a recording, duplicates within a batch and
+    across batches, and calls whose first events were stored by the first batch."""
+
+    def at(seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+    def started(call_id: str, number: str) -> CallStarted:
+        return CallStarted(
+            pbx=pbx,
+            call_id=call_id,
+            at=at(0),
+            direction=Direction.INBOUND,
+            from_number=number,
+            to_number="+1",
+        )
+
+    first: list[CallEvent] = [
+        *answered("c1")[:2],
+        started("c2", "+44 20 7183 8750"),
+        CallAnswered(pbx=pbx, call_id="c2", at=at(9), extension="1002"),
+        started("c3", "(415) 555-0100"),
+        CallAnswered(pbx=pbx, call_id="c3", at=at(3), extension="1001"),
+        started("c4", "+16505550199"),
+    ]
+    first[:2] = [replace(e, pbx=pbx) for e in first[:2]]
+    second: list[CallEvent] = [
+        first[1],  # stored by the first batch
+        replace(answered("c1")[2], pbx=pbx),
+        CallAnswered(pbx=pbx, call_id="c2", at=at(5), extension="1001"),  # earlier: 1002 leaves
+        CallEnded(pbx=pbx, call_id="c2", at=at(70), disposition=Disposition.ANSWERED),
+        CallTransferred(
+            pbx=pbx, call_id="c3", at=at(20), transfer=TransferKind.BLIND, from_extension="1001", to="1002"
+        ),
+        CallEnded(pbx=pbx, call_id="c3", at=at(80), disposition=Disposition.ANSWERED),
+        RecordingAvailable(pbx=pbx, call_id="c3", at=at(81), recording="c3.wav"),
+        RecordingAvailable(pbx=pbx, call_id="c3", at=at(81), recording="c3.wav"),  # twice in one batch
+        CallEnded(pbx=pbx, call_id="c4", at=at(30), disposition=Disposition.MISSED),
+    ]
+    return first, second
+
+
+async def _call_log(hub: Hub, pbx: str) -> dict[str, tuple[Any, ...]]:
+    """Every call of ``pbx`` as the call log shows it, with its participants and event count."""
+    async with hub.db.session() as s:
+        store = SqlCalls(s)
+        items, _ = await store.search(CallFilter(), limit=100)
+        members: dict[int, set[int]] = {}
+        for call_id, user_id in (await s.execute(select(call_users))).all():
+            members.setdefault(call_id, set()).add(user_id)
+        out = {}
+        for call in items:
+            if call.pbx != pbx:
+                continue
+            view = {f.name: getattr(call, f.name) for f in fields(call) if f.name not in ("id", "pbx")}
+            out[call.pbx_call_id] = (
+                tuple(sorted(view.items())),
+                frozenset(members.get(call.id, set())),
+                len(await store.timeline(call.id)),
+            )
+        return out
+
+
+async def test_batch_ingest_stores_what_event_by_event_ingest_stores(hub: Hub) -> None:
+    """The batch path (on PostgreSQL: array statements on the driver) against the portable
+    event-by-event path: same records, links, participants and stored events."""
+    ids = await seed(hub)
+    one = await add_user(hub, "agent1", Role.AGENT)
+    two = await add_user(hub, "agent2", Role.AGENT)
+    async with hub.db.session() as s:
+        for pbx in ("batch", "single"):
+            await SqlExtensions(s).map(pbx, "1001", one.id)
+            await SqlExtensions(s).map(pbx, "1002", two.id)
+    first, second = _scenario("batch")
+    published_first = await hub.ingest_batch(first)
+    published_second = await hub.ingest_batch(second)
+    # Only new events change a call: the event stored by the first batch and the second copy of
+    # the recording publish nothing.
+    assert len([p for p in published_first if p[0] == "call"]) == len(first)
+    assert len([p for p in published_second if p[0] == "call"]) == len(second) - 2
+
+    single_first, single_second = _scenario("single")
+    stored = await feed(hub, [*single_first, *single_second])
+    assert stored.count(True) == len(first) + len(second) - 2
+
+    batch, single = await _call_log(hub, "batch"), await _call_log(hub, "single")
+    assert batch == single
+    assert set(batch) == {"c1", "c2", "c3", "c4"}
+    view = {c.pbx_call_id: c for c in (await _views(hub)) if c.pbx == "batch"}
+    assert view["c1"].contact is not None and view["c1"].contact.id == ids["ada"]
+    assert view["c2"].contact is not None and view["c2"].contact.id == ids["eve"]
+    assert view["c2"].answered_by_user == "agent1" and batch["c2"][1] == {one.id}
+    assert view["c3"].transferred_to == "1002" and batch["c3"][1] == {one.id, two.id}
+    assert view["c3"].recording == "c3.wav" and batch["c3"][2] == 5
+    assert view["c4"].contact is None and view["c4"].disposition is Disposition.MISSED
+    assert view["c1"].ended_at is not None and view["c1"].ended_at.tzinfo is not None
+
+
+async def _views(hub: Hub) -> list[Any]:
+    async with hub.db.session() as s:
+        items, _ = await SqlCalls(s).search(CallFilter(), limit=100)
+        return items

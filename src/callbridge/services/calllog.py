@@ -20,7 +20,7 @@ from callbridge.domain.calls import CallRecord, CallSummary
 from callbridge.domain.directory import MatchKind
 from callbridge.domain.errors import CallbridgeError
 from callbridge.domain.events import CallEvent, Direction, Event
-from callbridge.services.directory import ContactFinder, lookup
+from callbridge.services.directory import BulkContactFinder, ContactFinder, lookup
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,20 @@ class BulkEvents(Protocol):
         """Store the events (duplicates ignored); the (call row, idempotency key) of new ones."""
         ...
 
+    async def save_many(self, items: Sequence[tuple[int, CallSummary, CallLink]]) -> None:
+        """Write the records of calls locked by :meth:`lock_calls` (``CallStore.save_many``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStores:
+    """What ingest of a batch reads and writes in one unit of work, as statements that each
+    take the whole batch (see ``Repos.batch_stores``)."""
+
+    calls: BulkEvents
+    extensions: ExtensionUsers
+    directory: BulkContactFinder
+
 
 class BatchedCalls:
     """A :class:`~callbridge.services.calllog.CallStore` over another one, for a batch of events
@@ -327,7 +341,8 @@ class BatchedCalls:
             await self.save(row, summary, link)
 
     async def flush(self) -> None:
-        await self._calls.save_many([(row, summary, link) for row, (summary, link) in self._pending.items()])
+        store = self._bulk if self._bulk is not None else self._calls
+        await store.save_many([(row, summary, link) for row, (summary, link) in self._pending.items()])
         self._pending.clear()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callbridge.services.calllog import BatchStores
 from callbridge.store.agents import SqlAgentStore
 from callbridge.store.calls import SqlCalls
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
@@ -27,6 +28,17 @@ class Repos:
         self.extensions = SqlExtensions(session)
         self.dialplan_tokens = SqlDialplanTokens(session, box)
         self.agents = SqlAgentStore(session)
+
+    async def batch_stores(self) -> BatchStores:
+        """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself
+        that take the whole batch as arrays (:mod:`callbridge.store.calls_pg`); elsewhere the
+        repositories above."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            from callbridge.store.calls_pg import PgIngestBatch
+
+            batch = await PgIngestBatch.of(self.session)
+            return BatchStores(batch, batch, batch)
+        return BatchStores(self.calls, self.extensions, self.directory)
 
     async def commit(self) -> None:
         await self.session.commit()

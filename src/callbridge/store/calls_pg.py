@@ -1,0 +1,263 @@
+"""The call log's batch statements on PostgreSQL, run on the driver itself.
+
+A batch of events (an agent's frame, a drained webhook inbox) costs a handful of statements
+whatever its size: every list goes to the server as an array (``unnest``), so each statement is
+prepared once and no SQL is built per batch. They run on the asyncpg connection of the unit of
+work, inside its transaction: what they write commits or rolls back with everything else.
+
+Same rows, same locks and same answers as the portable statements in :mod:`callbridge.store.calls`
+(which SQLite uses); only the cost differs: building and compiling SQLAlchemy statements was most
+of the hub's work per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callbridge.domain.calls import CallSummary
+from callbridge.domain.directory import Contact, ContactKind, MatchKind
+from callbridge.domain.events import CallEvent, event_from_dict
+from callbridge.services.calllog import CallLink
+from callbridge.store.tables import now
+
+_INSERT_CALLS = """
+INSERT INTO calls (pbx, pbx_call_id, started_at, updated_at)
+SELECT $1, t.call_id, t.started_at, $4
+FROM unnest($2::varchar[], $3::timestamptz[]) AS t(call_id, started_at)
+ON CONFLICT (pbx, pbx_call_id) DO NOTHING
+"""
+
+# Locked in id order (as the portable path does), with each call's participants read alongside.
+_LOCK_CALLS = """
+SELECT c.id, c.pbx_call_id, c.contact_id, c.company_id, c.match, c.answered_by_user_id,
+       c.made_by_user_id, c.manual_link, c.external_number,
+       ARRAY(SELECT u.user_id FROM call_users u WHERE u.call_id = c.id) AS user_ids
+FROM calls c
+WHERE c.pbx = $1 AND c.pbx_call_id = ANY($2::varchar[])
+ORDER BY c.id
+FOR UPDATE OF c
+"""
+
+_EVENTS_OF = """
+SELECT call_id, payload::text FROM call_events WHERE call_id = ANY($1::int[]) ORDER BY id
+"""
+
+_ADD_EVENTS = """
+INSERT INTO call_events (call_id, idempotency_key, kind, at, payload)
+SELECT t.call_id, t.key, t.kind, t.at, t.payload::json
+FROM unnest($1::int[], $2::varchar[], $3::varchar[], $4::timestamptz[], $5::text[])
+     AS t(call_id, key, kind, at, payload)
+ON CONFLICT (call_id, idempotency_key) DO NOTHING
+RETURNING call_id, idempotency_key
+"""
+
+_SAVE_CALLS = """
+UPDATE calls AS c SET
+    direction = v.direction, from_number = v.from_number, to_number = v.to_number,
+    from_name = v.from_name, external_number = v.external_number, disposition = v.disposition,
+    hangup_side = v.hangup_side, answered_by_extension = v.answered_by_extension,
+    answered_by_user_id = v.answered_by_user_id, made_by_user_id = v.made_by_user_id,
+    started_at = v.started_at, answered_at = v.answered_at, ended_at = v.ended_at,
+    ring_seconds = v.ring_seconds, talk_seconds = v.talk_seconds,
+    transferred_to = v.transferred_to, recording = v.recording, contact_id = v.contact_id,
+    company_id = v.company_id, match = v.match, manual_link = v.manual_link, updated_at = $23
+FROM unnest(
+    $1::int[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[],
+    $7::varchar[], $8::varchar[], $9::varchar[], $10::int[], $11::int[], $12::timestamptz[],
+    $13::timestamptz[], $14::timestamptz[], $15::int[], $16::int[], $17::varchar[],
+    $18::varchar[], $19::int[], $20::int[], $21::varchar[], $22::bool[]
+) AS v(id, direction, from_number, to_number, from_name, external_number, disposition,
+       hangup_side, answered_by_extension, answered_by_user_id, made_by_user_id, started_at,
+       answered_at, ended_at, ring_seconds, talk_seconds, transferred_to, recording,
+       contact_id, company_id, match, manual_link)
+WHERE c.id = v.id
+"""
+
+_MEMBERS_OF = "SELECT call_id, user_id FROM call_users WHERE call_id = ANY($1::int[])"
+
+_DROP_MEMBERS = """
+DELETE FROM call_users AS m USING unnest($1::int[], $2::int[]) AS g(call_id, user_id)
+WHERE m.call_id = g.call_id AND m.user_id = g.user_id
+"""
+
+_ADD_MEMBERS = """
+INSERT INTO call_users (call_id, user_id) SELECT * FROM unnest($1::int[], $2::int[])
+"""
+
+
+_USERS_FOR = """
+SELECT extension, user_id FROM extension_users WHERE pbx = $1 AND extension = ANY($2::varchar[])
+"""
+
+_BY_NUMBER_KEYS = """
+SELECT p.number_key, c.id, c.kind, c.name, c.company_id, co.name AS company_name, c.email,
+       c.owner_id, c.notes, c.external_id
+FROM contact_phones p
+JOIN contacts c ON c.id = p.contact_id
+LEFT JOIN contacts co ON co.id = c.company_id
+WHERE p.number_key = ANY($1::varchar[])
+"""
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under ``session``, inside the session's transaction."""
+    connection = await session.connection()
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    if not driver.is_in_transaction():
+        # The dialect opens its transaction with the first statement it runs; run one, so that
+        # what follows on the driver belongs to the unit of work.
+        await connection.exec_driver_sql("SELECT 1")
+    return driver
+
+
+class PgIngestBatch:
+    """What ingest of one batch asks the database, for one unit of work on PostgreSQL: the call
+    log's ``BulkEvents`` (with ``save_many``), ``ExtensionUsers`` and ``BulkContactFinder``."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        # Participants of the calls locked in this unit (save_many compares against them).
+        self._users: dict[int, set[int]] = {}
+
+    @classmethod
+    async def of(cls, session: AsyncSession) -> PgIngestBatch:
+        return cls(await driver_connection(session))
+
+    async def lock_calls(
+        self, pbx: str, firsts: Sequence[tuple[str, datetime]]
+    ) -> dict[str, tuple[int, CallLink]]:
+        if not firsts:
+            return {}
+        ids = [c for c, _ in firsts]
+        await self._conn.execute(_INSERT_CALLS, pbx, ids, [at for _, at in firsts], now())
+        out: dict[str, tuple[int, CallLink]] = {}
+        for row in await self._conn.fetch(_LOCK_CALLS, pbx, ids):
+            members = frozenset(row["user_ids"])
+            call_row = int(row["id"])
+            self._users[call_row] = set(members)
+            out[row["pbx_call_id"]] = (
+                call_row,
+                CallLink(
+                    contact_id=row["contact_id"],
+                    company_id=row["company_id"],
+                    match=MatchKind(row["match"]),
+                    answered_by_user_id=row["answered_by_user_id"],
+                    made_by_user_id=row["made_by_user_id"],
+                    user_ids=members,
+                    manual=bool(row["manual_link"]),
+                    number=row["external_number"],
+                ),
+            )
+        return out
+
+    async def events_of(self, call_rows: Sequence[int]) -> dict[int, list[CallEvent]]:
+        out: dict[int, list[CallEvent]] = {}
+        if not call_rows:
+            return out
+        for call_row, payload in await self._conn.fetch(_EVENTS_OF, list(call_rows)):
+            event = event_from_dict(orjson.loads(payload))
+            if isinstance(event, CallEvent):
+                out.setdefault(int(call_row), []).append(event)
+        return out
+
+    async def add_events(self, pairs: Sequence[tuple[int, CallEvent]]) -> set[tuple[int, str]]:
+        if not pairs:
+            return set()
+        rows = await self._conn.fetch(
+            _ADD_EVENTS,
+            [row for row, _ in pairs],
+            [event.idempotency_key for _, event in pairs],
+            [event.kind for _, event in pairs],
+            [event.at for _, event in pairs],
+            [orjson.dumps(event.to_dict()).decode() for _, event in pairs],
+        )
+        return {(int(call_row), str(key)) for call_row, key in rows}
+
+    async def save_many(self, items: Sequence[tuple[int, CallSummary, CallLink]]) -> None:
+        """Each call's record in one UPDATE, and its participants in at most three statements."""
+        if not items:
+            return
+        columns: list[list[Any]] = [[] for _ in range(22)]
+        for call_row, s, link in items:
+            assert s.started_at is not None  # a call with an event has a start
+            values = (
+                call_row,
+                s.direction.value if s.direction else None,
+                s.from_number[:64],
+                s.to_number[:64],
+                s.from_name[:200],
+                s.external_number[:64],
+                s.disposition.value if s.disposition else None,
+                s.hangup_side.value,
+                s.answered_by_extension[:32],
+                link.answered_by_user_id,
+                link.made_by_user_id,
+                s.started_at,
+                s.answered_at,
+                s.ended_at,
+                s.ring_seconds,
+                s.talk_seconds,
+                s.transferred_to[:64],
+                s.recording[:500],
+                link.contact_id,
+                link.company_id,
+                link.match.value,
+                link.manual,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        await self._conn.execute(_SAVE_CALLS, *columns, now())
+        unknown = [row for row, _, _ in items if row not in self._users]
+        if unknown:
+            for call_row, user_id in await self._conn.fetch(_MEMBERS_OF, unknown):
+                self._users.setdefault(int(call_row), set()).add(int(user_id))
+        gone: tuple[list[int], list[int]] = ([], [])
+        new: tuple[list[int], list[int]] = ([], [])
+        for call_row, _, link in items:
+            current = self._users.get(call_row, set())
+            for user_id in sorted(current - link.user_ids):
+                gone[0].append(call_row)
+                gone[1].append(user_id)
+            for user_id in sorted(link.user_ids - current):
+                new[0].append(call_row)
+                new[1].append(user_id)
+            self._users[call_row] = set(link.user_ids)
+        if gone[0]:
+            await self._conn.execute(_DROP_MEMBERS, *gone)
+        if new[0]:
+            await self._conn.execute(_ADD_MEMBERS, *new)
+
+    # -- the directory's answers a batch needs -----------------------------------------------------
+
+    async def users_for(self, pbx: str, extensions: Sequence[str]) -> Mapping[str, int]:
+        wanted = [e for e in extensions if e]
+        if not wanted:
+            return {}
+        return {str(e): int(u) for e, u in await self._conn.fetch(_USERS_FOR, pbx, wanted)}
+
+    async def by_number_key(self, key: str) -> list[Contact]:
+        return (await self.by_number_keys([key]))[key]
+
+    async def by_number_keys(self, keys: Sequence[str]) -> dict[str, list[Contact]]:
+        found: dict[str, list[Contact]] = {key: [] for key in keys}
+        if found:
+            for row in await self._conn.fetch(_BY_NUMBER_KEYS, list(found)):
+                found[row["number_key"]].append(
+                    Contact(
+                        id=row["id"],
+                        kind=ContactKind(row["kind"]),
+                        name=row["name"],
+                        company_id=row["company_id"],
+                        company_name=row["company_name"] or "",
+                        email=row["email"] or "",
+                        owner_id=row["owner_id"],
+                        notes=row["notes"] or "",
+                        external_id=row["external_id"] or "",
+                    )
+                )
+        return found
