@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import httpx
-from tests.conftest import add_user, api_token
+import pytest
+from sqlalchemy.engine import make_url
+from tests.conftest import PG_URL, add_user, api_token
 
 from callbridge.domain.users import Role
 from callbridge.hub import Hub
+from callbridge.store.db import PING_AFTER_IDLE_SECONDS
 
 
 async def _admin_auth(hub: Hub) -> dict[str, str]:
@@ -109,3 +115,42 @@ async def test_health_and_openapi(client: httpx.AsyncClient) -> None:
     assert (await client.get("/readyz")).json()["status"] == "ready"
     spec = (await client.get("/api/v1/openapi.json")).json()
     assert "/api/v1/users" in spec["paths"] and "/api/v1/tokens" in spec["paths"]
+
+
+async def test_a_broken_database_connection_is_503_then_recovers(
+    backend: str, hub: Hub, client: httpx.AsyncClient
+) -> None:
+    """PostgreSQL restarted under the hub (its connections killed). A connection used moments ago
+    is trusted: the request that meets it dead gets 503 database_unavailable, never a 500, and the
+    next one works. A connection idle for a while is pinged first and replaced: no error at all."""
+    if backend != "postgres":
+        pytest.skip("a server-side connection kill needs PostgreSQL")
+    auth = await _admin_auth(hub)
+    database = make_url(hub.db.url).database
+
+    async def kill_connections() -> None:
+        admin = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                database,
+            )
+        finally:
+            await admin.close()
+        assert killed >= 1
+
+    assert (await client.get("/api/v1/users", headers=auth)).status_code == 200
+    await kill_connections()
+    statuses = []
+    for _ in range(3):
+        answer = await client.get("/api/v1/users", headers=auth)
+        statuses.append(answer.status_code)
+        if answer.status_code == 503:
+            assert answer.json()["error"]["code"] == "database_unavailable"
+            assert answer.headers["retry-after"] == "1"
+    assert set(statuses) <= {200, 503} and statuses[-1] == 200, statuses
+
+    await kill_connections()
+    await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+    assert (await client.get("/api/v1/users", headers=auth)).status_code == 200

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callbridge.domain import errors
@@ -116,7 +117,23 @@ def install(app: FastAPI) -> None:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "internal_error", "something went wrong on our side")
 
+    async def database_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DBAPIError)
+        if not (exc.connection_invalidated or isinstance(exc, InterfaceError | OperationalError)):
+            return await unexpected(request, exc)
+        # The connection broke (the database restarted or is unreachable): the pool drops it and
+        # its peers, so the next request gets a fresh one. Say so instead of "internal error".
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig))
+        return error_response(
+            request,
+            503,
+            "database_unavailable",
+            "the database cannot be reached right now; try again in a moment",
+            {"Retry-After": "1"},
+        )
+
     app.add_exception_handler(errors.CallbridgeError, domain_error)
+    app.add_exception_handler(DBAPIError, database_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
