@@ -94,10 +94,14 @@ class Event:
         object.__setattr__(self, "at", utc(self.at))
 
     @functools.cached_property
+    def canonical_json(self) -> str:
+        """:meth:`to_dict` as compact JSON with sorted keys (computed once per event)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @functools.cached_property
     def idempotency_key(self) -> str:
         """A stable digest of the event's kind and every field (computed once per event)."""
-        body = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(body.encode()).hexdigest()[:32]
+        return hashlib.sha256(self.canonical_json.encode()).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from callbridge.domain.calls import CallSummary
 from callbridge.domain.directory import Contact, ContactKind, MatchKind
@@ -104,29 +104,39 @@ WHERE p.number_key = ANY($1::varchar[])
 """
 
 
-async def driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under ``session``, inside the session's transaction."""
-    connection = await session.connection()
-    driver: Any = (await connection.get_raw_connection()).driver_connection
-    if not driver.is_in_transaction():
-        # The dialect opens its transaction with the first statement it runs; run one, so that
-        # what follows on the driver belongs to the unit of work.
-        await connection.exec_driver_sql("SELECT 1")
-    return driver
-
-
 class PgIngestBatch:
     """What ingest of one batch asks the database, for one unit of work on PostgreSQL: the call
     log's ``BulkEvents`` (with ``save_many``), ``ExtensionUsers`` and ``BulkContactFinder``."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, begin: AsyncConnection | None = None) -> None:
         self._conn = conn
+        # The unit's SQLAlchemy connection while its transaction is not begun yet.
+        self._begin = begin
         # Participants of the calls locked in this unit (save_many compares against them).
         self._users: dict[int, set[int]] = {}
 
     @classmethod
     async def of(cls, session: AsyncSession) -> PgIngestBatch:
-        return cls(await driver_connection(session))
+        """On the asyncpg connection under ``session``, inside the session's transaction."""
+        connection = await session.connection()
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        return cls(driver, None if driver.is_in_transaction() else connection)
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        """A statement without rows. The dialect begins the unit's transaction with the first
+        statement it runs, so the unit's first one goes through it; the rest through the driver."""
+        begin, self._begin = self._begin, None
+        if begin is not None:
+            await begin.exec_driver_sql(sql, args)
+        else:
+            await self._conn.execute(sql, *args)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        begin, self._begin = self._begin, None
+        if begin is not None:
+            await begin.exec_driver_sql("SELECT 1")
+        rows: list[Any] = await self._conn.fetch(sql, *args)
+        return rows
 
     async def lock_calls(
         self, pbx: str, firsts: Sequence[tuple[str, datetime]]
@@ -134,9 +144,9 @@ class PgIngestBatch:
         if not firsts:
             return {}
         ids = [c for c, _ in firsts]
-        await self._conn.execute(_INSERT_CALLS, pbx, ids, [at for _, at in firsts], now())
+        await self._execute(_INSERT_CALLS, pbx, ids, [at for _, at in firsts], now())
         out: dict[str, tuple[int, CallLink]] = {}
-        for row in await self._conn.fetch(_LOCK_CALLS, pbx, ids):
+        for row in await self._fetch(_LOCK_CALLS, pbx, ids):
             members = frozenset(row["user_ids"])
             call_row = int(row["id"])
             self._users[call_row] = set(members)
@@ -159,7 +169,7 @@ class PgIngestBatch:
         out: dict[int, list[CallEvent]] = {}
         if not call_rows:
             return out
-        for call_row, payload in await self._conn.fetch(_EVENTS_OF, list(call_rows)):
+        for call_row, payload in await self._fetch(_EVENTS_OF, list(call_rows)):
             event = event_from_dict(orjson.loads(payload))
             if isinstance(event, CallEvent):
                 out.setdefault(int(call_row), []).append(event)
@@ -168,13 +178,13 @@ class PgIngestBatch:
     async def add_events(self, pairs: Sequence[tuple[int, CallEvent]]) -> set[tuple[int, str]]:
         if not pairs:
             return set()
-        rows = await self._conn.fetch(
+        rows = await self._fetch(
             _ADD_EVENTS,
             [row for row, _ in pairs],
             [event.idempotency_key for _, event in pairs],
             [event.kind for _, event in pairs],
             [event.at for _, event in pairs],
-            [orjson.dumps(event.to_dict()).decode() for _, event in pairs],
+            [event.canonical_json for _, event in pairs],
         )
         return {(int(call_row), str(key)) for call_row, key in rows}
 
@@ -211,10 +221,10 @@ class PgIngestBatch:
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-        await self._conn.execute(_SAVE_CALLS, *columns, now())
+        await self._execute(_SAVE_CALLS, *columns, now())
         unknown = [row for row, _, _ in items if row not in self._users]
         if unknown:
-            for call_row, user_id in await self._conn.fetch(_MEMBERS_OF, unknown):
+            for call_row, user_id in await self._fetch(_MEMBERS_OF, unknown):
                 self._users.setdefault(int(call_row), set()).add(int(user_id))
         gone: tuple[list[int], list[int]] = ([], [])
         new: tuple[list[int], list[int]] = ([], [])
@@ -228,9 +238,9 @@ class PgIngestBatch:
                 new[1].append(user_id)
             self._users[call_row] = set(link.user_ids)
         if gone[0]:
-            await self._conn.execute(_DROP_MEMBERS, *gone)
+            await self._execute(_DROP_MEMBERS, *gone)
         if new[0]:
-            await self._conn.execute(_ADD_MEMBERS, *new)
+            await self._execute(_ADD_MEMBERS, *new)
 
     # -- the directory's answers a batch needs -----------------------------------------------------
 
@@ -238,7 +248,7 @@ class PgIngestBatch:
         wanted = [e for e in extensions if e]
         if not wanted:
             return {}
-        return {str(e): int(u) for e, u in await self._conn.fetch(_USERS_FOR, pbx, wanted)}
+        return {str(e): int(u) for e, u in await self._fetch(_USERS_FOR, pbx, wanted)}
 
     async def by_number_key(self, key: str) -> list[Contact]:
         return (await self.by_number_keys([key]))[key]
@@ -246,7 +256,7 @@ class PgIngestBatch:
     async def by_number_keys(self, keys: Sequence[str]) -> dict[str, list[Contact]]:
         found: dict[str, list[Contact]] = {key: [] for key in keys}
         if found:
-            for row in await self._conn.fetch(_BY_NUMBER_KEYS, list(found)):
+            for row in await self._fetch(_BY_NUMBER_KEYS, list(found)):
                 found[row["number_key"]].append(
                     Contact(
                         id=row["id"],
