@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -27,6 +28,13 @@ class Served:
 
 @pytest.fixture
 async def served(hub: Hub) -> AsyncIterator[Served]:
+    async with serve(hub) as found:
+        yield found
+
+
+@contextlib.asynccontextmanager
+async def serve(hub: Hub) -> AsyncIterator[Served]:
+    """``hub`` behind uvicorn on a free loopback port, with an admin API client."""
     app = create_app(hub=hub)
     port = free_port()
     server = uvicorn.Server(

@@ -364,6 +364,7 @@ def parse_ban_items(pbx: str, items: Sequence[Any]) -> list[Ban]:
 # -- the hub's side of a connected agent -----------------------------------------------------
 
 Sender = Callable[[dict[str, Any]], Awaitable[None]]
+Closer = Callable[[str], Awaitable[None]]
 
 _ERRORS: dict[str, type[CallbridgeError]] = {
     "pbx_rejected": PbxRejected,
@@ -391,15 +392,17 @@ class AgentLink:
         self.disconnected_at: datetime | None = None
         self.last_event_at: datetime | None = None
         self._send: Sender | None = None
+        self._close: Closer | None = None
         self._generation = 0
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
 
     # -- connection -----------------------------------------------------------------------------
 
-    def attach(self, send: Sender, version: str) -> int:
+    def attach(self, send: Sender, version: str, close: Closer | None = None) -> int:
         self._generation += 1
         self._send = send
+        self._close = close
         self.version = version
         self.connected_at = datetime.now(UTC)
         return self._generation
@@ -408,6 +411,7 @@ class AgentLink:
         if generation != self._generation:
             return  # a newer connection took over
         self._send = None
+        self._close = None
         self.disconnected_at = datetime.now(UTC)
         self.health = replace(self.health, ami_up=False)
         for future in self._pending.values():
@@ -494,6 +498,12 @@ class AgentLink:
             await send(msg)
         except (ConnectionError, RuntimeError) as exc:
             raise PbxUnavailable(f"the agent of PBX {self.name} could not be reached") from exc
+
+    async def disconnect(self, reason: str) -> None:
+        """Close the agent's connection as refused (its token was revoked or rotated)."""
+        close = self._close
+        if close is not None:
+            await close(reason)
 
     async def call(self, name: str, args: dict[str, Any], wait: float | None = None) -> Any:
         send = self._send

@@ -19,6 +19,7 @@ from callbridge.bus import Bus, Payload
 from callbridge.domain import errors
 from callbridge.domain.errors import InvalidInput, InvalidNumber, PbxUnavailable
 from callbridge.domain.numbers import NumberKind, parse_number
+from callbridge.services.agents import AgentLink
 from callbridge.services.live import DESK_TOPIC
 from callbridge.services.ports import Originate, PbxLink
 
@@ -39,6 +40,10 @@ _ERRORS: dict[str, type[errors.CallbridgeError]] = {
 }
 
 LocalLinks = Callable[[str], PbxLink | None]
+
+# How long the worker that owns a PBX's link has to say it took a command: with no owner (the
+# link is down everywhere), the user hears so in seconds, not when the command would time out.
+TAKEN_SECONDS = 3.0
 
 
 def dial_target(number: str, region: str) -> str:
@@ -62,7 +67,8 @@ class LinkCommands:
         self.remote = remote
         self.timeout = timeout
         self.worker = secrets.token_hex(6)
-        self._pending: dict[str, asyncio.Future[Payload]] = {}
+        # request id → (taken: the owner has it, answer: its outcome)
+        self._pending: dict[str, tuple[asyncio.Future[None], asyncio.Future[Payload]]] = {}
         self.ready = asyncio.Event()
 
     async def originate(self, pbx: str, request: Originate) -> str:
@@ -84,19 +90,47 @@ class LinkCommands:
             return
         await self._ask(pbx, "hangup", {"call_id": call_id}, 15.0)
 
+    async def unban(self, pbx: str, address: str) -> None:
+        """Lift a ban of the security guard on the agent of ``pbx`` (whichever worker has it)."""
+        link = self.local(pbx)
+        if link is not None:
+            await _guarded(link).unban(address)
+            return
+        await self._ask(pbx, "unban", {"address": address}, 15.0)
+
+    async def to_agent(self, pbx: str, op: str, args: dict[str, Any]) -> bool:
+        """New settings (``agent_settings``) or a disconnect (``agent_disconnect``) for the agent
+        of ``pbx``, in whichever worker it is connected to; ``False`` when it is connected
+        nowhere (it gets its settings when it connects)."""
+        link = self.local(pbx)
+        if isinstance(link, AgentLink) and link.connected:
+            await _agent_op(link, op, args)
+            return True
+        if not self.remote:
+            return False
+        try:
+            await self._ask(pbx, op, args, 15.0)
+        except PbxUnavailable:
+            return False
+        return True
+
     async def _ask(self, pbx: str, op: str, args: dict[str, Any], wait: float) -> Payload:
         if not self.remote:
             raise PbxUnavailable(f"the hub has no running link to PBX {pbx!r}")
         await asyncio.wait_for(self.ready.wait(), timeout=5)
         request_id = secrets.token_hex(8)
-        future: asyncio.Future[Payload] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        loop = asyncio.get_running_loop()
+        taken: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[Payload] = loop.create_future()
+        self._pending[request_id] = (taken, future)
         try:
             await self.bus.publish(
                 COMMAND_TOPIC,
                 {"id": request_id, "pbx": pbx, "op": op, "args": args, "reply": REPLY_PREFIX + self.worker},
             )
             try:
+                # The worker that owns the link says so at once: without one, fail fast.
+                await asyncio.wait_for(asyncio.shield(taken), timeout=TAKEN_SECONDS)
                 answer = await asyncio.wait_for(future, timeout=wait)
             except TimeoutError as exc:
                 raise PbxUnavailable(f"no hub worker runs the link to PBX {pbx!r} right now") from exc
@@ -116,11 +150,20 @@ class LinkCommands:
                 if message.get("topic") == COMMAND_TOPIC:
                     link = self.local(str(message.get("pbx", "")))
                     if link is not None:
+                        with contextlib.suppress(Exception):
+                            await self.bus.publish(
+                                str(message.get("reply", "")), {"id": message.get("id"), "taken": True}
+                            )
                         # Commands can take a while (a phone rings): never block the loop.
                         asyncio.create_task(self._serve(link, message))  # noqa: RUF006
                     continue
-                future = self._pending.get(str(message.get("id", "")))
-                if future is not None and not future.done():
+                pending = self._pending.get(str(message.get("id", "")))
+                if pending is None:
+                    continue
+                taken, future = pending
+                if not taken.done():
+                    taken.set_result(None)
+                if not message.get("taken") and not future.done():
                     future.set_result(message)
 
     async def _serve(self, link: PbxLink, message: Payload) -> None:
@@ -137,6 +180,10 @@ class LinkCommands:
                 )
             elif message.get("op") == "hangup":
                 await link.hangup(str(args["call_id"]))
+            elif message.get("op") == "unban":
+                await _guarded(link).unban(str(args["address"]))
+            elif message.get("op") in AGENT_OPS:
+                await _agent_op(_guarded(link), str(message["op"]), args)
             else:
                 raise InvalidInput(f"unknown PBX command {message.get('op')!r}")
         except errors.CallbridgeError as exc:
@@ -148,6 +195,24 @@ class LinkCommands:
             reply = {"id": message.get("id"), "ok": False, "error": error}
         with contextlib.suppress(Exception):
             await self.bus.publish(str(message.get("reply", "")), reply)
+
+
+AGENT_OPS = ("agent_settings", "agent_disconnect")
+
+
+async def _agent_op(link: AgentLink, op: str, args: Payload) -> None:
+    if op == "agent_settings":
+        await link.notify({"type": "settings", "settings": args.get("settings") or {}})
+    elif op == "agent_disconnect":
+        await link.disconnect(str(args.get("reason") or "disconnected by the hub"))
+    else:
+        raise InvalidInput(f"unknown agent command {op!r}")
+
+
+def _guarded(link: PbxLink) -> AgentLink:
+    if not isinstance(link, AgentLink):
+        raise InvalidInput(f"PBX {link.name} is not served by an agent: it has no security guard")
+    return link
 
 
 async def click_to_call(

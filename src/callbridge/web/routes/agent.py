@@ -229,7 +229,12 @@ async def agent_socket(ws: WebSocket) -> None:
         with contextlib.suppress(Exception):
             await old.close(code=CLOSE_REPLACED, reason="replaced by a newer connection of this agent")
     link = agent_link(hub, name)
-    generation = link.attach(session.send, version)
+
+    async def close(reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await ws.close(code=CLOSE_TOKEN_REFUSED, reason=reason[:120])
+
+    generation = link.attach(session.send, version, close)
     log.info("agent of PBX %s connected (version %s, high-water %d)", name, version, high_water)
     async with hub.db.unit() as repos:
         await repos.agents.record_connection(name, True, version)
@@ -317,11 +322,21 @@ async def agent_socket(ws: WebSocket) -> None:
                     )
 
 
-async def _kick(hub: Hub, name: str, reason: str) -> None:
-    ws = hub.extras.get(SOCKETS_KEY, {}).get(name)
-    if ws is not None:
+async def _connected_somewhere(hub: Hub, repos: Any, name: str) -> bool:
+    """Whether the agent of ``name`` is connected to this worker or, says the database, another."""
+    link = hub.links.links.get(name) if hub.links is not None else None
+    if isinstance(link, AgentLink) and link.connected:
+        return True
+    record = await repos.agents.find(name)
+    return bool(hub.settings.redis_url and record is not None and record.connected)
+
+
+async def _kick(hub: Hub, repos: Any, name: str, reason: str) -> None:
+    """Close the agent's link (its token changed), in whichever worker it is connected to."""
+    if await _connected_somewhere(hub, repos, name):
+        assert hub.commands is not None
         with contextlib.suppress(Exception):
-            await ws.close(code=CLOSE_TOKEN_REFUSED, reason=reason)
+            await hub.commands.to_agent(name, "agent_disconnect", {"reason": reason})
 
 
 # -- JSON API --------------------------------------------------------------------------------------
@@ -418,7 +433,7 @@ async def rotate_agent_token(name: str, user: AdminUser, hub: HubDep, repos: Rep
     await _agent_pbx(repos, name)
     token = await issue_token(repos.agents, name)
     await repos.commit()
-    await _kick(hub, name, "agent token rotated")
+    await _kick(hub, repos, name, "agent token rotated")
     log.info("agent token of PBX %s rotated by %s", name, user.name)
     return TokenOut(pbx=name, token=token)
 
@@ -428,7 +443,7 @@ async def revoke_agent_token(name: str, user: AdminUser, hub: HubDep, repos: Rep
     await _agent_pbx(repos, name)
     await revoke_token(repos.agents, name)
     await repos.commit()
-    await _kick(hub, name, "agent token revoked")
+    await _kick(hub, repos, name, "agent token revoked")
     log.info("agent token of PBX %s revoked by %s", name, user.name)
     return Response(status_code=204)
 
@@ -449,10 +464,11 @@ async def _update_settings(hub: Hub, repos: Any, name: str, body: AgentSettingsB
         config["guard"] = guard_settings(body.guard)
     settings = agent_settings(config)  # validates everything before storing
     await repos.pbxes.update_config(name, config)
-    await repos.commit()
-    link = hub.links.links.get(name) if hub.links is not None else None
-    if isinstance(link, AgentLink) and link.connected:
-        await link.notify({"type": "settings", "settings": settings})
+    await repos.commit()  # stored before it is pushed (an agent that connects meanwhile reads it)
+    if await _connected_somewhere(hub, repos, name):
+        assert hub.commands is not None
+        with contextlib.suppress(PbxUnavailable):  # it gets the settings when it connects again
+            await hub.commands.to_agent(name, "agent_settings", {"settings": settings})
     return settings
 
 
@@ -487,10 +503,13 @@ async def _lift(hub: Hub, repos: Any, name: str, address: str) -> None:
     # End this request's transaction (it may hold SQLite's write lock) before waiting for the
     # agent, whose answer comes with a bans report the link stores meanwhile.
     await repos.commit()
-    link = hub.links.links.get(name) if hub.links is not None else None
-    if not isinstance(link, AgentLink):
-        raise PbxUnavailable(f"the agent of PBX {name} is not connected; the ban cannot be lifted now")
-    await link.unban(address)
+    assert hub.commands is not None
+    try:
+        await hub.commands.unban(name, address)  # here, or in the worker the agent is connected to
+    except PbxUnavailable as exc:
+        raise PbxUnavailable(
+            f"the agent of PBX {name} is not connected; the ban cannot be lifted now"
+        ) from exc
     await repos.agents.remove_ban(name, address)
     await repos.commit()
 
@@ -543,7 +562,7 @@ async def rotate_token_form(
     await _agent_pbx(repos, name)
     token = await issue_token(repos.agents, name)
     await repos.commit()
-    await _kick(hub, name, "agent token rotated")
+    await _kick(hub, repos, name, "agent token rotated")
     return await _page(request, hub, repos, new_token={"pbx": name, "token": token})
 
 
@@ -554,7 +573,7 @@ async def revoke_token_form(
     await _agent_pbx(repos, name)
     await revoke_token(repos.agents, name)
     await repos.commit()
-    await _kick(hub, name, "agent token revoked")
+    await _kick(hub, repos, name, "agent token revoked")
     flash(request, f"The agent token of {name} is revoked.")
     return RedirectResponse("/settings/agents", status_code=303)
 
