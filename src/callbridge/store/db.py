@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from callbridge.store.repos import Repos
@@ -41,6 +41,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # answers 503 (requests) or retries (ingest; nothing is acknowledged before it commits).
 PING_AFTER_IDLE_SECONDS = 2.0
 _USED_AT = "callbridge_used_at"
+
+
+# What the database driver raises (through SQLAlchemy); see :func:`connection_lost`.
+DatabaseError = DBAPIError
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database connection broke or cannot be made (a restart, the
+    server down), as opposed to a statement the database refused."""
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, InterfaceError | OperationalError)
+    )
 
 
 def _ping_when_idle(engine: AsyncEngine) -> None:

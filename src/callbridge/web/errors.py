@@ -11,10 +11,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callbridge.domain import errors
+from callbridge.store.db import DatabaseError, connection_lost
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +118,11 @@ def install(app: FastAPI) -> None:
         return error_response(request, 500, "internal_error", "something went wrong on our side")
 
     async def database_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, DBAPIError)
-        if not (exc.connection_invalidated or isinstance(exc, InterfaceError | OperationalError)):
+        if not connection_lost(exc):
             return await unexpected(request, exc)
         # The connection broke (the database restarted or is unreachable): the pool drops it and
         # its peers, so the next request gets a fresh one. Say so instead of "internal error".
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig))
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
         return error_response(
             request,
             503,
@@ -133,7 +132,7 @@ def install(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(errors.CallbridgeError, domain_error)
-    app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(DatabaseError, database_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
