@@ -23,6 +23,7 @@ from callbridge.domain.calls import CallSummary
 from callbridge.domain.directory import Contact, ContactKind, MatchKind
 from callbridge.domain.events import CallEvent, event_from_dict
 from callbridge.services.calllog import CallLink
+from callbridge.store.calls import SqlCalls
 from callbridge.store.tables import now
 
 _INSERT_CALLS = """
@@ -56,27 +57,40 @@ ON CONFLICT (call_id, idempotency_key) DO NOTHING
 RETURNING call_id, idempotency_key
 """
 
-_SAVE_CALLS = """
-UPDATE calls AS c SET
-    direction = v.direction, from_number = v.from_number, to_number = v.to_number,
-    from_name = v.from_name, external_number = v.external_number, disposition = v.disposition,
-    hangup_side = v.hangup_side, answered_by_extension = v.answered_by_extension,
-    answered_by_user_id = v.answered_by_user_id, made_by_user_id = v.made_by_user_id,
-    started_at = v.started_at, answered_at = v.answered_at, ended_at = v.ended_at,
-    ring_seconds = v.ring_seconds, talk_seconds = v.talk_seconds,
-    transferred_to = v.transferred_to, recording = v.recording, contact_id = v.contact_id,
-    company_id = v.company_id, match = v.match, manual_link = v.manual_link, updated_at = $23
-FROM unnest(
-    $1::int[], $2::varchar[], $3::varchar[], $4::varchar[], $5::varchar[], $6::varchar[],
-    $7::varchar[], $8::varchar[], $9::varchar[], $10::int[], $11::int[], $12::timestamptz[],
-    $13::timestamptz[], $14::timestamptz[], $15::int[], $16::int[], $17::varchar[],
-    $18::varchar[], $19::int[], $20::int[], $21::varchar[], $22::bool[]
-) AS v(id, direction, from_number, to_number, from_name, external_number, disposition,
-       hangup_side, answered_by_extension, answered_by_user_id, made_by_user_id, started_at,
-       answered_at, ended_at, ring_seconds, talk_seconds, transferred_to, recording,
-       contact_id, company_id, match, manual_link)
-WHERE c.id = v.id
-"""
+# The columns of a call's record (the keys of ``SqlCalls._record_values`` but its time stamp),
+# each sent as one array of its PostgreSQL type.
+_RECORD_COLUMNS = (
+    ("direction", "varchar"),
+    ("from_number", "varchar"),
+    ("to_number", "varchar"),
+    ("from_name", "varchar"),
+    ("external_number", "varchar"),
+    ("disposition", "varchar"),
+    ("hangup_side", "varchar"),
+    ("answered_by_extension", "varchar"),
+    ("answered_by_user_id", "int"),
+    ("made_by_user_id", "int"),
+    ("started_at", "timestamptz"),
+    ("answered_at", "timestamptz"),
+    ("ended_at", "timestamptz"),
+    ("ring_seconds", "int"),
+    ("talk_seconds", "int"),
+    ("transferred_to", "varchar"),
+    ("recording", "varchar"),
+    ("contact_id", "int"),
+    ("company_id", "int"),
+    ("match", "varchar"),
+    ("manual_link", "bool"),
+)
+_SAVE_CALLS = (
+    "UPDATE calls AS c SET "  # noqa: S608 - built once, from the constant column list above
+    + ", ".join(f"{name} = v.{name}" for name, _ in _RECORD_COLUMNS)
+    + f", updated_at = ${len(_RECORD_COLUMNS) + 2} FROM unnest($1::int[], "
+    + ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(_RECORD_COLUMNS, start=2))
+    + ") AS v(id, "
+    + ", ".join(name for name, _ in _RECORD_COLUMNS)
+    + ") WHERE c.id = v.id"
+)
 
 _MEMBERS_OF = "SELECT call_id, user_id FROM call_users WHERE call_id = ANY($1::int[])"
 
@@ -192,36 +206,14 @@ class PgIngestBatch:
         """Each call's record in one UPDATE, and its participants in at most three statements."""
         if not items:
             return
-        columns: list[list[Any]] = [[] for _ in range(22)]
-        for call_row, s, link in items:
-            assert s.started_at is not None  # a call with an event has a start
-            values = (
-                call_row,
-                s.direction.value if s.direction else None,
-                s.from_number[:64],
-                s.to_number[:64],
-                s.from_name[:200],
-                s.external_number[:64],
-                s.disposition.value if s.disposition else None,
-                s.hangup_side.value,
-                s.answered_by_extension[:32],
-                link.answered_by_user_id,
-                link.made_by_user_id,
-                s.started_at,
-                s.answered_at,
-                s.ended_at,
-                s.ring_seconds,
-                s.talk_seconds,
-                s.transferred_to[:64],
-                s.recording[:500],
-                link.contact_id,
-                link.company_id,
-                link.match.value,
-                link.manual,
-            )
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
-        await self._execute(_SAVE_CALLS, *columns, now())
+        rows: list[int] = []
+        columns: dict[str, list[Any]] = {name: [] for name, _ in _RECORD_COLUMNS}
+        for call_row, summary, link in items:
+            rows.append(call_row)
+            values = SqlCalls._record_values(summary, link)  # the same values as everywhere else
+            for name, column in columns.items():
+                column.append(values[name])
+        await self._execute(_SAVE_CALLS, rows, *columns.values(), now())
         unknown = [row for row, _, _ in items if row not in self._users]
         if unknown:
             for call_row, user_id in await self._fetch(_MEMBERS_OF, unknown):
