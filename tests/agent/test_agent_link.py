@@ -40,6 +40,24 @@ async def eventually(check: Callable[[], object], limit: float = 10.0, what: str
     raise AssertionError(f"timed out waiting for {what or check}")
 
 
+def emit_failed_login(sim: AmiSimulator, address: str) -> None:
+    """A SIP registration with a wrong password from ``address``, as Asterisk reports it."""
+    sim.emit(
+        "InvalidPassword",
+        [
+            ("Severity", "Error"),
+            ("Service", "PJSIP"),
+            ("EventVersion", "1"),
+            ("AccountID", "1001"),
+            ("SessionID", "x"),
+            ("LocalAddress", "IPV4/UDP/192.0.2.1/5060"),
+            ("RemoteAddress", f"IPV4/UDP/{address}/5060"),
+            ("EventTV", datetime.now(UTC).isoformat()),
+        ],
+        privilege="security",
+    )
+
+
 async def _drained(report: object) -> bool:
     found = await report  # type: ignore[misc]
     return bool(found["outbox_depth"] == 0)
@@ -189,20 +207,7 @@ async def test_agent_serves_calls_actions_settings_events_and_bans(
 
         # The guard bans after 3 failures; the hub lists the ban and lifts it.
         for _ in range(3):
-            sim.emit(
-                "InvalidPassword",
-                [
-                    ("Severity", "Error"),
-                    ("Service", "PJSIP"),
-                    ("EventVersion", "1"),
-                    ("AccountID", "1001"),
-                    ("SessionID", "x"),
-                    ("LocalAddress", "IPV4/UDP/192.0.2.1/5060"),
-                    ("RemoteAddress", "IPV4/UDP/203.0.113.9/5060"),
-                    ("EventTV", datetime.now(UTC).isoformat()),
-                ],
-                privilege="security",
-            )
+            emit_failed_login(sim, "203.0.113.9")
 
         async def banned() -> list[dict[str, object]]:
             items: list[dict[str, object]] = (await served.api.get("/api/v1/bans")).json()["items"]

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from tests.agent.conftest import add_agent_pbx, serve
-from tests.agent.test_agent_link import SECRET, _config, eventually
+from tests.agent.test_agent_link import SECRET, _config, emit_failed_login, eventually
 from tests.conftest import FAST_HASHER, REDIS_URL
 
 from callbridge.agent.firewall import DryRunBackend, GuardService
@@ -34,23 +33,6 @@ pytestmark = [
 ]
 
 BANNED = "203.0.113.9"
-
-
-def _failed_login(sim: AmiSimulator) -> None:
-    sim.emit(
-        "InvalidPassword",
-        [
-            ("Severity", "Error"),
-            ("Service", "PJSIP"),
-            ("EventVersion", "1"),
-            ("AccountID", "1001"),
-            ("SessionID", "x"),
-            ("LocalAddress", "IPV4/UDP/192.0.2.1/5060"),
-            ("RemoteAddress", f"IPV4/UDP/{BANNED}/5060"),
-            ("EventTV", datetime.now(UTC).isoformat()),
-        ],
-        privilege="security",
-    )
 
 
 async def test_two_workers_carry_every_agent_action_to_the_worker_it_is_connected_to(
@@ -93,7 +75,7 @@ async def test_two_workers_carry_every_agent_action_to_the_worker_it_is_connecte
 
                 # A ban reported through the first worker is lifted from the second.
                 for _ in range(3):
-                    _failed_login(sim)
+                    emit_failed_login(sim, BANNED)
 
                 async def listed() -> list[str]:
                     items = (await b.api.get("/api/v1/bans")).json()["items"]
