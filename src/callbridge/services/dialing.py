@@ -98,21 +98,16 @@ class LinkCommands:
             return
         await self._ask(pbx, "unban", {"address": address}, 15.0)
 
-    async def to_agent(self, pbx: str, op: str, args: dict[str, Any]) -> bool:
+    async def to_agent(self, pbx: str, op: str, args: dict[str, Any]) -> None:
         """New settings (``agent_settings``) or a disconnect (``agent_disconnect``) for the agent
-        of ``pbx``, in whichever worker it is connected to; ``False`` when it is connected
-        nowhere (it gets its settings when it connects)."""
+        of ``pbx``, in whichever worker it is connected to; nothing when it is connected nowhere
+        (it reads its settings when it connects)."""
         link = self.local(pbx)
         if isinstance(link, AgentLink) and link.connected:
             await _agent_op(link, op, args)
-            return True
-        if not self.remote:
-            return False
-        try:
-            await self._ask(pbx, op, args, 15.0)
-        except PbxUnavailable:
-            return False
-        return True
+        elif self.remote:
+            with contextlib.suppress(PbxUnavailable):
+                await self._ask(pbx, op, args, 15.0)
 
     async def _ask(self, pbx: str, op: str, args: dict[str, Any], wait: float) -> Payload:
         if not self.remote:
