@@ -2,13 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 
-.PHONY: demo test serve venv lint clean
+.PHONY: demo test serve venv lint lock clean
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
-	touch $@
+$(VENV)/.installed: pyproject.toml requirements.lock
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
 
 venv: $(VENV)/.installed
 
@@ -23,6 +20,11 @@ serve: venv
 ## make test: install what is missing, start throwaway PostgreSQL and Redis, run every check and test
 test:
 	bash scripts/test.sh
+
+## make lock: refresh requirements.lock (exact, hashed versions) from the ranges in pyproject.toml
+lock: venv
+	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 \
+		--extra dev pyproject.toml requirements-build.in -o requirements.lock
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench

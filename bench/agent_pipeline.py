@@ -13,7 +13,7 @@ OdooPBX (the peer) is not run here: its agent forwards ``Hangup`` to Odoo after 
 delay of 0.75 s (v4 events map), one JSON-RPC call per AMI event, so its hang-up-to-record time is
 >= 750 ms by design; it keeps no outbox. That figure is printed beside ours for scale.
 
-Run: /work/venv/bin/python bench/agent_pipeline.py [--calls 5000] [--rate 500] [--seconds 6]
+Run: .venv/bin/python bench/agent_pipeline.py [--calls 5000] [--rate 500] [--seconds 6]
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """AMI parsing throughput: callbridge's codec vs panoramisk 1.4's parser on the same bytes.
 
-Both parse the real Asterisk 22 captures (shared/captures/asterisk/*.ami) replayed many times,
+Both parse the real Asterisk 22 captures (tests/data/captures/asterisk/*.ami) replayed many times,
 fed in 64 KiB reads as a socket would deliver them. Prints msgs/s for both and the ratio.
-Run: /work/venv/bin/python bench/ami_parse.py [--repeat N]
+Run: .venv/bin/python bench/ami_parse.py [--repeat N]
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from panoramisk.ami_protocol import AMIProtocol
 
 from callbridge.pbx.asterisk.codec import AmiDecoder, Message
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures" / "asterisk"
-if not CAPTURES.exists():
-    CAPTURES = Path("/work/shared/captures/asterisk")
+CAPTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "captures" / "asterisk"
 READ = 65536
 
 

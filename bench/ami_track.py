@@ -4,7 +4,7 @@ The answered/missed/busy/bruteforce captures are replayed many times (each repla
 Uniqueid/Linkedid so every call is a new call), decoded by our codec and tracked. Prints calls/s
 and AMI events/s (goal >= 1,000 calls/s). panoramisk has no call tracker; its figure is its
 parse-only rate from bench/ami_parse.py for scale.
-Run: /work/venv/bin/python bench/ami_track.py [--repeat N]
+Run: .venv/bin/python bench/ami_track.py [--repeat N]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from callbridge.domain.events import CallEnded
 from callbridge.pbx.asterisk.codec import AmiDecoder, Message
 from callbridge.pbx.asterisk.tracker import CallTracker, TrackerConfig
 
-CAPTURES = Path("/work/shared/captures/asterisk")
+CAPTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "captures" / "asterisk"
 _ID = re.compile(rb"(\d{10})\.(\d+)")
 
 

@@ -11,7 +11,7 @@ For each database (SQLite always; PostgreSQL when --postgres URL is given):
    ``contact_phones.raw``), digits = the number with "+" and leading zeros stripped;
 4. (PostgreSQL) ingest rate of completed calls (4 events each) through the hub's event sink.
 
-Run: /work/venv/bin/python bench/lookup.py [--contacts N] [--postgres postgresql+asyncpg://…]
+Run: .venv/bin/python bench/lookup.py [--contacts N] [--postgres postgresql+asyncpg://…]
 A benchmark, not a test: it prints figures, it never fails on them.
 """
 

@@ -28,14 +28,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-if [ ! -x "$VENV/bin/python" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
-  say "installing callbridge and its test tools into $VENV"
-  "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-  "$VENV/bin/pip" install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
-  "$VENV/bin/python" -c "import callbridge, playwright, pytest" # fail loudly when the install failed
-  touch "$VENV/.installed"
-fi
+PYTHON="$PYTHON" VENV="$VENV" bash scripts/install.sh
 
 TMP=$(mktemp -d /tmp/callbridge-test.XXXXXX)
 chmod 755 "$TMP"

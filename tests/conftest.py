@@ -24,9 +24,7 @@ from callbridge.web.app import create_app
 
 PG_URL = os.environ.get("CALLBRIDGE_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("CALLBRIDGE_TEST_REDIS_URL", "")
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "captures"
-if not CAPTURES.exists():
-    CAPTURES = Path(os.environ.get("CALLBRIDGE_CAPTURES", "/work/shared/captures"))
+CAPTURES = Path(__file__).resolve().parent / "data" / "captures"
 
 # Cheap argon2 parameters: the real ones cost ~50 ms per hash, which adds up over a suite.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

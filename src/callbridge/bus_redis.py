@@ -44,7 +44,7 @@ class RedisBus:
         try:
             yield messages()
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def close(self) -> None:
         await self._redis.aclose()

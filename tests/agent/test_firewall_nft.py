@@ -29,7 +29,7 @@ from callbridge.agent.firewall import NftablesBackend, apply_decisions
 from callbridge.agent.guard import SecurityGuard
 from callbridge.pbx.asterisk.codec import Message, parse_stream
 
-CAPTURE = Path("/work/shared/captures/asterisk/bruteforce.ami")
+CAPTURE = Path(__file__).resolve().parents[1] / "data" / "captures" / "asterisk" / "bruteforce.ami"
 PORT = 7077
 
 

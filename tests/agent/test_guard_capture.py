@@ -24,7 +24,7 @@ from pathlib import Path
 from callbridge.agent.guard import Ban, GuardSettings, SecurityGuard
 from callbridge.pbx.asterisk.codec import Message, parse_stream
 
-CAPTURE = Path("/work/shared/captures/asterisk/bruteforce.ami")
+CAPTURE = Path(__file__).resolve().parents[1] / "data" / "captures" / "asterisk" / "bruteforce.ami"
 
 
 def _events() -> list[Message]:

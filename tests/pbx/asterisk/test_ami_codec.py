@@ -19,7 +19,7 @@ from callbridge.pbx.asterisk.codec import (
     unescape,
 )
 
-CAPTURES = Path("/work/shared/captures/asterisk")
+CAPTURES = Path(__file__).resolve().parents[2] / "data" / "captures" / "asterisk"
 
 
 def messages(records: list[object]) -> list[Message]:

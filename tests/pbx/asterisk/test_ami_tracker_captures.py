@@ -32,7 +32,7 @@ from callbridge.domain.events import (
 from callbridge.pbx.asterisk.codec import Message, parse_stream
 from callbridge.pbx.asterisk.tracker import CallTracker, TrackerConfig
 
-CAPTURES = Path("/work/shared/captures/asterisk")
+CAPTURES = Path(__file__).resolve().parents[2] / "data" / "captures" / "asterisk"
 
 
 def replay(name: str) -> tuple[CallTracker, list[Event]]:
