@@ -22,7 +22,8 @@ test:
 	bash scripts/test.sh
 
 ## make lock: refresh requirements.lock (exact, hashed versions) from the ranges in pyproject.toml
-lock: venv
+lock:
+	test -x $(VENV)/bin/uv || PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
 	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 \
 		--extra dev pyproject.toml requirements-build.in -o requirements.lock
 
