@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 
-.PHONY: demo test serve venv lint lock clean
+.PHONY: demo test fuzz serve venv lint lock clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
@@ -20,6 +20,10 @@ serve: venv
 ## make test: install what is missing, start throwaway PostgreSQL and Redis, run every check and test
 test:
 	bash scripts/test.sh
+
+## make fuzz: the OpenAPI fuzz run alone, for longer (make test runs it for 60 s per database)
+fuzz:
+	CALLBRIDGE_FUZZ_SECONDS=$${CALLBRIDGE_FUZZ_SECONDS:-600} LINT=0 bash scripts/test.sh tests/fuzz
 
 ## make lock: refresh requirements.lock (exact, hashed versions) from the ranges in pyproject.toml
 lock:

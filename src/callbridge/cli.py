@@ -22,7 +22,14 @@ from callbridge.domain.errors import CallbridgeError
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.users import parse_role
 from callbridge.hub import Hub
-from callbridge.services.pbxes import AsteriskSettings, YeastarSettings, add_pbx, webhook_url
+from callbridge.services.pbxes import (
+    AsteriskSettings,
+    PbxChanges,
+    YeastarSettings,
+    add_pbx,
+    edit_pbx,
+    webhook_url,
+)
 from callbridge.store.db import display_url
 from callbridge.store.repos import Repos
 
@@ -441,6 +448,107 @@ def pbx_add_yeastar(
 
     async def work(hub: Hub, repos: Repos) -> None:
         _added(hub, await add_pbx(repos.pbxes, name, PbxKind.YEASTAR, settings_))
+
+    in_unit(work)
+
+
+@pbx_app.command("edit")
+def pbx_edit(
+    name: Annotated[str, typer.Argument(help="The PBX to change.")],
+    host: Annotated[str | None, typer.Option(help="AMI host.")] = None,
+    port: Annotated[int | None, typer.Option(help="AMI port.")] = None,
+    username: Annotated[str | None, typer.Option(help="AMI user.")] = None,
+    secret: Annotated[str | None, typer.Option(help="New AMI secret; stored encrypted.")] = None,
+    trunk: Annotated[
+        list[str] | None, typer.Option(help="Trunk endpoint pattern (repeatable); replaces the list.")
+    ] = None,
+    direction_variable: Annotated[str | None, typer.Option(help="Direction dialplan variable.")] = None,
+    agent: Annotated[
+        bool | None, typer.Option("--agent/--no-agent", help="Served by `callbridge agent` or not.")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="Yeastar: the PBX address.")] = None,
+    client_id: Annotated[str | None, typer.Option(help="Yeastar: OpenAPI client id.")] = None,
+    client_secret: Annotated[str | None, typer.Option(help="Yeastar: new client secret.")] = None,
+    webhook_secret: Annotated[str | None, typer.Option(help="Yeastar: new webhook secret.")] = None,
+    events: Annotated[str | None, typer.Option(help="Yeastar: webhook or websocket.")] = None,
+) -> None:
+    """Change a PBX's settings (only those given); a running hub restarts its link within seconds."""
+    changes = PbxChanges(
+        host=host,
+        port=port,
+        username=username,
+        secret=secret,
+        trunks=None if trunk is None else tuple(trunk),
+        direction_variable=direction_variable,
+        agent=agent,
+        base_url=base_url,
+        client_id=client_id,
+        client_secret=client_secret,
+        webhook_secret=webhook_secret,
+        events=events,
+    )
+    if not changes.given():
+        err.print("[red]Error:[/red] nothing to change: give at least one option (see --help).")
+        raise typer.Exit(2)
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        record = await edit_pbx(repos.pbxes, name, changes)
+        console.print(
+            f"PBX [bold]{record.name}[/bold] saved; a running hub restarts its link within seconds."
+        )
+
+    in_unit(work)
+
+
+def _set_enabled(name: str, enabled: bool) -> None:
+    async def work(hub: Hub, repos: Repos) -> None:
+        await edit_pbx(repos.pbxes, name, PbxChanges(enabled=enabled))
+        if enabled:
+            console.print(f"PBX [bold]{name}[/bold] enabled; a running hub connects to it within seconds.")
+        else:
+            console.print(
+                f"PBX [bold]{name}[/bold] disabled: no link, no webhooks, its agent is refused. "
+                "Its calls stay in the log."
+            )
+
+    in_unit(work)
+
+
+@pbx_app.command("disable")
+def pbx_disable(name: Annotated[str, typer.Argument(help="The PBX to disable.")]) -> None:
+    """Stop a PBX's link, webhooks and agent until it is enabled again (nothing is deleted)."""
+    _set_enabled(name, False)
+
+
+@pbx_app.command("enable")
+def pbx_enable(name: Annotated[str, typer.Argument(help="The PBX to enable.")]) -> None:
+    """Enable a disabled PBX again."""
+    _set_enabled(name, True)
+
+
+@pbx_app.command("remove")
+def pbx_remove(
+    name: Annotated[str, typer.Argument(help="The PBX to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a PBX: its settings, secrets, extension map, agent token and bans. Its calls stay in
+    the call log under its name."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        await repos.pbxes.get(name)
+        calls = await repos.calls.count_for_pbx(name)
+        question = (
+            f"Delete PBX {name}? Its link stops and its settings, secrets, extension map, agent token "
+            f"and bans go; its {calls} call{'' if calls == 1 else 's'} stay in the log under {name}."
+        )
+        if not yes:
+            if not sys.stdin.isatty():
+                err.print(f"[red]Error:[/red] {question} Confirm with --yes.")
+                raise typer.Exit(2)
+            if not typer.confirm(question):
+                raise typer.Exit(1)
+        await repos.pbxes.remove(name)
+        console.print(f"PBX [bold]{name}[/bold] removed; its calls stay in the log.")
 
     in_unit(work)
 

@@ -111,7 +111,9 @@ class Hub:
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _sinks: list[BatchingSink] = field(default_factory=list)
     _fast: FastDirectory | None = None
-    _known_pbxes: set[str] = field(default_factory=set)
+    # PBX name → fingerprint of the settings its running link was built from.
+    _known_pbxes: dict[str, str] = field(default_factory=dict)
+    _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _watcher: asyncio.Task[None] | None = None
     _inbox: SqlInbox | SqliteInbox | None = None  # the webhook inbox every Yeastar link shares
     _ingested: int = 0
@@ -442,7 +444,6 @@ class Hub:
         return record.enabled and not (record.kind is PbxKind.ASTERISK and record.config.get("agent"))
 
     async def start_link(self, record: PbxRecord) -> None:
-        self._known_pbxes.add(record.name)
         if not self.runs_embedded_link(record):
             if (
                 record.enabled
@@ -499,30 +500,58 @@ class Hub:
 
     async def start_links(self) -> None:
         """Connect to every configured PBX (on start, in the process that serves), then keep
-        watching for PBXs added later (by `callbridge pbx add` in another process)."""
-        await self._start_new_links()
+        watching for PBXs added, edited, disabled or removed later (by the API of another worker
+        or by `callbridge pbx …` in another process)."""
+        await self.refresh_links()
         if self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch_new_pbxes(), name="pbx-watch")
+            self._watcher = asyncio.create_task(self._watch_pbxes(), name="pbx-watch")
 
-    async def _start_new_links(self) -> None:
-        async with self.db.unit() as repos:
-            records = await repos.pbxes.all()
-        for record in records:
-            if record.name in self._known_pbxes:
-                continue
-            self._known_pbxes.add(record.name)
-            try:
-                await self.start_link(record)
-            except Exception:
-                log.exception("could not start the link to PBX %s", record.name)
+    async def refresh_links(self) -> None:
+        """Bring this process's links in line with the PBX table: start new and re-enabled PBXs,
+        restart edited ones, stop disabled and removed ones."""
+        async with self._refreshing:
+            async with self.db.unit() as repos:
+                records = {r.name: r for r in await repos.pbxes.all()}
+                prints = await repos.pbxes.fingerprints()
+            for name in [n for n in self._known_pbxes if n not in records]:
+                del self._known_pbxes[name]
+                await self.stop_link(name, "its PBX was removed")
+            for name, record in records.items():
+                known = self._known_pbxes.get(name)
+                if known == prints.get(name):
+                    continue
+                if known is not None:
+                    why = "its PBX was edited" if record.enabled else "its PBX is disabled"
+                    await self.stop_link(name, why)
+                self._known_pbxes[name] = prints.get(name, "")
+                try:
+                    await self.start_link(record)
+                except Exception:
+                    log.exception("could not start the link to PBX %s", name)
 
-    async def _watch_new_pbxes(self) -> None:
+    async def stop_link(self, name: str, reason: str) -> None:
+        """Stop whatever this process runs for PBX ``name``: its link (or lease on it), its
+        webhook URL, and the connection of its agent, which is refused until re-enabled."""
+        if self.leases is not None:
+            await self.leases.unwatch(name)
+        if self.links is not None:
+            link = self.links.links.get(name)
+            disconnect = getattr(link, "disconnect", None)
+            if disconnect is not None:
+                with contextlib.suppress(Exception):
+                    await disconnect(reason)
+            await self.links.stop(name)
+        for key in [k for k, owner in self.webhook_keys.items() if owner == name]:
+            del self.webhook_keys[key]
+        log.info("link of PBX %s stopped: %s", name, reason)
+
+    async def _watch_pbxes(self) -> None:
         while True:
             await asyncio.sleep(self.settings.pbx_watch_seconds)
             try:
-                await self._start_new_links()
+                await self.refresh_links()
             except Exception as exc:  # the database may be restarting: try again next round
-                log.warning("could not look for new PBXs: %s", type(exc).__name__)
+                log.warning("could not look for changed PBXs: %s", type(exc).__name__)
 
     async def close(self) -> None:
         if self._analyzer is not None:

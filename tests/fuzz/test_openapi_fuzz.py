@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.agent.procs import HubProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +38,9 @@ def _seed(hub: HubProcess, tmp_path: Path) -> dict[str, str]:
     hub.cli("user", "add", "alice", "--role", "agent")
     secret = hub.cli("token", "create", "fuzzer").strip().splitlines()[-1]
     decoy_secret = hub.cli("token", "create", "decoy").strip().splitlines()[-1]
-    hub.cli("pbx", "add", "asterisk", "office", "--host", "127.0.0.1", "--username", "hub", "--secret", "s3cret")
+    hub.cli(
+        "pbx", "add", "asterisk", "office", "--host", "127.0.0.1", "--username", "hub", "--secret", "s3cret"
+    )
     hub.cli("extension", "map", "office", "1001", "alice")
     dialplan = hub.cli("pbx", "token", "office").strip().splitlines()[-1]
     csv = tmp_path / "contacts.csv"
@@ -104,7 +105,9 @@ def test_the_api_answers_every_fuzzed_request_without_5xx_and_as_documented(
         assert done.returncode == 0, output[-6000:]
         assert "Test cases:" in output, output[-3000:]
         # The fuzzer stayed an admin with a working token to the end (the hooks' decoy did its job).
-        me = httpx.get(hub.url + "/api/v1/me", headers={"authorization": f"Bearer {seed['secret']}"}, timeout=10)
+        me = httpx.get(
+            hub.url + "/api/v1/me", headers={"authorization": f"Bearer {seed['secret']}"}, timeout=10
+        )
         assert me.status_code == 200 and me.json()["role"] == "admin", me.text
         assert "Traceback" not in hub.log_text(), hub.log_text()[-6000:]
     finally:

@@ -52,6 +52,19 @@ class LinkLeases:
             old.cancel()
         self._tasks[name] = asyncio.create_task(self._keep(name), name=f"lease-{name}")
 
+    async def unwatch(self, name: str) -> None:
+        """Stop trying to own PBX ``name`` (disabled or removed); give its lease back if owned."""
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if name in self.owned:
+            self.owned.discard(name)
+            with contextlib.suppress(Exception):
+                await self.lock.release(self.key(name), self.owner)
+            await self._on_lose(name)
+
     async def _keep(self, name: str) -> None:
         key = self.key(name)
         every = self.ttl / 3

@@ -1,10 +1,10 @@
-"""Adding and describing PBXs: what each kind needs, checked before anything is stored."""
+"""Adding, editing and describing PBXs: what each kind needs, checked before anything is stored."""
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -20,6 +20,11 @@ class PbxStore(Protocol):
         self, name: str, kind: PbxKind, config: dict[str, Any], secrets: dict[str, str]
     ) -> PbxRecord: ...
     async def all(self) -> list[PbxRecord]: ...
+    async def get(self, name: str) -> PbxRecord: ...
+    async def secrets(self, name: str) -> dict[str, str]: ...
+    async def update_config(self, name: str, config: dict[str, Any]) -> None: ...
+    async def replace_secrets(self, name: str, values: dict[str, str]) -> None: ...
+    async def set_enabled(self, name: str, enabled: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,77 @@ async def add_pbx(
         raise InvalidInput("Yeastar settings expected")
     config, secrets = settings.validate()
     return await store.add(name, kind, config, secrets)
+
+
+# Settings keys that an edit rebuilds; any other key of a PBX's config (the agent's guard
+# settings, for one) is kept as it is.
+_ASTERISK_KEYS = frozenset({"host", "port", "username", "trunks", "direction_variable", "agent"})
+_YEASTAR_KEYS = frozenset({"base_url", "client_id", "events"})
+
+
+@dataclass(frozen=True, slots=True)
+class PbxChanges:
+    """What an edit changes. ``None`` keeps a setting; a secret is replaced only when given
+    (a form re-enters a secret only to change it)."""
+
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    secret: str | None = None
+    trunks: tuple[str, ...] | None = None
+    direction_variable: str | None = None
+    agent: bool | None = None
+    base_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    webhook_secret: str | None = None
+    events: str | None = None
+    enabled: bool | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+async def edit_pbx(store: PbxStore, name: str, changes: PbxChanges) -> PbxRecord:
+    """Change a PBX's settings (checked as when it was added) and whether it is enabled."""
+    record = await store.get(name)
+    stored = await store.secrets(name)
+    given = changes.given()
+    config = record.config
+    settings: AsteriskSettings | YeastarSettings
+    if record.kind is PbxKind.ASTERISK:
+        unknown = set(given) & {"base_url", "client_id", "client_secret", "webhook_secret", "events"}
+        settings = AsteriskSettings(
+            host=given.get("host", config.get("host", "")),
+            port=given.get("port", config.get("port", 5038)),
+            username=given.get("username", config.get("username", "")),
+            secret=given.get("secret") or stored.get("secret", ""),
+            trunks=given.get("trunks", tuple(config.get("trunks", ()))),
+            direction_variable=given.get(
+                "direction_variable", config.get("direction_variable", "CALLBRIDGE_DIRECTION")
+            ),
+            agent=given.get("agent", bool(config.get("agent"))),
+        )
+        keys = _ASTERISK_KEYS
+    else:
+        unknown = set(given) & {"host", "port", "username", "secret", "trunks", "direction_variable", "agent"}
+        settings = YeastarSettings(
+            base_url=given.get("base_url", config.get("base_url", "")),
+            client_id=given.get("client_id", config.get("client_id", "")),
+            client_secret=given.get("client_secret") or stored.get("client_secret", ""),
+            webhook_secret=given.get("webhook_secret") or stored.get("webhook_secret", ""),
+            events=given.get("events", config.get("events", "webhook")),
+        )
+        keys = _YEASTAR_KEYS
+    if unknown:
+        raise InvalidInput(f"{', '.join(sorted(unknown))} do not apply to a {record.kind.value} PBX")
+    new_config, new_secrets = settings.validate()
+    kept = {k: v for k, v in config.items() if k not in keys}
+    await store.update_config(name, {**kept, **new_config})
+    await store.replace_secrets(name, new_secrets)
+    if changes.enabled is not None:
+        await store.set_enabled(name, changes.enabled)
+    return await store.get(name)
 
 
 def webhook_url(public_url: str, record: PbxRecord) -> str:

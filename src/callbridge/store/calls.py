@@ -26,6 +26,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     insert,
     or_,
     select,
@@ -550,6 +551,10 @@ class SqlCalls:
             encode_cursor([items[-1].started_at.isoformat(), items[-1].id]) if more and items else None
         )
         return items, next_cursor
+
+    async def count_for_pbx(self, pbx: str) -> int:
+        stmt = select(func.count()).select_from(calls).where(calls.c.pbx == pbx)
+        return int((await self.session.execute(stmt)).scalar_one())
 
     async def timeline(self, call_id: int) -> list[StoredEvent]:
         query = (

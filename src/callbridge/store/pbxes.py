@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets as pysecrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.domain.errors import Conflict, NotFound
 from callbridge.domain.pbx import PbxKind, PbxRecord
+from callbridge.store.agents import agent_bans
+from callbridge.store.directory import extension_users
 from callbridge.store.secrets import SecretBox
-from callbridge.store.tables import now, pbxes
+from callbridge.store.tables import now, pbxes, webhook_inbox
 
 
 def _record(row: Any) -> PbxRecord:
@@ -85,6 +88,35 @@ class SqlPbxStore:
         await self.session.execute(
             update(pbxes).where(pbxes.c.name == name).values(secrets=self.box.encrypt(merged))
         )
+
+    async def replace_secrets(self, name: str, values: dict[str, str]) -> None:
+        await self.session.execute(
+            update(pbxes).where(pbxes.c.name == name).values(secrets=self.box.encrypt(values))
+        )
+
+    async def fingerprints(self) -> dict[str, str]:
+        """A digest per PBX of what its link is built from (kind, settings, secrets, enabled), so a
+        running hub sees a PBX edited by another process and restarts its link."""
+        rows = (
+            await self.session.execute(
+                select(pbxes.c.name, pbxes.c.kind, pbxes.c.config, pbxes.c.secrets, pbxes.c.enabled)
+            )
+        ).all()
+        out: dict[str, str] = {}
+        for row in rows:
+            digest = hashlib.sha256()
+            for part in (row.kind, repr(sorted((row.config or {}).items())), row.secrets, row.enabled):
+                digest.update(str(part).encode() + b"\0")
+            out[row.name] = digest.hexdigest()
+        return out
+
+    async def remove(self, name: str) -> None:
+        """Delete a PBX with what only it used (extension map, bans, agent token, dialplan token,
+        webhooks not yet read). Its calls stay in the log under its name."""
+        await self.get(name)
+        for table in (extension_users, agent_bans, webhook_inbox):
+            await self.session.execute(delete(table).where(table.c.pbx == name))
+        await self.session.execute(delete(pbxes).where(pbxes.c.name == name))
 
     async def update_config(self, name: str, config: dict[str, Any]) -> None:
         await self.session.execute(update(pbxes).where(pbxes.c.name == name).values(config=config))
