@@ -50,7 +50,10 @@ class Settings(BaseSettings):
     login_delay_seconds: float = Field(default=0.25, description="First pause after a failed sign-in.")
     log_level: str = "INFO"
     start_pbx_links: bool = Field(default=True, description="Connect to configured PBXs on start.")
-    pbx_watch_seconds: float = Field(default=5.0, description="How often to look for PBXs added, edited, disabled or removed by another process.")
+    pbx_watch_seconds: float = Field(
+        default=5.0,
+        description="How often to look for PBXs added, edited, disabled or removed by another process.",
+    )
     auto_create_contacts: bool = Field(default=False, description="Unknown inbound callers become contacts.")
     link_lease_seconds: float = Field(default=15.0, description="With Redis: TTL of a PBX link's lease.")
 
