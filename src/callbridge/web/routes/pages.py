@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from callbridge.domain.errors import Conflict, InvalidInput
 from callbridge.domain.users import parse_role
@@ -13,11 +14,23 @@ from callbridge.web.deps import AccountsDep, AdminUser, CurrentUser, RepoDep
 from callbridge.web.pages import flash, render
 
 router = APIRouter(include_in_schema=False)
+_FAVICON = Path(__file__).resolve().parents[1] / "static" / "favicon.svg"
 
 
 @router.get("/")
 async def home(user: CurrentUser) -> Response:
     return RedirectResponse("/calls", status_code=303)
+
+
+@router.get("/api/docs")
+async def api_docs(request: Request) -> Response:
+    """The API reference (Swagger UI, vendored) over /api/v1/openapi.json; public like the document."""
+    return render(request, "api_docs.html")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    return FileResponse(_FAVICON, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"})
 
 
 @router.get("/settings")
