@@ -271,6 +271,11 @@ async def run_demo(
     lines = [f"callbridge demo on http://{host}:{port} (simulated Asterisk on 127.0.0.1:{sim.port})"]
     if admin_password:
         lines.append(f"  admin  (admin)    password: {admin_password}   (shown once; kept in this data dir)")
+    else:
+        lines.append(
+            "  admin  (admin)    password: as printed on the first start; "
+            "forgot it? `callbridge user passwd admin` prints a new one"
+        )
     for u in USERS:
         lines.append(
             f"  {u.name:<6} ({u.role.value}, extension {u.extension})  password: {passwords[u.name]}"

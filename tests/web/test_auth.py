@@ -176,3 +176,8 @@ async def test_old_failures_are_pruned(hub: Hub, client: httpx.AsyncClient) -> N
     async with hub.db.unit() as repos:
         assert await repos.failures.recent("ip:10.9.9.9", datetime.now(UTC) - timedelta(days=3)) == []
         assert len(await repos.failures.recent("ip:127.0.0.1", datetime.now(UTC) - timedelta(minutes=1))) == 1
+
+
+async def test_signed_in_home_is_the_desk(admin_client: httpx.AsyncClient) -> None:
+    home = await admin_client.get("/")
+    assert home.status_code == 303 and home.headers["location"] == "/desk"

@@ -19,7 +19,8 @@ _FAVICON = Path(__file__).resolve().parents[1] / "static" / "favicon.svg"
 
 @router.get("/")
 async def home(user: CurrentUser) -> Response:
-    return RedirectResponse("/calls", status_code=303)
+    """After sign-in everyone lands on the Desk: their calls as they ring, presence, missed calls."""
+    return RedirectResponse("/desk", status_code=303)
 
 
 @router.get("/api/docs")
