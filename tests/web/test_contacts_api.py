@@ -201,7 +201,15 @@ async def test_pages_create_edit_delete_and_upload(admin_client: httpx.AsyncClie
     assert "1 created" in upload.text and "<td>3</td>" in upload.text
     tags = await admin_client.get("/contacts/tags", headers=html)
     assert "admiral" in tags.text
-    deleted = await admin_client.post(f"{detail_url}/delete", data={"csrf_token": token}, headers=html)
+    # Deleting asks first: without the confirmation nothing goes.
+    unconfirmed = await admin_client.post(f"{detail_url}/delete", data={"csrf_token": token}, headers=html)
+    assert unconfirmed.status_code == 303 and unconfirmed.headers["location"] == f"{detail_url}/delete"
+    question = await admin_client.get(f"{detail_url}/delete", headers=html)
+    assert question.status_code == 200 and "This removes the contact" in question.text
+    assert (await admin_client.get(detail_url, headers=html)).status_code == 200
+    deleted = await admin_client.post(
+        f"{detail_url}/delete", data={"csrf_token": token, "confirm": "yes"}, headers=html
+    )
     assert deleted.status_code == 303
     assert (await admin_client.get(detail_url, headers=html)).status_code == 404
 

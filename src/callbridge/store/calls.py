@@ -556,6 +556,10 @@ class SqlCalls:
         stmt = select(func.count()).select_from(calls).where(calls.c.pbx == pbx)
         return int((await self.session.execute(stmt)).scalar_one())
 
+    async def count_for_contact(self, contact_id: int) -> int:
+        stmt = select(func.count()).select_from(calls).where(calls.c.contact_id == contact_id)
+        return int((await self.session.execute(stmt)).scalar_one())
+
     async def timeline(self, call_id: int) -> list[StoredEvent]:
         query = (
             select(call_events.c.kind, call_events.c.at, call_events.c.payload)

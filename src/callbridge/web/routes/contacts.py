@@ -6,7 +6,7 @@ from collections import OrderedDict
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request, UploadFile
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -645,12 +645,31 @@ async def edit_contact_form(
     return RedirectResponse(f"/contacts/{contact_id}", status_code=303)
 
 
+@router.get("/contacts/{contact_id}/delete", include_in_schema=False)
+async def delete_contact_page(
+    request: Request, contact_id: int, user: CurrentUser, repos: RepoDep
+) -> Response:
+    """Deleting is asked once more, with what it does to the calls."""
+    if not user.sees_all_calls:
+        raise Forbidden("only managers and admins delete contacts")
+    contact = await repos.directory.get(contact_id)
+    calls = await repos.calls.count_for_contact(contact_id)
+    return render(request, "contacts/delete.html", contact=contact, calls=calls)
+
+
 @router.post("/contacts/{contact_id}/delete", include_in_schema=False)
 async def delete_contact_form(
-    request: Request, contact_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep
+    request: Request,
+    contact_id: int,
+    user: CurrentUser,
+    repos: RepoDep,
+    hub: HubDep,
+    confirm: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     if not user.sees_all_calls:
         raise Forbidden("only managers and admins delete contacts")
+    if confirm != "yes":
+        return RedirectResponse(f"/contacts/{contact_id}/delete", status_code=303)
     keys = await _keys_of(repos, contact_id)
     await repos.directory.delete(contact_id)
     await _relink(repos, hub.settings.default_region, keys)
@@ -683,6 +702,19 @@ async def extensions_form(request: Request, user: AdminUser, repos: RepoDep) -> 
     stored = await repos.users.get_by_name(name)
     if stored is None:
         raise InvalidInput(f"no user named {name!r}")
-    await extensions.map(pbx, _check_extension(extension), stored.user.id)
+    extension = _check_extension(extension)
+    holder = next((m for m in await extensions.all() if m.pbx == pbx and m.extension == extension), None)
+    if holder is not None and holder.user_id != stored.user.id and values.get("confirm") != "yes":
+        # Taking an extension from someone else is said and confirmed, never silent.
+        return render(
+            request,
+            "contacts/extensions.html",
+            status_code=409,
+            mappings=await extensions.all(),
+            pbxes=[p.name for p in await repos.pbxes.all()],
+            users=[u.name for u in await repos.users.all()],
+            move={"pbx": pbx, "extension": extension, "from": holder.user_name, "to": stored.user.name},
+        )
+    await extensions.map(pbx, extension, stored.user.id)
     flash(request, f"Extension {extension} on {pbx} now belongs to {stored.user.name}.")
     return RedirectResponse("/settings/extensions", status_code=303)
