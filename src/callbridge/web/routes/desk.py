@@ -161,10 +161,10 @@ async def list_presence(user: CurrentUser, hub: HubDep, repos: RepoDep) -> list[
     return await presence_rows(hub, repos)
 
 
-async def _live_calls(repos: Repos) -> list[CallView]:
+async def _live_calls(repos: Repos, user: User) -> list[CallView]:
     out = []
     for call_id in await SqlDesk(repos.session).calls_in_progress():
-        found = await repos.calls.find(call_id)
+        found = await repos.calls.find(call_id, viewer=user)
         if found is not None:
             out.append(found)
     return out
@@ -184,7 +184,7 @@ async def list_live_calls(user: ManagerUser, repos: RepoDep) -> list[dict[str, A
             "answered_at": c.answered_at.isoformat() if c.answered_at else None,
             "answered_by_extension": c.answered_by_extension or None,
         }
-        for c in await _live_calls(repos)
+        for c in await _live_calls(repos, user)
     ]
 
 
@@ -205,4 +205,4 @@ async def desk_page(request: Request, user: CurrentUser, hub: HubDep, repos: Rep
 
 @router.get("/desk/calls", include_in_schema=False)
 async def live_calls_page(request: Request, user: ManagerUser, repos: RepoDep) -> Response:
-    return render(request, "desk/calls.html", calls=await _live_calls(repos))
+    return render(request, "desk/calls.html", calls=await _live_calls(repos, user))
