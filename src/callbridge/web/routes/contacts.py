@@ -161,8 +161,7 @@ async def _owner_id(repos: Repos, name: str | None) -> int | None:
 
 
 OWNER_REFUSED = (
-    "only a manager or an admin can set or change a contact's owner "
-    "(or its current owner, handing it over)"
+    "only a manager or an admin can set or change a contact's owner (or its current owner, handing it over)"
 )
 COMPANY_REFUSED = (
     "the company's owner sees this contact's calls and takes them first: only a manager or "
