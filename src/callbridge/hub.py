@@ -85,9 +85,11 @@ class _EarlyDeskStore:
         self.user_label = fast.user_label
         self._db = db
 
-    async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]:
+    async def recent_calls(
+        self, contact_id: int, limit: int, viewers: Sequence[int]
+    ) -> Mapping[int, list[RecentCall]]:
         async with self._db.unit() as repos:
-            return await DeskRepo(repos).recent_calls(contact_id, limit)
+            return await DeskRepo(repos).recent_calls(contact_id, limit, viewers)
 
 
 @dataclass

@@ -74,6 +74,19 @@ async def test_page_shows_agents_issues_a_token_once_and_saves_settings(
     api_lift = await admin_client.delete("/api/v1/bans/office/203.0.113.9")
     assert api_lift.status_code == 503
     assert api_lift.json()["error"]["code"] == "pbx_unavailable"
+    # Not an address: a 400 that says so, whether the agent is connected or not.
+    not_ip = await admin_client.delete("/api/v1/bans/office/not-an-ip")
+    assert not_ip.status_code == 400
+    assert not_ip.json()["error"] == {
+        "code": "invalid_input",
+        "message": "'not-an-ip' is not an IP address; a ban is lifted by its address",
+    }
+    form_not_ip = await admin_client.post(
+        "/settings/agents/office/bans/not-an-ip/lift", headers={"accept": "text/html"}
+    )
+    assert form_not_ip.status_code == 400 and "is not an IP address" in form_not_ip.text
+    unknown_pbx = await admin_client.delete("/api/v1/bans/nowhere/not-an-ip")
+    assert unknown_pbx.status_code == 404
 
 
 async def test_agent_api_needs_an_admin(hub: Hub, client: httpx.AsyncClient) -> None:

@@ -47,8 +47,10 @@ class Reads:
     async def user_label(self, user_id: int) -> str:
         return "alice"
 
-    async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]:
-        return []
+    async def recent_calls(
+        self, contact_id: int, limit: int, viewers: Sequence[int]
+    ) -> Mapping[int, list[RecentCall]]:
+        return {user_id: [] for user_id in viewers}
 
 
 def ring(call_id: str, extension: str, caller: str = "+14155550100") -> list[Any]:

@@ -155,9 +155,10 @@ async def test_ingest_is_idempotent_order_tolerant_and_linked(hub: Hub) -> None:
         assert call.company is not None and call.company.name == "Acme"
         assert call.answered_by_user == "agent1"
         assert len(await SqlCalls(s).timeline(call.id)) == 3
-        mine, _ = await SqlCalls(s).search(CallFilter(visible_to=agent.id))
+        mine, _ = await SqlCalls(s).search(CallFilter(viewer=agent))
         assert [c.id for c in mine] == [call.id]
-        assert (await SqlCalls(s).search(CallFilter(visible_to=agent.id + 1000)))[0] == []
+        stranger = replace(agent, id=agent.id + 1000)
+        assert (await SqlCalls(s).search(CallFilter(viewer=stranger)))[0] == []
 
 
 async def test_concurrent_duplicates_store_one_event(hub: Hub) -> None:

@@ -59,3 +59,42 @@ async def test_upgrade_step_by_step_keeps_rows(tmp_path: object, backend: str) -
     # Running again on every start is a no-op.
     assert await upgrade(url) == (final, final)
     assert await _scalar(url, "SELECT display_name FROM users WHERE name = 'keep'") == "Keep Me"
+
+
+async def test_missed_call_notifications_make_their_users_take_part(tmp_path: object) -> None:
+    """0008: a user a missed call left a notification for may open that call from then on."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/missed.db"
+    await upgrade(url, "0006")
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        for name in ("rung", "other"):
+            await conn.execute(
+                text(
+                    "INSERT INTO users (name, display_name, role, password_hash, active, session_version,"
+                    f" created_at) VALUES ('{name}', '', 'agent', 'x', true, 1, CURRENT_TIMESTAMP)"
+                )
+            )
+        await conn.execute(
+            text(
+                "INSERT INTO calls (pbx, pbx_call_id, started_at, updated_at)"
+                " VALUES ('main', 'c1', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        for kind in ("missed_call", "missed_call", "other"):
+            user = "rung" if kind == "missed_call" else "other"
+            await conn.execute(
+                text(
+                    "INSERT INTO notifications (user_id, kind, call_id, title, body, created_at)"
+                    f" SELECT id, '{kind}', 1, 't', '{{}}', CURRENT_TIMESTAMP"
+                    f" FROM users WHERE name = '{user}'"
+                )
+            )
+    await engine.dispose()
+    await upgrade(url, "0008")
+    members = "SELECT u.name FROM call_users m JOIN users u ON u.id = m.user_id ORDER BY u.name"
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert list((await conn.execute(text(members))).scalars()) == ["rung"]
+    finally:
+        await engine.dispose()

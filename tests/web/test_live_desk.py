@@ -412,8 +412,13 @@ async def test_hang_up_from_the_card_and_only_your_own(desk: Desk, tab: Any) -> 
     card = (await alice.wait_for(lambda m: m["type"] == "card" and m["card"]["state"] == "talking"))["card"]
     bob, _ = await desk.client("bob")
     async with closing(bob):
+        # Bob's answer for Alice's call is the answer for a call that does not exist.
         refused = await bob.post(f"/api/v1/calls/{card['id']}/hangup")
-        assert refused.status_code == 403
+        missing = await bob.post("/api/v1/calls/999999/hangup")
+        assert refused.status_code == missing.status_code == 404
+        assert refused.json()["error"]["code"] == "not_found"
+        assert refused.json()["error"]["message"] == f"no call with id {card['id']}"
+        assert missing.json()["error"]["message"] == "no call with id 999999"
     client, _ = await desk.client("alice")
     async with closing(client):
         done = await client.post(f"/api/v1/calls/{card['id']}/hangup")

@@ -19,12 +19,15 @@ from typing import Any, Protocol
 from callbridge.domain.calls import CallRecord, CallSummary
 from callbridge.domain.directory import MatchKind
 from callbridge.domain.errors import CallbridgeError
-from callbridge.domain.events import CallEvent, Direction, Event
+from callbridge.domain.events import CallEvent, Direction, Disposition, Event
 from callbridge.services.directory import BulkContactFinder, ContactFinder, lookup
 
 log = logging.getLogger(__name__)
 
 CALL_TOPIC = "call"
+# Outcomes of a call nobody took: the users whose phones rang are the ones to call back, so the
+# call is theirs (it leaves each of them a missed-call notification, and they see it).
+MISSED = frozenset({Disposition.MISSED, Disposition.ABANDONED, Disposition.BUSY, Disposition.VOICEMAIL})
 
 
 class IngestFailed(CallbridgeError):
@@ -42,7 +45,8 @@ class CallLink:
     match: MatchKind = MatchKind.NONE
     answered_by_user_id: int | None = None
     made_by_user_id: int | None = None
-    # Users who took part (made, answered or received a transfer): an agent sees these calls.
+    # Users who took part (made, answered or received a transfer, or were rung for a call
+    # nobody took): an agent sees these calls.
     user_ids: frozenset[int] = frozenset()
     # A person chose the contact by hand (an ambiguous number): ingest keeps their choice.
     manual: bool = False
@@ -192,6 +196,8 @@ async def ingest(
         summary.answered_by_extension,
         *(t.to for t in record.transfer_list),
     }
+    if summary.disposition in MISSED and summary.direction is not Direction.OUTBOUND:
+        took_part.update(record.rang_extensions)
     link = CallLink(
         contact_id=contact_id,
         company_id=company_id,

@@ -36,12 +36,11 @@ from callbridge.domain.events import (
     CallRinging,
     CallStarted,
     Direction,
-    Disposition,
     Event,
     Presence,
     PresenceChanged,
 )
-from callbridge.services.calllog import Ingested, look_up_link
+from callbridge.services.calllog import MISSED, Ingested, look_up_link
 from callbridge.services.directory import ContactFinder
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,6 @@ MAX_EARLY = 10_000
 # Early pops find a ringing extension's user in a copy of the extension map this fresh (seconds);
 # the call log's card always reads the database.
 EXTENSIONS_TTL = 1.0
-MISSED = frozenset({Disposition.MISSED, Disposition.ABANDONED, Disposition.BUSY, Disposition.VOICEMAIL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +75,12 @@ class DeskReads(Protocol):
 
     async def user_label(self, user_id: int) -> str: ...
 
-    async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]: ...
+    async def recent_calls(
+        self, contact_id: int, limit: int, viewers: Sequence[int]
+    ) -> Mapping[int, list[RecentCall]]:
+        """The contact's last calls that each of ``viewers`` (user ids) may see, newest first:
+        a card's "Last calls" never shows a user a call the call log would not."""
+        ...
 
 
 class DeskStore(DeskReads, Protocol):
@@ -103,9 +106,9 @@ class PresenceBoard(Protocol):
 
     async def all(self) -> dict[tuple[str, str], tuple[Presence, datetime]]: ...
 
-    async def set_card(self, key: str, users: Sequence[int], body: dict[str, Any] | None) -> None:
-        """Remember the latest card of a call (``None``: the call is over), for a page that
-        opens or reloads mid-call."""
+    async def set_card(self, key: str, cards: Sequence[tuple[Sequence[int], dict[str, Any]]]) -> None:
+        """Remember the latest card of a call for each of its users (as ``(users, body)``
+        groups; none: the call is over), for a page that opens or reloads mid-call."""
         ...
 
     async def cards(self, user_id: int) -> list[dict[str, Any]]: ...
@@ -118,7 +121,7 @@ class MemoryBoard:
 
     def __init__(self) -> None:
         self._items: dict[tuple[str, str], tuple[Presence, datetime]] = {}
-        self._cards: dict[str, tuple[list[int], dict[str, Any]]] = {}
+        self._cards: dict[str, list[tuple[list[int], dict[str, Any]]]] = {}
 
     async def set(self, pbx: str, extension: str, presence: Presence, at: datetime) -> None:
         self._items[(pbx, extension)] = (presence, at)
@@ -126,14 +129,14 @@ class MemoryBoard:
     async def all(self) -> dict[tuple[str, str], tuple[Presence, datetime]]:
         return dict(self._items)
 
-    async def set_card(self, key: str, users: Sequence[int], body: dict[str, Any] | None) -> None:
-        if body is None:
+    async def set_card(self, key: str, cards: Sequence[tuple[Sequence[int], dict[str, Any]]]) -> None:
+        if not cards:
             self._cards.pop(key, None)
         else:
-            self._cards[key] = (list(users), body)
+            self._cards[key] = [(list(users), body) for users, body in cards]
 
     async def cards(self, user_id: int) -> list[dict[str, Any]]:
-        return [body for users, body in self._cards.values() if user_id in users]
+        return [body for groups in self._cards.values() for users, body in groups if user_id in users]
 
     async def close(self) -> None:
         self._items.clear()
@@ -294,9 +297,7 @@ class Desk:
             if card.logged:
                 return
             body = self._card_body(card, early)
-            await self._publish(
-                [(DESK_TOPIC, {"users": sorted(card.users), "msg": {"type": "card", "card": body}})]
-            )
+            await self._publish([(DESK_TOPIC, message) for message in _card_messages(card, body)])
         except Exception:
             # The call log's path still pops the card; this one was only a head start.
             log.exception("early pop failed for call %s/%s", event.pbx, event.call_id)
@@ -353,8 +354,10 @@ class Desk:
         body = self._card_body(card, changed)
         card.logged = True
         if card.users:
-            out.append((DESK_TOPIC, {"users": sorted(card.users), "msg": {"type": "card", "card": body}}))
-            await self.board.set_card(body["key"], sorted(card.users), None if ended else body)
+            messages = _card_messages(card, body)
+            out += [(DESK_TOPIC, message) for message in messages]
+            groups = [(m["users"], m["msg"]["card"]) for m in messages]
+            await self.board.set_card(body["key"], [] if ended else groups)
         if ended and isinstance(event, CallEnded):
             card.ended_at = time.monotonic()
             for ext in sorted(card.extensions):
@@ -398,11 +401,16 @@ class Desk:
         async with card.details_lock:
             if card.contact_id != changed.link.contact_id:
                 await self._look_up_details(card, changed, store)
+            # A user rung since the lookup (a ring group's next phone) gets their own last calls.
+            recent: dict[int, list[dict[str, Any]]] = card.details.get("recent", {})
+            missing = [u for u in sorted(card.users) if u not in recent]
+            if missing and card.contact_id is not None:
+                recent.update(await self._recent(card, card.contact_id, missing, store))
 
     async def _look_up_details(self, card: _Card, changed: Ingested, store: DeskReads) -> None:
         contact_id = changed.link.contact_id
         card.contact_id = contact_id
-        details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": []}
+        details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": {}}
         if contact_id is not None:
             contact = await store.contact(contact_id)
             if contact is not None:
@@ -411,20 +419,33 @@ class Desk:
                 details["tags"] = list(contact.tags)
                 if contact.owner_id is not None:
                     details["owner"] = await store.user_label(contact.owner_id)
-                recent = await store.recent_calls(contact_id, RECENT_CALLS + 1)
-                details["recent"] = [
-                    {
-                        "id": r.id,
-                        "started_at": r.started_at.isoformat(),
-                        "direction": r.direction,
-                        "disposition": r.disposition,
-                        "talk_seconds": r.talk_seconds,
-                        "user": r.user,
-                    }
-                    for r in recent
-                    if r.key != f"{card.pbx}/{card.call_id}"
-                ][:RECENT_CALLS]
+                details["recent"] = await self._recent(card, contact_id, sorted(card.users), store)
         card.details = details
+
+    @staticmethod
+    async def _recent(
+        card: _Card, contact_id: int, viewers: Sequence[int], store: DeskReads
+    ) -> dict[int, list[dict[str, Any]]]:
+        """Each viewer's "Last calls": only calls that user may see (``DeskReads.recent_calls``)."""
+        if not viewers:
+            return {}
+        found = await store.recent_calls(contact_id, RECENT_CALLS + 1, viewers)
+        this_call = f"{card.pbx}/{card.call_id}"
+        return {
+            user_id: [
+                {
+                    "id": r.id,
+                    "started_at": r.started_at.isoformat(),
+                    "direction": r.direction,
+                    "disposition": r.disposition,
+                    "talk_seconds": r.talk_seconds,
+                    "user": r.user,
+                }
+                for r in found.get(user_id, [])
+                if r.key != this_call
+            ][:RECENT_CALLS]
+            for user_id in viewers
+        }
 
     def _card_body(self, card: _Card, changed: Ingested) -> dict[str, Any]:
         s = changed.summary
@@ -458,7 +479,7 @@ class Desk:
             "match": changed.link.match.value,
             "tags": card.details.get("tags", []),
             "owner": card.details.get("owner"),
-            "recent": card.details.get("recent", []),
+            "recent": [],  # per user: see _card_messages
             "extension": ", ".join(sorted(set(card.users.values()))) or None,
             "answered_by": s.answered_by_extension or None,
             "disposition": s.disposition.value if s.disposition else None,
@@ -471,3 +492,17 @@ class Desk:
             "can_hangup": state != "ended",
             "sent_at": datetime.now(UTC).isoformat(),
         }
+
+
+def _card_messages(card: _Card, body: dict[str, Any]) -> list[Payload]:
+    """The card for each of its users, with that user's own "Last calls"; users who see the
+    same ones share a message."""
+    recent: dict[int, list[dict[str, Any]]] = card.details.get("recent", {})
+    groups: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
+    for user_id in sorted(card.users):
+        theirs = recent.get(user_id, [])
+        groups.setdefault(repr([r["id"] for r in theirs]), ([], theirs))[0].append(user_id)
+    return [
+        {"users": users, "msg": {"type": "card", "card": {**body, "recent": theirs}}}
+        for users, theirs in groups.values()
+    ]

@@ -34,12 +34,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import ColumnElement, Select
 
 from callbridge.domain.calls import CallRecord, CallSummary
 from callbridge.domain.directory import ContactKind, MatchKind
 from callbridge.domain.errors import InvalidInput
 from callbridge.domain.events import CallEvent, Direction, Disposition, HangupSide, event_from_dict
+from callbridge.domain.users import User
 from callbridge.services.calllog import CallLink
 from callbridge.store.directory import contact_tags, contacts, decode_cursor, encode_cursor
 from callbridge.store.tables import UtcDateTime, in_list, metadata, now, users
@@ -147,8 +148,9 @@ class CallFilter:
     number_key: str = ""
     digits: str = ""
     text: str = ""
-    # Set for agents: only calls this user took part in, or of contacts they own.
-    visible_to: int | None = None
+    # The user the calls are shown to: only the calls they may see (:func:`visible_calls`).
+    # ``None`` for the hub's own work (ingest, the live desk's bookkeeping), never for a person.
+    viewer: User | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +213,23 @@ def _owned_by(user_id: int) -> Any:
     return select(contacts.c.id).where(contacts.c.owner_id == user_id)
 
 
+def visible_calls(user: User) -> ColumnElement[bool] | None:
+    """Which calls ``user`` may see: the one rule behind every path that shows a call (the call
+    log, its export and pages, a contact's history, the live desk's pops and hang-up).
+
+    ``None`` means every call (admins and managers). An agent sees the calls they took part in
+    (``call_users``: made, answered, received by transfer, or rang at their phone and nobody
+    answered) and every call of a contact or company they own. Widen it here, nowhere else."""
+    if user.sees_all_calls:
+        return None
+    mine = select(call_users.c.call_id).where(call_users.c.user_id == user.id)
+    return or_(
+        calls.c.id.in_(mine),
+        calls.c.contact_id.in_(_owned_by(user.id)),
+        calls.c.company_id.in_(_owned_by(user.id)),
+    )
+
+
 def _apply_filter(stmt: Select[Any], f: CallFilter) -> Select[Any]:
     if f.since is not None:
         stmt = stmt.where(calls.c.started_at >= f.since)
@@ -266,15 +285,10 @@ def _apply_filter(stmt: Select[Any], f: CallFilter) -> Select[Any]:
                 calls.c.from_name.contains(f.text, autoescape=True),
             )
         )
-    if f.visible_to is not None:
-        mine = select(call_users.c.call_id).where(call_users.c.user_id == f.visible_to)
-        stmt = stmt.where(
-            or_(
-                calls.c.id.in_(mine),
-                calls.c.contact_id.in_(_owned_by(f.visible_to)),
-                calls.c.company_id.in_(_owned_by(f.visible_to)),
-            )
-        )
+    if f.viewer is not None:
+        visible = visible_calls(f.viewer)
+        if visible is not None:
+            stmt = stmt.where(visible)
     return stmt
 
 
@@ -519,8 +533,9 @@ class SqlCalls:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    async def find(self, call_id: int, visible_to: int | None = None) -> CallView | None:
-        stmt = _apply_filter(_select().where(calls.c.id == call_id), CallFilter(visible_to=visible_to))
+    async def find(self, call_id: int, viewer: User | None = None) -> CallView | None:
+        """The call; with ``viewer``, only when that user may see it."""
+        stmt = _apply_filter(_select().where(calls.c.id == call_id), CallFilter(viewer=viewer))
         row = (await self.session.execute(stmt)).first()
         return _view(row) if row else None
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.domain.directory import Contact
 from callbridge.services.live import RecentCall
-from callbridge.store.calls import CallFilter, calls
+from callbridge.store.calls import CallFilter, CallView, calls
 from callbridge.store.directory import extension_users
 from callbridge.store.tables import UtcDateTime, metadata, now
 
@@ -145,6 +145,18 @@ class SqlDesk:
         return [int(r) for r in (await self.session.execute(stmt)).scalars()]
 
 
+def _recent(c: CallView) -> RecentCall:
+    return RecentCall(
+        id=c.id,
+        key=f"{c.pbx}/{c.pbx_call_id}",
+        started_at=c.started_at,
+        direction=c.direction.value if c.direction else "",
+        disposition=c.disposition.value if c.disposition else "in progress",
+        talk_seconds=c.talk_seconds,
+        user=c.answered_by_user or c.made_by_user or c.answered_by_extension,
+    )
+
+
 class DeskRepo:
     """``services.live.DeskStore`` over one unit of work's repositories."""
 
@@ -161,20 +173,29 @@ class DeskRepo:
         stored = await self.repos.users.get(user_id)
         return stored.user.label if stored is not None else ""
 
-    async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]:
-        found, _ = await self.repos.calls.search(CallFilter(contact_id=contact_id), limit=limit)
-        return [
-            RecentCall(
-                id=c.id,
-                key=f"{c.pbx}/{c.pbx_call_id}",
-                started_at=c.started_at,
-                direction=c.direction.value if c.direction else "",
-                disposition=c.disposition.value if c.disposition else "in progress",
-                talk_seconds=c.talk_seconds,
-                user=c.answered_by_user or c.made_by_user or c.answered_by_extension,
+    async def recent_calls(
+        self, contact_id: int, limit: int, viewers: Sequence[int]
+    ) -> Mapping[int, list[RecentCall]]:
+        """The contact's last calls each viewer may see (``CallFilter.viewer``): one query for
+        the users who see every call, one per other user."""
+        out: dict[int, list[RecentCall]] = {}
+        everything: list[RecentCall] | None = None
+        for user_id in viewers:
+            stored = await self.repos.users.get(user_id)
+            if stored is None:
+                out[user_id] = []
+                continue
+            viewer = stored.user
+            if viewer.sees_all_calls and everything is not None:
+                out[user_id] = everything
+                continue
+            found, _ = await self.repos.calls.search(
+                CallFilter(contact_id=contact_id, viewer=viewer), limit=limit
             )
-            for c in found
-        ]
+            out[user_id] = [_recent(c) for c in found]
+            if viewer.sees_all_calls:
+                everything = out[user_id]
+        return out
 
     async def add_notification(
         self, user_id: int, kind: str, call_id: int | None, title: str, body: dict[str, Any]

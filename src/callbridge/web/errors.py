@@ -52,6 +52,14 @@ def status_for(exc: errors.CallbridgeError) -> int:
     return 400
 
 
+def wants_plain_dialplan(request: Request) -> bool:
+    """A dialplan request without ``Accept: application/json``: Asterisk's ``CURL()`` reads the
+    body whatever the status, so an error body would end up as the caller's name."""
+    return request.url.path.startswith("/dialplan/") and "application/json" not in request.headers.get(
+        "accept", ""
+    )
+
+
 def wants_html(request: Request) -> bool:
     if request.url.path.startswith(("/api/", "/dialplan/", "/webhooks/", "/healthz", "/readyz")):
         return False
@@ -66,6 +74,8 @@ def error_response(
     headers: dict[str, str] | None = None,
     details: Any = None,
 ) -> Response:
+    if wants_plain_dialplan(request):
+        return Response(status_code=status, headers=headers)  # the status says enough
     if wants_html(request):
         if status == 401:
             from fastapi.responses import RedirectResponse

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import time
@@ -498,8 +499,17 @@ async def list_bans(user: AdminUser, repos: RepoDep, pbx: str | None = None) -> 
     return {"items": [BanOut.model_validate(b, from_attributes=True) for b in await repos.agents.bans(pbx)]}
 
 
+def _ban_address(address: str) -> str:
+    """A banned address as the guard writes it (bans are on single IPv4 or IPv6 addresses)."""
+    try:
+        return str(ipaddress.ip_address(address.strip()))
+    except ValueError as exc:
+        raise InvalidInput(f"{address[:64]!r} is not an IP address; a ban is lifted by its address") from exc
+
+
 async def _lift(hub: Hub, repos: Any, name: str, address: str) -> None:
     await _agent_pbx(repos, name)
+    address = _ban_address(address)
     # End this request's transaction (it may hold SQLite's write lock) before waiting for the
     # agent, whose answer comes with a bans report the link stores meanwhile.
     await repos.commit()

@@ -206,7 +206,7 @@ async def build_filter(p: CallParams, user: User, repos: Repos, region: str) -> 
         number_key=key,
         digits=digits,
         text="" if key or digits else text,
-        visible_to=None if user.sees_all_calls else user.id,
+        viewer=user,
     )
 
 
@@ -234,7 +234,7 @@ async def list_calls(
 
 
 async def _visible_call(call_id: int, user: User, repos: Repos) -> CallView:
-    call = await repos.calls.find(call_id, None if user.sees_all_calls else user.id)
+    call = await repos.calls.find(call_id, viewer=user)
     if call is None:
         raise NotFound(f"no call with id {call_id}")
     return call

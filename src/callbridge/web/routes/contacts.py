@@ -160,6 +160,39 @@ async def _owner_id(repos: Repos, name: str | None) -> int | None:
     return stored.user.id
 
 
+OWNER_REFUSED = (
+    "only a manager or an admin can set or change a contact's owner (or its current owner, handing it over)"
+)
+COMPANY_REFUSED = (
+    "the company's owner sees this contact's calls and takes them first: only a manager or "
+    "an admin can move a contact to a company with another owner"
+)
+
+
+async def _company_owner(repos: Repos, company_id: int | None) -> int | None:
+    if company_id is None:
+        return None
+    found = await repos.directory.find(company_id)
+    return found.owner_id if found is not None else None
+
+
+async def check_ownership(repos: Repos, user: User, current: Contact | None, data: ContactInput) -> None:
+    """Who owns a contact decides who sees its calls and whose phone ``/dialplan/owner`` rings:
+    an agent cannot change that, except the current owner handing the contact over. Every path
+    that writes a contact (API, pages) asks here before it writes."""
+    if user.sees_all_calls:
+        return
+    owner_before = current.owner_id if current is not None else None
+    if data.owner_id != owner_before and owner_before != user.id:
+        raise Forbidden(OWNER_REFUSED)
+    if current is None or data.company_id == current.company_id:
+        return
+    # A person without an owner of their own is routed to their company's owner, and a
+    # company's owner sees the calls of its people: moving them moves their calls.
+    if await _company_owner(repos, data.company_id) != await _company_owner(repos, current.company_id):
+        raise Forbidden(COMPANY_REFUSED)
+
+
 def _query(text: str | None, tag: str | None, kind: str | None, region: str) -> ContactQuery:
     q = (text or "").strip()
     key = search_key(q, region) if q else ""
@@ -241,6 +274,7 @@ async def create_contact(body: ContactIn, user: CurrentUser, repos: RepoDep, hub
         notes=body.notes,
         external_id=body.external_id,
     )
+    await check_ownership(repos, user, None, data)
     directory = repos.directory
     contact = await directory.get(await directory.create(data))
     await _relink(repos, hub.settings.default_region, {p.key for p in contact.phones})
@@ -277,6 +311,7 @@ async def update_contact(
         notes=body.notes if body.notes is not None else current.notes,
         external_id=body.external_id if body.external_id is not None else current.external_id,
     )
+    await check_ownership(repos, user, current, data)
     await directory.update(contact_id, data)
     contact = await directory.get(contact_id)
     await _relink(
@@ -305,10 +340,9 @@ async def contact_calls(
 
 
 def _history_filter(contact: Contact, user: User) -> CallFilter:
-    visible = None if user.sees_all_calls else user.id
     if contact.kind is ContactKind.COMPANY:
-        return CallFilter(company_id=contact.id, visible_to=visible)
-    return CallFilter(contact_id=contact.id, visible_to=visible)
+        return CallFilter(company_id=contact.id, viewer=user)
+    return CallFilter(contact_id=contact.id, viewer=user)
 
 
 @router.get("/api/v1/lookup")
@@ -451,10 +485,12 @@ async def contacts_page(
     )
 
 
-async def _form_context(repos: Repos) -> dict[str, Any]:
+async def _form_context(repos: Repos, user: User, contact: Contact | None = None) -> dict[str, Any]:
     return {
         "users": [u.name for u in await repos.users.all()],
         "kinds": [k.value for k in PhoneKind],
+        # The owner field is a choice only for those check_ownership lets change it.
+        "can_set_owner": user.sees_all_calls or (contact is not None and contact.owner_id == user.id),
     }
 
 
@@ -480,11 +516,17 @@ async def new_contact_page(
 ) -> Response:
     values = {"kind": "person", "phones": number or "", "name": name or ""}
     return render(
-        request, "contacts/form.html", values=values, action="/contacts/new", **await _form_context(repos)
+        request,
+        "contacts/form.html",
+        values=values,
+        action="/contacts/new",
+        **await _form_context(repos, user),
     )
 
 
-async def _save_form(request: Request, repos: RepoDep, region: str, contact_id: int | None) -> int:
+async def _save_form(
+    request: Request, repos: RepoDep, user: User, region: str, contact_id: int | None
+) -> int:
     form = await request.form()
 
     def field(name: str) -> str:
@@ -505,7 +547,9 @@ async def _save_form(request: Request, repos: RepoDep, region: str, contact_id: 
         notes=field("notes"),
         external_id=field("external_id"),
     )
-    before = await _keys_of(repos, contact_id) if contact_id is not None else set()
+    current = await directory.find(contact_id) if contact_id is not None else None
+    await check_ownership(repos, user, current, data)
+    before = {p.key for p in current.phones} if current is not None else set()
     if contact_id is None:
         contact_id = await directory.create(data)
     else:
@@ -514,27 +558,40 @@ async def _save_form(request: Request, repos: RepoDep, region: str, contact_id: 
     return contact_id
 
 
-async def _form_error(request: Request, repos: Repos, action: str, message: str) -> Response:
+async def _form_error(
+    request: Request,
+    repos: Repos,
+    user: User,
+    action: str,
+    message: str,
+    contact_id: int | None = None,
+    status_code: int = 400,
+) -> Response:
     form = await request.form()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
+    contact = await repos.directory.find(contact_id) if contact_id is not None else None
     return render(
         request,
         "contacts/form.html",
-        status_code=400,
+        status_code=status_code,
         values=values,
+        contact=contact,
         action=action,
         error=message,
-        **await _form_context(repos),
+        **await _form_context(repos, user, contact),
     )
 
 
 @router.post("/contacts/new", include_in_schema=False)
 async def create_contact_form(request: Request, user: CurrentUser, repos: RepoDep, hub: HubDep) -> Response:
     try:
-        contact_id = await _save_form(request, repos, hub.settings.default_region, None)
+        contact_id = await _save_form(request, repos, user, hub.settings.default_region, None)
     except InvalidInput as exc:
         await repos.rollback()
-        return await _form_error(request, repos, "/contacts/new", exc.message)
+        return await _form_error(request, repos, user, "/contacts/new", exc.message)
+    except Forbidden as exc:
+        await repos.rollback()
+        return await _form_error(request, repos, user, "/contacts/new", exc.message, status_code=403)
     flash(request, "Contact created.")
     return RedirectResponse(f"/contacts/{contact_id}", status_code=303)
 
@@ -627,7 +684,7 @@ async def edit_contact_page(request: Request, contact_id: int, user: CurrentUser
         values=values,
         contact=contact,
         action=f"/contacts/{contact_id}/edit",
-        **await _form_context(repos),
+        **await _form_context(repos, user, contact),
     )
 
 
@@ -637,10 +694,18 @@ async def edit_contact_form(
 ) -> Response:
     await repos.directory.get(contact_id)
     try:
-        await _save_form(request, repos, hub.settings.default_region, contact_id)
-    except InvalidInput as exc:
+        await _save_form(request, repos, user, hub.settings.default_region, contact_id)
+    except (InvalidInput, Forbidden) as exc:
         await repos.rollback()
-        return await _form_error(request, repos, f"/contacts/{contact_id}/edit", exc.message)
+        return await _form_error(
+            request,
+            repos,
+            user,
+            f"/contacts/{contact_id}/edit",
+            exc.message,
+            contact_id,
+            403 if isinstance(exc, Forbidden) else 400,
+        )
     flash(request, "Contact saved.")
     return RedirectResponse(f"/contacts/{contact_id}", status_code=303)
 
