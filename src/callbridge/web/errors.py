@@ -75,7 +75,8 @@ def error_response(
     details: Any = None,
 ) -> Response:
     if wants_plain_dialplan(request):
-        return Response(status_code=status, headers=headers)  # the status says enough
+        # The status says enough; an empty body, typed, so CURL() reads nothing as a name.
+        return Response(status_code=status, headers=headers, media_type="text/plain")
     if wants_html(request):
         if status == 401:
             from fastapi.responses import RedirectResponse

@@ -325,7 +325,15 @@ def _safe_cell(value: str) -> str:
 
 
 @router.get("/calls/export.csv", include_in_schema=False)
-@router.get("/api/v1/calls/export.csv")
+@router.get(
+    "/api/v1/calls/export.csv",
+    responses={
+        200: {
+            "description": "The matching calls as CSV (UTF-8, a header row first).",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def export_calls(params: ParamsDep, user: CurrentUser, repos: RepoDep, hub: HubDep) -> Response:
     """Every call matching the filters, as CSV (same filters as the list)."""
     f = await build_filter(params, user, repos, hub.settings.default_region)

@@ -87,12 +87,37 @@ def _answer(request: Request, text: str, data: dict[str, Any]) -> Response:
     return PlainTextResponse(text)
 
 
+# What the document says of each answer: plain text for CURL(), JSON when asked for.
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Plain text for Asterisk's CURL() (empty when nothing matches), or JSON when "
+        "the request sends `Accept: application/json`.",
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    },
+    **{
+        status: {
+            "description": description + " Plain-text requests get an empty body; JSON ones an error object.",
+            "content": {
+                "text/plain": {"schema": {"type": "string", "maxLength": 0}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+        for status, description in (
+            (403, "A missing or wrong dialplan token."),
+            (422, "A number that is missing, too long or not a phone number."),
+        )
+    },
+}
+
 TokenQuery = Annotated[str | None, Query(max_length=200, description="The PBX's dialplan token.")]
 TokenHeader = Annotated[str | None, Header(alias="X-Callbridge-Token", max_length=200)]
 Number = Annotated[str, _NUMBER]
 
 
-@router.get("/caller-name")
+@router.get("/caller-name", responses=ANSWERS)
 async def caller_name(
     request: Request, number: Number, token: TokenQuery = None, x_callbridge_token: TokenHeader = None
 ) -> Response:
@@ -114,7 +139,7 @@ async def caller_name(
     )
 
 
-@router.get("/owner")
+@router.get("/owner", responses=ANSWERS)
 async def owner(
     request: Request, number: Number, token: TokenQuery = None, x_callbridge_token: TokenHeader = None
 ) -> Response:
@@ -135,7 +160,7 @@ async def owner(
     )
 
 
-@router.get("/tags")
+@router.get("/tags", responses=ANSWERS)
 async def tags(
     request: Request, number: Number, token: TokenQuery = None, x_callbridge_token: TokenHeader = None
 ) -> Response:
