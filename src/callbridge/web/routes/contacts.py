@@ -605,7 +605,8 @@ async def import_upload(request: Request, user: ManagerUser, repos: RepoDep, hub
         await repos.rollback()
         status = 413 if isinstance(exc, PayloadTooLarge) else 400
         return _import_page(request, status, error=_sentence(exc.message), encoding=encoding)
-    return _import_page(request, report=report, encoding=encoding)
+    # Back to "detect" for the next file: a choice kept silently would misread a file in another encoding.
+    return _import_page(request, report=report)
 
 
 def _sentence(message: str) -> str:
