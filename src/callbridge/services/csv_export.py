@@ -8,9 +8,11 @@ cell (OWASP's rule for CSV injection): spreadsheets take a leading apostrophe as
 
 That includes every E.164 number (``+14155550100`` → ``'+14155550100``). It is on purpose: without
 the apostrophe a spreadsheet reads the number as an integer, drops the ``+`` and shows
-``1.42E+10``; with it the number stays text, as written. A program that reads the export (not a
-spreadsheet) strips one leading apostrophe from a cell whose next character is one of
-:data:`FORMULA_STARTS` — or asks the JSON API, which gives the values as stored.
+``1.42E+10``; with it the number stays text, as written.
+
+A value that itself starts with an apostrophe gets one more (``'quoted`` → ``''quoted``), so the
+rule back is exact: a program that reads the export (not a spreadsheet) drops one leading
+apostrophe from any cell that has one — or asks the JSON API, which gives the values as stored.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ NUL (ASVS 1.2.10); and the full-width ``＝ ＋ － ＠`` that spreadsheets in E
 for their ASCII forms."""
 
 
+_MARKED = FORMULA_STARTS | {"'"}
+
+
 def spreadsheet_safe(value: str) -> str:
-    """``value`` as a spreadsheet shows it literally: an apostrophe before a formula start."""
-    return "'" + value if value[:1] in FORMULA_STARTS else value
+    """``value`` as a spreadsheet shows it literally: an apostrophe before a formula start (and
+    before an apostrophe, so that one leading apostrophe always comes off again)."""
+    return "'" + value if value[:1] in _MARKED else value
 
 
 def csv_chunks(
