@@ -43,7 +43,7 @@ def test_contacts_import_twice_and_normalize(tmp_path: Path) -> None:
         "--region",
         "DE",
     )
-    assert "2 created, 0 updated, 1 companies created, 1 rows not imported" in first.stdout
+    assert "2 created, 0 updated, 1 company created, 1 row not imported (read as UTF-8)" in first.stdout
     assert "line 3: phone 'kaputt': not a phone number" in first.stdout
     assert "Importing" in first.stdout  # the progress bar
     again = run(
@@ -67,6 +67,27 @@ def test_contacts_import_twice_and_normalize(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "FIELD=Header" in bad.stderr
     missing = run(data, "contacts", "import", str(tmp_path / "nope.csv"), check=False)
     assert missing.returncode == 2
+
+
+def test_contacts_import_finds_encodings_and_reruns_rows_without_numbers(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run(data, "migrate")
+    sjis = tmp_path / "japan.csv"
+    sjis.write_bytes(
+        "Name,Company,Email\n山田太郎,株式会社テスト,yamada@example.jp\n鈴木花子,,\n".encode("shift_jis")
+    )
+    first = run(data, "contacts", "import", str(sjis))
+    assert "2 created, 0 updated, 1 company created (read as Shift_JIS)" in first.stdout
+    assert "warning: the file is not UTF-8; it was read as Shift_JIS, a guess" in first.stderr
+    again = run(data, "contacts", "import", str(sjis), "--encoding", "shift_jis")
+    assert "0 created, 2 updated (read as Shift_JIS)" in again.stdout
+    assert "warning" not in again.stderr
+    excel = tmp_path / "unicode.txt"
+    excel.write_bytes("Name\tPhone\r\nZoë\t+1 415 555 0100\r\n".encode("utf-16"))
+    unicode_text = run(data, "contacts", "import", str(excel))
+    assert "1 created, 0 updated (read as UTF-16)" in unicode_text.stdout
+    wrong = run(data, "contacts", "import", str(sjis), "--encoding", "utf-8", check=False)
+    assert wrong.returncode == 1 and "not valid UTF-8" in wrong.stderr
 
 
 def test_extension_map_and_pbx_token(tmp_path: Path) -> None:

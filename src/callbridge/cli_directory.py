@@ -17,7 +17,7 @@ from rich.table import Table
 from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.domain.numbers import is_known_region
 from callbridge.hub import Hub
-from callbridge.services.contacts_import import decode_csv, parse_contacts_csv
+from callbridge.services.contacts_import import read_contacts_file
 from callbridge.services.directory import ImportReport, apply_import, relink_numbers
 from callbridge.store.directory import SqlImportTarget, renormalize_numbers
 
@@ -75,15 +75,24 @@ def _commands(pbx_app: typer.Typer, run: Runner[Any]) -> None:
         region: Annotated[
             str | None, typer.Option(help="Region for national numbers (default: CALLBRIDGE_DEFAULT_REGION).")
         ] = None,
+        encoding: Annotated[
+            str | None,
+            typer.Option(
+                help="The file's encoding (utf-8, utf-16, cp1252, shift_jis, …); default: detected."
+            ),
+        ] = None,
     ) -> None:
         """Import contacts from a CSV file. Bad rows are reported by line and skipped; the rest is
-        imported. Safe to re-run: rows match existing contacts on their external id, else on a number."""
+        imported. Safe to re-run: rows match existing contacts on their external id, else on a number,
+        else on name, company and e-mail."""
 
         async def work(hub: Hub) -> ImportReport:
-            parsed = parse_contacts_csv(
-                decode_csv(file.read_bytes()), _region(region, hub), _mapping(map_ or [])
+            parsed = read_contacts_file(
+                file.read_bytes(), _region(region, hub), _mapping(map_ or []), encoding
             )
-            report = ImportReport(errors=list(parsed.errors))
+            report = ImportReport(
+                errors=list(parsed.errors), encoding=parsed.encoding, warnings=parsed.warnings
+            )
             total = len(parsed.rows) + len(parsed.errors)
             with Progress(
                 TextColumn("[bold]Importing[/bold]"),
@@ -111,10 +120,13 @@ def _commands(pbx_app: typer.Typer, run: Runner[Any]) -> None:
             return report
 
         report: ImportReport = run(work)
+        for warning in report.warnings:
+            err.print(f"warning: {warning}", markup=False, highlight=False, style="yellow")
         console.print(
-            f"[green]{report.created} created[/green], {report.updated} updated"
-            + (f", {report.companies_created} companies created" if report.companies_created else "")
-            + (f", [red]{len(report.errors)} rows not imported[/red]" if report.errors else "")
+            f"{report.summary()} (read as {report.encoding})",
+            markup=False,
+            highlight=False,
+            style="red" if report.errors else "green",
         )
         errors = sorted(report.errors, key=lambda e: e.line)
         for error in errors[:MAX_ERRORS_SHOWN]:

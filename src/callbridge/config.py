@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str = Field(default="", description="How PBXs reach the hub (webhook URLs).")
     max_body_bytes: int = 1_048_576
+    max_import_bytes: int = Field(
+        default=20 * 1024 * 1024, description="Largest contacts file a web upload may be (CSV import)."
+    )
     session_max_age_seconds: int = 12 * 3600
     secure_cookies: bool = Field(default=False, description="Set with HTTPS in front of the hub.")
     login_max_failures: int = 5

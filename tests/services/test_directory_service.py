@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from callbridge.domain.directory import Contact, ContactKind, MatchKind, Phone
-from callbridge.services.contacts_import import ContactDraft, parse_contacts_csv
+from callbridge.services.contacts_import import ContactDraft, RowError, parse_contacts_csv
 from callbridge.services.directory import ImportReport, apply_import, lookup, number_key
 
 
@@ -35,6 +35,19 @@ class FakeTarget:
                 i
                 for i, (d, _, _) in self.contacts.items()
                 if d.kind is ContactKind.COMPANY and d.name.casefold() == name.casefold()
+            ),
+            None,
+        )
+
+    async def person_id_by_name(self, name: str, company_id: int | None, email: str) -> int | None:
+        return next(
+            (
+                i
+                for i, (d, company, _) in self.contacts.items()
+                if d.kind is ContactKind.PERSON
+                and d.name.casefold() == name.casefold()
+                and company == company_id
+                and d.email.lower() == email.lower()
             ),
             None,
         )
@@ -97,3 +110,26 @@ async def test_lookup_uses_the_e164_key() -> None:
     assert (await lookup(finder, "junk", "DE")).kind is MatchKind.NONE
     assert number_key("(415) 555-0100", "US") == "+14155550100"
     assert number_key("200", "US") == ""
+
+
+async def test_rerun_matches_rows_without_number_or_id_on_name_company_and_email() -> None:
+    target = FakeTarget()
+    text = "Name,Company,Email\nEve,Acme,eve@acme.test\nMallory,,\nTrent,Acme,trent@acme.test\n"
+    first = await apply_import(target, parse_contacts_csv(text, "US").rows, ImportReport())
+    assert (first.created, first.updated, first.companies_created) == (3, 0, 1)
+    assert first.summary() == "3 created, 0 updated, 1 company created"
+    again = await apply_import(target, parse_contacts_csv(text, "US").rows, ImportReport())
+    assert (again.created, again.updated, again.companies_created) == (0, 3, 0)
+    assert len(target.contacts) == 4
+    # Another company or another e-mail is another person.
+    other = "Name,Company,Email\nEve,Globex,eve@acme.test\nEve,Acme,eve@other.test\n"
+    third = await apply_import(target, parse_contacts_csv(other, "US").rows, ImportReport())
+    assert (third.created, third.updated, third.companies_created) == (2, 0, 1)
+
+
+def test_report_summary_says_one_and_many_properly() -> None:
+    report = ImportReport(created=1, updated=2, companies_created=2)
+    report.errors.append(RowError(3, "x"))
+    assert report.summary() == "1 created, 2 updated, 2 companies created, 1 row not imported"
+    report.errors.append(RowError(4, "y"))
+    assert report.summary().endswith("2 rows not imported")

@@ -25,6 +25,7 @@ from callbridge.domain.events import (
 from callbridge.domain.users import Role
 from callbridge.hub import Hub
 from callbridge.services.calllog import ingest
+from callbridge.services.csv_export import FORMULA_STARTS
 from callbridge.services.directory import ContactInput
 from callbridge.store.calls import SqlCalls
 from callbridge.store.directory import SqlDirectory, SqlExtensions
@@ -280,7 +281,7 @@ async def test_csv_export_follows_filters_and_defuses_formulas(
     rows = list(csv.DictReader(io.StringIO(answer.text)))
     assert [r["pbx_call_id"] for r in rows] == ["evil2", "evil", "a2"]
     assert rows[0]["contact"] == "'=HYPERLINK(1)"
-    assert rows[1]["from_number"] == "+14155550199"
+    assert rows[1]["from_number"] == "'+14155550199"
 
 
 async def test_pages_render(hub: Hub, admin_client: httpx.AsyncClient) -> None:
@@ -317,3 +318,36 @@ async def test_new_contact_claims_its_earlier_calls(hub: Hub, admin_client: http
     assert (await admin_client.delete(f"/api/v1/contacts/{made.json()['id']}")).status_code == 204
     gone = (await admin_client.get(f"/api/v1/calls/{before['id']}")).json()
     assert gone["contact"] is None and gone["match"] == "none"
+
+
+FORMULAS = ['=1+HYPERLINK("http://x.test","y")', "-2+3", "@1+SUM(1)", "+2+3", "\t=1+1", "\r=1+1"]
+
+
+async def test_csv_export_neutralises_every_formula_start(hub: Hub, admin_client: httpx.AsyncClient) -> None:
+    # A caller ID is enough to plant a formula; so is a contact's or a company's name.
+    for i, payload in enumerate(FORMULAS):
+        await feed(hub, inbound(f"f{i}", payload, i))
+    async with hub.db.session() as s:
+        d = SqlDirectory(s)
+        company = await d.create(ContactInput(ContactKind.COMPANY, "@SUM(1)"))
+        await d.create(
+            ContactInput(
+                ContactKind.PERSON,
+                "-2+3",
+                company_id=company,
+                phones=(phone_from_input("+14155550197", "US"),),
+            )
+        )
+    await feed(hub, inbound("named", "+14155550197", 30))
+    answer = await admin_client.get("/api/v1/calls/export.csv")
+    assert answer.status_code == 200
+    rows = list(csv.reader(io.StringIO(answer.text, newline="")))
+    for row in rows:
+        for cell in row:
+            assert cell[:1] not in FORMULA_STARTS, (cell, row)
+    by_id = {r[2]: r for r in rows[1:]}
+    assert [by_id[f"f{i}"][4] for i in range(len(FORMULAS))] == ["'" + p for p in FORMULAS]
+    named = dict(zip(rows[0], by_id["named"], strict=True))
+    assert (named["contact"], named["company"]) == ("'-2+3", "'@SUM(1)")
+    # An E.164 number is exported as text a spreadsheet keeps (an apostrophe, not 1.42E+10).
+    assert named["from_number"] == "'+14155550197"

@@ -116,6 +116,8 @@ async def test_import_reports_lines_and_is_safe_to_rerun(admin_client: httpx.Asy
             {"line": 3, "reason": "phone 'not a number': not a phone number"},
             {"line": 5, "reason": "owner 'ghost' is not a user"},
         ],
+        "encoding": "UTF-8",
+        "warnings": [],
     }
     again = await admin_client.post("/api/v1/contacts/import", files={"file": ("c.csv", data, "text/csv")})
     assert (again.json()["created"], again.json()["updated"], again.json()["companies_created"]) == (0, 2, 0)
@@ -242,3 +244,135 @@ async def test_import_links_calls_logged_before_the_contact_existed(
     assert answer.json()["created"] == 1
     after = (await admin_client.get("/api/v1/calls")).json()["items"]
     assert after[0]["contact"]["name"] == "Eve Early"
+
+
+def _upload(data: bytes, **form: str) -> dict[str, object]:
+    return {"files": {"file": ("c.csv", data, "text/csv")}, "data": form}
+
+
+async def _names(client: httpx.AsyncClient) -> list[str]:
+    return sorted(
+        c["name"] for c in (await client.get("/api/v1/contacts", params={"limit": 500})).json()["items"]
+    )
+
+
+async def test_import_reads_excel_unicode_text_and_legacy_encodings(admin_client: httpx.AsyncClient) -> None:
+    unicode_text = "Name\tCompany\tPhone\r\nZoë Müller\tAcme\t+14155550100\r\n".encode("utf-16")
+    answer = await admin_client.post("/api/v1/contacts/import", **_upload(unicode_text))
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["created"], answer.json()["errors"], answer.json()["encoding"]) == (1, [], "UTF-16")
+    shift_jis = (
+        "Name,Company,Phone\n山田太郎,株式会社テスト,+81 3 1234 5678\n鈴木花子,サンプル商事,+81 6 9876 5432\n"
+    )
+    guessed = await admin_client.post("/api/v1/contacts/import", **_upload(shift_jis.encode("shift_jis")))
+    assert guessed.status_code == 200, guessed.text
+    assert guessed.json()["created"] == 2 and guessed.json()["encoding"] == "Shift_JIS"
+    assert "Shift_JIS" in guessed.json()["warnings"][0]
+    declared = await admin_client.post(
+        "/api/v1/contacts/import",
+        **_upload("Name,Phone\nJürgen,+49 30 1234567\n".encode("cp1252"), encoding="cp1252"),
+    )
+    assert (declared.json()["created"], declared.json()["warnings"]) == (1, [])
+    assert await _names(admin_client) == [
+        "Acme",
+        "Jürgen",
+        "Zoë Müller",
+        "サンプル商事",
+        "山田太郎",
+        "株式会社テスト",
+        "鈴木花子",
+    ]
+    wrong = await admin_client.post(
+        "/api/v1/contacts/import", **_upload("Name\nJürgen\n".encode("cp1252"), encoding="utf-8")
+    )
+    assert wrong.status_code == 400 and "not valid UTF-8" in wrong.json()["error"]["message"]
+
+
+async def test_import_reports_bad_rows_and_imports_the_rest(admin_client: httpx.AsyncClient) -> None:
+    data = (
+        b"Name,Notes,Phone\n"
+        b"Ada,," + b"+1 415 555 0100\n"
+        b"Nul\x00Name,,+1 415 555 0101\n"
+        b"Long," + b"x" * 200_000 + b",+1 415 555 0102\n"
+        b'Quote,"opened,+1 415 555 0103\n'
+        b"Swallowed,,+1 415 555 0104\n"
+        b'Closer,"x",+1 415 555 0105\n'
+        b"Last,,+1 415 555 0106\n"
+    )
+    answer = await admin_client.post("/api/v1/contacts/import", **_upload(data))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["created"] == 2
+    assert [e["line"] for e in body["errors"]] == [3, 4, 5]
+    assert "NUL" in body["errors"][0]["reason"]
+    assert "longer than 10000" in body["errors"][1]["reason"]
+    assert "lines 5–7" in body["errors"][2]["reason"]
+    assert await _names(admin_client) == ["Ada", "Last"]
+
+
+async def test_import_rerun_does_not_duplicate_rows_without_number_or_id(
+    admin_client: httpx.AsyncClient,
+) -> None:
+    data = b"Name,Company,Email\nEve,Acme,eve@acme.test\nMallory,,\n"
+    first = (await admin_client.post("/api/v1/contacts/import", **_upload(data))).json()
+    assert (first["created"], first["updated"], first["companies_created"]) == (2, 0, 1)
+    again = (await admin_client.post("/api/v1/contacts/import", **_upload(data))).json()
+    assert (again["created"], again["updated"], again["companies_created"]) == (0, 2, 0)
+    assert await _names(admin_client) == ["Acme", "Eve", "Mallory"]
+
+
+async def test_import_takes_files_past_the_general_body_limit(admin_client: httpx.AsyncClient) -> None:
+    rows = "".join(f"Person {i},{'n' * 8000}\n" for i in range(400))
+    data = ("Name,Notes\n" + rows).encode()
+    assert len(data) > 3 * 1024 * 1024
+    answer = await admin_client.post("/api/v1/contacts/import", **_upload(data))
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["created"] == 400
+
+
+async def test_a_file_over_the_import_limit_gets_a_sentence(
+    hub: Hub, admin_client: httpx.AsyncClient
+) -> None:
+    limit = hub.settings.max_import_bytes
+    sentence = f"The file is larger than {limit // (1024 * 1024)} MiB, the most an upload takes."
+    just_over = b"Name\n" + b"x" * (limit - 4)  # the file alone is over; the request is within
+    api = await admin_client.post("/api/v1/contacts/import", **_upload(just_over))
+    assert api.status_code == 413
+    assert api.json()["error"]["code"] == "body_too_large"
+    assert api.json()["error"]["message"].startswith(sentence)
+    html = {"accept": "text/html"}
+    token = admin_client.headers["x-csrf-token"]
+    for data in (just_over, just_over + b"x" * (1024 * 1024)):  # checked by the page, by the middleware
+        page = await admin_client.post(
+            "/contacts/import",
+            files={"file": ("c.csv", data, "text/csv")},
+            data={"csrf_token": token},
+            headers=html,
+        )
+        assert page.status_code == 413
+        assert page.headers["content-type"].startswith("text/html")
+        assert sentence in page.text and page.text.startswith("<!doctype html>")
+    assert await _names(admin_client) == []
+
+
+async def test_import_page_says_what_happened_in_sentences(admin_client: httpx.AsyncClient) -> None:
+    html = {"accept": "text/html"}
+    token = admin_client.headers["x-csrf-token"]
+
+    async def post(data: bytes) -> httpx.Response:
+        return await admin_client.post(
+            "/contacts/import",
+            files={"file": ("c.csv", data, "text/csv")},
+            data={"csrf_token": token},
+            headers=html,
+        )
+
+    done = await post(b"Name,Company,Phone\nLin,Acme,+14155550111\nBad,,xx\n")
+    assert done.status_code == 200
+    assert "1 created, 0 updated, 1 company created, 1 row not imported." in done.text
+    assert "Read as UTF-8." in done.text
+    guessed = await post("Name,Phone\nJürgen Groß,+49 30 1234567\n".encode("cp1252"))
+    assert "The file is not UTF-8; it was read as Windows-1252, a guess" in guessed.text
+    refused = await post(b"Phone\n+14155550100\n")
+    assert refused.status_code == 400
+    assert "No name column: need one of name" in refused.text

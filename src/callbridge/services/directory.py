@@ -178,6 +178,11 @@ class ImportTarget(Protocol):
 
     async def company_id_by_name(self, name: str) -> int | None: ...
 
+    async def person_id_by_name(self, name: str, company_id: int | None, email: str) -> int | None:
+        """The person of this name (case-insensitive) at this company (``None``: none) with this
+        e-mail (case-insensitive; ``""``: none)."""
+        ...
+
     async def owner_id_by_name(self, name: str) -> int | None: ...
 
     async def create(self, draft: ContactDraft, company_id: int | None, owner_id: int | None) -> int: ...
@@ -195,10 +200,25 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
     # Number keys of imported contacts: their past calls are re-linked after the import.
     keys: set[str] = field(default_factory=set)
+    encoding: str = "UTF-8"
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def imported(self) -> int:
         return self.created + self.updated
+
+    def summary(self) -> str:
+        """``3 created, 1 updated, 1 company created, 2 rows not imported``."""
+        parts = [f"{self.created} created", f"{self.updated} updated"]
+        if self.companies_created:
+            parts.append(_count(self.companies_created, "company", "companies") + " created")
+        if self.errors:
+            parts.append(_count(len(self.errors), "row", "rows") + " not imported")
+        return ", ".join(parts)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 async def apply_import(
@@ -208,7 +228,8 @@ async def apply_import(
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Create or update one contact per row. A row is the contact with its external id if it has
-    one, else the contact with any of its numbers — so re-running an import changes nothing."""
+    one, else the contact with any of its numbers, else (a person with neither) the person with
+    its name, company and e-mail — so re-running an import changes nothing."""
     for row in rows:
         draft = row.draft
         owner_id: int | None = None
@@ -234,6 +255,8 @@ async def apply_import(
             existing = await target.id_by_number_keys([p.key for p in draft.phones])
         elif draft.kind is ContactKind.COMPANY:
             existing = await target.company_id_by_name(draft.name)
+        else:
+            existing = await target.person_id_by_name(draft.name, company_id, draft.email)
         report.keys.update(p.key for p in draft.phones)
         if existing is None:
             await target.create(draft, company_id, owner_id)

@@ -503,6 +503,23 @@ class SqlImportTarget:
         found = (await self.session.execute(query)).scalar()
         return int(found) if found is not None else None
 
+    async def person_id_by_name(self, name: str, company_id: int | None, email: str) -> int | None:
+        query = (
+            select(contacts.c.id)
+            .where(
+                contacts.c.kind == ContactKind.PERSON.value,
+                contacts.c.name_folded == name.casefold(),
+                contacts.c.company_id.is_(None)
+                if company_id is None
+                else contacts.c.company_id == company_id,
+                func.lower(contacts.c.email) == email.lower(),
+            )
+            .order_by(contacts.c.id)
+            .limit(1)
+        )
+        found = (await self.session.execute(query)).scalar()
+        return int(found) if found is not None else None
+
     async def owner_id_by_name(self, name: str) -> int | None:
         query = select(users.c.id).where(func.lower(users.c.name) == name.lower())
         found = (await self.session.execute(query)).scalar()

@@ -20,6 +20,7 @@ from callbridge.hub import Hub
 from callbridge.web import errors, live
 from callbridge.web.middleware import BodyLimit, SecurityHeaders
 from callbridge.web.routes import ROUTERS
+from callbridge.web.routes.contacts import IMPORT_FORM_ALLOWANCE, IMPORT_PATHS, import_too_large
 from callbridge.web.webhooks import CallbridgeApp, YeastarWebhooks
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,15 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
     # Answered ahead of all of the app's middleware (a PBX calls it; see web/webhooks.py).
     app.pbx_webhooks = YeastarWebhooks(the_hub, settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # A contacts file may be far larger than any other request: its upload paths have their own
+    # limit (the file plus room for the form around it); the route checks the file itself.
+    upload_limit = settings.max_import_bytes + IMPORT_FORM_ALLOWANCE
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        limits={path: upload_limit for path in IMPORT_PATHS},
+        messages={path: import_too_large(settings.max_import_bytes) for path in IMPORT_PATHS},
+    )
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
     for router in ROUTERS:
         app.include_router(router)

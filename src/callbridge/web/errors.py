@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callbridge.domain import errors
 from callbridge.store.db import DatabaseError, connection_lost
+from callbridge.web.middleware import html_wanted
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,7 @@ def wants_plain_dialplan(request: Request) -> bool:
 
 
 def wants_html(request: Request) -> bool:
-    if request.url.path.startswith(("/api/", "/dialplan/", "/webhooks/", "/healthz", "/readyz")):
-        return False
-    return "text/html" in request.headers.get("accept", "")
+    return html_wanted(request.url.path, request.headers.get("accept", ""))
 
 
 def error_response(

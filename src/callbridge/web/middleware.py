@@ -3,30 +3,65 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+API_PREFIXES = ("/api/", "/dialplan/", "/webhooks/", "/healthz", "/readyz")
+
+
+def html_wanted(path: str, accept: str) -> bool:
+    """A person's browser asked (a page), not a program (the API): errors are pages, not JSON."""
+    return not path.startswith(API_PREFIXES) and "text/html" in accept
 
 
 class BodyLimit:
-    """Refuses bodies over ``max_bytes`` with 413, whether announced by Content-Length or streamed."""
+    """Refuses bodies over ``max_bytes`` with 413, whether announced by Content-Length or streamed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``limits`` gives some paths (file uploads) a limit of their own. A browser asking for a page
+    gets the 413 as a page with the sentence, an API client as ``{"error": …}``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        limits: Mapping[str, int] | None = None,
+        messages: Mapping[str, str] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.limits = dict(limits or {})
+        self.messages = dict(messages or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope.get("path", "")
+        max_bytes = self.limits.get(path, self.max_bytes)
+        accept = ""
+        for name, value in scope.get("headers", []):
+            if name == b"accept":
+                accept = value.decode("latin-1")
+        status, code, message = body_too_large(max_bytes)
+        too_large = (status, code, self.messages.get(path, message))
+        as_page = html_wanted(path, accept)
+
+        async def reject(status: int, code: str, message: str) -> None:
+            if as_page and await self._reject_page(scope, send, status, message):
+                return
+            await self._reject(send, status, code, message)
+
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
-                    await self._reject(send, 400, "bad_request", "Content-Length is not a number")
+                    await reject(400, "bad_request", "Content-Length is not a number")
                     return
-                if length > self.max_bytes:
-                    await self._reject(send, *body_too_large(self.max_bytes))
+                if length > max_bytes:
+                    await reject(*too_large)
                     return
         seen = 0
         started = False
@@ -39,11 +74,11 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     # Answer now; the app then sees a disconnect and whatever it answers is dropped.
                     rejected = True
                     if not started:
-                        await self._reject(send, *body_too_large(self.max_bytes))
+                        await reject(*too_large)
                     return {"type": "http.disconnect"}
             return message
 
@@ -56,6 +91,35 @@ class BodyLimit:
             await send(message)
 
         await self.app(scope, limited_receive, tracking_send)
+
+    @staticmethod
+    async def _reject_page(scope: Scope, send: Send, status: int, message: str) -> bool:
+        """The error page of the app's templates; False when there are none (a bare app)."""
+        app = scope.get("app")
+        templates = getattr(getattr(app, "state", None), "templates", None)
+        if templates is None:
+            return False
+        page = templates.TemplateResponse(
+            Request(scope),
+            "error.html",
+            {"status": status, "message": message, "user": None},
+            status_code=status,
+        )
+        sent_start = False
+
+        async def send_page(message: Message) -> None:
+            nonlocal sent_start
+            if message["type"] == "http.response.start":
+                sent_start = True
+                # This answer leaves before SecurityHeaders would see it.
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        async def no_body() -> Message:
+            return {"type": "http.disconnect"}
+
+        await page(scope, no_body, send_page)
+        return sent_start
 
     @staticmethod
     async def _reject(send: Send, status: int, code: str, message: str) -> None:

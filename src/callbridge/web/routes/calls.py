@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Annotated, TypeVar
@@ -18,6 +15,7 @@ from callbridge.domain.directory import Match, search_key
 from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.domain.events import Direction, Disposition
 from callbridge.domain.users import User
+from callbridge.services.csv_export import csv_chunks
 from callbridge.services.directory import lookup
 from callbridge.store.calls import CallFilter, CallView, StoredEvent
 from callbridge.store.repos import Repos
@@ -319,11 +317,6 @@ def _csv_row(c: CallView) -> list[str]:
     ]
 
 
-def _safe_cell(value: str) -> str:
-    # Spreadsheets run cells that start with = + - @ as formulas: defuse them.
-    return "'" + value if value[:1] in ("=", "+", "-", "@") and not value[1:2].isdigit() else value
-
-
 @router.get("/calls/export.csv", include_in_schema=False)
 @router.get(
     "/api/v1/calls/export.csv",
@@ -346,21 +339,9 @@ async def export_calls(params: ParamsDep, user: CurrentUser, repos: RepoDep, hub
         if cursor is None:
             break
 
-    async def body() -> AsyncIterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
-        for i, row in enumerate(rows):
-            writer.writerow([_safe_cell(v) for v in row])
-            if i % 200 == 199:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return StreamingResponse(
-        body(),
+        csv_chunks(CSV_COLUMNS, rows),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="calls-{stamp}.csv"'},
     )

@@ -9,11 +9,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from callbridge.domain.directory import Contact, ContactKind, PhoneKind, search_key, split_tags
-from callbridge.domain.errors import Forbidden, InvalidInput, NotFound
+from callbridge.domain.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from callbridge.domain.users import User
-from callbridge.services.contacts_import import decode_csv, parse_contacts_csv
+from callbridge.services.contacts_import import ENCODINGS, read_contacts_file
 from callbridge.services.directory import (
     ContactInput,
     ImportReport,
@@ -33,7 +34,19 @@ from callbridge.web.schemas import Page
 
 router = APIRouter(tags=["contacts"])
 
-MAX_IMPORT_BYTES = 20 * 1024 * 1024
+IMPORT_PATHS = ("/contacts/import", "/api/v1/contacts/import")
+IMPORT_FORM_ALLOWANCE = 64 * 1024
+"""Room in an import's request body for the multipart framing and the form's other fields."""
+
+
+def import_too_large(max_bytes: int) -> str:
+    """The sentence for a contacts file over the upload limit."""
+    return (
+        f"The file is larger than {max_bytes / (1024 * 1024):g} MiB, the most an upload takes. "
+        "Split it into smaller files, or import it on the hub's machine with "
+        "'callbridge contacts import', which has no such limit."
+    )
+
 
 # -- API models ----------------------------------------------------------------------------------------
 
@@ -110,6 +123,8 @@ class ImportOut(BaseModel):
     updated: int
     companies_created: int
     errors: list[dict[str, Any]]
+    encoding: str = Field(description="How the file was read: UTF-8, UTF-16, Shift_JIS, …")
+    warnings: list[str] = Field(description="Things to check, e.g. an encoding that was guessed.")
 
 
 class ExtensionOut(BaseModel):
@@ -385,13 +400,24 @@ async def delete_tag(tag: str, user: ManagerUser, repos: RepoDep) -> Response:
     return Response(status_code=204)
 
 
+async def _read_upload(upload: StarletteUploadFile, max_bytes: int) -> bytes:
+    """The uploaded file (the form parser has spooled it to disk), refused past ``max_bytes``."""
+    try:
+        if upload.size is not None and upload.size > max_bytes:
+            raise PayloadTooLarge(import_too_large(max_bytes))
+        data = await upload.read(max_bytes + 1)
+    finally:
+        await upload.close()
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(import_too_large(max_bytes))
+    return data
+
+
 async def _run_import(
-    data: bytes, repos: Repos, region: str, mapping: dict[str, str] | None = None
+    data: bytes, repos: Repos, region: str, mapping: dict[str, str] | None = None, encoding: str | None = None
 ) -> ImportReport:
-    if len(data) > MAX_IMPORT_BYTES:
-        raise InvalidInput(f"the file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB")
-    parsed = parse_contacts_csv(decode_csv(data), region, mapping)
-    report = ImportReport(errors=list(parsed.errors))
+    parsed = read_contacts_file(data, region, mapping, encoding)
+    report = ImportReport(errors=list(parsed.errors), encoding=parsed.encoding, warnings=parsed.warnings)
     await apply_import(SqlImportTarget(repos.directory), parsed.rows, report)
     await _relink(repos, region, report.keys)
     report.errors.sort(key=lambda e: e.line)
@@ -399,18 +425,25 @@ async def _run_import(
 
 
 @router.post("/api/v1/contacts/import")
-async def import_contacts(file: UploadFile, user: ManagerUser, repos: RepoDep, hub: HubDep) -> ImportOut:
+async def import_contacts(
+    file: UploadFile,
+    user: ManagerUser,
+    repos: RepoDep,
+    hub: HubDep,
+    encoding: Annotated[
+        str | None, Form(max_length=40, description="The file's encoding; empty: detected.")
+    ] = None,
+) -> ImportOut:
     """CSV upload: good rows are imported, bad rows reported by line; safe to re-run."""
-    try:
-        data = await file.read(MAX_IMPORT_BYTES + 1)
-    finally:
-        await file.close()
-    report = await _run_import(data, repos, hub.settings.default_region)
+    data = await _read_upload(file, hub.settings.max_import_bytes)
+    report = await _run_import(data, repos, hub.settings.default_region, encoding=encoding)
     return ImportOut(
         created=report.created,
         updated=report.updated,
         companies_created=report.companies_created,
         errors=[{"line": e.line, "reason": e.reason} for e in report.errors],
+        encoding=report.encoding,
+        warnings=report.warnings,
     )
 
 
@@ -596,29 +629,46 @@ async def create_contact_form(request: Request, user: CurrentUser, repos: RepoDe
     return RedirectResponse(f"/contacts/{contact_id}", status_code=303)
 
 
+def _import_page(request: Request, status_code: int = 200, **context: Any) -> Response:
+    context.setdefault("report", None)
+    context.setdefault("encoding", "")
+    return render(
+        request,
+        "contacts/import.html",
+        status_code=status_code,
+        encodings=ENCODINGS,
+        max_mib=f"{request.app.state.hub.settings.max_import_bytes / (1024 * 1024):g}",
+        **context,
+    )
+
+
 @router.get("/contacts/import", include_in_schema=False)
 async def import_page(request: Request, user: ManagerUser) -> Response:
-    return render(request, "contacts/import.html", report=None)
+    return _import_page(request)
 
 
 @router.post("/contacts/import", include_in_schema=False)
 async def import_upload(request: Request, user: ManagerUser, repos: RepoDep, hub: HubDep) -> Response:
     form = await request.form()
     upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        return render(
-            request, "contacts/import.html", status_code=400, report=None, error="Choose a CSV file."
-        )
+    chosen = form.get("encoding")
+    encoding = chosen.strip() if isinstance(chosen, str) else ""
+    if upload is None or isinstance(upload, str) or not upload.filename:
+        return _import_page(request, 400, error="Choose a CSV file.", encoding=encoding)
     try:
-        data = await upload.read(MAX_IMPORT_BYTES + 1)
-    finally:
-        await upload.close()
-    try:
-        report = await _run_import(data, repos, hub.settings.default_region)
+        data = await _read_upload(upload, hub.settings.max_import_bytes)
+        report = await _run_import(data, repos, hub.settings.default_region, encoding=encoding or None)
     except InvalidInput as exc:
         await repos.rollback()
-        return render(request, "contacts/import.html", status_code=400, report=None, error=exc.message)
-    return render(request, "contacts/import.html", report=report)
+        status = 413 if isinstance(exc, PayloadTooLarge) else 400
+        return _import_page(request, status, error=_sentence(exc.message), encoding=encoding)
+    # Back to "detect" for the next file: a choice kept silently would misread a file in another encoding.
+    return _import_page(request, report=report)
+
+
+def _sentence(message: str) -> str:
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith((".", "!", "?")) else message + "."
 
 
 @router.get("/contacts/tags", include_in_schema=False)
