@@ -95,9 +95,10 @@ def parse_number(
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
-        parsed = _via_00(text, None)
-        if parsed is None:
+        fallback = _via_00(text, None)
+        if fallback is None:
             return PhoneNumber(raw=raw, kind=NumberKind.INVALID, reason=_reason(exc))
+        parsed = fallback
     parsed = _via_00(text, parsed) or parsed
     possible = phonenumbers.is_possible_number_with_reason(parsed)
     if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
@@ -129,9 +130,10 @@ def parse_key(
     try:
         parsed = phonenumbers.parse(text, (default_region or "ZZ").upper())
     except phonenumbers.NumberParseException:
-        parsed = _via_00(text, None)
-        if parsed is None:
+        fallback = _via_00(text, None)
+        if fallback is None:
             return NumberKind.INVALID, ""
+        parsed = fallback
     parsed = _via_00(text, parsed) or parsed
     if phonenumbers.is_possible_number_with_reason(parsed) != phonenumbers.ValidationResult.IS_POSSIBLE:
         return NumberKind.INVALID, ""

@@ -461,6 +461,7 @@ class Desk:
             "recent": card.details.get("recent", []),
             "extension": ", ".join(sorted(set(card.users.values()))) or None,
             "answered_by": s.answered_by_extension or None,
+            "placed_by": s.placed_by_extension or None,
             "disposition": s.disposition.value if s.disposition else None,
             "started_at": s.started_at.isoformat() if s.started_at else None,
             "answered_at": s.answered_at.isoformat() if s.answered_at else None,
