@@ -102,8 +102,8 @@ async def test_0007_moves_the_placer_of_outbound_calls_out_of_answered_by(
                 text(
                     "INSERT INTO calls (pbx, pbx_call_id, direction, from_number, answered_by_extension,"
                     " answered_by_user_id, made_by_user_id, disposition, started_at, updated_at)"
-                    f" VALUES ('main', '{call_id}', '{direction}', '{caller}', '{answered}', {user}, {made}, 'answered',"
-                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    f" VALUES ('main', '{call_id}', '{direction}', '{caller}', '{answered}', {user},"
+                    f" {made}, 'answered', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                 )
             )
     await engine.dispose()
