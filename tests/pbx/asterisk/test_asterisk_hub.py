@@ -162,7 +162,8 @@ async def test_added_pbx_connects_and_scripted_calls_land_in_the_call_log(
     assert row(answered) == ("inbound", "+14155550101", "5551000", "answered", "1001", None)
     assert row(missed) == ("inbound", "+14155550102", "5551000", "missed", None, None)
     assert row(busy) == ("inbound", "+14155550103", "5551000", "busy", None, None)
-    assert row(outbound) == ("outbound", "1004", "+442071838750", "answered", "1004", None)
+    assert row(outbound) == ("outbound", "1004", "+442071838750", "answered", None, None)
+    assert calls[outbound]["placed_by_extension"] == "1004"
     assert row(transfer) == ("inbound", "+14155550105", "5551000", "answered", "1005", "1006")
     assert row(abandoned) == ("inbound", "+14155550106", "5551000", "abandoned", None, None)
 
