@@ -610,6 +610,9 @@ class CallTracker:
             call.from_name = _name(first.caller_name)
             target = call.dialed_number or first.exten
             call.to_number = self._number(target) if target not in ("", "s") else ""
+        placed_by = ""
+        if direction is not Direction.INBOUND and (call.hint is not None or not first.is_trunk):
+            placed_by = call.from_number if call.from_number.isdigit() else ""
         out.append(
             CallStarted(
                 pbx=self.config.pbx,
@@ -619,15 +622,18 @@ class CallTracker:
                 from_number=call.from_number,
                 to_number=call.to_number,
                 from_name=call.from_name,
+                placed_by=placed_by,
             )
         )
 
     def _mark_answered(self, call: Call, who: str, at: datetime, out: list[Event]) -> None:
         if call.answered_at is not None:
             return
+        self._ensure_started(call, out)
+        if call.direction is Direction.OUTBOUND:
+            who = ""  # the outside party answered; the extension that placed it is placed_by
         call.answered_at = at
         call.answered_by = who
-        self._ensure_started(call, out)
         out.append(CallAnswered(pbx=self.config.pbx, at=at, call_id=call.call_id, extension=who))
 
     def _human_other_than_caller(self, call: Call, members: list[Channel]) -> str:
