@@ -330,19 +330,22 @@ class Desk:
                 )
                 if msg:
                     out.append((PRESENCE_TOPIC, msg))
-        elif isinstance(event, CallAnswered) and event.extension:
+        elif isinstance(event, CallAnswered) and (event.extension or changed.summary.placed_by_extension):
+            # An outbound call is answered by the far end (no extension): its agent is the one
+            # who placed it, and that agent is now on the call.
+            talking = event.extension or changed.summary.placed_by_extension
             if card is None:
                 card = self._cards[key] = _Card(event.pbx, event.call_id)
             card.answered_by = event.extension
-            card.extensions.add(event.extension)
+            card.extensions.add(talking)
             if not card.users:
                 # A pickup or an originated call: the phone that answered is the user's.
-                users = await store.users_for(event.pbx, [event.extension])
+                users = await store.users_for(event.pbx, [talking])
                 for user_id in users.values():
-                    card.users.setdefault(user_id, event.extension)
+                    card.users.setdefault(user_id, talking)
             if changed.summary.disposition is None:
                 for ext in sorted(card.extensions):
-                    presence = Presence.ON_CALL if ext == event.extension else Presence.AVAILABLE
+                    presence = Presence.ON_CALL if ext == talking else Presence.AVAILABLE
                     msg = await self._derive_presence(event.pbx, ext, event.call_id, presence, event.at)
                     if msg:
                         out.append((PRESENCE_TOPIC, msg))
