@@ -419,6 +419,7 @@ class Hub:
                     webhook_secret=secrets.get("webhook_secret", ""),
                     events="websocket" if cfg.get("events") == "websocket" else "webhook",
                     default_region=region,
+                    timezone=str(cfg.get("timezone") or "UTC"),
                 ),
                 sink,
                 inbox=self.inbox_store(),  # webhooks: persist first, process after

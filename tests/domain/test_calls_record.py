@@ -302,3 +302,124 @@ def test_invariants_hold_for_any_event_set(events: list[CallEvent]) -> None:
     if record.started_at is not None:
         assert all(record.started_at <= e.at for e in events)
     assert len(record.applied) == len({e.idempotency_key for e in events})
+
+
+def outbound_answered(answerer: str) -> list[CallEvent]:
+    return [
+        CallStarted(
+            pbx=PBX,
+            call_id=CALL,
+            at=at(0),
+            direction=Direction.OUTBOUND,
+            from_number="1001",
+            to_number="+14155550100",
+            placed_by="1001",
+        ),
+        CallAnswered(pbx=PBX, call_id=CALL, at=at(4), extension=answerer),
+        CallEnded(pbx=PBX, call_id=CALL, at=at(64), disposition=Disposition.ANSWERED, answered_by=answerer),
+    ]
+
+
+@pytest.mark.parametrize("answerer", ["", "1001"])  # "1001": what drivers said before placed_by
+def test_outbound_call_is_answered_by_the_outside_party_and_placed_by_ours(answerer: str) -> None:
+    summary = CallRecord.fold(PBX, CALL, outbound_answered(answerer)).summary()
+    assert summary.answered_by_extension == ""
+    assert summary.placed_by_extension == "1001"
+    assert summary.answered_at == at(4)
+    assert summary.talk_seconds == 60
+    assert "1001" in summary.participants
+
+
+def test_placed_by_falls_back_to_an_extension_caller_for_old_events() -> None:
+    started = CallStarted(
+        pbx=PBX,
+        call_id=CALL,
+        at=at(0),
+        direction=Direction.OUTBOUND,
+        from_number="1001",
+        to_number="+14155550100",
+    )
+    assert CallRecord.fold(PBX, CALL, [started]).placed_by_extension == "1001"
+    trunk_caller = CallStarted(
+        pbx=PBX,
+        call_id=CALL,
+        at=at(0),
+        direction=Direction.OUTBOUND,
+        from_number="+14155550999",
+        to_number="+14155550100",
+    )
+    assert CallRecord.fold(PBX, CALL, [trunk_caller]).placed_by_extension == ""
+    inbound = answered_inbound()
+    assert CallRecord.fold(PBX, CALL, inbound).placed_by_extension == ""
+
+
+def test_an_event_without_new_fields_keeps_its_old_json_and_key() -> None:
+    started = outbound_answered("")[0]
+    assert "placed_by" in started.to_dict()
+    bare = CallStarted(
+        pbx=PBX,
+        call_id=CALL,
+        at=at(0),
+        direction=Direction.INBOUND,
+        from_number="+14155550100",
+        to_number="1001",
+    )
+    assert "placed_by" not in bare.to_dict()
+    ended = CallEnded(pbx=PBX, call_id=CALL, at=at(9), disposition=Disposition.MISSED)
+    assert set(ended.to_dict()) == {
+        "kind",
+        "pbx",
+        "at",
+        "call_id",
+        "disposition",
+        "hangup_side",
+        "answered_by",
+    }
+
+
+def test_the_pbx_measured_times_beat_arrival_times() -> None:
+    # Every event arrived in one burst two minutes after the call; the end carries the CDR's times.
+    burst = at(180)
+    events: list[CallEvent] = [
+        CallStarted(
+            pbx=PBX,
+            call_id=CALL,
+            at=burst,
+            direction=Direction.INBOUND,
+            from_number="+14155550100",
+            to_number="1001",
+        ),
+        CallRinging(pbx=PBX, call_id=CALL, at=burst, extension="1001"),
+        CallAnswered(pbx=PBX, call_id=CALL, at=burst, extension="1001"),
+        CallEnded(
+            pbx=PBX,
+            call_id=CALL,
+            at=at(75),
+            disposition=Disposition.ANSWERED,
+            answered_by="1001",
+            started_at=at(0),
+            answered_at=at(12),
+        ),
+    ]
+    record = CallRecord.fold(PBX, CALL, events)
+    assert (record.started_at, record.answered_at, record.ended_at) == (at(0), at(12), at(75))
+    assert (record.ring_seconds, record.talk_seconds) == (12, 63)
+    assert record.answered_by_extension == "1001"
+    again = CallRecord.fold(PBX, CALL, reversed(events))
+    assert again.summary() == record.summary()
+
+
+def test_measured_times_survive_the_round_trip_through_json() -> None:
+    from callbridge.domain.events import event_from_dict
+
+    ended = CallEnded(
+        pbx=PBX,
+        call_id=CALL,
+        at=at(75),
+        disposition=Disposition.ANSWERED,
+        started_at=at(0),
+        answered_at=at(12),
+    )
+    rebuilt = event_from_dict(ended.to_dict())
+    assert rebuilt == ended
+    assert rebuilt.idempotency_key == ended.idempotency_key

@@ -80,3 +80,51 @@ def test_parse_key_gives_what_parse_number_gives(raw: str, region: str) -> None:
 def test_parse_key_on_known_forms(raw: str, region: str) -> None:
     number = parse_number(raw, region)
     assert parse_key(raw, region) == (number.kind, number.key)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "key"),
+    [
+        ("0049 30 1234567", "US", "+49301234567"),
+        ("0044 20 7946 0958", "US", "+442079460958"),
+        ("00 33 1 42 68 53 00", "CA", "+33142685300"),
+        ("0049-30-1234567", "AU", "+49301234567"),  # Australia dials 0011 abroad
+        ("sip:0049301234567@trunk", "US", "+49301234567"),
+    ],
+)
+def test_00_prefix_is_international_where_the_region_dials_another(raw: str, region: str, key: str) -> None:
+    number = parse_number(raw, region)
+    assert number.kind is NumberKind.E164
+    assert number.key == key
+    assert number.valid
+    assert parse_key(raw, region) == (NumberKind.E164, key)
+
+
+def test_a_valid_national_reading_beats_the_00_one() -> None:
+    # In Germany "00…" *is* the international prefix; the national reading is the same number.
+    assert parse_number("0049 30 1234567", "DE").key == "+49301234567"
+    # An invalid international reading does not replace anything: junk stays junk.
+    assert parse_number("00999 1234567", "US").kind is NumberKind.INVALID
+
+
+_E164_SAMPLES = [
+    "+49301234567",
+    "+442079460958",
+    "+33142685300",
+    "+390612345678",
+    "+81312345678",
+    "+61212345678",
+    "+14155550100",
+    "+5511912345678",
+]
+
+
+@given(
+    e164=st.sampled_from(_E164_SAMPLES),
+    region=st.sampled_from(["US", "CA", "AU", "JP", "BR", "DE", "GB", "FR"]),
+    separator=st.sampled_from(["", " ", "-", "."]),
+)
+def test_00_spelling_of_any_valid_number_is_that_number(e164: str, region: str, separator: str) -> None:
+    raw = "00" + separator + e164[1:]
+    assert parse_number(raw, region).key == e164
+    assert parse_key(raw, region) == (NumberKind.E164, e164)

@@ -171,7 +171,7 @@ async def test_internal_calls_are_not_looked_up_and_presence_is_ignored() -> Non
     result = await ingest(start, calls, finder, exts, "US")
     assert result is not None
     assert result.link.match is MatchKind.NONE
-    assert result.link.made_by_user_id == 7
+    assert result.link.placed_by_user_id == 7
     assert finder.asked == []
     presence = PresenceChanged(pbx="main", at=T0, extension="1001", presence=Presence.AVAILABLE)
     assert await ingest(presence, calls, finder, exts, "US") is None

@@ -98,3 +98,68 @@ async def test_missed_call_notifications_make_their_users_take_part(tmp_path: ob
             assert list((await conn.execute(text(members))).scalars()) == ["rung"]
     finally:
         await engine.dispose()
+
+
+async def _fresh_url(tmp_path: object, backend: str) -> str:
+    import uuid
+
+    from tests.conftest import PG_URL, _with_db
+
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/p.db"
+    import asyncpg
+
+    name = "m_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    return _with_db(PG_URL, name)
+
+
+async def test_0007_moves_the_placer_of_outbound_calls_out_of_answered_by(
+    tmp_path: object, backend: str
+) -> None:
+    url = await _fresh_url(tmp_path, backend)
+    await upgrade(url, "0006")
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO users (id, name, display_name, role, password_hash, active, session_version,"
+                " created_at) VALUES (5, 'alice', 'Alice', 'agent', 'x', true, 1, CURRENT_TIMESTAMP)"
+            )
+        )
+        rows = [
+            # (call id, direction, from, answered by, its user, made by user)
+            ("out-ext", "outbound", "1001", "1001", 5, "NULL"),
+            ("out-trunk", "outbound", "+14155550999", "1002", "NULL", "NULL"),
+            ("internal", "internal", "1003", "1004", "NULL", "NULL"),
+            ("inbound", "inbound", "+14155550100", "1001", 5, "NULL"),
+        ]
+        for call_id, direction, caller, answered, user, made in rows:
+            await conn.execute(
+                text(
+                    "INSERT INTO calls (pbx, pbx_call_id, direction, from_number, answered_by_extension,"
+                    " answered_by_user_id, made_by_user_id, disposition, started_at, updated_at)"
+                    f" VALUES ('main', '{call_id}', '{direction}', '{caller}', '{answered}', {user},"
+                    f" {made}, 'answered', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+    await engine.dispose()
+    await upgrade(url)
+    engine = create_async_engine(url)
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text(
+                "SELECT pbx_call_id, placed_by_extension, made_by_user_id, answered_by_extension,"
+                " answered_by_user_id FROM calls ORDER BY pbx_call_id"
+            )
+        )
+        found = {r[0]: tuple(r[1:]) for r in result.all()}
+    await engine.dispose()
+    assert found == {
+        "out-ext": ("1001", 5, "", None),
+        "out-trunk": ("1002", None, "", None),
+        "internal": ("1003", None, "1004", None),
+        "inbound": ("", None, "1001", 5),
+    }

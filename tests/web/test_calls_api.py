@@ -135,6 +135,8 @@ async def test_list_has_every_field(hub: Hub, admin_client: httpx.AsyncClient) -
         "hangup_side": "caller",
         "answered_by_extension": "1001",
         "answered_by_user": "alice",
+        "placed_by_extension": None,
+        "placed_by_user": None,
         "started_at": "2025-03-01T09:01:00Z",
         "answered_at": "2025-03-01T09:01:06Z",
         "ended_at": "2025-03-01T09:02:36Z",
@@ -351,3 +353,57 @@ async def test_csv_export_neutralises_every_formula_start(hub: Hub, admin_client
     assert (named["contact"], named["company"]) == ("'-2+3", "'@SUM(1)")
     # An E.164 number is exported as text a spreadsheet keeps (an apostrophe, not 1.42E+10).
     assert named["from_number"] == "'+14155550197"
+
+
+def outbound(call_id: str, extension: str, number: str, minute: int) -> list[CallEvent]:
+    at = T0 + timedelta(minutes=minute)
+    return [
+        CallStarted(
+            pbx="main",
+            call_id=call_id,
+            at=at,
+            direction=Direction.OUTBOUND,
+            from_number=extension,
+            to_number=number,
+            placed_by=extension,
+        ),
+        CallAnswered(pbx="main", call_id=call_id, at=at + timedelta(seconds=8), extension=""),
+        CallEnded(
+            pbx="main", call_id=call_id, at=at + timedelta(seconds=68), disposition=Disposition.ANSWERED
+        ),
+    ]
+
+
+async def test_outbound_call_names_who_placed_it_and_nobody_as_answerer(
+    hub: Hub, client: httpx.AsyncClient
+) -> None:
+    await world(hub)
+    await add_user(hub, "nobody", Role.AGENT)  # owns nothing, placed nothing
+    await feed(hub, outbound("o1", "1001", "+4930123456", 30))
+    alice = {"authorization": f"Bearer {await api_token(hub, 'alice')}"}
+    nobody = {"authorization": f"Bearer {await api_token(hub, 'nobody')}"}
+    mgr = {"authorization": f"Bearer {await api_token(hub, 'mgr')}"}
+    listed = (await client.get("/api/v1/calls", params={"direction": "outbound"}, headers=mgr)).json()
+    (o1,) = listed["items"]
+    assert o1["answered_by_extension"] is None and o1["answered_by_user"] is None
+    assert (o1["placed_by_extension"], o1["placed_by_user"]) == ("1001", "alice")
+    assert (o1["ring_seconds"], o1["talk_seconds"]) == (8, 60)
+    # The agent who placed it sees it, and it counts as theirs; an agent with nothing sees nothing.
+    mine = (await client.get("/api/v1/calls", headers=alice)).json()
+    assert [c["pbx_call_id"] for c in mine["items"]] == ["o1", "a1"]
+    by_user = (await client.get("/api/v1/calls", params={"user": "alice"}, headers=mgr)).json()
+    assert [c["pbx_call_id"] for c in by_user["items"]] == ["o1", "a1"]
+    assert (await client.get("/api/v1/calls", headers=nobody)).json()["items"] == []
+    assert (await client.get(f"/api/v1/calls/{o1['id']}", headers=nobody)).status_code == 404
+    exported = await client.get("/api/v1/calls/export.csv", params={"direction": "outbound"}, headers=alice)
+    (row,) = list(csv.DictReader(io.StringIO(exported.text)))
+    assert (row["placed_by_extension"], row["placed_by_user"], row["answered_by_extension"]) == (
+        "1001",
+        "alice",
+        "",
+    )
+    html = {"accept": "text/html", **mgr}
+    page = await client.get("/calls", params={"direction": "outbound"}, headers=html)
+    assert "Placed by" in page.text and "alice" in page.text
+    detail = await client.get(f"/calls/{o1['id']}", headers=html)
+    assert "Placed by" in detail.text and "ext. 1001" in detail.text

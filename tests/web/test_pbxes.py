@@ -101,6 +101,19 @@ async def test_webhook_needs_webhook_secret(hub: Hub, client: httpx.AsyncClient)
     assert answer.status_code == 400 and "webhook secret" in answer.json()["error"]["message"]
 
 
+async def test_yeastar_time_zone_is_checked_and_kept(hub: Hub, client: httpx.AsyncClient) -> None:
+    admin = await _admin(hub)
+    for bad in ("Mars/Olympus", "../../etc/passwd", ""):
+        answer = await client.post("/api/v1/pbxes", json={**YEASTAR, "timezone": bad}, headers=admin)
+        assert answer.status_code == 400, (bad, answer.text)
+        assert answer.json()["error"]["code"] and "time zone" in answer.json()["error"]["message"]
+    made = await client.post("/api/v1/pbxes", json={**YEASTAR, "timezone": "Europe/Berlin"}, headers=admin)
+    assert made.status_code == 201, made.text
+    async with hub.db.unit() as repos:
+        config = (await repos.session.execute(text("SELECT config FROM pbxes"))).scalar_one()
+    assert "Europe/Berlin" in str(config)
+
+
 def _sign(body: bytes, secret: str) -> str:
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
 

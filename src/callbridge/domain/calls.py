@@ -9,7 +9,13 @@ the event's idempotency key), so:
   ringing after an answer, a transfer before the start).
 
 Direction decides which side is the external party: the caller of an inbound call, the callee
-of an outbound call, nobody on an internal call.
+of an outbound call, nobody on an internal call. "Answered by" names an extension of ours only
+when one of ours answered: an outbound call is answered by the outside party, and the extension
+that placed it is "placed by".
+
+Times: when the end event carries the times the PBX measured itself (a Yeastar CDR), the start,
+answer and end are the PBX's, not the times the events arrived: events that arrive late or all
+at once (a webhook backlog draining) still give the ring and talk time the PBX measured.
 """
 
 from __future__ import annotations
@@ -179,7 +185,29 @@ class CallRecord:
         return ""
 
     @property
+    def placed_by_extension(self) -> str:
+        """The extension of ours that placed the call: what the driver said, else (events
+        stored before drivers said it) the caller of an outbound or internal call when that
+        caller is an extension. Empty for inbound calls."""
+        if self.start is None or self.direction is Direction.INBOUND:
+            return ""
+        if self.start[1].placed_by:
+            return self.start[1].placed_by
+        caller = self.internal_extension
+        return caller if caller.isdigit() else ""
+
+    @property
+    def _measured(self) -> CallEnded | None:
+        """The end event when it carries the PBX's own measurement of the call."""
+        if self.end is not None and self.end[1].started_at is not None:
+            return self.end[1]
+        return None
+
+    @property
     def started_at(self) -> datetime | None:
+        measured = self._measured
+        if measured is not None:
+            return measured.started_at
         # A call starts no later than the first thing we heard of it, even when its
         # "started" event is lost or its clock is late.
         return self.first_event_at
@@ -209,6 +237,9 @@ class CallRecord:
     def answered_at(self) -> datetime | None:
         if not self._talked:
             return None
+        measured = self._measured
+        if measured is not None and measured.answered_at is not None:
+            return measured.answered_at
         if self.answer is not None:
             return self.answer[1].at
         return None
@@ -217,8 +248,9 @@ class CallRecord:
     def answered_by_extension(self) -> str:
         """Who took the call: the first extension to answer, else the end event's word for it.
 
-        Empty when the call ended without a conversation (missed, busy, voicemail …)."""
-        if not self._talked:
+        Empty when the call ended without a conversation (missed, busy, voicemail …) and for
+        outbound calls: the outside party answered those (see :attr:`placed_by_extension`)."""
+        if not self._talked or self.direction is Direction.OUTBOUND:
             return ""
         if self.answer is not None:
             return self.answer[1].extension
@@ -268,7 +300,7 @@ class CallRecord:
     def participants(self) -> tuple[str, ...]:
         """Every extension that took part: made it, rang, answered, transferred or received it."""
         seen: dict[str, None] = {}
-        candidates = [self.internal_extension, *self.rang_extensions]
+        candidates = [self.internal_extension, self.placed_by_extension, *self.rang_extensions]
         if self.answer is not None:
             candidates.append(self.answer[1].extension)
         if self.end is not None:
@@ -294,6 +326,7 @@ class CallRecord:
             disposition=self.disposition,
             hangup_side=self.hangup_side,
             answered_by_extension=self.answered_by_extension,
+            placed_by_extension=self.placed_by_extension,
             started_at=self.started_at,
             answered_at=self.answered_at,
             ended_at=self.ended_at,
@@ -319,6 +352,7 @@ class CallSummary:
     disposition: Disposition | None
     hangup_side: HangupSide
     answered_by_extension: str
+    placed_by_extension: str
     started_at: datetime | None
     answered_at: datetime | None
     ended_at: datetime | None

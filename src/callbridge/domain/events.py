@@ -79,6 +79,13 @@ def _field_names(cls: type[Event]) -> tuple[str, ...]:
 
 _FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 
+# Fields added to an event after its first release. Left out of ``to_dict`` while they hold their
+# default, so an event that does not use them keeps the JSON (and the idempotency key) it had:
+# a resend of an event stored before they existed is still recognised as a duplicate.
+_ADDED_FIELDS: dict[str, object] = {"placed_by": "", "started_at": None, "answered_at": None}
+# Datetime fields besides ``at`` (optional: ``None`` when unknown).
+_TIME_FIELDS = frozenset({"started_at", "answered_at"})
+
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
@@ -107,6 +114,8 @@ class Event:
         out: dict[str, Any] = {"kind": self.kind}
         for name in _field_names(type(self)):
             value = getattr(self, name)
+            if name in _ADDED_FIELDS and value == _ADDED_FIELDS[name]:
+                continue
             if isinstance(value, datetime):
                 value = value.isoformat()
             elif isinstance(value, StrEnum):
@@ -136,6 +145,9 @@ class CallStarted(CallEvent):
     from_number: str
     to_number: str
     from_name: str = ""
+    # The extension of ours that placed the call (outbound and internal calls); "" when the
+    # caller is outside or the PBX did not say.
+    placed_by: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +178,17 @@ class CallEnded(CallEvent):
     disposition: Disposition
     hangup_side: HangupSide = HangupSide.UNKNOWN
     answered_by: str = ""
+    # When the PBX measured the call itself (a CDR), the start and answer it measured; ``at``
+    # is then the end it measured. They beat the times other events of the call arrived at.
+    started_at: datetime | None = None
+    answered_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("started_at", "answered_at"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, utc(value))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,6 +241,8 @@ def event_from_dict(data: Mapping[str, Any]) -> Event:
             value = data[name]
             if name == "at":
                 value = datetime.fromisoformat(str(value))
+            elif name in _TIME_FIELDS:
+                value = None if value is None else datetime.fromisoformat(str(value))
             elif name in _ENUM_FIELDS:
                 value = _ENUM_FIELDS[name](value)
             elif not isinstance(value, str):

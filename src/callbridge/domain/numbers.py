@@ -95,7 +95,11 @@ def parse_number(
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
-        return PhoneNumber(raw=raw, kind=NumberKind.INVALID, reason=_reason(exc))
+        fallback = _via_00(text, None)
+        if fallback is None:
+            return PhoneNumber(raw=raw, kind=NumberKind.INVALID, reason=_reason(exc))
+        parsed = fallback
+    parsed = _via_00(text, parsed) or parsed
     possible = phonenumbers.is_possible_number_with_reason(parsed)
     if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
         # IS_POSSIBLE_LOCAL_ONLY (a number without its area code) is ambiguous: refuse it.
@@ -126,10 +130,28 @@ def parse_key(
     try:
         parsed = phonenumbers.parse(text, (default_region or "ZZ").upper())
     except phonenumbers.NumberParseException:
-        return NumberKind.INVALID, ""
+        fallback = _via_00(text, None)
+        if fallback is None:
+            return NumberKind.INVALID, ""
+        parsed = fallback
+    parsed = _via_00(text, parsed) or parsed
     if phonenumbers.is_possible_number_with_reason(parsed) != phonenumbers.ValidationResult.IS_POSSIBLE:
         return NumberKind.INVALID, ""
     return NumberKind.E164, phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _via_00(text: str, national: phonenumbers.PhoneNumber | None) -> phonenumbers.PhoneNumber | None:
+    """``00`` is the international prefix of most of the world, also where the hub's region
+    dials another one (US: ``011``): ``0049 30 1234567`` typed into a US hub is Berlin. The
+    number read that way, when it starts with ``00``, the reading with the region's own rules
+    (``national``; ``None`` if it failed) is not a valid number and the international one is."""
+    if not text.startswith("00") or (national is not None and phonenumbers.is_valid_number(national)):
+        return None
+    try:
+        international = phonenumbers.parse("+" + text[2:], None)
+    except phonenumbers.NumberParseException:
+        return None
+    return international if phonenumbers.is_valid_number(international) else None
 
 
 def _reason(exc: phonenumbers.NumberParseException) -> str:

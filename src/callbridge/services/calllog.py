@@ -44,8 +44,9 @@ class CallLink:
     company_id: int | None = None
     match: MatchKind = MatchKind.NONE
     answered_by_user_id: int | None = None
-    made_by_user_id: int | None = None
-    # Users who took part (made, answered or received a transfer, or were rung for a call
+    # The user of the extension that placed the call (outbound and internal calls).
+    placed_by_user_id: int | None = None
+    # Users who took part (placed, answered or received a transfer, or were rung for a call
     # nobody took): an agent sees these calls.
     user_ids: frozenset[int] = frozenset()
     # A person chose the contact by hand (an ambiguous number): ingest keeps their choice.
@@ -121,6 +122,8 @@ class Ingested:
             "disposition": s.disposition.value if s.disposition else None,
             "answered_by_extension": s.answered_by_extension or None,
             "answered_by_user_id": self.link.answered_by_user_id,
+            "placed_by_extension": s.placed_by_extension or None,
+            "placed_by_user_id": self.link.placed_by_user_id,
             "started_at": iso(s.started_at),
             "answered_at": iso(s.answered_at),
             "ended_at": iso(s.ended_at),
@@ -190,9 +193,10 @@ async def ingest(
         contact_name = company_name = ""
     users = await extensions.users_for(event.pbx, summary.participants)
     answered_by = users.get(summary.answered_by_extension) if summary.answered_by_extension else None
-    made_by = users.get(record.internal_extension) if record.internal_extension else None
+    placed_by = users.get(summary.placed_by_extension) if summary.placed_by_extension else None
     took_part = {
         record.internal_extension,
+        summary.placed_by_extension,
         summary.answered_by_extension,
         *(t.to for t in record.transfer_list),
     }
@@ -203,7 +207,7 @@ async def ingest(
         company_id=company_id,
         match=kind,
         answered_by_user_id=answered_by,
-        made_by_user_id=made_by,
+        placed_by_user_id=placed_by,
         user_ids=frozenset(users[e] for e in took_part if e in users),
         manual=previous.manual,
         number=summary.external_number,
@@ -390,4 +394,12 @@ class CachedExtensions:
 
 
 # Event fields that may hold an extension (CallRecord.participants draws from these).
-_EXTENSION_FIELDS = ("from_number", "to_number", "extension", "answered_by", "from_extension", "to")
+_EXTENSION_FIELDS = (
+    "from_number",
+    "to_number",
+    "placed_by",
+    "extension",
+    "answered_by",
+    "from_extension",
+    "to",
+)

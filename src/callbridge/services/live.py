@@ -331,19 +331,22 @@ class Desk:
                 )
                 if msg:
                     out.append((PRESENCE_TOPIC, msg))
-        elif isinstance(event, CallAnswered) and event.extension:
+        elif isinstance(event, CallAnswered) and (event.extension or changed.summary.placed_by_extension):
+            # An outbound call is answered by the far end (no extension): its agent is the one
+            # who placed it, and that agent is now on the call.
+            talking = event.extension or changed.summary.placed_by_extension
             if card is None:
                 card = self._cards[key] = _Card(event.pbx, event.call_id)
             card.answered_by = event.extension
-            card.extensions.add(event.extension)
+            card.extensions.add(talking)
             if not card.users:
                 # A pickup or an originated call: the phone that answered is the user's.
-                users = await store.users_for(event.pbx, [event.extension])
+                users = await store.users_for(event.pbx, [talking])
                 for user_id in users.values():
-                    card.users.setdefault(user_id, event.extension)
+                    card.users.setdefault(user_id, talking)
             if changed.summary.disposition is None:
                 for ext in sorted(card.extensions):
-                    presence = Presence.ON_CALL if ext == event.extension else Presence.AVAILABLE
+                    presence = Presence.ON_CALL if ext == talking else Presence.AVAILABLE
                     msg = await self._derive_presence(event.pbx, ext, event.call_id, presence, event.at)
                     if msg:
                         out.append((PRESENCE_TOPIC, msg))
@@ -482,6 +485,7 @@ class Desk:
             "recent": [],  # per user: see _card_messages
             "extension": ", ".join(sorted(set(card.users.values()))) or None,
             "answered_by": s.answered_by_extension or None,
+            "placed_by": s.placed_by_extension or None,
             "disposition": s.disposition.value if s.disposition else None,
             "started_at": s.started_at.isoformat() if s.started_at else None,
             "answered_at": s.answered_at.isoformat() if s.answered_at else None,

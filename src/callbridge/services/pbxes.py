@@ -7,12 +7,23 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callbridge.domain.errors import InvalidInput
 from callbridge.domain.pbx import PbxKind, PbxRecord, validate_pbx_name
 
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _known_timezone(name: str) -> bool:
+    if not name or len(name) > 64 or ".." in name or name.startswith("/"):
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 class PbxStore(Protocol):
@@ -70,6 +81,8 @@ class YeastarSettings:
     client_secret: str = ""
     webhook_secret: str = ""
     events: str = "webhook"
+    # The PBX's own time zone: its CDRs give their start in local time.
+    timezone: str = "UTC"
 
     def validate(self) -> tuple[dict[str, Any], dict[str, str]]:
         parts = urlsplit(self.base_url.strip())
@@ -83,10 +96,13 @@ class YeastarSettings:
             raise InvalidInput(
                 "webhook events need the webhook secret (--webhook-secret) to check signatures"
             )
+        if not _known_timezone(self.timezone):
+            raise InvalidInput(f"unknown time zone {self.timezone!r}: give an IANA name like Europe/Berlin")
         config = {
             "base_url": self.base_url.strip().rstrip("/"),
             "client_id": self.client_id,
             "events": self.events,
+            "timezone": self.timezone,
         }
         secrets = {"client_secret": self.client_secret}
         if self.webhook_secret:

@@ -63,6 +63,9 @@ calls = Table(
     Column("hangup_side", String(16), nullable=False, server_default="unknown"),
     Column("answered_by_extension", String(32), nullable=False, server_default=""),
     Column("answered_by_user_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    # Who placed an outbound or internal call (migration 0007); the user column keeps the name it
+    # was born with ("made by").
+    Column("placed_by_extension", String(32), nullable=False, server_default=""),
     Column("made_by_user_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
     Column("started_at", UtcDateTime, nullable=False),
     Column("answered_at", UtcDateTime, nullable=True),
@@ -131,7 +134,8 @@ class CallView:
     match: MatchKind
     transferred_to: str
     recording: str
-    made_by_user: str = ""
+    placed_by_extension: str = ""
+    placed_by_user: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +194,8 @@ def _view(row: Any) -> CallView:
         match=MatchKind(row.match),
         transferred_to=row.transferred_to,
         recording=row.recording,
-        made_by_user=row.made_user_name or "",
+        placed_by_extension=row.placed_by_extension,
+        placed_by_user=row.made_user_name or "",
     )
 
 
@@ -364,7 +369,7 @@ class SqlCalls:
             company_id=row.company_id,
             match=MatchKind(row.match),
             answered_by_user_id=row.answered_by_user_id,
-            made_by_user_id=row.made_by_user_id,
+            placed_by_user_id=row.made_by_user_id,
             user_ids=frozenset(ids),
             manual=bool(row.manual_link),
             number=row.external_number,
@@ -383,7 +388,8 @@ class SqlCalls:
             "hangup_side": summary.hangup_side.value,
             "answered_by_extension": summary.answered_by_extension[:32],
             "answered_by_user_id": link.answered_by_user_id,
-            "made_by_user_id": link.made_by_user_id,
+            "placed_by_extension": summary.placed_by_extension[:32],
+            "made_by_user_id": link.placed_by_user_id,
             "started_at": summary.started_at,
             "answered_at": summary.answered_at,
             "ended_at": summary.ended_at,
@@ -484,7 +490,7 @@ class SqlCalls:
                     company_id=row.company_id,
                     match=MatchKind(row.match),
                     answered_by_user_id=row.answered_by_user_id,
-                    made_by_user_id=row.made_by_user_id,
+                    placed_by_user_id=row.made_by_user_id,
                     user_ids=frozenset(users.get(int(row.id), ())),
                     manual=bool(row.manual_link),
                     number=row.external_number,

@@ -153,7 +153,7 @@ def _recent(c: CallView) -> RecentCall:
         direction=c.direction.value if c.direction else "",
         disposition=c.disposition.value if c.disposition else "in progress",
         talk_seconds=c.talk_seconds,
-        user=c.answered_by_user or c.made_by_user or c.answered_by_extension,
+        user=c.answered_by_user or c.placed_by_user or c.answered_by_extension or c.placed_by_extension,
     )
 
 

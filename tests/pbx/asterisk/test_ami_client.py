@@ -249,8 +249,9 @@ async def test_link_is_a_pbx_link_and_logs_calls(sim: AmiSimulator) -> None:
             (Disposition.ANSWERED, "1002"),
             (Disposition.BUSY, ""),
             (Disposition.ABANDONED, ""),
-            (Disposition.ANSWERED, "1003"),
+            (Disposition.ANSWERED, ""),  # the outside party answered 1003's call
         ]
+        assert [e.placed_by for e in started] == ["", "", "", "1003"]  # type: ignore[attr-defined]
         assert link.status().extra["live_calls"] == "0"
 
 

@@ -137,8 +137,9 @@ async def test_added_pbx_connects_and_scripted_calls_land_in_the_call_log(
         sim.place_call("outbound_answered", extension="1004", number="+442071838750", ring=1.0, talk=1.0),
         sim.place_call("blind_transfer", caller="+14155550105", extension="1005", target="1006", talk=1.0),
         sim.place_call("queue_abandoned", caller="+14155550106", members="1007,1008", ring=2.0),
+        sim.place_call("redirected", caller="+14155550107", extension="1009", target="1010", talk=1.0),
     )
-    answered, missed, busy, outbound, transfer, abandoned = ids
+    answered, missed, busy, outbound, transfer, abandoned, redirected = ids
 
     async def all_ended() -> dict[str, dict[str, Any]] | None:
         calls = await calls_by_id(client, auth)
@@ -146,7 +147,7 @@ async def test_added_pbx_connects_and_scripted_calls_land_in_the_call_log(
         return calls if done else None
 
     calls = await eventually(all_ended)
-    assert len(calls) == 6  # one row per conversation: the transfer and the queue legs are merged
+    assert len(calls) == 7  # one row per conversation: the transfer and the queue legs are merged
 
     def row(call_id: str) -> tuple[Any, ...]:
         c = calls[call_id]
@@ -162,9 +163,12 @@ async def test_added_pbx_connects_and_scripted_calls_land_in_the_call_log(
     assert row(answered) == ("inbound", "+14155550101", "5551000", "answered", "1001", None)
     assert row(missed) == ("inbound", "+14155550102", "5551000", "missed", None, None)
     assert row(busy) == ("inbound", "+14155550103", "5551000", "busy", None, None)
-    assert row(outbound) == ("outbound", "1004", "+442071838750", "answered", "1004", None)
+    assert row(outbound) == ("outbound", "1004", "+442071838750", "answered", None, None)
+    assert calls[outbound]["placed_by_extension"] == "1004"
     assert row(transfer) == ("inbound", "+14155550105", "5551000", "answered", "1005", "1006")
     assert row(abandoned) == ("inbound", "+14155550106", "5551000", "abandoned", None, None)
+    # An AMI Redirect (no transfer event from Asterisk) is a transfer like the others.
+    assert row(redirected) == ("inbound", "+14155550107", "5551000", "answered", "1009", "1010")
 
     def near(call_id: str, ring: int, talk: int) -> bool:
         """Ring and talk seconds within 1 s (the simulator's pauses are real sleeps)."""
@@ -177,6 +181,7 @@ async def test_added_pbx_connects_and_scripted_calls_land_in_the_call_log(
     assert near(outbound, 1, 1), calls[outbound]
     assert near(transfer, 0, 2), calls[transfer]  # talk goes on through the transfer
     assert near(abandoned, 2, 0), calls[abandoned]
+    assert near(redirected, 0, 2), calls[redirected]  # talk counts both parts
     assert calls[answered]["hangup_side"] == "callee"
     assert calls[missed]["hangup_side"] == "caller"
     assert all(c["pbx"] == "office" for c in calls.values())

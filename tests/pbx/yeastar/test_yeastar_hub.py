@@ -213,7 +213,8 @@ async def test_outbound_call_dial_scenario(webhooks: Setup) -> None:
     assert (call["from_number"], call["to_number"]) == ("1005", CUSTOMER)
     assert call["external_number"] == CUSTOMER
     assert call["disposition"] == "answered"
-    assert call["answered_by_extension"] == "1005"
+    assert call["answered_by_extension"] is None  # the customer answered
+    assert call["placed_by_extension"] == "1005"
 
 
 async def test_click_to_call_through_the_hub(webhooks: Setup) -> None:
@@ -223,7 +224,8 @@ async def test_click_to_call_through_the_hub(webhooks: Setup) -> None:
     call = await webhooks.call(call_id)
     assert call["direction"] == "outbound"
     assert (call["from_number"], call["to_number"]) == ("1005", CUSTOMER)
-    assert call["disposition"] == "answered" and call["answered_by_extension"] == "1005"
+    assert call["disposition"] == "answered" and call["answered_by_extension"] is None
+    assert call["placed_by_extension"] == "1005"
     assert any(r.path == "call/dial" for r in webhooks.sim.requests)
 
 
@@ -621,3 +623,57 @@ async def test_a_burst_of_webhooks_is_acknowledged_first_and_ingested_after(
             await consumer
         await store.close()
         await link.client.aclose()
+
+
+async def test_a_call_whose_webhooks_arrive_in_one_burst_keeps_the_pbx_times(webhooks: Setup) -> None:
+    """The PBX was cut off from the hub during the call and delivers it all at once, minutes
+    later: the call log shows the start, ring and talk time of the CDR, not of the burst."""
+    from datetime import UTC, timedelta
+
+    start = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
+    call_id = f"{int(start.timestamp())}.777"
+    trunk, ext = "PJSIP/trunk-stc-endpoint-00000091", "PJSIP/2002-00000092"
+
+    def members(trunk_status: str, ext_status: str) -> list[dict[str, Any]]:
+        return [
+            {"inbound": {"from": CALLER, "to": "6402", "trunk_name": "stc", "channel_id": trunk,
+                         "member_status": trunk_status, "call_path": ""}},
+            {"extension": {"number": "2002", "channel_id": ext, "member_status": ext_status,
+                           "call_path": ""}},
+        ]  # fmt: skip
+
+    cdr = {
+        "call_id": call_id,
+        "time_start": start.strftime("%Y-%m-%d %H:%M:%S"),  # the PBX's local time: UTC here
+        "call_from": CALLER,
+        "call_to": "2002",
+        "call_duration": 75,
+        "talk_duration": 63,
+        "src_trunk_name": "stc",
+        "dst_trunk_name": " ",
+        "pin_code": " ",
+        "status": "ANSWERED",
+        "type": "Inbound",
+        "recording": "",
+        "did_number": "6402",
+        "agent_ring_time": 12,
+    }
+    bodies = [
+        (30011, {"call_id": call_id, "members": members("ALERT", "RING")}),
+        (30011, {"call_id": call_id, "members": members("ANSWERED", "ANSWER")}),
+        (30011, {"call_id": call_id, "members": members("BYE", "ANSWER")}),
+        (30011, {"call_id": call_id, "members": members("BYE", "BYE")}),
+        (30012, cdr),
+    ]
+    envelopes = [
+        json.dumps({"type": t, "sn": webhooks.sim.config.sn, "msg": json.dumps(m)}).encode()
+        for t, m in bodies
+    ]
+    answers = await asyncio.gather(*(webhooks.post_signed(body) for body in envelopes))
+    assert [a.status_code for a in answers] == [200] * len(envelopes)
+    call = await webhooks.call(call_id)
+    assert call["disposition"] == "answered" and call["answered_by_extension"] == "2002"
+    assert datetime.fromisoformat(call["started_at"]) == start
+    assert datetime.fromisoformat(call["answered_at"]) == start + timedelta(seconds=12)
+    assert datetime.fromisoformat(call["ended_at"]) == start + timedelta(seconds=75)
+    assert (call["ring_seconds"], call["talk_seconds"]) == (12, 63)

@@ -117,7 +117,8 @@ CASES: list[tuple[str, dict[str, Any], Truth]] = [
     (
         "outbound",
         {},
-        Truth(Direction.OUTBOUND, "1005", "+14155550199", Disposition.ANSWERED, "1005", HangupSide.CALLEE),
+        # The customer answered: nobody of ours is "answered by"; 1005 placed the call.
+        Truth(Direction.OUTBOUND, "1005", "+14155550199", Disposition.ANSWERED, "", HangupSide.CALLEE),
     ),
     (
         "outbound",
@@ -160,6 +161,8 @@ async def test_scripted_call_outcomes(name: str, kwargs: dict[str, Any], truth: 
     )
     assert end.disposition is truth.disposition
     assert end.answered_by == truth.answered_by
+    placer = start.from_number if truth.direction is not Direction.INBOUND else ""
+    assert start.placed_by == placer
     if truth.hangup_side is not None:
         assert end.hangup_side is truth.hangup_side
     assert events[0] is start and events.index(end) > 0
@@ -306,3 +309,24 @@ async def test_a_cdr_after_the_call_was_closed_still_brings_its_recording_once()
         replay([{**e, "msg": e["msg"].replace(missed_id, f"{missed_id}{n}")} for e in missed], mapper=mapper)
     assert len(mapper._ended) == 3
     assert all(isinstance(seen, bool) for seen in mapper._ended.values())
+
+
+def test_cdr_times_are_read_in_the_pbx_time_zone() -> None:
+    from callbridge.pbx.yeastar.payloads import CallReport, CdrReport, Member, MemberKind, MemberStatus
+
+    now = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
+    mapper = YeastarMapper("pbx1", MapperSettings(pbx_timezone="Europe/Berlin"), clock=lambda: now)
+    ext = Member(MemberKind.EXTENSION, "PJSIP/2005-1", MemberStatus.ALERT, number="2005")
+    callee = Member(MemberKind.EXTENSION, "PJSIP/2002-2", MemberStatus.RING, number="2002")
+    mapper.feed(CallReport(30011, "9.1", (ext, callee)), now)
+    bye = (
+        Member(MemberKind.EXTENSION, "PJSIP/2005-1", MemberStatus.BYE, number="2005"),
+        Member(MemberKind.EXTENSION, "PJSIP/2002-2", MemberStatus.BYE, number="2002"),
+    )
+    mapper.feed(CallReport(30011, "9.1", bye), now)
+    cdr = CdrReport("9.1", "2025-07-01 13:40:00", "2005", "2002", 30, 0, "NO ANSWER", "internal")
+    (end,) = [e for e in mapper.feed(cdr, now) if isinstance(e, CallEnded)]
+    # 13:40 in Berlin (summer time) is 11:40 UTC; unanswered: no answer time.
+    assert end.started_at == datetime(2025, 7, 1, 11, 40, tzinfo=UTC)
+    assert end.at == datetime(2025, 7, 1, 11, 40, 30, tzinfo=UTC)
+    assert end.answered_at is None and end.disposition is Disposition.MISSED

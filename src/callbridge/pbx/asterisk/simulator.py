@@ -400,7 +400,7 @@ class AmiSimulator:
         s.respond(aid, "Success", "Redirect successful")
         call = self.calls.get(ch.linkedid)
         if call is not None:
-            self._spawn(self._redirect(call, ch, msg.get("Exten")))
+            self._spawn(self._redirect(call, ch, msg.get("Exten"), msg.get("Context")))
 
     async def _action_originate(self, s: _Session, msg: Message, aid: str) -> None:
         channel = msg.get("Channel")
@@ -639,7 +639,9 @@ class AmiSimulator:
         members: str = "1001,1002",
     ) -> str:
         """Run a whole call. Scenarios: inbound_answered, inbound_missed, inbound_busy,
-        outbound_answered, internal_answered, queue_abandoned, blind_transfer.
+        outbound_answered, internal_answered, queue_abandoned, blind_transfer (the phone sends
+        a SIP REFER: Asterisk reports ``BlindTransfer``), redirected (a CRM or a receptionist's
+        console moves the caller with the AMI ``Redirect`` action: no transfer event).
         Returns the call's linkedid."""
         party: dict[str, Any] = {
             "caller": caller,
@@ -673,7 +675,16 @@ class AmiSimulator:
                     ("Extension", target),
                 ],
             )
+            # The phone hangs up once its REFER is accepted; the caller is moved on.
+            self.emit("HangupRequest", [*phone.snapshot(), ("Cause", "16")])
             await self._redirect(call, trunk, target)
+            await self._pause(talk)
+            await call.hangup("caller")
+            return call.linkedid
+        if scenario == "redirected":
+            call = await self.start_call("inbound", ring=ring, **party)
+            await self._pause(talk)
+            await self._redirect(call, call.channels[0], target)
             await self._pause(talk)
             await call.hangup("caller")
             return call.linkedid
@@ -796,15 +807,30 @@ class AmiSimulator:
             self._hangup(ch, "16", "Normal Clearing")
         self._linkedid_end(call.channels[0])
 
-    async def _redirect(self, call: SimCall, moved: SimChannel, exten: str) -> None:
-        """Blind transfer via Redirect: ``moved`` leaves the bridge, its peer hangs up, and the
-        dialplan dials ``exten``, which answers."""
+    async def _redirect(
+        self, call: SimCall, moved: SimChannel, exten: str, context: str = "internal"
+    ) -> None:
+        """``moved`` is sent to ``context,exten,1`` (AMI ``Redirect``, or a blind transfer's
+        after-bridge goto), as Asterisk 13.2+ does it (testsuite ``manager/redirect/single/
+        bridge``): the async goto pulls ``moved`` out of the bridge first; the two-party basic
+        bridge then dissolves and the channel it was bridged with, which has no dialplan of its
+        own, is hung up (no HangupRequest: nobody asked); ``moved`` runs the dialplan at its new
+        place, which dials ``exten`` (a new channel of the same linkedid) and bridges anew."""
         peers = [c for c in call.channels if c is not moved and c.uniqueid in self.channels]
         self._unbridge([moved, *peers])
         for peer in peers:
-            self.emit("SoftHangupRequest", [*peer.snapshot(), ("Cause", "16")])
             self._hangup(peer, "16", "Normal Clearing")
-        moved.context, moved.exten = "internal", exten
+        moved.context, moved.exten = context, exten
+        self.emit(
+            "Newexten",
+            [
+                *moved.snapshot(),
+                ("Extension", exten),
+                ("Application", "Dial"),
+                ("AppData", f"PJSIP/{exten},20"),
+            ],
+            privilege="dialplan",
+        )
         target = self._new_channel(f"PJSIP/{exten}", moved.linkedid, exten, f"Ext {exten}", "internal", "s")
         call.channels = [moved, target]
         self._dial_begin(moved, target, exten)

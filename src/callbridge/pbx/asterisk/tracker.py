@@ -12,6 +12,13 @@ stream itself: Uniqueid epochs, CEL ``EventTime`` and Cdr times. Because Hangup 
 precede the CEL records that date them, a call is closed on CEL ``LINKEDID_END`` whenever the
 stream carries CEL, and right after its last Hangup otherwise.
 
+Transfers: ``BlindTransfer`` / ``AttendedTransfer`` events, and calls moved by an AMI
+``Redirect`` (a receptionist's console, a CRM's transfer button), for which Asterisk sends no
+transfer event: the redirected channel leaves its bridge while the extension it talked to is
+still there (that extension is then hung up as the bridge dissolves), runs the dialplan again,
+dials, and enters a new bridge with another extension. That is recorded as a blind transfer
+from the first extension to the second, dated when the channel left.
+
 The tracker is synchronous and does no I/O: ``feed`` returns the events to publish.
 """
 
@@ -116,6 +123,11 @@ class Channel:
     hungup: bool = False
     bridge: str = ""
     call: Call | None = None
+    leaving: bool = False  # its hangup was requested (by its own side or by Asterisk)
+    # Left a bridge while up and while the extension it talked to stayed: (that extension, when).
+    moved_from: tuple[str, datetime] | None = None
+    redialed: bool = False  # dialled again since (it went back to the dialplan)
+    explained: bool = False  # a transfer event covers its next move
 
     @property
     def is_phone(self) -> bool:
@@ -610,6 +622,9 @@ class CallTracker:
             call.from_name = _name(first.caller_name)
             target = call.dialed_number or first.exten
             call.to_number = self._number(target) if target not in ("", "s") else ""
+        placed_by = ""
+        if direction is not Direction.INBOUND and (call.hint is not None or not first.is_trunk):
+            placed_by = call.from_number if call.from_number.isdigit() else ""
         out.append(
             CallStarted(
                 pbx=self.config.pbx,
@@ -619,15 +634,18 @@ class CallTracker:
                 from_number=call.from_number,
                 to_number=call.to_number,
                 from_name=call.from_name,
+                placed_by=placed_by,
             )
         )
 
     def _mark_answered(self, call: Call, who: str, at: datetime, out: list[Event]) -> None:
         if call.answered_at is not None:
             return
+        self._ensure_started(call, out)
+        if call.direction is Direction.OUTBOUND:
+            who = ""  # the outside party answered; the extension that placed it is placed_by
         call.answered_at = at
         call.answered_by = who
-        self._ensure_started(call, out)
         out.append(CallAnswered(pbx=self.config.pbx, at=at, call_id=call.call_id, extension=who))
 
     def _human_other_than_caller(self, call: Call, members: list[Channel]) -> str:
@@ -745,6 +763,8 @@ class CallTracker:
             # Originate: the first leg rings the user's own phone; nothing to announce yet.
             call.originated = True
             return
+        if caller.moved_from is not None:
+            caller.redialed = True
         if dest.is_trunk:
             call.dialed_trunk = True
             if not call.dialed_number:
@@ -803,11 +823,39 @@ class CallTracker:
             who = self._human_other_than_caller(call, members)
             if who or any(c.is_trunk for c in members):
                 self._mark_answered(call, who, at, out)
+        self._moved(call, members, out)
 
     def _on_bridge_leave(self, msg: Message, at: datetime, out: list[Event]) -> None:
         ch = self._channel(msg, at, out, create=False)
-        if ch is not None:
-            self._leave_bridge(ch)
+        if ch is None:
+            return
+        holding = msg.get("BridgeType") == "holding" or msg.get("BridgeTechnology") == "holding_bridge"
+        if not (holding or ch.leaving or ch.hungup or ch.explained) and ch.bridge:
+            # Leaving first, alive, while the extension it talked to stays: a Redirect (or the
+            # start of a blind transfer, whose event then explains it).
+            stays = [
+                c
+                for u in self._bridges.get(ch.bridge, ())
+                if u != ch.uniqueid
+                and (c := self._channels.get(u)) is not None
+                and c.is_phone
+                and not (c.hungup or c.leaving)
+            ]
+            if stays:
+                ch.moved_from = (self._extension(stays[0]), at)
+                ch.redialed = False
+        self._leave_bridge(ch)
+
+    def _moved(self, call: Call, members: list[Channel], out: list[Event]) -> None:
+        """A channel moved by a Redirect has entered a bridge with someone: a transfer."""
+        for ch in members:
+            moved = ch.moved_from
+            if moved is not None and ch.redialed and not ch.explained:
+                target = next((c for c in members if c is not ch and (c.is_phone or c.is_local)), None)
+                to = self._extension(target) if target is not None else ""
+                if to and to != moved[0]:
+                    self._transferred(call, TransferKind.BLIND, moved[0], to, moved[1], out)
+            ch.moved_from, ch.redialed, ch.explained = None, False, False
 
     def _leave_bridge(self, ch: Channel) -> None:
         if ch.bridge:
@@ -823,6 +871,7 @@ class CallTracker:
         if ch is None or ch.call is None or ch.is_local:
             return
         call = ch.call
+        ch.leaving = True
         if call.hangup_side is None:
             call.hangup_side = HangupSide.CALLER if ch is call.first else HangupSide.CALLEE
 
@@ -830,6 +879,7 @@ class CallTracker:
         # Asterisk ended a leg itself (dial timeout, hangup action); counts only if no party did.
         ch = self._channel(msg, at, out, create=False)
         if ch is not None and ch.call is not None:
+            ch.leaving = True
             ch.call.system_hangup = True
 
     def _on_hangup(self, msg: Message, at: datetime, out: list[Event]) -> None:
@@ -930,6 +980,7 @@ class CallTracker:
         if ch is None or ch.call is None:
             return
         to = self._number(msg.get("Extension"))
+        self._explained(ch.call)
         self._transferred(ch.call, TransferKind.BLIND, self._extension(ch), to, at, out)
 
     def _on_attended_transfer(self, msg: Message, at: datetime, out: list[Event]) -> None:
@@ -943,7 +994,13 @@ class CallTracker:
             to = self._extension(target) if not target.is_trunk else self._number(target.caller_num)
         else:
             to = self._number(msg.get("SecondTransfererConnectedLineNum"))
+        self._explained(ch.call)
         self._transferred(ch.call, TransferKind.ATTENDED, self._extension(ch), to, at, out)
+
+    def _explained(self, call: Call) -> None:
+        """A transfer event came: the bridge moves it makes are that transfer, not a Redirect."""
+        for c in call.channels.values():
+            c.moved_from, c.redialed, c.explained = None, False, True
 
     def _transferred(
         self, call: Call, kind: TransferKind, from_ext: str, to: str, at: datetime, out: list[Event]

@@ -79,6 +79,7 @@ class YeastarConfig:
     webhook_secret: str = field(default="", repr=False)
     events: Literal["webhook", "websocket"] = "webhook"
     default_region: str = "US"
+    timezone: str = "UTC"  # the PBX's: CDR start times are its local time
     user_agent: str = DEFAULT_USER_AGENT
     timeout: float = 10.0
     topics: tuple[int, ...] = DEFAULT_TOPICS
@@ -112,7 +113,9 @@ class YeastarLink:
             user_agent=config.user_agent,
             timeout=config.timeout,
         )
-        settings = mapper_settings or MapperSettings(default_region=config.default_region)
+        settings = mapper_settings or MapperSettings(
+            default_region=config.default_region, pbx_timezone=config.timezone
+        )
         self.mapper = YeastarMapper(config.name, settings)
         self._dupes = DuplicateFilter()
         # With an inbox, webhooks are acknowledged once stored and processed by run().

@@ -17,8 +17,13 @@ Rules worth knowing (reference §1.6):
   from what :meth:`YeastarMapper.note_originated` was told). A call that dies before the agent
   picks up is ``FAILED`` on the caller side: the customer was never rung, and the CDR's
   ``NO ANSWER`` must not be recorded as the customer's outcome.
-- ``answered_by`` is the first extension that answered (for outbound calls: the agent whose
-  call the far end answered). Later transfers show as ``CallTransferred``/``CallAnswered``.
+- ``answered_by`` is the first extension that answered. An outbound call is answered by the
+  far end: its answer is a ``CallAnswered`` without an extension, and the agent who placed it
+  is ``CallStarted.placed_by``. Later transfers show as ``CallTransferred``/``CallAnswered``.
+- Times: the CDR is the PBX's own record. ``CallEnded`` carries its start (``time_start``, PBX
+  local time), answer (end − ``talk_duration``) and end (start + ``call_duration``), so a call
+  whose 30011s arrive late or all at once (webhook retries after an outage, a WebSocket
+  reconnect, a backlog draining) still shows the ring and talk time the PBX measured.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TypedDict
+from zoneinfo import ZoneInfo
 
 from callbridge.domain.events import (
     CallAnswered,
@@ -153,6 +159,7 @@ class MapperSettings:
     bye_wait: timedelta = timedelta(seconds=10)
     stale_after: timedelta = timedelta(hours=6)
     remember_ended: int = 20_000
+    pbx_timezone: str = "UTC"  # CDR ``time_start`` is the PBX's local time
 
 
 class YeastarMapper:
@@ -167,6 +174,7 @@ class YeastarMapper:
         self.pbx = pbx
         self.settings = settings or MapperSettings()
         self._clock = clock
+        self._tz: tzinfo = ZoneInfo(self.settings.pbx_timezone)
         self._calls: dict[str, _Call] = {}
         # Ended calls, newest last: call id → whether its CDR was seen. Only that, not the call:
         # a busy PBX's last 20,000 calls kept whole would be hundreds of thousands of objects
@@ -385,8 +393,8 @@ class YeastarMapper:
                 for leg in call.ext_legs()
                 if leg.member.number == roles.originator and MemberStatus.ANSWERED in leg.seen
             ]
-            if seqs and roles.originator:
-                ranked.append((min(seqs), roles.originator))
+            if seqs:
+                ranked.append((min(seqs), ""))  # the far end answered, not one of ours
         for leg in call.ext_legs():
             if leg.member.number == roles.originator or MemberStatus.ANSWER not in leg.seen:
                 continue
@@ -461,6 +469,7 @@ class YeastarMapper:
                 direction=roles.direction,
                 from_number=roles.from_number,
                 to_number=roles.to_number,
+                placed_by=roles.originator if roles.direction is not Direction.INBOUND else "",
             ),
             out,
         )
@@ -516,12 +525,22 @@ class YeastarMapper:
             side = self._hangup_side(call, roles, bool(answerers))
             if call.failure is not None and side is HangupSide.UNKNOWN:
                 side = HangupSide.SYSTEM
-        self._emit(
-            call,
-            "ended",
-            CallEnded(**base, disposition=disposition, hangup_side=side, answered_by=answered_by),
-            out,
-        )
+        measured = self._cdr_times(call.cdr, disposition)
+        if measured is not None:
+            started, answered, ended = measured
+            ending = CallEnded(
+                pbx=self.pbx,
+                at=ended,
+                call_id=call.call_id,
+                disposition=disposition,
+                hangup_side=side,
+                answered_by=answered_by,
+                started_at=started,
+                answered_at=answered,
+            )
+        else:
+            ending = CallEnded(**base, disposition=disposition, hangup_side=side, answered_by=answered_by)
+        self._emit(call, "ended", ending, out)
         call.ended = True
         self._calls.pop(call.call_id, None)
         self._ended[call.call_id] = call.cdr is not None
@@ -530,9 +549,29 @@ class YeastarMapper:
         out.extend(self._recording(call, now))
         return out
 
+    def _cdr_times(
+        self, cdr: CdrReport | None, disposition: Disposition
+    ) -> tuple[datetime, datetime | None, datetime] | None:
+        """(start, answer, end) as the PBX measured them, from its CDR; None without one."""
+        if cdr is None or not cdr.time_start:
+            return None
+        try:
+            local = datetime.strptime(cdr.time_start[:19], "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            log.warning(
+                "yeastar %s: call %s: CDR time_start %r unreadable", self.pbx, cdr.call_id, cdr.time_start
+            )
+            return None
+        started = local.replace(tzinfo=self._tz).astimezone(UTC)
+        total = max(0, cdr.call_duration)
+        ended = started + timedelta(seconds=total)
+        talk = min(max(0, cdr.talk_duration), total)
+        answered = ended - timedelta(seconds=talk) if disposition is Disposition.ANSWERED else None
+        return started, answered, ended
+
     def _cdr_answerer(self, call: _Call, roles: _Roles) -> str:
         if roles.direction is Direction.OUTBOUND:
-            return roles.originator
+            return ""  # the far end answered
         cdr = call.cdr
         if cdr is not None and self._is_extension(cdr.call_to):
             return cdr.call_to

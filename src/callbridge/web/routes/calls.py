@@ -47,6 +47,8 @@ class CallOut(BaseModel):
     hangup_side: str
     answered_by_extension: str | None
     answered_by_user: str | None
+    placed_by_extension: str | None
+    placed_by_user: str | None
     started_at: datetime
     answered_at: datetime | None
     ended_at: datetime | None
@@ -73,6 +75,8 @@ class CallOut(BaseModel):
             hangup_side=c.hangup_side.value,
             answered_by_extension=c.answered_by_extension or None,
             answered_by_user=c.answered_by_user or None,
+            placed_by_extension=c.placed_by_extension or None,
+            placed_by_user=c.placed_by_user or None,
             started_at=c.started_at,
             answered_at=c.answered_at,
             ended_at=c.ended_at,
@@ -279,6 +283,8 @@ CSV_COLUMNS = [
     "disposition",
     "answered_by_extension",
     "answered_by_user",
+    "placed_by_extension",
+    "placed_by_user",
     "started_at",
     "answered_at",
     "ended_at",
@@ -305,6 +311,8 @@ def _csv_row(c: CallView) -> list[str]:
         c.disposition.value if c.disposition else "",
         c.answered_by_extension,
         c.answered_by_user,
+        c.placed_by_extension,
+        c.placed_by_user,
         iso(c.started_at),
         iso(c.answered_at),
         iso(c.ended_at),

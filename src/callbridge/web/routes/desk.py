@@ -183,6 +183,7 @@ async def list_live_calls(user: ManagerUser, repos: RepoDep) -> list[dict[str, A
             "started_at": c.started_at.isoformat(),
             "answered_at": c.answered_at.isoformat() if c.answered_at else None,
             "answered_by_extension": c.answered_by_extension or None,
+            "placed_by_extension": c.placed_by_extension or None,
         }
         for c in await _live_calls(repos, user)
     ]

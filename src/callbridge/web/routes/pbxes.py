@@ -78,6 +78,7 @@ class PbxCreate(Strict):
     client_secret: str = Field("", max_length=500)
     webhook_secret: str = Field("", max_length=500)
     events: Literal["webhook", "websocket"] = "webhook"
+    timezone: str = Field("UTC", max_length=64)
 
     def settings(self) -> AsteriskSettings | YeastarSettings:
         if self.kind is PbxKind.ASTERISK:
@@ -96,6 +97,7 @@ class PbxCreate(Strict):
             client_secret=self.client_secret,
             webhook_secret=self.webhook_secret,
             events=self.events,
+            timezone=self.timezone,
         )
 
 
