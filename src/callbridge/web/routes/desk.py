@@ -18,6 +18,7 @@ from callbridge.store.desk import SqlDesk
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, ManagerUser, RepoDep
 from callbridge.web.pages import render
+from callbridge.web.schemas import Id
 
 router = APIRouter()
 
@@ -97,7 +98,7 @@ async def _hangup_allowed(hub: Hub, repos: Repos, user: User, call: CallView) ->
     status_code=204,
     tags=["calls"],
 )
-async def hangup_call(call_id: int, user: CurrentUser, hub: HubDep, repos: RepoDep) -> Response:
+async def hangup_call(call_id: Id, user: CurrentUser, hub: HubDep, repos: RepoDep) -> Response:
     call = await repos.calls.find(call_id)
     if call is None:
         raise NotFound(f"no call with id {call_id}")
@@ -121,7 +122,7 @@ async def list_notifications(user: CurrentUser, repos: RepoDep, unread: bool = F
 @router.post(
     "/api/v1/notifications/{notification_id:int}/read", operation_id="read_notification", tags=["desk"]
 )
-async def read_notification(notification_id: int, user: CurrentUser, repos: RepoDep) -> dict[str, int]:
+async def read_notification(notification_id: Id, user: CurrentUser, repos: RepoDep) -> dict[str, int]:
     if not await SqlDesk(repos.session).mark_read(user.id, notification_id):
         found = [
             n
