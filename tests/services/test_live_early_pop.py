@@ -50,6 +50,9 @@ class Reads:
     async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]:
         return []
 
+    async def call_ended(self, pbx: str, call_id: str) -> bool:
+        return False
+
 
 def ring(call_id: str, extension: str, caller: str = "+14155550100") -> list[Any]:
     return [

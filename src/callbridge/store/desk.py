@@ -161,6 +161,10 @@ class DeskRepo:
         stored = await self.repos.users.get(user_id)
         return stored.user.label if stored is not None else ""
 
+    async def call_ended(self, pbx: str, call_id: str) -> bool:
+        stmt = select(calls.c.disposition).where(calls.c.pbx == pbx, calls.c.pbx_call_id == call_id)
+        return (await self.repos.session.execute(stmt)).scalar() is not None
+
     async def recent_calls(self, contact_id: int, limit: int) -> list[RecentCall]:
         found, _ = await self.repos.calls.search(CallFilter(contact_id=contact_id), limit=limit)
         return [
