@@ -91,6 +91,10 @@ class _EarlyDeskStore:
         async with self._db.unit() as repos:
             return await DeskRepo(repos).recent_calls(contact_id, limit, viewers)
 
+    async def call_ended(self, pbx: str, call_id: str) -> bool:
+        async with self._db.unit() as repos:
+            return await DeskRepo(repos).call_ended(pbx, call_id)
+
 
 @dataclass
 class Hub:

@@ -42,7 +42,7 @@ class FakeCalls:
         return True
 
     async def events(self, call_row: int) -> list[CallEvent]:
-        return list(self.events_by_row[call_row].values())
+        return list(self.events_by_row.get(call_row, {}).values())
 
     async def record(self, call_row: int, pbx: str, call_id: str) -> CallRecord:
         return CallRecord.fold(pbx, call_id, await self.events(call_row))

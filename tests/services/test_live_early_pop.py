@@ -52,6 +52,9 @@ class Reads:
     ) -> Mapping[int, list[RecentCall]]:
         return {user_id: [] for user_id in viewers}
 
+    async def call_ended(self, pbx: str, call_id: str) -> bool:
+        return False
+
 
 def ring(call_id: str, extension: str, caller: str = "+14155550100") -> list[Any]:
     return [

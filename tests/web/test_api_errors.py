@@ -154,3 +154,48 @@ async def test_a_broken_database_connection_is_503_then_recovers(
     await kill_connections()
     await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
     assert (await client.get("/api/v1/users", headers=auth)).status_code == 200
+
+
+TOO_BIG = str(2**63)  # one past the largest id a 64-bit row id can hold
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", f"/api/v1/calls/{TOO_BIG}", None),
+        ("PUT", f"/api/v1/calls/{TOO_BIG}/contact", {"contact_id": None}),
+        ("PUT", "/api/v1/calls/1/contact", {"contact_id": 2**63}),
+        ("POST", f"/api/v1/calls/{TOO_BIG}/hangup", None),
+        ("GET", f"/api/v1/contacts/{TOO_BIG}", None),
+        ("PATCH", f"/api/v1/contacts/{TOO_BIG}", {"name": "x"}),
+        ("DELETE", f"/api/v1/contacts/{TOO_BIG}", None),
+        ("GET", f"/api/v1/contacts/{TOO_BIG}/calls", None),
+        ("POST", "/api/v1/contacts", {"name": "x", "company_id": 2**63}),
+        ("POST", "/api/v1/contacts", {"name": "x", "company_id": 2**70}),
+        ("POST", f"/api/v1/notifications/{TOO_BIG}/read", None),
+        ("DELETE", f"/api/v1/tokens/{TOO_BIG}", None),
+        ("GET", f"/api/v1/calls?contact_id={TOO_BIG}", None),
+        ("GET", f"/api/v1/calls?company_id={TOO_BIG}", None),
+        ("GET", f"/api/v1/agent-events?before={TOO_BIG}", None),
+        ("GET", f"/calls/{TOO_BIG}", None),
+        ("GET", f"/contacts/{TOO_BIG}", None),
+    ],
+)
+async def test_ids_past_64_bits_are_4xx_not_500(
+    hub: Hub, client: httpx.AsyncClient, method: str, path: str, body: object
+) -> None:
+    answer = await client.request(method, path, json=body, headers=await _admin_auth(hub))
+    assert answer.status_code in (400, 404, 422), (answer.status_code, answer.text)
+    error = answer.json()["error"]
+    assert error["message"] and error["code"] != "internal_error"
+
+
+async def test_renaming_a_tag_to_two_tags_is_400_with_words(hub: Hub, client: httpx.AsyncClient) -> None:
+    auth = await _admin_auth(hub)
+    made = await client.post("/api/v1/contacts", json={"name": "Tagged", "tags": ["x"]}, headers=auth)
+    assert made.status_code == 201
+    answer = await client.post("/api/v1/tags/rename", json={"old": "x", "new": "a,b"}, headers=auth)
+    assert answer.status_code == 400
+    assert "one tag" in answer.json()["error"]["message"]
+    renamed = await client.post("/api/v1/tags/rename", json={"old": "x", "new": "y"}, headers=auth)
+    assert renamed.status_code == 200 and renamed.json() == {"tag": "y", "contacts": 1}

@@ -143,6 +143,16 @@ class CallRecord:
             raise InvalidEvent(f"no call-log rule for {event.kind}")
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    def takes(self, event: CallEvent) -> bool:
+        """Whether the call still takes ``event``. Once it has ended, an event stamped after its
+        end is refused: a call does not ring or start again after it ended, so such an event is a
+        replay or a resend that the PBX (or an agent, or an attacker with old signed bodies)
+        stamped anew, and it must neither reopen the call nor change its times. A recording
+        may still come; events stamped up to the end (arriving late, out of order) are taken."""
+        if self.end is None or isinstance(event, RecordingAvailable):
+            return True
+        return event.at <= self.end[1].at
+
     @classmethod
     def fold(cls, pbx: str, call_id: str, events: Iterable[Event]) -> CallRecord:
         record = cls.new(pbx, call_id)

@@ -73,3 +73,10 @@ class PbxRejected(PbxError):
 
 class PbxTimeout(PbxUnavailable):
     code = "pbx_timeout"
+
+
+class StoreUnavailable(CallbridgeError):
+    """The database could not store a change (it is full, read-only, gone, or refused the commit):
+    nothing of it was kept, and the caller may try again."""
+
+    code = "database_unavailable"

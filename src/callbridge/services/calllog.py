@@ -164,13 +164,22 @@ async def ingest(
     *,
     auto_create: ContactCreator | None = None,
 ) -> Ingested | None:
-    """Apply one event; ``None`` when it changed nothing (a duplicate, or not about a call).
+    """Apply one event; ``None`` when it changed nothing (a duplicate, an event stamped after
+    the call ended (see :meth:`CallRecord.takes`), or not about a call).
 
     With ``auto_create``, an inbound call from a number nobody has creates a contact for it
     (named after the caller id name, else the number), once per call."""
     if not isinstance(event, CallEvent):
         return None
     row = await calls.lock_or_create(event.pbx, event.call_id, event.at)
+    if not (await calls.record(row, event.pbx, event.call_id)).takes(event):
+        log.info(
+            "%s for call %s/%s dropped: stamped after the call ended (a replay or a resend)",
+            event.kind,
+            event.pbx,
+            event.call_id,
+        )
+        return None
     if not await calls.add_event(row, event):
         log.debug("duplicate event %s for call %s/%s", event.idempotency_key, event.pbx, event.call_id)
         return None
@@ -287,7 +296,22 @@ class BatchedCalls:
         self._events.update({row: list(found) for row, found in (await self._bulk.events_of(rows)).items()})
         for row in rows:
             self._events.setdefault(row, [])
-        pairs = [(self._rows[(e.pbx, e.call_id)], e) for e in events]
+        # What ingest will refuse (stamped after the call ended, see CallRecord.takes) is not
+        # stored either: a later fold of the stored events must not take it in.
+        records: dict[int, CallRecord] = {}
+        pairs: list[tuple[int, CallEvent]] = []
+        for e in events:
+            row = self._rows[(e.pbx, e.call_id)]
+            record = records.get(row)
+            if record is None:
+                stored = self._events[row]
+                record = CallRecord.fold(e.pbx, e.call_id, stored)
+                self._records[row] = (len(stored), record)
+            if record.takes(e):
+                records[row] = record.apply(e)
+                pairs.append((row, e))
+            else:
+                records[row] = record
         self._added = await self._bulk.add_events(pairs)
 
     async def lock_or_create(self, pbx: str, pbx_call_id: str, at: datetime) -> int:

@@ -82,6 +82,10 @@ class DeskReads(Protocol):
         a card's "Last calls" never shows a user a call the call log would not."""
         ...
 
+    async def call_ended(self, pbx: str, call_id: str) -> bool:
+        """Whether the call log has this call, ended."""
+        ...
+
 
 class DeskStore(DeskReads, Protocol):
     """What the desk reads and writes, inside the ingest's unit of work."""
@@ -284,6 +288,10 @@ class Desk:
             if user_id is None:
                 return
             async with self._lookups() as (store, finder):
+                if await store.call_ended(event.pbx, event.call_id):
+                    # A replay or a resend of a call that is over: it does not ring again.
+                    log.info("no early pop for call %s/%s: it has ended", event.pbx, event.call_id)
+                    return
                 card = self._cards.get(key)
                 if card is None:
                     card = self._cards[key] = _Card(event.pbx, event.call_id)

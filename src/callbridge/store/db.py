@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from callbridge.domain.errors import StoreUnavailable
 from callbridge.store.repos import Repos
 from callbridge.store.secrets import SecretBox
+from callbridge.store.tables import now as utcnow
+from callbridge.store.tables import write_probe
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +111,25 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session that commits when the block ends cleanly and rolls back otherwise."""
+        """A session that commits when the block ends cleanly and rolls back otherwise.
+
+        A commit the database refuses (full, read-only, gone, a deferred constraint) raises
+        :class:`StoreUnavailable`: nothing of the block was kept, and whoever answers for it
+        must not say it was."""
         async with self.sessionmaker() as session:
             try:
                 yield session
-                await session.commit()
             except BaseException:
                 await session.rollback()
                 raise
+            try:
+                await session.commit()
+            except DBAPIError as exc:
+                log.error("the database refused a commit: %s", type(exc.orig).__name__)
+                await session.rollback()
+                raise StoreUnavailable(
+                    "the database could not store the change; nothing was saved, try again in a moment"
+                ) from exc
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[Repos]:
@@ -133,6 +151,24 @@ class Database:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:  # any driver error means "not ready"
             log.warning("database ping failed: %s", type(exc).__name__)
+            return False
+        return True
+
+    async def can_write(self) -> bool:
+        """Whether a write commits: this process's row of ``write_probe`` is written and
+        committed, which a read-only or full database refuses while ``SELECT 1`` still works."""
+        name = f"{socket.gethostname()}:{os.getpid()}"[:128]
+        try:
+            insert = sqlite_insert if self.is_sqlite else pg_insert
+            statement = insert(write_probe).values(name=name, at=utcnow())
+            async with self.session() as session:
+                await session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["name"], set_={"at": statement.excluded.at}
+                    )
+                )
+        except Exception as exc:  # any driver error means "not ready"
+            log.warning("database write probe failed: %s", type(exc).__name__)
             return False
         return True
 

@@ -173,6 +173,10 @@ class DeskRepo:
         stored = await self.repos.users.get(user_id)
         return stored.user.label if stored is not None else ""
 
+    async def call_ended(self, pbx: str, call_id: str) -> bool:
+        stmt = select(calls.c.disposition).where(calls.c.pbx == pbx, calls.c.pbx_call_id == call_id)
+        return (await self.repos.session.execute(stmt)).scalar() is not None
+
     async def recent_calls(
         self, contact_id: int, limit: int, viewers: Sequence[int]
     ) -> Mapping[int, list[RecentCall]]:

@@ -7,16 +7,23 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.pbx.yeastar.inbox import StoredWebhook
 from callbridge.store.db import Database
-from callbridge.store.tables import webhook_inbox
+from callbridge.store.tables import webhook_inbox, webhook_seen
 
 log = logging.getLogger(__name__)
+
+# How long the keys of processed webhooks are remembered: a PBX retries within minutes; a replay
+# older than this is still refused by the call log (an ended call takes no event stamped after
+# its end).
+SEEN_KEEP = timedelta(days=7)
+PRUNE_EVERY = 3600.0  # seconds between deletions of keys older than SEEN_KEEP
 
 
 class SqlInbox:
@@ -26,6 +33,7 @@ class SqlInbox:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._pruned = -PRUNE_EVERY
 
     async def add(self, pbx: str, items: Sequence[tuple[datetime, bytes]]) -> None:
         if not items:
@@ -62,13 +70,39 @@ class SqlInbox:
             result = await session.execute(query)
             return [(row.pbx, StoredWebhook(row.id, row.received_at, bytes(row.body))) for row in result]
 
-    async def done(self, pbx: str, ids: Sequence[int]) -> None:
-        if not ids:
+    async def done(self, pbx: str, ids: Sequence[int], seen: Sequence[str] = ()) -> None:
+        if not ids and not seen:
             return
+        now = datetime.now(UTC)
         async with self._db.session() as session:
-            await session.execute(
-                delete(webhook_inbox).where(webhook_inbox.c.pbx == pbx, webhook_inbox.c.id.in_(list(ids)))
+            if ids:
+                await session.execute(
+                    delete(webhook_inbox).where(webhook_inbox.c.pbx == pbx, webhook_inbox.c.id.in_(list(ids)))
+                )
+            fresh = sorted(set(seen) - await self._known(session, pbx, seen))
+            if fresh:
+                await session.execute(
+                    insert(webhook_seen), [{"pbx": pbx, "key": key, "seen_at": now} for key in fresh]
+                )
+            loop_time = asyncio.get_running_loop().time()
+            if loop_time - self._pruned >= PRUNE_EVERY:
+                self._pruned = loop_time
+                await session.execute(delete(webhook_seen).where(webhook_seen.c.seen_at < now - SEEN_KEEP))
+
+    async def seen(self, pbx: str, keys: Sequence[str]) -> set[str]:
+        async with self._db.session() as session:
+            return await self._known(session, pbx, keys)
+
+    @staticmethod
+    async def _known(session: AsyncSession, pbx: str, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        wanted = sorted(set(keys))
+        for start in range(0, len(wanted), 500):
+            query = select(webhook_seen.c.key).where(
+                webhook_seen.c.pbx == pbx, webhook_seen.c.key.in_(wanted[start : start + 500])
             )
+            found.update((await session.execute(query)).scalars())
+        return found
 
 
 _SCHEMA = (
@@ -77,6 +111,10 @@ _SCHEMA = (
     # No index on (pbx, id): the table holds only what is not processed yet, so a PBX's oldest
     # rows are found by walking the ids, and every insert writes one b-tree instead of two.
     "DROP INDEX IF EXISTS ix_webhook_inbox_pbx_id",
+    # The keys of processed webhooks (bodies and decoded events): replays and retries after a
+    # restart are known as such.
+    "CREATE TABLE IF NOT EXISTS webhook_seen ("
+    "pbx TEXT NOT NULL, key TEXT NOT NULL, seen_at TEXT NOT NULL, PRIMARY KEY (pbx, key)) WITHOUT ROWID",
 )
 
 
@@ -113,6 +151,7 @@ class SqliteInbox:
         self._checkpoint_conn: sqlite3.Connection | None = None  # used in that thread only
         self._checkpointed = 0.0
         self._closed = False
+        self._pruned = -PRUNE_EVERY
 
     @staticmethod
     def beside(database_file: str) -> Path:
@@ -165,14 +204,37 @@ class SqliteInbox:
         )
         return [StoredWebhook(id, datetime.fromisoformat(at), bytes(body)) for id, at, body in rows]
 
-    async def done(self, pbx: str, ids: Sequence[int]) -> None:
-        if not ids:
+    async def done(self, pbx: str, ids: Sequence[int], seen: Sequence[str] = ()) -> None:
+        if not ids and not seen:
             return
         conn = await self._db()
+        now = datetime.now(UTC)
         with conn:  # one transaction
             conn.execute("BEGIN")
             conn.executemany("DELETE FROM webhook_inbox WHERE pbx = ? AND id = ?", [(pbx, id) for id in ids])
+            conn.executemany(
+                "INSERT OR IGNORE INTO webhook_seen (pbx, key, seen_at) VALUES (?, ?, ?)",
+                [(pbx, key, now.isoformat()) for key in seen],
+            )
+            loop_time = asyncio.get_running_loop().time()
+            if loop_time - self._pruned >= PRUNE_EVERY:
+                self._pruned = loop_time
+                conn.execute("DELETE FROM webhook_seen WHERE seen_at < ?", ((now - SEEN_KEEP).isoformat(),))
         self._checkpoint_soon()
+
+    async def seen(self, pbx: str, keys: Sequence[str]) -> set[str]:
+        conn = await self._db()
+        found: set[str] = set()
+        wanted = sorted(set(keys))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT key FROM webhook_seen WHERE pbx = ? AND key IN ({marks})",  # noqa: S608 - only marks
+                (pbx, *chunk),
+            )
+            found.update(key for (key,) in rows)
+        return found
 
     def _checkpoint_soon(self) -> None:
         """Start a checkpoint in the worker thread unless one ran (or runs) within the last second."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callbridge.domain.errors import StoreUnavailable
 from callbridge.services.calllog import BatchStores
 from callbridge.store.agents import SqlAgentStore
 from callbridge.store.calls import SqlCalls
@@ -41,7 +43,15 @@ class Repos:
         return BatchStores(self.calls, self.extensions, self.directory)
 
     async def commit(self) -> None:
-        await self.session.commit()
+        """Commit now; a commit the database refuses raises ``StoreUnavailable`` (see
+        ``Database.session``)."""
+        try:
+            await self.session.commit()
+        except DBAPIError as exc:
+            await self.session.rollback()
+            raise StoreUnavailable(
+                "the database could not store the change; nothing was saved, try again in a moment"
+            ) from exc
 
     async def rollback(self) -> None:
         await self.session.rollback()

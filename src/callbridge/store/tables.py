@@ -142,3 +142,23 @@ webhook_inbox = Table(
     Column("body", LargeBinary, nullable=False),
     Index("ix_webhook_inbox_pbx_id", "pbx", "id"),
 )
+
+# One row per hub process that asked "can the database write?" (readiness): the answer is a
+# real write and commit, which a read-only or full database refuses while SELECT 1 still works.
+write_probe = Table(
+    "write_probe",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+# What a PBX link has processed already, by key (a webhook body's hash, a decoded event's
+# digest): a replay or a retry after a restart is known as such. Kept for SEEN_KEEP (store/inbox).
+webhook_seen = Table(
+    "webhook_seen",
+    metadata,
+    Column("pbx", String(64), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("seen_at", UtcDateTime, nullable=False),
+    Index("ix_webhook_seen_seen_at", "seen_at"),
+)

@@ -26,11 +26,15 @@ def get_hub(request: Request) -> Hub:
 
 
 async def get_repos(request: Request) -> AsyncIterator[Repos]:
+    """The request's unit of work. It commits when the route function returns, before the answer
+    is sent (``scope="function"``): a commit the database refuses raises ``StoreUnavailable``,
+    answered 503 with Retry-After, so a client never gets a 2xx for a change that was not stored.
+    (With the default scope FastAPI sends the answer first and commits after.)"""
     async with get_hub(request).db.unit() as repos:
         yield repos
 
 
-RepoDep = Annotated[Repos, Depends(get_repos)]
+RepoDep = Annotated[Repos, Depends(get_repos, scope="function")]
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 

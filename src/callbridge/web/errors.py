@@ -27,6 +27,7 @@ STATUS: dict[type[errors.CallbridgeError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.RateLimited: 429,
+    errors.StoreUnavailable: 503,
     errors.PbxRejected: 422,
     errors.PbxTimeout: 504,
     errors.PbxUnavailable: 503,
@@ -102,6 +103,8 @@ def install(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, errors.RateLimited):
             headers = {"Retry-After": str(max(1, int(exc.retry_after)))}
+        if isinstance(exc, errors.StoreUnavailable):
+            headers = {"Retry-After": "1"}  # nothing was stored: the client sends it again
         if isinstance(exc, errors.AuthenticationFailed) and not wants_html(request):
             headers = {"WWW-Authenticate": "Bearer"}
         return error_response(request, status_for(exc), exc.code, exc.message, headers)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
+from annotated_types import Interval
 from pydantic import BaseModel, ConfigDict, Field
 
 from callbridge.domain.users import ApiToken, Role, User
 
 T = TypeVar("T")
+
+MAX_ID = 2**63 - 1
+"""The largest row id either database stores (a 64-bit signed integer)."""
+
+Id = Annotated[int, Interval(ge=1, le=MAX_ID)]
+"""A row id in a path, a query or a body: every route and schema takes ids as this type, so one
+that no row can have is answered 422 with words, not sent to the database (which would fail)."""
 
 
 class Page(BaseModel, Generic[T]):

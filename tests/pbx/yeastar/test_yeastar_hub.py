@@ -467,8 +467,11 @@ class _BrokenStore:
     async def pending(self, pbx: str, limit: int) -> list[StoredWebhook]:
         return []
 
-    async def done(self, pbx: str, ids: Sequence[int]) -> None:
+    async def done(self, pbx: str, ids: Sequence[int], seen: Sequence[str] = ()) -> None:
         return None
+
+    async def seen(self, pbx: str, keys: Sequence[str]) -> set[str]:
+        return set()
 
 
 @pytest.mark.parametrize("local", [True, False])
@@ -677,3 +680,63 @@ async def test_a_call_whose_webhooks_arrive_in_one_burst_keeps_the_pbx_times(web
     assert datetime.fromisoformat(call["answered_at"]) == start + timedelta(seconds=12)
     assert datetime.fromisoformat(call["ended_at"]) == start + timedelta(seconds=75)
     assert (call["ring_seconds"], call["talk_seconds"]) == (12, 63)
+
+
+async def test_webhooks_replayed_after_a_restart_are_known_and_change_nothing(
+    hub: Hub, settings: Settings
+) -> None:
+    async with YeastarSimulator(SimulatorConfig()) as sim:
+        call_id = await sim.run_scenario("inbound_missed", caller=CALLER, extension="2002")
+        bodies = _signed_bodies(sim)
+        async with hub.db.unit() as repos:
+            await add_pbx(
+                repos.pbxes,
+                "cloud",
+                PbxKind.YEASTAR,
+                YeastarSettings(
+                    base_url=sim.base_url,
+                    client_id=sim.config.client_id,
+                    client_secret=sim.config.client_secret,
+                    webhook_secret=sim.config.webhook_secret,
+                ),
+            )
+
+        async def deliver(the_hub: Hub) -> YeastarLink:
+            await the_hub.start_links()
+            link = the_hub.supervisor().get("cloud")
+            assert isinstance(link, YeastarLink)
+            for body, signature in bodies:
+                await link.handle_webhook(body, signature)
+            async with asyncio.timeout(10):
+                while link.inbox_processed < len(bodies):  # noqa: ASYNC110 (a counter, no event)
+                    await asyncio.sleep(0.02)
+            return link
+
+        async def stored(the_hub: Hub) -> tuple[Any, int]:
+            async with the_hub.db.unit() as repos:
+                found, _ = await repos.calls.search(CallFilter(), limit=10)
+                assert [c.pbx_call_id for c in found] == [call_id]
+                return found[0], len(await repos.calls.events(found[0].id))
+
+        first = await deliver(hub)
+        assert first.messages == len(bodies) and first.duplicates == 0
+        call, events = await stored(hub)
+        assert call.disposition is not None
+        await hub.close()
+
+        # A new process on the same database (its memory of webhooks is gone); the PBX (or
+        # whoever kept the signed bodies) sends the same bodies again, later.
+        await asyncio.sleep(1.1)
+        second = Hub.build(settings)
+        await second.prepare()
+        try:
+            link = await deliver(second)
+            assert link.duplicates == len(bodies) and link.messages == 0  # known, never mapped
+            after, events_after = await stored(second)
+            assert (after.ended_at, after.ring_seconds, events_after) == (
+                call.ended_at,
+                call.ring_seconds,
+                events,
+            )
+        finally:
+            await second.close()

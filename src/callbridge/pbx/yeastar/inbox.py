@@ -47,7 +47,14 @@ class InboxStore(Protocol):
         """Oldest first."""
         ...
 
-    async def done(self, pbx: str, ids: Sequence[int]) -> None: ...
+    async def done(self, pbx: str, ids: Sequence[int], seen: Sequence[str] = ()) -> None:
+        """Delete the processed rows ``ids`` and remember the keys ``seen`` (of their bodies and
+        events), in one transaction."""
+        ...
+
+    async def seen(self, pbx: str, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` remembered by :meth:`done` (for SEEN_KEEP at least)."""
+        ...
 
 
 class WebhookInbox:

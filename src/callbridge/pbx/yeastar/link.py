@@ -89,6 +89,11 @@ class YeastarConfig:
     webhook_max_bytes: int = DEFAULT_MAX_BYTES
 
 
+def body_key(body: bytes) -> str:
+    """A webhook body's key for duplicate detection: its hash (a PBX retry is the same bytes)."""
+    return "b" + hashlib.sha256(body).hexdigest()[:40]
+
+
 class YeastarLink:
     def __init__(
         self,
@@ -246,12 +251,12 @@ class YeastarLink:
         # and stores the body; the payloads are read by the consumer.
         # A PBX's retry is the same request again, byte for byte; a replay that differs in its
         # bytes only is caught by the consumer, which compares decoded content.
-        body_key = hashlib.sha256(raw_body).hexdigest()
-        if body_key in self._stored_keys:
+        stored_key = body_key(raw_body)
+        if stored_key in self._stored_keys:
             self.duplicates += len(envelopes)
             return 0  # a retry of a stored body: already safe, nothing to write
         await self.inbox.persist(raw_body)
-        self._stored_keys.seen(body_key)
+        self._stored_keys.seen(stored_key)
         while self._parsed and (
             len(self._parsed) >= PARSED_KEPT or self._parsed_bytes + len(raw_body) > PARSED_KEPT_BYTES
         ):  # the consumer is far behind: it parses the oldest itself
@@ -276,6 +281,7 @@ class YeastarLink:
                 continue
             events: list[Event] = []
             since = self._pace_mark()
+            parsed: list[tuple[str, list[YeastarMessage]]] = []
             for n, row in enumerate(rows, start=1):
                 if n % YIELD_EVERY == 0:
                     since = await self._pace(since)  # let the acks waiting on the event loop go first
@@ -289,14 +295,36 @@ class YeastarLink:
                 except WebhookMalformed as exc:
                     self.malformed += 1
                     log.error("yeastar %s: stored webhook %d dropped: %s", self.name, row.id, exc.message)
+                    messages = []
+                parsed.append((body_key(row.body), messages))
+            # Durable duplicate detection: what was processed before (a PBX retry after a crash,
+            # a replay after a restart) is known by its body's hash or its decoded event's key,
+            # whatever this process remembers.
+            wanted = [key for body, messages in parsed for key in (body, *(m.dedupe_key for m in messages))]
+            known = await inbox.store.seen(self.name, wanted)
+            new_keys: list[str] = []
+            for n, (row, (body, messages)) in enumerate(zip(rows, parsed, strict=True), start=1):
+                if n % YIELD_EVERY == 0:
+                    since = await self._pace(since)
+                if body in known:
+                    self.duplicates += len(messages)
+                    log.info("yeastar %s: stored webhook %d dropped: processed before", self.name, row.id)
                     continue
+                new_keys.append(body)
+                known.add(body)
                 for message in messages:
+                    if message.dedupe_key in known:
+                        self.duplicates += 1
+                        continue
+                    known.add(message.dedupe_key)
+                    new_keys.append(message.dedupe_key)
                     events += await self._map_message(message, row.received_at)
             # The whole batch of stored webhooks goes to the hub at once (one transaction for
-            # many events) before the rows are marked done; while the call log cannot store it,
-            # the rows stay and the same events are offered again (they are idempotent).
+            # many events) before the rows are marked done (and their keys remembered); while
+            # the call log cannot store it, the rows stay and the same events are offered again
+            # (they are idempotent).
             await self._deliver_until_stored(events)
-            await inbox.store.done(self.name, [row.id for row in rows])
+            await inbox.store.done(self.name, [row.id for row in rows], new_keys)
             self.inbox_processed += len(rows)
             await self._pace(since)
 

@@ -54,6 +54,7 @@ from callbridge.services.calllog import IngestFailed
 from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
+from callbridge.web.schemas import Id
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +488,7 @@ async def list_agent_events(
     repos: RepoDep,
     pbx: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: int | None = None,
+    before: Id | None = None,
 ) -> dict[str, list[RawEventOut]]:
     """Raw AMI events forwarded by agents through the events map, newest first."""
     events = await repos.agents.raw_events(pbx, limit, before)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from callbridge.web.deps import AccountsDep, AdminUser, CurrentUser, RepoDep
 from callbridge.web.schemas import (
+    Id,
     Page,
     PasswordChange,
     TokenCreate,
@@ -63,6 +64,6 @@ async def create_token(body: TokenCreate, user: CurrentUser, accounts: AccountsD
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-async def revoke_token(token_id: int, user: CurrentUser, accounts: AccountsDep) -> Response:
+async def revoke_token(token_id: Id, user: CurrentUser, accounts: AccountsDep) -> Response:
     await accounts.revoke_token(user, token_id)
     return Response(status_code=204)

@@ -21,7 +21,7 @@ from callbridge.store.calls import CallFilter, CallView, StoredEvent
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
-from callbridge.web.schemas import Page
+from callbridge.web.schemas import MAX_ID, Id, Page
 
 router = APIRouter(tags=["calls"])
 
@@ -96,7 +96,7 @@ class CallDetailOut(CallOut):
 
 
 class LinkIn(BaseModel):
-    contact_id: int | None
+    contact_id: Id | None
 
 
 # -- filters: one parser for the API, the pages and the export --------------------------------------
@@ -164,9 +164,12 @@ def _int(value: str | None, name: str) -> int | None:
     if not value:
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
         raise InvalidInput(f"{name}: must be a whole number") from exc
+    if not 1 <= number <= MAX_ID:
+        raise InvalidInput(f"{name}: must be an id between 1 and {MAX_ID}")
+    return number
 
 
 def _enum(kind: type[_E], value: str | None, name: str) -> _E | None:
@@ -235,7 +238,7 @@ async def list_calls(
     return Page(items=[CallOut.of(c) for c in items], next=next_cursor)
 
 
-async def _visible_call(call_id: int, user: User, repos: Repos) -> CallView:
+async def _visible_call(call_id: Id, user: User, repos: Repos) -> CallView:
     call = await repos.calls.find(call_id, viewer=user)
     if call is None:
         raise NotFound(f"no call with id {call_id}")
@@ -253,7 +256,7 @@ def _event_dict(e: StoredEvent) -> dict[str, object]:
 
 
 @router.get("/api/v1/calls/{call_id:int}")
-async def get_call(call_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep) -> CallDetailOut:
+async def get_call(call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep) -> CallDetailOut:
     call = await _visible_call(call_id, user, repos)
     events = await repos.calls.timeline(call_id)
     match = await _candidates(call, repos, hub.settings.default_region)
@@ -264,7 +267,7 @@ async def get_call(call_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep)
 
 
 @router.put("/api/v1/calls/{call_id:int}/contact")
-async def link_call(call_id: int, body: LinkIn, user: CurrentUser, repos: RepoDep) -> CallOut:
+async def link_call(call_id: Id, body: LinkIn, user: CurrentUser, repos: RepoDep) -> CallOut:
     """Choose the contact of a call (an ambiguous number), or ``null`` to unlink."""
     await _visible_call(call_id, user, repos)
     await repos.calls.set_contact(call_id, body.contact_id)
@@ -393,7 +396,7 @@ async def calls_page(
 
 @router.get("/calls/{call_id:int}", include_in_schema=False)
 async def call_page(
-    request: Request, call_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep
+    request: Request, call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep
 ) -> Response:
     call = await _visible_call(call_id, user, repos)
     events = await repos.calls.timeline(call_id)
@@ -411,7 +414,7 @@ async def call_page(
 
 
 @router.post("/calls/{call_id:int}/contact", include_in_schema=False)
-async def link_call_form(request: Request, call_id: int, user: CurrentUser, repos: RepoDep) -> Response:
+async def link_call_form(request: Request, call_id: Id, user: CurrentUser, repos: RepoDep) -> Response:
     await _visible_call(call_id, user, repos)
     form = await request.form()
     raw = form.get("contact_id")

@@ -30,7 +30,7 @@ from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, CurrentUser, HubDep, ManagerUser, RepoDep
 from callbridge.web.pages import flash, render
 from callbridge.web.routes.calls import CallOut
-from callbridge.web.schemas import Page
+from callbridge.web.schemas import Id, Page
 
 router = APIRouter(tags=["contacts"])
 
@@ -75,7 +75,7 @@ class ContactIn(BaseModel):
 
     kind: ContactKind = ContactKind.PERSON
     name: str = Field(max_length=200)
-    company_id: int | None = None
+    company_id: Id | None = None
     phones: list[PhoneIO] = Field(default_factory=list, max_length=20)
     email: str = Field("", max_length=254)
     tags: list[str] = Field(default_factory=list, max_length=30)
@@ -89,7 +89,7 @@ class ContactPatch(BaseModel):
 
     kind: ContactKind | None = None
     name: str | None = Field(None, max_length=200)
-    company_id: int | None = None
+    company_id: Id | None = None
     phones: list[PhoneIO] | None = Field(None, max_length=20)
     email: str | None = Field(None, max_length=254)
     tags: list[str] | None = Field(None, max_length=30)
@@ -244,7 +244,7 @@ async def _relink(repos: Repos, region: str, keys: set[str]) -> None:
     await relink_numbers(repos.directory, repos.calls, region, keys)
 
 
-async def _keys_of(repos: Repos, contact_id: int) -> set[str]:
+async def _keys_of(repos: Repos, contact_id: Id) -> set[str]:
     found = await repos.directory.find(contact_id)
     return {p.key for p in found.phones} if found else set()
 
@@ -297,14 +297,14 @@ async def create_contact(body: ContactIn, user: CurrentUser, repos: RepoDep, hub
 
 
 @router.get("/api/v1/contacts/{contact_id}")
-async def get_contact(contact_id: int, user: CurrentUser, repos: RepoDep) -> ContactOut:
+async def get_contact(contact_id: Id, user: CurrentUser, repos: RepoDep) -> ContactOut:
     contact = await repos.directory.get(contact_id)
     return _out(contact, await _owner_names(repos, [contact]))
 
 
 @router.patch("/api/v1/contacts/{contact_id}")
 async def update_contact(
-    contact_id: int, body: ContactPatch, user: CurrentUser, repos: RepoDep, hub: HubDep
+    contact_id: Id, body: ContactPatch, user: CurrentUser, repos: RepoDep, hub: HubDep
 ) -> ContactOut:
     directory = repos.directory
     current = await directory.get(contact_id)
@@ -336,7 +336,7 @@ async def update_contact(
 
 
 @router.delete("/api/v1/contacts/{contact_id}", status_code=204)
-async def delete_contact(contact_id: int, user: ManagerUser, repos: RepoDep, hub: HubDep) -> Response:
+async def delete_contact(contact_id: Id, user: ManagerUser, repos: RepoDep, hub: HubDep) -> Response:
     keys = await _keys_of(repos, contact_id)
     await repos.directory.delete(contact_id)
     await _relink(repos, hub.settings.default_region, keys)
@@ -345,7 +345,7 @@ async def delete_contact(contact_id: int, user: ManagerUser, repos: RepoDep, hub
 
 @router.get("/api/v1/contacts/{contact_id}/calls")
 async def contact_calls(
-    contact_id: int, user: CurrentUser, repos: RepoDep, limit: Limit = 50, cursor: Text = None
+    contact_id: Id, user: CurrentUser, repos: RepoDep, limit: Limit = 50, cursor: Text = None
 ) -> Page[CallOut]:
     """The contact's calls; for a company, the calls of all its people too."""
     contact = await repos.directory.get(contact_id)
@@ -382,11 +382,18 @@ async def list_tags(user: CurrentUser, repos: RepoDep) -> Page[TagOut]:
     return Page(items=[TagOut(tag=t, contacts=n) for t, n in tags])
 
 
+def _one_tag(text: str, name: str) -> str:
+    tags = split_tags(text)
+    if not tags:
+        raise InvalidInput(f"{name}: a tag must not be empty")
+    if len(tags) > 1:
+        raise InvalidInput(f"{name}: one tag only; a tag cannot contain a comma, semicolon or '|'")
+    return tags[0]
+
+
 @router.post("/api/v1/tags/rename")
 async def rename_tag(body: TagRename, user: ManagerUser, repos: RepoDep) -> TagOut:
-    (new,) = split_tags(body.new) or ("",)
-    if not new:
-        raise InvalidInput("new: a tag must not be empty")
+    new = _one_tag(body.new, "new")
     count = await repos.directory.rename_tag(body.old, new)
     if not count:
         raise NotFound(f"no contact has the tag {body.old!r}")
@@ -685,7 +692,7 @@ async def tags_form(request: Request, user: ManagerUser, repos: RepoDep) -> Resp
     if not isinstance(old, str) or not old:
         raise InvalidInput("choose a tag")
     if isinstance(new, str) and new.strip():
-        (cleaned,) = split_tags(new)
+        cleaned = _one_tag(new, "new name")
         await directory.rename_tag(old, cleaned)
         flash(request, f"Tag {old} renamed to {cleaned}.")
     else:
@@ -695,7 +702,7 @@ async def tags_form(request: Request, user: ManagerUser, repos: RepoDep) -> Resp
 
 
 @router.get("/contacts/{contact_id}", include_in_schema=False)
-async def contact_page(request: Request, contact_id: int, user: CurrentUser, repos: RepoDep) -> Response:
+async def contact_page(request: Request, contact_id: Id, user: CurrentUser, repos: RepoDep) -> Response:
     directory = repos.directory
     contact = await directory.get(contact_id)
     owners = await _owner_names(repos, [contact])
@@ -725,7 +732,7 @@ async def contact_page(request: Request, contact_id: int, user: CurrentUser, rep
 
 
 @router.get("/contacts/{contact_id}/edit", include_in_schema=False)
-async def edit_contact_page(request: Request, contact_id: int, user: CurrentUser, repos: RepoDep) -> Response:
+async def edit_contact_page(request: Request, contact_id: Id, user: CurrentUser, repos: RepoDep) -> Response:
     contact = await repos.directory.get(contact_id)
     values = _form_values(contact, await _owner_names(repos, [contact]))
     return render(
@@ -740,7 +747,7 @@ async def edit_contact_page(request: Request, contact_id: int, user: CurrentUser
 
 @router.post("/contacts/{contact_id}/edit", include_in_schema=False)
 async def edit_contact_form(
-    request: Request, contact_id: int, user: CurrentUser, repos: RepoDep, hub: HubDep
+    request: Request, contact_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep
 ) -> Response:
     await repos.directory.get(contact_id)
     try:
@@ -762,7 +769,7 @@ async def edit_contact_form(
 
 @router.get("/contacts/{contact_id}/delete", include_in_schema=False)
 async def delete_contact_page(
-    request: Request, contact_id: int, user: CurrentUser, repos: RepoDep
+    request: Request, contact_id: Id, user: CurrentUser, repos: RepoDep
 ) -> Response:
     """Deleting is asked once more, with what it does to the calls."""
     if not user.sees_all_calls:
@@ -775,7 +782,7 @@ async def delete_contact_page(
 @router.post("/contacts/{contact_id}/delete", include_in_schema=False)
 async def delete_contact_form(
     request: Request,
-    contact_id: int,
+    contact_id: Id,
     user: CurrentUser,
     repos: RepoDep,
     hub: HubDep,

@@ -18,6 +18,7 @@ from callbridge.store.desk import SqlDesk
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, ManagerUser, RepoDep
 from callbridge.web.pages import render
+from callbridge.web.schemas import Id
 
 router = APIRouter()
 
@@ -95,7 +96,7 @@ async def _may_hang_up(hub: Hub, repos: Repos, user: User, call: CallView) -> bo
     status_code=204,
     tags=["calls"],
 )
-async def hangup_call(call_id: int, user: CurrentUser, hub: HubDep, repos: RepoDep) -> Response:
+async def hangup_call(call_id: Id, user: CurrentUser, hub: HubDep, repos: RepoDep) -> Response:
     call = await repos.calls.find(call_id)
     # Another user's call answers exactly like a missing one: no oracle for call ids.
     if call is None or not await _may_hang_up(hub, repos, user, call):
@@ -119,7 +120,7 @@ async def list_notifications(user: CurrentUser, repos: RepoDep, unread: bool = F
 @router.post(
     "/api/v1/notifications/{notification_id:int}/read", operation_id="read_notification", tags=["desk"]
 )
-async def read_notification(notification_id: int, user: CurrentUser, repos: RepoDep) -> dict[str, int]:
+async def read_notification(notification_id: Id, user: CurrentUser, repos: RepoDep) -> dict[str, int]:
     if not await SqlDesk(repos.session).mark_read(user.id, notification_id):
         found = [
             n

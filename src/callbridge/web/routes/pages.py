@@ -12,6 +12,7 @@ from callbridge.domain.errors import Conflict, InvalidInput
 from callbridge.domain.users import parse_role
 from callbridge.web.deps import AccountsDep, AdminUser, CurrentUser, RepoDep
 from callbridge.web.pages import flash, render
+from callbridge.web.schemas import Id
 
 router = APIRouter(include_in_schema=False)
 _FAVICON = Path(__file__).resolve().parents[1] / "static" / "favicon.svg"
@@ -94,7 +95,7 @@ async def create_token_form(
 
 @router.post("/settings/tokens/{token_id}/revoke")
 async def revoke_token_form(
-    request: Request, token_id: int, user: CurrentUser, accounts: AccountsDep
+    request: Request, token_id: Id, user: CurrentUser, accounts: AccountsDep
 ) -> Response:
     await accounts.revoke_token(user, token_id)
     flash(request, "Token revoked.")
