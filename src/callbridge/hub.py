@@ -128,6 +128,7 @@ class Hub:
             window=_seconds(settings.login_window_seconds),
             lockout=_seconds(settings.login_lockout_seconds),
             base_delay=settings.login_delay_seconds,
+            session_lifetime=_seconds(settings.session_max_age_seconds),
         )
         board: PresenceBoard = MemoryBoard()
         if settings.redis_url:
@@ -158,7 +159,12 @@ class Hub:
 
     def accounts(self, repos: Repos) -> Accounts:
         return Accounts(
-            repos.users, repos.tokens, repos.failures, policy=self.login_policy, hasher=self.hasher
+            repos.users,
+            repos.tokens,
+            repos.failures,
+            repos.sessions,
+            policy=self.login_policy,
+            hasher=self.hasher,
         )
 
     async def prepare(self) -> str | None:

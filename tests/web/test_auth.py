@@ -176,3 +176,67 @@ async def test_old_failures_are_pruned(hub: Hub, client: httpx.AsyncClient) -> N
     async with hub.db.unit() as repos:
         assert await repos.failures.recent("ip:10.9.9.9", datetime.now(UTC) - timedelta(days=3)) == []
         assert len(await repos.failures.recent("ip:127.0.0.1", datetime.now(UTC) - timedelta(minutes=1))) == 1
+
+
+async def test_signed_out_cookie_is_refused_when_replayed(client: httpx.AsyncClient) -> None:
+    token = await sign_in(client)
+    kept = client.cookies.get("callbridge_session")
+    assert kept and (await client.get("/api/v1/me")).status_code == 200
+    assert (await client.post("/logout", data={"csrf_token": token})).status_code == 303
+    client.cookies.set("callbridge_session", kept)  # someone kept a copy of the cookie
+    answer = await client.get("/api/v1/me")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "authentication_failed"
+    page = await client.get("/settings", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")
+
+
+async def test_sign_out_ends_only_that_browser(app: object) -> None:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://t") as one,
+        httpx.AsyncClient(transport=transport, base_url="http://t") as two,
+    ):
+        token = await sign_in(one)
+        await sign_in(two)
+        assert (await one.post("/logout", data={"csrf_token": token})).status_code == 303
+        assert (await one.get("/api/v1/me")).status_code == 401
+        assert (await two.get("/api/v1/me")).status_code == 200
+
+
+async def test_csrf_token_from_before_sign_in_is_replaced(client: httpx.AsyncClient) -> None:
+    before = await csrf_of(client)
+    answer = await client.post(
+        "/login", data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": before}
+    )
+    assert answer.status_code == 303
+    refused = await client.post("/api/v1/tokens", json={"name": "x"}, headers={"x-csrf-token": before})
+    assert refused.status_code == 403
+    after = await csrf_of(client, "/settings")
+    assert after != before
+    created = await client.post("/api/v1/tokens", json={"name": "x"}, headers={"x-csrf-token": after})
+    assert created.status_code == 201
+
+
+async def test_last_admin_cannot_be_demoted_or_disabled(hub: Hub, admin_client: httpx.AsyncClient) -> None:
+    for change in ({"role": "agent"}, {"role": "manager"}, {"active": False}):
+        answer = await admin_client.patch("/api/v1/users/admin", json=change)
+        assert answer.status_code == 409, change
+        assert answer.json()["error"]["code"] == "conflict"
+        assert "last active admin" in answer.json()["error"]["message"]
+    me = (await admin_client.get("/api/v1/me")).json()
+    assert me["role"] == "admin" and me["active"] is True
+    # With a second admin, the first may step down; then the second is the last one.
+    await add_user(hub, "carol", Role.ADMIN)
+    assert (await admin_client.patch("/api/v1/users/carol", json={"active": False})).status_code == 200
+    assert (await admin_client.patch("/api/v1/users/carol", json={"active": True})).status_code == 200
+    demoted = await admin_client.patch("/api/v1/users/admin", json={"role": "manager"})
+    assert demoted.status_code == 200 and demoted.json()["role"] == "manager"
+    async with hub.db.unit() as repos:
+        accounts = hub.accounts(repos)
+        from callbridge.domain.errors import Conflict
+
+        with pytest.raises(Conflict):
+            await accounts.set_active("carol", False)
+        with pytest.raises(Conflict):
+            await accounts.set_role("carol", Role.AGENT)

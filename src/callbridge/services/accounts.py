@@ -18,7 +18,7 @@ from typing import Protocol
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from callbridge.domain.errors import AuthenticationFailed, NotFound, RateLimited
+from callbridge.domain.errors import AuthenticationFailed, Conflict, NotFound, RateLimited
 from callbridge.domain.users import (
     ApiToken,
     Role,
@@ -48,6 +48,7 @@ class UserStore(Protocol):
     async def set_active(self, user_id: int, active: bool) -> None: ...
     async def set_role(self, user_id: int, role: Role) -> None: ...
     async def touch_login(self, user_id: int, at: datetime) -> None: ...
+    async def count_active_admins(self) -> int: ...
 
 
 class TokenStore(Protocol):
@@ -65,6 +66,14 @@ class FailureStore(Protocol):
     async def prune(self, before: datetime) -> None: ...
 
 
+class SessionStore(Protocol):
+    async def add(self, session_hash: str, user_id: int, at: datetime, expires_at: datetime) -> None: ...
+    async def alive(self, session_hash: str, user_id: int, at: datetime) -> bool: ...
+    async def remove(self, session_hash: str) -> None: ...
+    async def remove_for_user(self, user_id: int, keep: str | None = None) -> None: ...
+    async def prune(self, before: datetime) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LoginPolicy:
     max_failures: int = 5
@@ -73,6 +82,8 @@ class LoginPolicy:
     # Each failure is answered after a pause that doubles, up to ``max_delay`` seconds.
     base_delay: float = 0.25
     max_delay: float = 2.0
+    # How long a browser stays signed in (the server-side record expires then, whatever the cookie says).
+    session_lifetime: timedelta = timedelta(hours=12)
 
 
 def generate_password() -> str:
@@ -93,6 +104,7 @@ class Accounts:
         users: UserStore,
         tokens: TokenStore,
         failures: FailureStore,
+        sessions: SessionStore,
         *,
         policy: LoginPolicy | None = None,
         hasher: PasswordHasher | None = None,
@@ -100,6 +112,7 @@ class Accounts:
         self.users = users
         self.tokens = tokens
         self.failures = failures
+        self.sessions = sessions
         self.policy = policy or LoginPolicy()
         self.hasher = hasher or _default_hasher
 
@@ -156,14 +169,26 @@ class Accounts:
         validate_password(new)
         await self.users.set_password(user.id, await self._hash(new))
 
+    async def _keep_an_admin(self, user: User) -> None:
+        """Refuse to leave the hub without an active admin: nobody could manage it any more."""
+        if user.is_admin and user.active and await self.users.count_active_admins() <= 1:
+            raise Conflict(f"{user.name} is the last active admin; make another user admin first")
+
     async def set_active(self, name: str, active: bool) -> User:
         user = await self.get_user(name)
+        if not active:
+            await self._keep_an_admin(user)
         await self.users.set_active(user.id, active)
+        if not active:
+            await self.sessions.remove_for_user(user.id)
         return user
 
-    async def set_role(self, name: str, role: Role) -> None:
+    async def set_role(self, name: str, role: Role) -> User:
         user = await self.get_user(name)
+        if role is not Role.ADMIN:
+            await self._keep_an_admin(user)
         await self.users.set_role(user.id, role)
+        return await self.get_user(name)
 
     # --- sign-in ---------------------------------------------------------------------------
     async def _check_lockout(self, keys: list[str], now: datetime) -> None:
@@ -202,9 +227,29 @@ class Accounts:
         await self.users.touch_login(stored.user.id, now)
         return stored.user
 
-    async def user_for_session(self, user_id: int, session_version: int) -> User | None:
+    # --- browser sessions ------------------------------------------------------------------
+    async def start_session(self, user: User) -> str:
+        """Record a new signed-in browser; returns the random id its cookie carries."""
+        now = datetime.now(UTC)
+        session_id = secrets.token_urlsafe(32)
+        await self.sessions.prune(now)
+        await self.sessions.add(hash_token(session_id), user.id, now, now + self.policy.session_lifetime)
+        return session_id
+
+    async def end_session(self, session_id: str) -> None:
+        await self.sessions.remove(hash_token(session_id))
+
+    async def end_other_sessions(self, user: User, keep: str | None) -> None:
+        """After a password change: every other browser of ``user`` is signed out."""
+        await self.sessions.remove_for_user(user.id, hash_token(keep) if keep else None)
+
+    async def user_for_session(self, user_id: int, session_version: int, session_id: str) -> User | None:
+        """The user a session cookie speaks for, or None when the session was ended (sign-out,
+        expiry), the user was disabled or changed their password since."""
         stored = await self.users.get(user_id)
         if stored is None or not stored.user.active or stored.user.session_version != session_version:
+            return None
+        if not await self.sessions.alive(hash_token(session_id), user_id, datetime.now(UTC)):
             return None
         return stored.user
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -46,14 +47,22 @@ async def login(
         return render(
             request, "login.html", status_code=status, error=exc.message, username=username, next=next
         )
-    csrf = request.session.get("csrf")
+    session_id = await accounts.start_session(user)
+    # A fresh session: nothing from before sign-in survives, the CSRF token included (a token
+    # planted or read before sign-in must not be good for the signed-in session).
     request.session.clear()
-    request.session.update({"uid": user.id, "sv": user.session_version, "csrf": csrf})
+    request.session.update(
+        {"uid": user.id, "sv": user.session_version, "sid": session_id, "csrf": secrets.token_urlsafe(24)}
+    )
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout")
-async def logout(request: Request, user: CurrentUser) -> Response:
+async def logout(request: Request, user: CurrentUser, accounts: AccountsDep) -> Response:
+    session_id = request.session.get("sid")
+    if isinstance(session_id, str):
+        # Ended on the server: the cookie is refused from now on, even if someone kept a copy.
+        await accounts.end_session(session_id)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
@@ -79,8 +88,12 @@ async def change_password(
         await accounts.change_password(user, current, new)
     except (AuthenticationFailed, InvalidInput) as exc:
         return render(request, "account.html", status_code=400, error=exc.message)
+    session_id = request.session.get("sid")
+    await accounts.end_other_sessions(user, session_id if isinstance(session_id, str) else None)
     await repos.commit()
-    fresh = await accounts.user_for_session(user.id, user.session_version + 1)
+    fresh = await accounts.user_for_session(
+        user.id, user.session_version + 1, session_id if isinstance(session_id, str) else ""
+    )
     request.session.update({"sv": fresh.session_version if fresh else 0})
     flash(request, "Your password was changed.")
     return RedirectResponse("/account", status_code=303)
