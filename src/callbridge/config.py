@@ -44,9 +44,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     session_max_age_seconds: int = 12 * 3600
     secure_cookies: bool = Field(default=False, description="Set with HTTPS in front of the hub.")
-    login_max_failures: int = 5
+    login_max_failures: int = Field(default=5, description="Per user and address (or known device).")
+    login_user_max_failures: int = Field(default=20, description="Per user, from unknown devices.")
+    login_address_max_failures: int = Field(default=50, description="Per address, any user.")
     login_window_seconds: int = 600
-    login_lockout_seconds: int = 900
+    login_first_lock_seconds: int = Field(default=30, description="First lock; doubles per failure.")
+    login_lockout_seconds: int = Field(default=900, description="The longest lock.")
     login_delay_seconds: float = Field(default=0.25, description="First pause after a failed sign-in.")
     log_level: str = "INFO"
     start_pbx_links: bool = Field(default=True, description="Connect to configured PBXs on start.")

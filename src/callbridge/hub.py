@@ -125,7 +125,10 @@ class Hub:
         box = SecretBox(load_or_create_key(settings.data_dir, explicit))
         policy = LoginPolicy(
             max_failures=settings.login_max_failures,
+            user_max_failures=settings.login_user_max_failures,
+            address_max_failures=settings.login_address_max_failures,
             window=_seconds(settings.login_window_seconds),
+            first_lock=_seconds(settings.login_first_lock_seconds),
             lockout=_seconds(settings.login_lockout_seconds),
             base_delay=settings.login_delay_seconds,
             session_lifetime=_seconds(settings.session_max_age_seconds),

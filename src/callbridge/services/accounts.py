@@ -10,6 +10,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -76,14 +77,33 @@ class SessionStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LoginPolicy:
+    """How wrong passwords are throttled (see :meth:`Accounts.authenticate`).
+
+    Failures are counted per key over ``window``. A key with ``max_failures`` (or, for the wider
+    keys, ``user_max_failures`` / ``address_max_failures``) recent failures is locked: first for
+    ``first_lock``, then twice as long with each further failure, up to ``lockout``.
+    """
+
+    # Per (user, address), or per (user, known device): what a typist with a wrong password hits.
     max_failures: int = 5
     window: timedelta = timedelta(minutes=10)
     lockout: timedelta = timedelta(minutes=15)
+    first_lock: timedelta = timedelta(seconds=30)
+    # Per user, from devices that never signed in as them (guessing spread over many addresses).
+    user_max_failures: int = 20
+    # Per address, any user (one address guessing many names; an office behind NAT shares it).
+    address_max_failures: int = 50
     # Each failure is answered after a pause that doubles, up to ``max_delay`` seconds.
     base_delay: float = 0.25
     max_delay: float = 2.0
     # How long a browser stays signed in (the server-side record expires then, whatever the cookie says).
     session_lifetime: timedelta = timedelta(hours=12)
+
+
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    key: str
+    max_failures: int
 
 
 def generate_password() -> str:
@@ -163,10 +183,17 @@ class Accounts:
         return generated
 
     async def change_password(self, user: User, current: str, new: str) -> None:
+        """Throttled like sign-in: a stolen session must not become a way to guess the password."""
+        now = datetime.now(UTC)
+        limits = [_Limit(f"pw:{user.id}", self.policy.max_failures)]
+        await self._check_locks(limits, now, "password checks")
         stored = await self.users.get(user.id)
         if stored is None or not await self._verify(stored.password_hash, current):
+            count = await self._failed(limits, now)
+            log.info("wrong current password for user %s (%d recent)", user.id, count)
             raise AuthenticationFailed("the current password is wrong")
         validate_password(new)
+        await self.failures.clear(limits[0].key)
         await self.users.set_password(user.id, await self._hash(new))
 
     async def _keep_an_admin(self, user: User) -> None:
@@ -191,21 +218,52 @@ class Accounts:
         return await self.get_user(name)
 
     # --- sign-in ---------------------------------------------------------------------------
-    async def _check_lockout(self, keys: list[str], now: datetime) -> None:
-        for key in keys:
-            recent = await self.failures.recent(key, now - self.policy.window)
-            if len(recent) >= self.policy.max_failures:
-                until = max(recent) + self.policy.lockout
-                if until > now:
-                    raise RateLimited(
-                        "too many failed sign-ins; try again later",
-                        retry_after=(until - now).total_seconds(),
-                    )
+    def _sign_in_limits(self, name: str, address: str, known_device: str | None) -> list[_Limit]:
+        user = name.strip().lower()[:64]
+        if known_device:
+            # A browser this user signed in from before: its own counter only, so neither guesses
+            # from elsewhere nor a shared (NAT) address can lock its owner out.
+            return [_Limit(f"dev:{user}|{known_device[:64]}", self.policy.max_failures)]
+        return [
+            _Limit(f"ua:{user}|{address}", self.policy.max_failures),
+            _Limit(f"user:{user}", self.policy.user_max_failures),
+            _Limit(f"ip:{address}", self.policy.address_max_failures),
+        ]
 
-    async def authenticate(self, name: str, password: str, address: str) -> User:
+    async def _check_locks(self, limits: list[_Limit], now: datetime, what: str) -> None:
+        for limit in limits:
+            recent = await self.failures.recent(limit.key, now - self.policy.window)
+            extra = len(recent) - limit.max_failures
+            if extra < 0:
+                continue
+            lock = min(self.policy.lockout, self.policy.first_lock * 2 ** min(extra, 30))
+            until = max(recent) + lock
+            if until > now:
+                raise RateLimited(
+                    f"too many failed {what}; try again in {_wait_text((until - now).total_seconds())}",
+                    retry_after=(until - now).total_seconds(),
+                )
+
+    async def _failed(self, limits: list[_Limit], now: datetime) -> int:
+        """Record a failure under every key; pause a little longer each time; returns the count
+        of the narrowest key."""
+        await self.failures.record([limit.key for limit in limits], now)
+        # Failures older than any window or lockout mean nothing: keep the table small.
+        await self.failures.prune(now - self.policy.window - self.policy.lockout)
+        count = len(await self.failures.recent(limits[0].key, now - self.policy.window))
+        delay = min(self.policy.max_delay, self.policy.base_delay * 2 ** max(0, count - 1))
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return count
+
+    async def authenticate(
+        self, name: str, password: str, address: str, known_device: str | None = None
+    ) -> User:
+        """Check a sign-in. ``known_device`` is the id from a (verified) known-device cookie
+        issued to this user name, if the browser sent one."""
         now = datetime.now(UTC)
-        keys = [f"ip:{address}", f"user:{name.strip().lower()}"]
-        await self._check_lockout(keys, now)
+        limits = self._sign_in_limits(name, address, known_device)
+        await self._check_locks(limits, now, "sign-ins")
         stored = await self.users.get_by_name(name.strip())
         ok = False
         if stored is not None:
@@ -214,16 +272,16 @@ class Accounts:
             # Spend the same time as a real check so timing does not reveal which names exist.
             await self._verify(_dummy_hash(), password)
         if not ok or stored is None or not stored.user.active:
-            await self.failures.record(keys, now)
-            # Failures older than any window or lockout mean nothing: keep the table small.
-            await self.failures.prune(now - self.policy.window - self.policy.lockout)
-            count = len(await self.failures.recent(keys[0], now - self.policy.window))
-            delay = min(self.policy.max_delay, self.policy.base_delay * 2 ** max(0, count - 1))
-            log.info("failed sign-in for %r from %s (%d recent)", name[:64], address, count)
-            if delay > 0:
-                await asyncio.sleep(delay)
+            count = await self._failed(limits, now)
+            log.info(
+                "failed sign-in for %r from %s%s (%d recent)",
+                name[:64],
+                address,
+                " (known device)" if known_device else "",
+                count,
+            )
             raise AuthenticationFailed("wrong user name or password")
-        await self.failures.clear(keys[1])
+        await self.failures.clear(limits[0].key)
         await self.users.touch_login(stored.user.id, now)
         return stored.user
 
@@ -277,6 +335,11 @@ class Accounts:
     async def revoke_token(self, user: User, token_id: int) -> None:
         if not await self.tokens.revoke(user.id, token_id, datetime.now(UTC)):
             raise NotFound(f"no active token {token_id}")
+
+
+def _wait_text(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    return f"{seconds} seconds" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
 
 
 @functools.cache
