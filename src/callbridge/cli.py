@@ -113,6 +113,8 @@ def serve(
     """Start the hub: web UI, JSON API, dialplan API and PBX links."""
     import uvicorn
 
+    from callbridge.web.server import uvicorn_options
+
     cfg = settings()
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -146,6 +148,7 @@ def serve(
         proxy_headers=False,
         # Live messages are small JSON: compressing each one costs more CPU than it saves bytes.
         ws_per_message_deflate=False,
+        **uvicorn_options(cfg),
     )
 
 

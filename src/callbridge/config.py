@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str = Field(default="", description="How PBXs reach the hub (webhook URLs).")
     max_body_bytes: int = 1_048_576
+    header_timeout_seconds: float = Field(default=10.0, description="Time to send request headers.")
+    body_timeout_seconds: float = Field(default=60.0, description="Time to send a whole request body.")
+    keep_alive_seconds: int = Field(default=5, description="Idle time between requests on a connection.")
+    max_connections: int = Field(default=1000, description="Connections and requests at once, per worker.")
     session_max_age_seconds: int = 12 * 3600
     secure_cookies: bool = Field(default=False, description="Set with HTTPS in front of the hub.")
     login_max_failures: int = Field(default=5, description="Per user and address (or known device).")

@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
     )
     # Answered ahead of all of the app's middleware (a PBX calls it; see web/webhooks.py).
     app.pbx_webhooks = YeastarWebhooks(the_hub, settings.max_body_bytes)
+    app.body_timeout = settings.body_timeout_seconds
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
