@@ -350,3 +350,27 @@ async def test_throttling_is_shared_by_hub_workers(hub: Hub, app: object) -> Non
         assert codes == [401] * 5
         assert (await _try(one, "admin", ADMIN_PASSWORD)).status_code == 429
         assert (await _try(two, "admin", ADMIN_PASSWORD)).status_code == 429
+
+
+async def test_token_use_is_recorded_off_the_request_and_once_a_minute(
+    hub: Hub, client: httpx.AsyncClient
+) -> None:
+    await add_user(hub, "alice", Role.AGENT)
+    secret = await api_token(hub, "alice")
+    auth = {"authorization": f"Bearer {secret}"}
+
+    async def last_used() -> object:
+        async with hub.db.unit() as repos:
+            return (await repos.tokens.for_user((await repos.users.get_by_name("alice")).user.id))[
+                0
+            ].last_used_at  # type: ignore[union-attr]
+
+    assert (await client.get("/api/v1/me", headers=auth)).status_code == 200
+    assert await last_used() is None  # the request itself wrote nothing
+    await hub.flush_token_uses()
+    first = await last_used()
+    assert first is not None
+    for _ in range(5):
+        assert (await client.get("/api/v1/me", headers=auth)).status_code == 200
+    await hub.flush_token_uses()
+    assert await last_used() == first  # within the minute: not written again

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -58,6 +59,7 @@ class TokenStore(Protocol):
     async def for_user(self, user_id: int) -> list[ApiToken]: ...
     async def revoke(self, user_id: int, token_id: int, at: datetime) -> bool: ...
     async def touch(self, token_id: int, at: datetime) -> None: ...
+    async def touch_many(self, uses: dict[int, datetime]) -> None: ...
 
 
 class FailureStore(Protocol):
@@ -106,6 +108,34 @@ class _Limit:
     max_failures: int
 
 
+# A token's "last used" time is kept to the minute: recording every request would make every
+# read a write (on SQLite, a wait for the one writer).
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
+
+TokenUseSink = Callable[[int, datetime], None]
+
+
+class TokenUses:
+    """Token uses not yet written: at most one per token per :data:`TOKEN_USE_RESOLUTION`,
+    written in one batch by whoever calls :meth:`take` (the hub, off the request path)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, datetime] = {}
+
+    def due(self, token: ApiToken, at: datetime) -> bool:
+        if token.id in self.pending:
+            return False
+        return token.last_used_at is None or at - token.last_used_at >= TOKEN_USE_RESOLUTION
+
+    def take(self) -> dict[int, datetime]:
+        taken, self.pending = self.pending, {}
+        return taken
+
+    def put_back(self, uses: dict[int, datetime]) -> None:
+        for token_id, at in uses.items():
+            self.pending.setdefault(token_id, at)
+
+
 def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
@@ -128,7 +158,13 @@ class Accounts:
         *,
         policy: LoginPolicy | None = None,
         hasher: PasswordHasher | None = None,
+        token_uses: TokenUses | None = None,
+        token_used: Callable[[], None] | None = None,
     ) -> None:
+        # With ``token_uses``, token use is noted in memory and ``token_used`` is told (the hub
+        # writes it shortly after, in its own transaction); without, it is written here.
+        self.token_uses = token_uses
+        self.token_used = token_used
         self.users = users
         self.tokens = tokens
         self.failures = failures
@@ -326,7 +362,14 @@ class Accounts:
         token, stored = found
         if not token.active or not stored.user.active:
             raise AuthenticationFailed("the API token is not valid")
-        await self.tokens.touch(token.id, datetime.now(UTC))
+        now = datetime.now(UTC)
+        if self.token_uses is None:
+            if token.last_used_at is None or now - token.last_used_at >= TOKEN_USE_RESOLUTION:
+                await self.tokens.touch(token.id, now)
+        elif self.token_uses.due(token, now):
+            self.token_uses.pending[token.id] = now
+            if self.token_used is not None:
+                self.token_used()
         return stored.user
 
     async def list_tokens(self, user: User) -> list[ApiToken]:

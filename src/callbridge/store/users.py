@@ -178,6 +178,17 @@ class SqlTokenStore:
             update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=at)
         )
 
+    async def touch_many(self, uses: dict[int, datetime]) -> None:
+        for token_id, at in sorted(uses.items()):
+            await self.session.execute(
+                update(api_tokens)
+                .where(
+                    api_tokens.c.id == token_id,
+                    (api_tokens.c.last_used_at.is_(None)) | (api_tokens.c.last_used_at < at),
+                )
+                .values(last_used_at=at)
+            )
+
 
 class SqlFailureStore:
     def __init__(self, session: AsyncSession) -> None:

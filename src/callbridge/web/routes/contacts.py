@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -34,6 +35,7 @@ from callbridge.web.schemas import Page
 router = APIRouter(tags=["contacts"])
 
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
+IMPORT_CHUNK = 250  # rows per transaction in an uploaded import (a few tens of milliseconds)
 
 # -- API models ----------------------------------------------------------------------------------------
 
@@ -358,7 +360,14 @@ async def _run_import(
         raise InvalidInput(f"the file is larger than {MAX_IMPORT_BYTES // (1024 * 1024)} MB")
     parsed = parse_contacts_csv(decode_csv(data), region, mapping)
     report = ImportReport(errors=list(parsed.errors))
-    await apply_import(SqlImportTarget(repos.directory), parsed.rows, report)
+    for start in range(0, len(parsed.rows), IMPORT_CHUNK):
+        await apply_import(
+            SqlImportTarget(repos.directory), parsed.rows[start : start + IMPORT_CHUNK], report
+        )
+        # Commit each chunk: the writer (SQLite has one) is free between chunks, so requests
+        # that write wait for one chunk at most, not for the whole file. Re-running is safe.
+        await repos.commit()
+        await asyncio.sleep(0)
     await _relink(repos, region, report.keys)
     report.errors.sort(key=lambda e: e.line)
     return report
