@@ -131,7 +131,8 @@ async def sign_in(client: httpx.AsyncClient, name: str = "admin", password: str 
         "/login", data={"username": name, "password": password, "csrf_token": token, "next": "/"}
     )
     assert answer.status_code == 303, answer.text
-    return token
+    # Sign-in gives the session a fresh CSRF token: the one from the login page is void now.
+    return await csrf_of(client, "/settings")
 
 
 @pytest.fixture

@@ -43,6 +43,28 @@ def test_user_lifecycle_and_token(tmp_path: Path) -> None:
     assert "New password (shown once):" in changed.stdout
 
 
+def test_user_role_and_last_admin(tmp_path: Path) -> None:
+    run(tmp_path, "migrate")
+    refused = run(tmp_path, "user", "role", "admin", "agent", check=False)
+    assert refused.returncode == 1 and "last active admin" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert run(tmp_path, "user", "disable", "admin", check=False).returncode == 1
+    run(tmp_path, "user", "add", "bob", "--role", "agent", "--password", "bob-password-1")
+    assert "now has role admin" in run(tmp_path, "user", "role", "bob", "admin").stdout
+    assert "now has role agent" in run(tmp_path, "user", "role", "admin", "agent").stdout
+    listing = run(tmp_path, "user", "list").stdout.splitlines()
+    cells = {
+        r[0]: r[1]
+        for r in ([c.strip() for c in line.strip("│┃ ").split("│")] for line in listing)
+        if len(r) > 1
+    }
+    assert cells["admin"] == "agent" and cells["bob"] == "admin"
+    # Recovery: with bob the only admin, bob cannot be demoted, but admin can be made admin again.
+    assert run(tmp_path, "user", "role", "bob", "manager", check=False).returncode == 1
+    run(tmp_path, "user", "role", "admin", "admin")
+    assert "unknown role" in run(tmp_path, "user", "role", "bob", "boss", check=False).stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -43,7 +43,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-user_app = typer.Typer(help="Manage users: add, list, passwd, disable, enable.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage users: add, list, passwd, role, disable, enable.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage personal API tokens.", no_args_is_help=True)
 pbx_app = typer.Typer(help="Connect phone systems: add, list.", no_args_is_help=True)
 pbx_add_app = typer.Typer(help="Add a phone system (asterisk or yeastar).", no_args_is_help=True)
@@ -120,6 +120,8 @@ def serve(
     """Start the hub: web UI, JSON API, dialplan API and PBX links."""
     import uvicorn
 
+    from callbridge.web.server import uvicorn_options
+
     cfg = settings()
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -153,6 +155,7 @@ def serve(
         proxy_headers=False,
         # Live messages are small JSON: compressing each one costs more CPU than it saves bytes.
         ws_per_message_deflate=False,
+        **uvicorn_options(cfg),
     )
 
 
@@ -297,6 +300,20 @@ def user_passwd(
         console.print(f"Password of [bold]{name}[/bold] changed.")
         if generated:
             console.print(f"New password (shown once): [bold]{generated}[/bold]")
+
+    in_unit(work)
+
+
+@user_app.command("role")
+def user_role(
+    name: Annotated[str, typer.Argument(help="Sign-in name.")],
+    role: Annotated[str, typer.Argument(help="admin, manager or agent.")],
+) -> None:
+    """Give a user another role (also the way back in when no admin can sign in)."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        user = await hub.accounts(repos).set_role(name, parse_role(role))
+        console.print(f"User [bold]{user.name}[/bold] now has role {user.role.value}.")
 
     in_unit(work)
 

@@ -45,11 +45,18 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(
         default=20 * 1024 * 1024, description="Largest contacts file a web upload may be (CSV import)."
     )
+    header_timeout_seconds: float = Field(default=10.0, description="Time to send request headers.")
+    body_timeout_seconds: float = Field(default=60.0, description="Time to send a whole request body.")
+    keep_alive_seconds: int = Field(default=5, description="Idle time between requests on a connection.")
+    max_connections: int = Field(default=1000, description="Connections and requests at once, per worker.")
     session_max_age_seconds: int = 12 * 3600
     secure_cookies: bool = Field(default=False, description="Set with HTTPS in front of the hub.")
-    login_max_failures: int = 5
+    login_max_failures: int = Field(default=5, description="Per user and address (or known device).")
+    login_user_max_failures: int = Field(default=20, description="Per user, from unknown devices.")
+    login_address_max_failures: int = Field(default=50, description="Per address, any user.")
     login_window_seconds: int = 600
-    login_lockout_seconds: int = 900
+    login_first_lock_seconds: int = Field(default=30, description="First lock; doubles per failure.")
+    login_lockout_seconds: int = Field(default=900, description="The longest lock.")
     login_delay_seconds: float = Field(default=0.25, description="First pause after a failed sign-in.")
     log_level: str = "INFO"
     start_pbx_links: bool = Field(default=True, description="Connect to configured PBXs on start.")

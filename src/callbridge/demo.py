@@ -256,6 +256,7 @@ async def run_demo(
     import uvicorn
 
     from callbridge.web.app import create_app
+    from callbridge.web.server import uvicorn_options
 
     hub = Hub.build(settings)
     admin_password = await hub.prepare()
@@ -265,7 +266,14 @@ async def run_demo(
     await register_simulator(hub, sim)
     app = create_app(hub=hub)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(), lifespan="on")
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            lifespan="on",
+            **uvicorn_options(settings),
+        )
     )
     say = announce if callable(announce) else print
     lines = [f"callbridge demo on http://{host}:{port} (simulated Asterisk on 127.0.0.1:{sim.port})"]

@@ -19,7 +19,7 @@ from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
 from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged
 from callbridge.domain.pbx import PbxKind, PbxRecord
-from callbridge.services.accounts import Accounts, LoginPolicy
+from callbridge.services.accounts import Accounts, LoginPolicy, TokenUses
 from callbridge.services.calllog import (
     CALL_TOPIC,
     BatchedCalls,
@@ -64,6 +64,7 @@ LANE_MIN_CALLS = 150
 # round, and without them PostgreSQL reads every row of the PBX's calls, and every stored
 # event, for each batch (the unique indexes look useless to it): the cost grows with the log.
 ANALYZE_FIRST = 1000
+TOKEN_FLUSH_DELAY = 1.0  # seconds between a token use and its (batched) write
 
 
 class _DeskStore:
@@ -125,6 +126,8 @@ class Hub:
     _ingested: int = 0
     _next_analyze: int = ANALYZE_FIRST
     _analyzer: asyncio.Task[None] | None = None
+    token_uses: TokenUses = field(default_factory=TokenUses)
+    _token_flush: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -133,9 +136,13 @@ class Hub:
         box = SecretBox(load_or_create_key(settings.data_dir, explicit))
         policy = LoginPolicy(
             max_failures=settings.login_max_failures,
+            user_max_failures=settings.login_user_max_failures,
+            address_max_failures=settings.login_address_max_failures,
             window=_seconds(settings.login_window_seconds),
+            first_lock=_seconds(settings.login_first_lock_seconds),
             lockout=_seconds(settings.login_lockout_seconds),
             base_delay=settings.login_delay_seconds,
+            session_lifetime=_seconds(settings.session_max_age_seconds),
         )
         board: PresenceBoard = MemoryBoard()
         if settings.redis_url:
@@ -161,12 +168,39 @@ class Hub:
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         return hub
 
+    def _token_used(self) -> None:
+        if self._token_flush is None or self._token_flush.done():
+            self._token_flush = asyncio.create_task(self._flush_token_uses_soon(), name="token-uses")
+
+    async def _flush_token_uses_soon(self) -> None:
+        await asyncio.sleep(TOKEN_FLUSH_DELAY)  # gather the uses of a burst into one write
+        await self.flush_token_uses()
+
+    async def flush_token_uses(self) -> None:
+        """Write the API token uses noted since the last flush (one short transaction)."""
+        uses = self.token_uses.take()
+        if not uses:
+            return
+        try:
+            async with self.db.unit() as repos:
+                await repos.tokens.touch_many(uses)
+        except Exception as exc:  # the database is busy or away: keep them for the next flush
+            self.token_uses.put_back(uses)
+            log.warning("could not record API token use (%s); will retry", type(exc).__name__)
+
     def _local_link(self, name: str) -> PbxLink | None:
         return self.links.links.get(name) if self.links is not None else None
 
     def accounts(self, repos: Repos) -> Accounts:
         return Accounts(
-            repos.users, repos.tokens, repos.failures, policy=self.login_policy, hasher=self.hasher
+            repos.users,
+            repos.tokens,
+            repos.failures,
+            repos.sessions,
+            policy=self.login_policy,
+            hasher=self.hasher,
+            token_uses=self.token_uses,
+            token_used=self._token_used,
         )
 
     async def prepare(self) -> str | None:
@@ -561,6 +595,12 @@ class Hub:
                 log.warning("could not look for changed PBXs: %s", type(exc).__name__)
 
     async def close(self) -> None:
+        if self._token_flush is not None:
+            self._token_flush.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._token_flush
+            self._token_flush = None
+        await self.flush_token_uses()
         if self._analyzer is not None:
             self._analyzer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -376,3 +376,28 @@ async def test_import_page_says_what_happened_in_sentences(admin_client: httpx.A
     refused = await post(b"Phone\n+14155550100\n")
     assert refused.status_code == 400
     assert "No name column: need one of name" in refused.text
+
+
+async def test_a_large_import_commits_in_chunks(hub: Hub, admin_client: httpx.AsyncClient) -> None:
+    from sqlalchemy import event
+
+    from callbridge.web.routes.contacts import IMPORT_CHUNK
+
+    rows = IMPORT_CHUNK * 3 + 1
+    data = b"Name,Phone\n" + b"".join(f"P{i},+1 415 600 {i:04d}\n".encode() for i in range(rows))
+    commits = 0
+
+    def counted(_conn: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(hub.db.engine.sync_engine, "commit", counted)
+    try:
+        answer = await admin_client.post(
+            "/api/v1/contacts/import", files={"file": ("c.csv", data, "text/csv")}
+        )
+    finally:
+        event.remove(hub.db.engine.sync_engine, "commit", counted)
+    assert answer.status_code == 200 and answer.json()["created"] == rows
+    # The writer is let go between chunks (one transaction for the whole file held it throughout).
+    assert commits >= 4

@@ -72,7 +72,10 @@ class Desk:
             "/login", data={"username": name, "password": PASSWORD, "csrf_token": token.group(1), "next": "/"}
         )
         assert answer.status_code == 303, answer.text
-        c.headers["x-csrf-token"] = token.group(1)
+        # Sign-in replaced the login page's CSRF token: take the session's from a page.
+        fresh = re.search(r'name="csrf_token" value="([^"]+)"', (await c.get("/settings")).text)
+        assert fresh
+        c.headers["x-csrf-token"] = fresh.group(1)
         cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
         return c, cookie
 

@@ -10,7 +10,9 @@ import asyncio
 import functools
 import hashlib
 import logging
+import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -18,7 +20,7 @@ from typing import Protocol
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from callbridge.domain.errors import AuthenticationFailed, NotFound, RateLimited
+from callbridge.domain.errors import AuthenticationFailed, Conflict, NotFound, RateLimited
 from callbridge.domain.users import (
     ApiToken,
     Role,
@@ -48,6 +50,7 @@ class UserStore(Protocol):
     async def set_active(self, user_id: int, active: bool) -> None: ...
     async def set_role(self, user_id: int, role: Role) -> None: ...
     async def touch_login(self, user_id: int, at: datetime) -> None: ...
+    async def count_active_admins(self) -> int: ...
 
 
 class TokenStore(Protocol):
@@ -56,6 +59,7 @@ class TokenStore(Protocol):
     async def for_user(self, user_id: int) -> list[ApiToken]: ...
     async def revoke(self, user_id: int, token_id: int, at: datetime) -> bool: ...
     async def touch(self, token_id: int, at: datetime) -> None: ...
+    async def touch_many(self, uses: dict[int, datetime]) -> None: ...
 
 
 class FailureStore(Protocol):
@@ -65,14 +69,71 @@ class FailureStore(Protocol):
     async def prune(self, before: datetime) -> None: ...
 
 
+class SessionStore(Protocol):
+    async def add(self, session_hash: str, user_id: int, at: datetime, expires_at: datetime) -> None: ...
+    async def alive(self, session_hash: str, user_id: int, at: datetime) -> bool: ...
+    async def remove(self, session_hash: str) -> None: ...
+    async def remove_for_user(self, user_id: int, keep: str | None = None) -> None: ...
+    async def prune(self, before: datetime) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class LoginPolicy:
+    """How wrong passwords are throttled (see :meth:`Accounts.authenticate`).
+
+    Failures are counted per key over ``window``. A key with ``max_failures`` (or, for the wider
+    keys, ``user_max_failures`` / ``address_max_failures``) recent failures is locked: first for
+    ``first_lock``, then twice as long with each further failure, up to ``lockout``.
+    """
+
+    # Per (user, address), or per (user, known device): what a typist with a wrong password hits.
     max_failures: int = 5
     window: timedelta = timedelta(minutes=10)
     lockout: timedelta = timedelta(minutes=15)
+    first_lock: timedelta = timedelta(seconds=30)
+    # Per user, from devices that never signed in as them (guessing spread over many addresses).
+    user_max_failures: int = 20
+    # Per address, any user (one address guessing many names; an office behind NAT shares it).
+    address_max_failures: int = 50
     # Each failure is answered after a pause that doubles, up to ``max_delay`` seconds.
     base_delay: float = 0.25
     max_delay: float = 2.0
+    # How long a browser stays signed in (the server-side record expires then, whatever the cookie says).
+    session_lifetime: timedelta = timedelta(hours=12)
+
+
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    key: str
+    max_failures: int
+
+
+# A token's "last used" time is kept to the minute: recording every request would make every
+# read a write (on SQLite, a wait for the one writer).
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
+
+TokenUseSink = Callable[[int, datetime], None]
+
+
+class TokenUses:
+    """Token uses not yet written: at most one per token per :data:`TOKEN_USE_RESOLUTION`,
+    written in one batch by whoever calls :meth:`take` (the hub, off the request path)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, datetime] = {}
+
+    def due(self, token: ApiToken, at: datetime) -> bool:
+        if token.id in self.pending:
+            return False
+        return token.last_used_at is None or at - token.last_used_at >= TOKEN_USE_RESOLUTION
+
+    def take(self) -> dict[int, datetime]:
+        taken, self.pending = self.pending, {}
+        return taken
+
+    def put_back(self, uses: dict[int, datetime]) -> None:
+        for token_id, at in uses.items():
+            self.pending.setdefault(token_id, at)
 
 
 def generate_password() -> str:
@@ -93,13 +154,21 @@ class Accounts:
         users: UserStore,
         tokens: TokenStore,
         failures: FailureStore,
+        sessions: SessionStore,
         *,
         policy: LoginPolicy | None = None,
         hasher: PasswordHasher | None = None,
+        token_uses: TokenUses | None = None,
+        token_used: Callable[[], None] | None = None,
     ) -> None:
+        # With ``token_uses``, token use is noted in memory and ``token_used`` is told (the hub
+        # writes it shortly after, in its own transaction); without, it is written here.
+        self.token_uses = token_uses
+        self.token_used = token_used
         self.users = users
         self.tokens = tokens
         self.failures = failures
+        self.sessions = sessions
         self.policy = policy or LoginPolicy()
         self.hasher = hasher or _default_hasher
 
@@ -150,37 +219,87 @@ class Accounts:
         return generated
 
     async def change_password(self, user: User, current: str, new: str) -> None:
+        """Throttled like sign-in: a stolen session must not become a way to guess the password."""
+        now = datetime.now(UTC)
+        limits = [_Limit(f"pw:{user.id}", self.policy.max_failures)]
+        await self._check_locks(limits, now, "password checks")
         stored = await self.users.get(user.id)
         if stored is None or not await self._verify(stored.password_hash, current):
+            count = await self._failed(limits, now)
+            log.info("wrong current password for user %s (%d recent)", user.id, count)
             raise AuthenticationFailed("the current password is wrong")
         validate_password(new)
+        await self.failures.clear(limits[0].key)
         await self.users.set_password(user.id, await self._hash(new))
+
+    async def _keep_an_admin(self, user: User) -> None:
+        """Refuse to leave the hub without an active admin: nobody could manage it any more."""
+        if user.is_admin and user.active and await self.users.count_active_admins() <= 1:
+            raise Conflict(f"{user.name} is the last active admin; make another user admin first")
 
     async def set_active(self, name: str, active: bool) -> User:
         user = await self.get_user(name)
+        if not active:
+            await self._keep_an_admin(user)
         await self.users.set_active(user.id, active)
+        if not active:
+            await self.sessions.remove_for_user(user.id)
         return user
 
-    async def set_role(self, name: str, role: Role) -> None:
+    async def set_role(self, name: str, role: Role) -> User:
         user = await self.get_user(name)
+        if role is not Role.ADMIN:
+            await self._keep_an_admin(user)
         await self.users.set_role(user.id, role)
+        return await self.get_user(name)
 
     # --- sign-in ---------------------------------------------------------------------------
-    async def _check_lockout(self, keys: list[str], now: datetime) -> None:
-        for key in keys:
-            recent = await self.failures.recent(key, now - self.policy.window)
-            if len(recent) >= self.policy.max_failures:
-                until = max(recent) + self.policy.lockout
-                if until > now:
-                    raise RateLimited(
-                        "too many failed sign-ins; try again later",
-                        retry_after=(until - now).total_seconds(),
-                    )
+    def _sign_in_limits(self, name: str, address: str, known_device: str | None) -> list[_Limit]:
+        user = name.strip().lower()[:64]
+        if known_device:
+            # A browser this user signed in from before: its own counter only, so neither guesses
+            # from elsewhere nor a shared (NAT) address can lock its owner out.
+            return [_Limit(f"dev:{user}|{known_device[:64]}", self.policy.max_failures)]
+        return [
+            _Limit(f"ua:{user}|{address}", self.policy.max_failures),
+            _Limit(f"user:{user}", self.policy.user_max_failures),
+            _Limit(f"ip:{address}", self.policy.address_max_failures),
+        ]
 
-    async def authenticate(self, name: str, password: str, address: str) -> User:
+    async def _check_locks(self, limits: list[_Limit], now: datetime, what: str) -> None:
+        for limit in limits:
+            recent = await self.failures.recent(limit.key, now - self.policy.window)
+            extra = len(recent) - limit.max_failures
+            if extra < 0:
+                continue
+            lock = min(self.policy.lockout, self.policy.first_lock * 2 ** min(extra, 30))
+            until = max(recent) + lock
+            if until > now:
+                raise RateLimited(
+                    f"too many failed {what}; try again in {_wait_text((until - now).total_seconds())}",
+                    retry_after=(until - now).total_seconds(),
+                )
+
+    async def _failed(self, limits: list[_Limit], now: datetime) -> int:
+        """Record a failure under every key; pause a little longer each time; returns the count
+        of the narrowest key."""
+        await self.failures.record([limit.key for limit in limits], now)
+        # Failures older than any window or lockout mean nothing: keep the table small.
+        await self.failures.prune(now - self.policy.window - self.policy.lockout)
+        count = len(await self.failures.recent(limits[0].key, now - self.policy.window))
+        delay = min(self.policy.max_delay, self.policy.base_delay * 2 ** max(0, count - 1))
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return count
+
+    async def authenticate(
+        self, name: str, password: str, address: str, known_device: str | None = None
+    ) -> User:
+        """Check a sign-in. ``known_device`` is the id from a (verified) known-device cookie
+        issued to this user name, if the browser sent one."""
         now = datetime.now(UTC)
-        keys = [f"ip:{address}", f"user:{name.strip().lower()}"]
-        await self._check_lockout(keys, now)
+        limits = self._sign_in_limits(name, address, known_device)
+        await self._check_locks(limits, now, "sign-ins")
         stored = await self.users.get_by_name(name.strip())
         ok = False
         if stored is not None:
@@ -189,22 +308,42 @@ class Accounts:
             # Spend the same time as a real check so timing does not reveal which names exist.
             await self._verify(_dummy_hash(), password)
         if not ok or stored is None or not stored.user.active:
-            await self.failures.record(keys, now)
-            # Failures older than any window or lockout mean nothing: keep the table small.
-            await self.failures.prune(now - self.policy.window - self.policy.lockout)
-            count = len(await self.failures.recent(keys[0], now - self.policy.window))
-            delay = min(self.policy.max_delay, self.policy.base_delay * 2 ** max(0, count - 1))
-            log.info("failed sign-in for %r from %s (%d recent)", name[:64], address, count)
-            if delay > 0:
-                await asyncio.sleep(delay)
+            count = await self._failed(limits, now)
+            log.info(
+                "failed sign-in for %r from %s%s (%d recent)",
+                name[:64],
+                address,
+                " (known device)" if known_device else "",
+                count,
+            )
             raise AuthenticationFailed("wrong user name or password")
-        await self.failures.clear(keys[1])
+        await self.failures.clear(limits[0].key)
         await self.users.touch_login(stored.user.id, now)
         return stored.user
 
-    async def user_for_session(self, user_id: int, session_version: int) -> User | None:
+    # --- browser sessions ------------------------------------------------------------------
+    async def start_session(self, user: User) -> str:
+        """Record a new signed-in browser; returns the random id its cookie carries."""
+        now = datetime.now(UTC)
+        session_id = secrets.token_urlsafe(32)
+        await self.sessions.prune(now)
+        await self.sessions.add(hash_token(session_id), user.id, now, now + self.policy.session_lifetime)
+        return session_id
+
+    async def end_session(self, session_id: str) -> None:
+        await self.sessions.remove(hash_token(session_id))
+
+    async def end_other_sessions(self, user: User, keep: str | None) -> None:
+        """After a password change: every other browser of ``user`` is signed out."""
+        await self.sessions.remove_for_user(user.id, hash_token(keep) if keep else None)
+
+    async def user_for_session(self, user_id: int, session_version: int, session_id: str) -> User | None:
+        """The user a session cookie speaks for, or None when the session was ended (sign-out,
+        expiry), the user was disabled or changed their password since."""
         stored = await self.users.get(user_id)
         if stored is None or not stored.user.active or stored.user.session_version != session_version:
+            return None
+        if not await self.sessions.alive(hash_token(session_id), user_id, datetime.now(UTC)):
             return None
         return stored.user
 
@@ -223,7 +362,14 @@ class Accounts:
         token, stored = found
         if not token.active or not stored.user.active:
             raise AuthenticationFailed("the API token is not valid")
-        await self.tokens.touch(token.id, datetime.now(UTC))
+        now = datetime.now(UTC)
+        if self.token_uses is None:
+            if token.last_used_at is None or now - token.last_used_at >= TOKEN_USE_RESOLUTION:
+                await self.tokens.touch(token.id, now)
+        elif self.token_uses.due(token, now):
+            self.token_uses.pending[token.id] = now
+            if self.token_used is not None:
+                self.token_used()
         return stored.user
 
     async def list_tokens(self, user: User) -> list[ApiToken]:
@@ -232,6 +378,11 @@ class Accounts:
     async def revoke_token(self, user: User, token_id: int) -> None:
         if not await self.tokens.revoke(user.id, token_id, datetime.now(UTC)):
             raise NotFound(f"no active token {token_id}")
+
+
+def _wait_text(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    return f"{seconds} seconds" if seconds < 120 else f"{math.ceil(seconds / 60)} minutes"
 
 
 @functools.cache

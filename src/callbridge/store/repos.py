@@ -12,7 +12,7 @@ from callbridge.store.calls import SqlCalls
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 from callbridge.store.pbxes import SqlPbxStore
 from callbridge.store.secrets import SecretBox
-from callbridge.store.users import SqlFailureStore, SqlTokenStore, SqlUserStore
+from callbridge.store.users import SqlFailureStore, SqlSessionStore, SqlTokenStore, SqlUserStore
 
 
 class Repos:
@@ -24,6 +24,7 @@ class Repos:
         self.users = SqlUserStore(session)
         self.tokens = SqlTokenStore(session)
         self.failures = SqlFailureStore(session)
+        self.sessions = SqlSessionStore(session)
         self.pbxes = SqlPbxStore(session, box)
         self.calls = SqlCalls(session)
         self.directory = SqlDirectory(session)

@@ -101,6 +101,17 @@ api_tokens = Table(
     Column("revoked_at", UtcDateTime, nullable=True),
 )
 
+# One row per signed-in browser. Sign-out deletes it, so a copied or replayed cookie is refused
+# afterwards; ``id`` is the SHA-256 of the random id the (signed) cookie carries.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", UtcDateTime, nullable=False, default=now),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+)
+
 login_failures = Table(
     "login_failures",
     metadata,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callbridge.domain.errors import Conflict
 from callbridge.domain.users import ApiToken, Role, User
 from callbridge.services.accounts import StoredUser
-from callbridge.store.tables import api_tokens, login_failures, now, users
+from callbridge.store.tables import api_tokens, login_failures, now, users, web_sessions
 
 
 def _user(row: Any) -> User:
@@ -114,6 +114,14 @@ class SqlUserStore:
     async def touch_login(self, user_id: int, at: datetime) -> None:
         await self._update(user_id, False, last_login_at=at)
 
+    async def count_active_admins(self) -> int:
+        query = (
+            select(func.count())
+            .select_from(users)
+            .where(users.c.role == Role.ADMIN.value, users.c.active.is_(True))
+        )
+        return int((await self.session.execute(query)).scalar_one())
+
 
 class SqlTokenStore:
     def __init__(self, session: AsyncSession) -> None:
@@ -170,6 +178,17 @@ class SqlTokenStore:
             update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=at)
         )
 
+    async def touch_many(self, uses: dict[int, datetime]) -> None:
+        for token_id, at in sorted(uses.items()):
+            await self.session.execute(
+                update(api_tokens)
+                .where(
+                    api_tokens.c.id == token_id,
+                    (api_tokens.c.last_used_at.is_(None)) | (api_tokens.c.last_used_at < at),
+                )
+                .values(last_used_at=at)
+            )
+
 
 class SqlFailureStore:
     def __init__(self, session: AsyncSession) -> None:
@@ -189,3 +208,37 @@ class SqlFailureStore:
 
     async def prune(self, before: datetime) -> None:
         await self.session.execute(delete(login_failures).where(login_failures.c.at < before))
+
+
+class SqlSessionStore:
+    """Server-side records of signed-in browsers (``web_sessions``)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, session_hash: str, user_id: int, at: datetime, expires_at: datetime) -> None:
+        await self.session.execute(
+            insert(web_sessions).values(
+                id=session_hash, user_id=user_id, created_at=at, expires_at=expires_at
+            )
+        )
+
+    async def alive(self, session_hash: str, user_id: int, at: datetime) -> bool:
+        query = select(web_sessions.c.id).where(
+            web_sessions.c.id == session_hash,
+            web_sessions.c.user_id == user_id,
+            web_sessions.c.expires_at > at,
+        )
+        return (await self.session.execute(query)).first() is not None
+
+    async def remove(self, session_hash: str) -> None:
+        await self.session.execute(delete(web_sessions).where(web_sessions.c.id == session_hash))
+
+    async def remove_for_user(self, user_id: int, keep: str | None = None) -> None:
+        query = delete(web_sessions).where(web_sessions.c.user_id == user_id)
+        if keep is not None:
+            query = query.where(web_sessions.c.id != keep)
+        await self.session.execute(query)
+
+    async def prune(self, before: datetime) -> None:
+        await self.session.execute(delete(web_sessions).where(web_sessions.c.expires_at < before))

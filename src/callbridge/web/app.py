@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
     )
     # Answered ahead of all of the app's middleware (a PBX calls it; see web/webhooks.py).
     app.pbx_webhooks = YeastarWebhooks(the_hub, settings.max_body_bytes)
+    app.body_timeout = settings.body_timeout_seconds
     app.add_middleware(SecurityHeaders)
     # A contacts file may be far larger than any other request: its upload paths have their own
     # limit (the file plus room for the form around it); the route checks the file itself.

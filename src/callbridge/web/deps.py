@@ -80,12 +80,13 @@ async def optional_user(request: Request, accounts: AccountsDep) -> User | None:
         return user
     user_id = request.session.get("uid")
     version = request.session.get("sv")
-    if not isinstance(user_id, int) or not isinstance(version, int):
+    session_id = request.session.get("sid")
+    if not isinstance(user_id, int) or not isinstance(version, int) or not isinstance(session_id, str):
         return None
-    found = await accounts.user_for_session(user_id, version)
+    found = await accounts.user_for_session(user_id, version, session_id)
     if found is None:
-        request.session.pop("uid", None)
-        request.session.pop("sv", None)
+        for key in ("uid", "sv", "sid"):
+            request.session.pop(key, None)
         return None
     await check_csrf(request)
     request.state.user = found

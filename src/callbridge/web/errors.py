@@ -6,6 +6,7 @@ Every error body on the API is ``{"error": {"code": "...", "message": "..."}}`` 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -47,6 +48,11 @@ _HTTP_CODES = {
 }
 
 
+def retry_after(exc: errors.RateLimited) -> str:
+    """The Retry-After value (whole seconds, at least 1) for ``exc``."""
+    return str(max(1, math.ceil(exc.retry_after)))
+
+
 def status_for(exc: errors.CallbridgeError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
@@ -74,6 +80,8 @@ def error_response(
     headers: dict[str, str] | None = None,
     details: Any = None,
 ) -> Response:
+    if status == 429 and not any(k.lower() == "retry-after" for k in headers or {}):
+        headers = {**(headers or {}), "Retry-After": "1"}  # every 429 says when to come back
     if wants_plain_dialplan(request):
         # The status says enough; an empty body, typed, so CURL() reads nothing as a name.
         return Response(status_code=status, headers=headers, media_type="text/plain")
@@ -102,7 +110,7 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, errors.CallbridgeError)
         headers = None
         if isinstance(exc, errors.RateLimited):
-            headers = {"Retry-After": str(max(1, int(exc.retry_after)))}
+            headers = {"Retry-After": retry_after(exc)}
         if isinstance(exc, errors.StoreUnavailable):
             headers = {"Retry-After": "1"}  # nothing was stored: the client sends it again
         if isinstance(exc, errors.AuthenticationFailed) and not wants_html(request):

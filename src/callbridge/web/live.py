@@ -267,11 +267,11 @@ def _same_origin(ws: WebSocket) -> bool:
 
 async def _session_user(ws: WebSocket, hub: Hub) -> User | None:
     session = ws.scope.get("session") or {}
-    user_id, version = session.get("uid"), session.get("sv")
-    if not isinstance(user_id, int) or not isinstance(version, int):
+    user_id, version, session_id = session.get("uid"), session.get("sv"), session.get("sid")
+    if not isinstance(user_id, int) or not isinstance(version, int) or not isinstance(session_id, str):
         return None
     async with hub.db.unit() as repos:
-        return await hub.accounts(repos).user_for_session(user_id, version)
+        return await hub.accounts(repos).user_for_session(user_id, version, session_id)
 
 
 async def hello(hub: Hub, user: User) -> dict[str, Any]:

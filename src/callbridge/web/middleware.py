@@ -1,7 +1,8 @@
-"""ASGI middleware: body size limit and security headers."""
+"""ASGI middleware: body size limit, body timeout and security headers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 
@@ -170,3 +171,68 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class BodyTimeout:
+    """Bounds the time a client may take to send its whole request body: a body dribbled in at
+    a byte a second would otherwise hold a connection (and a worker's memory) for as long as the
+    client likes. Past ``seconds`` the answer is 408 and the connection is closed."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.seconds <= 0:
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        complete = False
+        started = False
+        timed_out = False
+
+        async def bounded_receive() -> Message:
+            nonlocal complete, timed_out
+            if timed_out:
+                return {"type": "http.disconnect"}
+            if complete:
+                return await receive()  # waiting for a disconnect is not bounded
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                timed_out = True
+                if not started:
+                    await _answer_timeout(send)
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if timed_out:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, bounded_receive, tracking_send)
+
+
+async def _answer_timeout(send: Send) -> None:
+    body = json.dumps(
+        {"error": {"code": "request_timeout", "message": "the request body took too long to arrive"}}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 408,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),  # the rest of the body is not worth waiting for
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

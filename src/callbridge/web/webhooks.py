@@ -25,7 +25,7 @@ from callbridge.domain.errors import AuthenticationFailed, CallbridgeError, NotF
 from callbridge.hub import Hub
 from callbridge.pbx.yeastar.webhooks import ack_body
 from callbridge.web.errors import status_for
-from callbridge.web.middleware import SECURITY_HEADERS, body_too_large
+from callbridge.web.middleware import SECURITY_HEADERS, BodyTimeout, body_too_large
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,16 @@ class CallbridgeApp(FastAPI):
     """The hub's app: FastAPI, with PBX webhooks answered before its middleware stack."""
 
     pbx_webhooks: YeastarWebhooks | None = None
+    # Seconds a client may take to send a whole request body (0: no bound); see BodyTimeout.
+    body_timeout: float = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.body_timeout > 0 and scope["type"] == "http":
+            await BodyTimeout(self._dispatch, self.body_timeout)(scope, receive, send)
+            return
+        await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.pbx_webhooks is not None and self.pbx_webhooks.key(scope):
             await self.pbx_webhooks(scope, receive, send)
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from callbridge.domain.errors import AuthenticationFailed
 from callbridge.web.deps import AccountsDep, AdminUser, CurrentUser, RepoDep
 from callbridge.web.schemas import (
     Id,
@@ -27,8 +28,14 @@ async def me(user: CurrentUser) -> UserOut:
 
 
 @router.post("/me/password", status_code=204)
-async def change_password(body: PasswordChange, user: CurrentUser, accounts: AccountsDep) -> Response:
-    await accounts.change_password(user, body.current, body.new)
+async def change_password(
+    body: PasswordChange, user: CurrentUser, accounts: AccountsDep, repos: RepoDep
+) -> Response:
+    try:
+        await accounts.change_password(user, body.current, body.new)
+    except AuthenticationFailed:
+        await repos.commit()  # a wrong current password counts towards the throttle
+        raise
     return Response(status_code=204)
 
 

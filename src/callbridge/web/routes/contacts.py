@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -46,6 +47,9 @@ def import_too_large(max_bytes: int) -> str:
         "Split it into smaller files, or import it on the hub's machine with "
         "'callbridge contacts import', which has no such limit."
     )
+
+
+IMPORT_CHUNK = 250  # rows per transaction in an uploaded import (a few tens of milliseconds)
 
 
 # -- API models ----------------------------------------------------------------------------------------
@@ -425,7 +429,14 @@ async def _run_import(
 ) -> ImportReport:
     parsed = read_contacts_file(data, region, mapping, encoding)
     report = ImportReport(errors=list(parsed.errors), encoding=parsed.encoding, warnings=parsed.warnings)
-    await apply_import(SqlImportTarget(repos.directory), parsed.rows, report)
+    for start in range(0, len(parsed.rows), IMPORT_CHUNK):
+        await apply_import(
+            SqlImportTarget(repos.directory), parsed.rows[start : start + IMPORT_CHUNK], report
+        )
+        # Commit each chunk: the writer (SQLite has one) is free between chunks, so requests
+        # that write wait for one chunk at most, not for the whole file. Re-running is safe.
+        await repos.commit()
+        await asyncio.sleep(0)
     await _relink(repos, region, report.keys)
     report.errors.sort(key=lambda e: e.line)
     return report

@@ -1,0 +1,140 @@
+"""API latency under load: ``GET /api/v1/calls`` with 200 concurrent token-authenticated clients,
+and GET latency while a large contacts import runs — against a real hub on loopback.
+
+1. a fresh data dir (SQLite), ``callbridge migrate``, an API token for admin (``callbridge token
+   create``), then ``callbridge serve`` (uvicorn, one worker) in a subprocess;
+2. 200 clients (one connection each) ask ``GET /api/v1/calls`` in a loop: p50/p99 and errors;
+3. an import of N generated contacts (``POST /api/v1/contacts/import``) while 8 clients keep
+   asking ``GET /api/v1/calls``: p50/p99/max of those GETs and how many were refused (503).
+
+Goal (issue #20): p99 under 500 ms with 200 clients; no 503 during an import.
+Run: .venv/bin/python bench/api_load.py [--requests 4000] [--import-rows 100000]
+A benchmark, not a test: it prints figures, it never fails on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+GOAL_P99_MS = 500.0
+CLIENTS = 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def _load(url: str, token: str, total: int, clients: int) -> tuple[list[float], dict[int, int]]:
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    left = total
+
+    async def client() -> None:
+        nonlocal left
+        async with httpx.AsyncClient(
+            base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=60
+        ) as c:
+            while left > 0:
+                left -= 1
+                started = time.perf_counter()
+                answer = await c.get("/api/v1/calls")
+                latencies.append((time.perf_counter() - started) * 1000)
+                codes[answer.status_code] = codes.get(answer.status_code, 0) + 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, codes
+
+
+async def _during_import(url: str, token: str, rows: int) -> tuple[list[float], dict[int, int], float]:
+    csv = b"Name,Phone\n" + b"".join(
+        f"Person {i},+1 415 {200 + i // 10_000 % 700:03d} {i % 10_000:04d}\n".encode() for i in range(rows)
+    )
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    auth = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=auth, timeout=600) as uploader:
+        started = time.perf_counter()
+        upload = asyncio.create_task(
+            uploader.post("/api/v1/contacts/import", files={"file": ("c.csv", csv, "text/csv")})
+        )
+
+        async def reader() -> None:
+            async with httpx.AsyncClient(base_url=url, headers=auth, timeout=60) as c:
+                while not upload.done():
+                    t0 = time.perf_counter()
+                    answer = await c.get("/api/v1/calls")
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    codes[answer.status_code] = codes.get(answer.status_code, 0) + 1
+                    await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(reader() for _ in range(8)))
+        result = await upload
+        took = time.perf_counter() - started
+        if result.status_code != 200:
+            print(f"import answered {result.status_code}: {result.text[:200]}")
+    return latencies, codes, took
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--import-rows", type=int, default=100_000)
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="cb-apiload-"))
+    env = {**os.environ, "CALLBRIDGE_DATA_DIR": str(data), "CALLBRIDGE_LOG_LEVEL": "WARNING"}
+    cli = [sys.executable, "-m", "callbridge"]
+    subprocess.run([*cli, "migrate"], env=env, check=True, capture_output=True)
+    token = subprocess.run(
+        [*cli, "token", "create", "admin"], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        latencies, codes = asyncio.run(_load(url, token, args.requests, CLIENTS))
+        p50, p99 = statistics.median(latencies), _pct(latencies, 0.99)
+        print(f"GET /api/v1/calls, {CLIENTS} clients, {args.requests} requests: codes {codes}")
+        print(f"  p50 {p50:8.1f} ms")
+        print(f"  p99 {p99:8.1f} ms   goal {GOAL_P99_MS:.0f} ms   ratio {p99 / GOAL_P99_MS:.2f}x of goal")
+        during, codes, took = asyncio.run(_during_import(url, token, args.import_rows))
+        refused = sum(n for code, n in codes.items() if code >= 500)
+        print(
+            f"GET /api/v1/calls during an import of {args.import_rows} contacts ({took:.1f} s): codes {codes}"
+        )
+        print(
+            f"  p50 {statistics.median(during):8.1f} ms   p99 {_pct(during, 0.99):8.1f} ms   "
+            f"max {max(during):8.1f} ms   refused {refused} of {len(during)} (goal 0)"
+        )
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()

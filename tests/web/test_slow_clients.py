@@ -1,0 +1,132 @@
+"""Slow clients against a real server on loopback: headers or a body dribbled in at a byte a
+second are cut off after the configured time instead of holding the connection forever."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from tests.agent.procs import free_port
+
+from callbridge.config import Settings
+from callbridge.web.server import uvicorn_options
+
+HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.5
+PATIENCE = 8.0  # how long the test waits at most; the server must give up well before
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        login_delay_seconds=0,
+        start_pbx_links=False,
+        header_timeout_seconds=HEADER_TIMEOUT,
+        body_timeout_seconds=BODY_TIMEOUT,
+    )
+
+
+@pytest.fixture
+async def server(app: object, settings: Settings) -> AsyncIterator[int]:
+    port = free_port()
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_level="warning",
+        **uvicorn_options(settings),
+    )
+    served = uvicorn.Server(config)
+    task = asyncio.create_task(served.serve())
+    for _ in range(100):
+        if served.started:
+            break
+        await asyncio.sleep(0.05)
+    assert served.started
+    yield port
+    served.should_exit = True
+    await task
+
+
+async def _dribble(port: int, head: bytes, tail: bytes) -> tuple[bytes, float]:
+    """Send ``head`` at once, then ``tail`` one byte a second; returns what the server answered
+    and after how many seconds it closed the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    writer.write(head)
+    await writer.drain()
+
+    async def trickle() -> None:
+        for byte in tail:
+            await asyncio.sleep(1.0)
+            writer.write(bytes([byte]))
+            await writer.drain()
+
+    sender = asyncio.create_task(trickle())
+    try:
+        answer = await asyncio.wait_for(reader.read(), PATIENCE)
+        closed_after = time.monotonic() - started
+    except TimeoutError:
+        answer, closed_after = b"", float("inf")
+    finally:
+        sender.cancel()
+        writer.close()
+    return answer, closed_after
+
+
+async def test_headers_sent_at_a_byte_a_second_are_cut_off(server: int) -> None:
+    answer, closed_after = await _dribble(
+        server, b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\nX-Slow: 1\r\n\r\n"
+    )
+    assert closed_after < HEADER_TIMEOUT + 2, f"connection still open after {closed_after:.1f} s"
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"request_timeout"' in answer
+
+
+async def test_a_silent_connection_is_cut_off(server: int) -> None:
+    answer, closed_after = await _dribble(server, b"", b"")
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert closed_after < HEADER_TIMEOUT + 2, f"connection still open after {closed_after:.1f} s"
+
+
+async def test_a_body_sent_at_a_byte_a_second_is_cut_off(server: int) -> None:
+    head = (
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 40\r\n\r\nusername=admin"
+    )
+    answer, closed_after = await _dribble(server, head, b"&password=slowly-slowly-slowly")
+    assert closed_after < BODY_TIMEOUT + 2, f"connection still open after {closed_after:.1f} s"
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"request_timeout"' in answer
+
+
+async def test_prompt_requests_on_a_kept_alive_connection_still_work(server: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server)
+    try:
+        for _ in range(3):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 5)
+            assert status.startswith(b"HTTP/1.1 200")
+            length = 0
+            while (line := await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            # Idle between requests for less than keep-alive, longer than the header timeout.
+            await asyncio.sleep(HEADER_TIMEOUT * 1.5)
+    finally:
+        writer.close()
+
+
+def test_serve_options_bound_connections_and_idle_time() -> None:
+    options = uvicorn_options(Settings(max_connections=200, keep_alive_seconds=7, header_timeout_seconds=3))
+    assert options["limit_concurrency"] == 200 and options["timeout_keep_alive"] == 7
+    assert options["http"].header_timeout == 3
