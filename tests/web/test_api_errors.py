@@ -156,7 +156,7 @@ async def test_a_broken_database_connection_is_503_then_recovers(
     assert (await client.get("/api/v1/users", headers=auth)).status_code == 200
 
 
-TOO_BIG = str(2**63)  # one past the largest id a 64-bit row id can hold
+TOO_BIG = str(2**31)  # one past the largest id an INTEGER column holds on PostgreSQL
 
 
 @pytest.mark.parametrize(
@@ -181,13 +181,20 @@ TOO_BIG = str(2**63)  # one past the largest id a 64-bit row id can hold
         ("GET", f"/contacts/{TOO_BIG}", None),
     ],
 )
-async def test_ids_past_64_bits_are_4xx_not_500(
+async def test_ids_past_what_a_row_holds_are_4xx_not_500(
     hub: Hub, client: httpx.AsyncClient, method: str, path: str, body: object
 ) -> None:
     answer = await client.request(method, path, json=body, headers=await _admin_auth(hub))
     assert answer.status_code in (400, 404, 422), (answer.status_code, answer.text)
     error = answer.json()["error"]
     assert error["message"] and error["code"] != "internal_error"
+
+
+async def test_the_largest_id_is_simply_not_found(hub: Hub, client: httpx.AsyncClient) -> None:
+    auth = await _admin_auth(hub)
+    for path in ("/api/v1/calls/2147483647", "/api/v1/contacts/2147483647"):
+        answer = await client.get(path, headers=auth)
+        assert answer.status_code == 404, (path, answer.text)
 
 
 async def test_renaming_a_tag_to_two_tags_is_400_with_words(hub: Hub, client: httpx.AsyncClient) -> None:

@@ -12,8 +12,8 @@ from callbridge.domain.users import ApiToken, Role, User
 
 T = TypeVar("T")
 
-MAX_ID = 2**63 - 1
-"""The largest row id either database stores (a 64-bit signed integer)."""
+MAX_ID = 2**31 - 1
+"""The largest row id both databases store: ids are INTEGER columns, 32-bit on PostgreSQL."""
 
 Id = Annotated[int, Interval(ge=1, le=MAX_ID)]
 """A row id in a path, a query or a body: every route and schema takes ids as this type, so one
