@@ -382,6 +382,9 @@ def pbx_add_asterisk(
         str, typer.Option(help="Dialplan variable that marks a call inbound/outbound, when set.")
     ] = "CALLBRIDGE_DIRECTION",
     agent: Annotated[bool, typer.Option(help="Served by `callbridge agent` beside Asterisk.")] = False,
+    recordings_dir: Annotated[
+        str, typer.Option(help="MixMonitor's directory, when the hub runs on the PBX's host.")
+    ] = "",
 ) -> None:
     """Add an Asterisk PBX: the hub connects to its AMI (or an agent forwards its events)."""
     settings_ = AsteriskSettings(
@@ -392,6 +395,7 @@ def pbx_add_asterisk(
         trunks=tuple(trunk or ()),
         direction_variable=direction_variable,
         agent=agent,
+        recordings_dir=recordings_dir,
     )
 
     async def work(hub: Hub, repos: Repos) -> None:
@@ -483,6 +487,9 @@ def pbx_edit(
     agent: Annotated[
         bool | None, typer.Option("--agent/--no-agent", help="Served by `callbridge agent` or not.")
     ] = None,
+    recordings_dir: Annotated[
+        str | None, typer.Option(help="MixMonitor's directory on the hub's host ('' to unset).")
+    ] = None,
     base_url: Annotated[str | None, typer.Option(help="Yeastar: the PBX address.")] = None,
     client_id: Annotated[str | None, typer.Option(help="Yeastar: OpenAPI client id.")] = None,
     client_secret: Annotated[str | None, typer.Option(help="Yeastar: new client secret.")] = None,
@@ -498,6 +505,7 @@ def pbx_edit(
         trunks=None if trunk is None else tuple(trunk),
         direction_variable=direction_variable,
         agent=agent,
+        recordings_dir=recordings_dir,
         base_url=base_url,
         client_id=client_id,
         client_secret=client_secret,

@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
 
 from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
-from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged
+from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged, RecordingAvailable
 from callbridge.domain.pbx import PbxKind, PbxRecord
+from callbridge.media.storage import LocalStorage
 from callbridge.services.accounts import Accounts, LoginPolicy, TokenUses
 from callbridge.services.calllog import (
     CALL_TOPIC,
@@ -43,6 +45,7 @@ from callbridge.services.live import (
 )
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
+from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource
 from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database
 from callbridge.store.desk import DeskRepo
@@ -128,6 +131,9 @@ class Hub:
     _analyzer: asyncio.Task[None] | None = None
     token_uses: TokenUses = field(default_factory=TokenUses)
     _token_flush: asyncio.Task[None] | None = None
+    # Recordings: where their bytes are stored, and the worker that fetches them from the PBXs.
+    storage: LocalStorage | None = None
+    fetcher: RecordingFetcher | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -166,7 +172,47 @@ class Hub:
             region=settings.default_region,
         )
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
+        hub.storage = LocalStorage(settings.data_dir / "recordings")
+        hub.fetcher = RecordingFetcher(hub._recording_rows, hub.storage, hub.recording_source)
         return hub
+
+    # --- recordings ----------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _recording_rows(self) -> AsyncIterator[RecordingRows]:
+        async with self.db.unit() as repos:
+            yield repos.recordings
+
+    async def recording_source(self, pbx: str) -> RecordingSource | str:
+        """Where PBX ``pbx``'s recordings come from in this process, or why nowhere (the reason a
+        pending recording shows)."""
+        async with self.db.unit() as repos:
+            record = await repos.pbxes.find(pbx)
+        if record is None:
+            return "its phone system was removed"
+        if not record.enabled:
+            return "its phone system is disabled"
+        if record.kind is PbxKind.ASTERISK:
+            if record.config.get("agent"):
+                return "this Asterisk is served by an agent, and agents do not upload recordings yet"
+            directory = str(record.config.get("recordings_dir") or "")
+            if not directory:
+                return "no recordings directory is set for this phone system (recordings_dir)"
+            from callbridge.pbx.asterisk.recordings import DirectoryRecordings
+
+            return DirectoryRecordings(Path(directory))
+        link = self._local_link(pbx)
+        client = getattr(link, "client", None)
+        if client is None:
+            return "the link to this phone system is not running in this hub process"
+        from callbridge.pbx.yeastar.recordings import YeastarRecordings
+
+        return YeastarRecordings(client)
+
+    def start_recordings(self) -> None:
+        """Start fetching pending recordings (the lifespan calls this; pending rows from before
+        a restart are taken first)."""
+        if self.fetcher is not None:
+            self.fetcher.start()
 
     def _token_used(self) -> None:
         if self._token_flush is None or self._token_flush.done():
@@ -291,6 +337,8 @@ class Hub:
             async with self.db.unit() as repos:
                 await then(repos)
         self._count_ingested(sum(len(b) for b in buckets))
+        if self.fetcher is not None and any(isinstance(e, RecordingAvailable) for b in buckets for e in b):
+            self.fetcher.wake()  # committed: the new pending recordings are fetched now
         return messages + [m for lane in results for m in lane]
 
     def _count_ingested(self, count: int) -> None:
@@ -388,6 +436,8 @@ class Hub:
             )
             if changed is None:
                 continue
+            if isinstance(event, RecordingAvailable) and event.recording:
+                await repos.recordings.add_pending(changed.id, event.pbx, event.recording)
             if self.desk is not None:
                 try:
                     out += await self.desk.observe(event, changed, desk_store)
@@ -595,6 +645,8 @@ class Hub:
                 log.warning("could not look for changed PBXs: %s", type(exc).__name__)
 
     async def close(self) -> None:
+        if self.fetcher is not None:
+            await self.fetcher.close()
         if self._token_flush is not None:
             self._token_flush.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -259,7 +259,7 @@ async def test_link_an_ambiguous_call_by_hand(hub: Hub, admin_client: httpx.Asyn
         hub, [RecordingAvailable(pbx="main", call_id="amb", at=T0 + timedelta(hours=1), recording="r")]
     )
     after = (await admin_client.get(f"/api/v1/calls/{call['id']}")).json()
-    assert after["contact"] == {"id": x, "name": "X"} and after["recording"] == "r"
+    assert after["contact"] == {"id": x, "name": "X"} and after["recording_file"] == "r"
     missing = await admin_client.put(f"/api/v1/calls/{call['id']}/contact", json={"contact_id": 424242})
     assert missing.status_code == 400
 

@@ -47,6 +47,9 @@ class AsteriskSettings:
     trunks: tuple[str, ...] = ()
     direction_variable: str = "CALLBRIDGE_DIRECTION"
     agent: bool = False
+    # Where MixMonitor writes, for a hub on the PBX's host (embedded AMI link): the hub reads
+    # recordings from here. Empty: the hub does not fetch this PBX's recordings.
+    recordings_dir: str = ""
 
     def validate(self) -> tuple[dict[str, Any], dict[str, str]]:
         trunks = [t.strip() for t in self.trunks if t.strip()]
@@ -55,10 +58,18 @@ class AsteriskSettings:
                 raise InvalidInput(f"trunk pattern {pattern!r} is not valid")
         if self.direction_variable and not _VARIABLE.match(self.direction_variable):
             raise InvalidInput("the direction variable must be a dialplan variable name")
+        recordings_dir = self.recordings_dir.strip()
+        if recordings_dir and (
+            not recordings_dir.startswith("/") or len(recordings_dir) > 500 or "\0" in recordings_dir
+        ):
+            raise InvalidInput(
+                "the recordings directory must be an absolute path, e.g. /var/spool/asterisk/monitor"
+            )
         config: dict[str, Any] = {
             "trunks": trunks,
             "direction_variable": self.direction_variable,
             "agent": self.agent,
+            "recordings_dir": recordings_dir,
         }
         if self.agent:
             return config, {}
@@ -124,7 +135,9 @@ async def add_pbx(
 
 # Settings keys that an edit rebuilds; any other key of a PBX's config (the agent's guard
 # settings, for one) is kept as it is.
-_ASTERISK_KEYS = frozenset({"host", "port", "username", "trunks", "direction_variable", "agent"})
+_ASTERISK_KEYS = frozenset(
+    {"host", "port", "username", "trunks", "direction_variable", "agent", "recordings_dir"}
+)
 _YEASTAR_KEYS = frozenset({"base_url", "client_id", "events"})
 
 
@@ -140,6 +153,7 @@ class PbxChanges:
     trunks: tuple[str, ...] | None = None
     direction_variable: str | None = None
     agent: bool | None = None
+    recordings_dir: str | None = None
     base_url: str | None = None
     client_id: str | None = None
     client_secret: str | None = None
@@ -170,10 +184,20 @@ async def edit_pbx(store: PbxStore, name: str, changes: PbxChanges) -> PbxRecord
                 "direction_variable", config.get("direction_variable", "CALLBRIDGE_DIRECTION")
             ),
             agent=given.get("agent", bool(config.get("agent"))),
+            recordings_dir=given.get("recordings_dir", str(config.get("recordings_dir") or "")),
         )
         keys = _ASTERISK_KEYS
     else:
-        unknown = set(given) & {"host", "port", "username", "secret", "trunks", "direction_variable", "agent"}
+        unknown = set(given) & {
+            "host",
+            "port",
+            "username",
+            "secret",
+            "trunks",
+            "direction_variable",
+            "agent",
+            "recordings_dir",
+        }
         settings = YeastarSettings(
             base_url=given.get("base_url", config.get("base_url", "")),
             client_id=given.get("client_id", config.get("client_id", "")),

@@ -11,6 +11,7 @@ from callbridge.store.agents import SqlAgentStore
 from callbridge.store.calls import SqlCalls
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 from callbridge.store.pbxes import SqlPbxStore
+from callbridge.store.recordings import SqlRecordings
 from callbridge.store.secrets import SecretBox
 from callbridge.store.users import SqlFailureStore, SqlSessionStore, SqlTokenStore, SqlUserStore
 
@@ -31,6 +32,7 @@ class Repos:
         self.extensions = SqlExtensions(session)
         self.dialplan_tokens = SqlDialplanTokens(session, box)
         self.agents = SqlAgentStore(session)
+        self.recordings = SqlRecordings(session)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callbridge.domain import errors
+from callbridge.domain.recordings import RangeNotSatisfiable
 from callbridge.store.db import DatabaseError, connection_lost
 from callbridge.web.middleware import html_wanted
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 STATUS: dict[type[errors.CallbridgeError], int] = {
     errors.PayloadTooLarge: 413,
+    RangeNotSatisfiable: 416,
     errors.InvalidInput: 400,
     errors.AuthenticationFailed: 401,
     errors.Forbidden: 403,
@@ -43,6 +45,7 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "body_too_large",
     415: "unsupported_media_type",
+    416: "range_not_satisfiable",
     422: "invalid_request",
     429: "rate_limited",
 }
@@ -113,6 +116,8 @@ def install(app: FastAPI) -> None:
             headers = {"Retry-After": retry_after(exc)}
         if isinstance(exc, errors.StoreUnavailable):
             headers = {"Retry-After": "1"}  # nothing was stored: the client sends it again
+        if isinstance(exc, RangeNotSatisfiable):
+            headers = {"Content-Range": f"bytes */{exc.size}", "Accept-Ranges": "bytes"}
         if isinstance(exc, errors.AuthenticationFailed) and not wants_html(request):
             headers = {"WWW-Authenticate": "Bearer"}
         return error_response(request, status_for(exc), exc.code, exc.message, headers)

@@ -740,3 +740,33 @@ async def test_webhooks_replayed_after_a_restart_are_known_and_change_nothing(
             )
         finally:
             await second.close()
+
+
+async def test_a_recording_is_downloaded_through_the_openapi_and_served_by_the_hub(webhooks: Setup) -> None:
+    """The CDR names the file; the hub asks recording/download for a download path, fetches it
+    with its token (after the PBX refused twice: retried with back-off), stores it, and serves
+    it itself: the PBX's address and token never reach the API."""
+    from callbridge.pbx.yeastar.simulator import silent_wav
+    from callbridge.services.recordings import FetchPolicy
+
+    assert webhooks.hub.fetcher is not None
+    webhooks.hub.fetcher.policy = FetchPolicy(base_delay=0.05, max_delay=0.2, max_attempts=5)
+    audio = silent_wav(1.5) + b""  # 1.5 s of 8 kHz PCM
+    webhooks.sim.default_recording = audio
+    webhooks.sim.fail_downloads = 2
+    call_id = await webhooks.sim.run_scenario("inbound_answered", caller=CALLER, extension="2002")
+    row = (await webhooks.call(call_id))["id"]
+    async with asyncio.timeout(20):
+        while True:
+            detail = (await webhooks.api.get(f"/api/v1/calls/{row}")).json()
+            if detail["recording"] and detail["recording"]["status"] == "ready":
+                break
+            await asyncio.sleep(0.05)
+    recording = detail["recording"]
+    assert recording["size_bytes"] == len(audio) and recording["duration_seconds"] == 1.5
+    assert recording["content_type"] == "audio/wav"
+    assert webhooks.sim.downloads == 3  # two refusals, then the file
+    text = json.dumps(detail)
+    assert webhooks.sim.base_url not in text and "access_token" not in text
+    served = await webhooks.api.get(recording["audio_url"], headers={"range": "bytes=0-43"})
+    assert served.status_code == 206 and served.content == audio[:44]

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import secrets
 import socket
 import string
 import time
+import wave
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,8 +47,19 @@ log = logging.getLogger(__name__)
 _ALNUM = string.ascii_letters + string.digits
 
 
-def _token() -> str:
-    return "".join(secrets.choice(_ALNUM) for _ in range(32))
+def _token(length: int = 32) -> str:
+    return "".join(secrets.choice(_ALNUM) for _ in range(length))
+
+
+def silent_wav(seconds: float, rate: int = 8000) -> bytes:
+    """A mono 16-bit PCM WAV of silence (what a recording is when a test gives none)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * int(seconds * rate))
+    return out.getvalue()
 
 
 @dataclass
@@ -140,6 +153,12 @@ class YeastarSimulator:
         self.next_dial_outcome = "answered"
         self.dial_cdr = True
         self.login_count = 0
+        # Recordings' audio by file name; a download path (one per recording/download) → file.
+        self.recording_files: dict[str, bytes] = {}
+        self._downloads: dict[str, tuple[str, float]] = {}
+        self.downloads = 0
+        self.fail_downloads = 0  # answer this many downloads with HTTP 503 (a PBX under load)
+        self.default_recording: bytes | None = None  # the audio of recordings given none
         self.app = Starlette(
             routes=[
                 WebSocketRoute("/openapi/v1.0/subscribe", self._ws),
@@ -358,16 +377,40 @@ class YeastarSimulator:
             rows.reverse()
         return self._reply(total_number=len(rows), data=rows)
 
+    def add_recording(self, file: str, audio: bytes) -> None:
+        """Give a recording's file name its audio (what the PBX stored for a CDR's ``recording``)."""
+        self.recording_files[file] = audio
+
     async def _recording_download(self, request: Request, body: dict[str, Any]) -> Response:
         file = request.query_params.get("file", "")
-        if not any(c["recording"] == file for c in self.cdrs if file):
+        known = any(c["recording"] == file for c in self.cdrs if file) or file in self.recording_files
+        if not file or not known:
             return self._reply(60001, "DATA NOT FOUND")
-        return self._reply(file=file, download_resource_url=f"/api/download/{file}")
+        # As the real PBX: a new download path for each request, valid for 30 minutes, that
+        # still needs the access token.
+        ext = file.rsplit(".", 1)[-1] if "." in file else "wav"
+        stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+        path = f"/api/download/Recording-X.7.0.6-1-download-{stamp}-{_token(16)}.{ext}"
+        self._downloads[path] = (file, time.monotonic() + 1800)
+        return self._reply(file=file, download_resource_url=path)
 
     async def _download(self, request: Request) -> Response:
         if not self._token_valid(request.query_params.get("access_token")):
             return self._reply(10004, "TOKEN EXPIRED")
-        return Response(b"RIFF\x00\x00\x00\x00WAVEfmt ", media_type="audio/wav")
+        self.downloads += 1
+        failing = self.fail_downloads
+        if failing:
+            self.fail_downloads -= 1
+            return Response(b"", status_code=503)
+        found = self._downloads.get(request.url.path)
+        if found is None or found[1] < time.monotonic():
+            return self._reply(60001, "DATA NOT FOUND")
+        file = found[0]
+        audio = self.recording_files.get(file, self.default_recording)
+        if audio is None:
+            audio = silent_wav(1.0)
+        media = "audio/mpeg" if file.lower().endswith(".mp3") else "audio/wav"
+        return Response(audio, media_type=media)
 
     async def _call_query(self, request: Request, body: dict[str, Any]) -> Response:
         wanted = request.query_params.get("call_id")

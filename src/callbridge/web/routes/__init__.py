@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from callbridge.web.routes import agent, api_users, auth, calls, contacts, dialplan, health, pages, pbxes
+from callbridge.web.routes import (
+    agent,
+    api_users,
+    auth,
+    calls,
+    contacts,
+    dialplan,
+    health,
+    pages,
+    pbxes,
+    recordings,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -13,6 +24,7 @@ ROUTERS: list[APIRouter] = [
     pbxes.router,
     api_users.router,
     calls.router,
+    recordings.router,
     contacts.router,
     agent.router,
     pages.router,

@@ -21,6 +21,7 @@ from callbridge.store.calls import CallFilter, CallView, StoredEvent
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
+from callbridge.web.routes.recordings import RecordingOut
 from callbridge.web.schemas import MAX_ID, Id, Page
 
 router = APIRouter(tags=["calls"])
@@ -91,6 +92,12 @@ class CallOut(BaseModel):
 
 
 class CallDetailOut(CallOut):
+    # The list's ``recording`` is the PBX's file name; a call's own page has the hub's recording.
+    recording: RecordingOut | None  # type: ignore[assignment]
+    # The PBX's name for the recorded file (what the list's ``recording`` holds).
+    recording_file: str | None
+    # Transcription is not built yet: always null for now (the field is part of the contract).
+    transcript: dict[str, object] | None
     events: list[dict[str, object]]
     candidates: list[RefOut]
 
@@ -261,8 +268,15 @@ async def get_call(call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep) 
     events = await repos.calls.timeline(call_id)
     match = await _candidates(call, repos, hub.settings.default_region)
     candidates = [RefOut(id=c.id, name=c.display_name) for c in (match.candidates if match else ())]
+    recordings = await repos.recordings.for_call(call_id)
+    fields = CallOut.of(call).model_dump()
+    fields["recording_file"] = fields.pop("recording")
     return CallDetailOut(
-        **CallOut.of(call).model_dump(), events=[_event_dict(e) for e in events], candidates=candidates
+        **fields,
+        recording=RecordingOut.of(recordings[0]) if recordings else None,
+        transcript=None,
+        events=[_event_dict(e) for e in events],
+        candidates=candidates,
     )
 
 
@@ -401,10 +415,12 @@ async def call_page(
     call = await _visible_call(call_id, user, repos)
     events = await repos.calls.timeline(call_id)
     match = await _candidates(call, repos, hub.settings.default_region)
+    recordings = await repos.recordings.for_call(call_id)
     return render(
         request,
         "calls/detail.html",
         call=call,
+        recordings=[RecordingOut.of(r) for r in recordings],
         events=events,
         candidates=list(match.candidates) if match else [],
         create_url=f"/contacts/new?{urlencode({'number': call.external_number})}"

@@ -73,6 +73,7 @@ class PbxCreate(Strict):
     trunks: list[str] = Field(default_factory=list, max_length=50)
     direction_variable: str = Field("CALLBRIDGE_DIRECTION", max_length=64)
     agent: bool = False
+    recordings_dir: str = Field("", max_length=500)
     base_url: str = Field("", max_length=500)
     client_id: str = Field("", max_length=200)
     client_secret: str = Field("", max_length=500)
@@ -90,6 +91,7 @@ class PbxCreate(Strict):
                 trunks=tuple(self.trunks),
                 direction_variable=self.direction_variable,
                 agent=self.agent,
+                recordings_dir=self.recordings_dir,
             )
         return YeastarSettings(
             base_url=self.base_url,
@@ -112,6 +114,7 @@ class PbxEdit(Strict):
     trunks: list[str] | None = Field(None, max_length=50)
     direction_variable: str | None = Field(None, max_length=64)
     agent: bool | None = None
+    recordings_dir: str | None = Field(None, max_length=500)
     base_url: str | None = Field(None, max_length=500)
     client_id: str | None = Field(None, max_length=200)
     client_secret: str | None = Field(None, max_length=500)

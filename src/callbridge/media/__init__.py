@@ -1,0 +1,1 @@
+"""Recordings' bytes: where they are stored (data dir), and how they are fetched from a PBX."""

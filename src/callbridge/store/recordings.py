@@ -1,0 +1,192 @@
+"""SQL for recordings: one row per recorded file of a call, from pending to ready (or failed)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callbridge.domain.recordings import Recording, RecordingStatus
+from callbridge.store.tables import UtcDateTime, metadata, now
+
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("call_id", Integer, ForeignKey("calls.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("pbx", String(64), nullable=False),
+    # The PBX's name for the file: a Yeastar CDR's file name, an Asterisk MixMonitor path.
+    Column("reference", String(500), nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("reason", String(500), nullable=False, server_default=""),
+    Column("storage_key", String(500), nullable=False, server_default=""),
+    Column("size_bytes", BigInteger, nullable=True),
+    Column("duration_seconds", Float, nullable=True),
+    Column("content_type", String(100), nullable=False, server_default=""),
+    Column("sha256", String(64), nullable=False, server_default=""),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # When the fetch worker may (next) take a pending recording; a claim moves it forward.
+    Column("next_attempt_at", UtcDateTime, nullable=True, index=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("call_id", "reference", name="uq_recordings_call_id_reference"),
+)
+
+
+def _recording(row: Any) -> Recording:
+    return Recording(
+        id=int(row.id),
+        call_id=int(row.call_id),
+        pbx=row.pbx,
+        reference=row.reference,
+        status=RecordingStatus(row.status),
+        reason=row.reason,
+        storage_key=row.storage_key,
+        size_bytes=row.size_bytes,
+        duration_seconds=row.duration_seconds,
+        content_type=row.content_type,
+        sha256=row.sha256,
+        attempts=int(row.attempts),
+        next_attempt_at=row.next_attempt_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class SqlRecordings:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_pending(self, call_id: int, pbx: str, reference: str) -> bool:
+        """A pending recording for a call's file; ``False`` when the call has it already."""
+        dialect = self.session.get_bind().dialect.name
+        table_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stamp = now()
+        result = await self.session.execute(
+            table_insert(recordings)
+            .values(
+                call_id=call_id,
+                pbx=pbx[:64],
+                reference=reference[:500],
+                status=RecordingStatus.PENDING.value,
+                next_attempt_at=stamp,
+                created_at=stamp,
+                updated_at=stamp,
+            )
+            .on_conflict_do_nothing()
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def get(self, recording_id: int) -> Recording | None:
+        row = (await self.session.execute(select(recordings).where(recordings.c.id == recording_id))).first()
+        return _recording(row) if row else None
+
+    async def for_call(self, call_id: int) -> list[Recording]:
+        query = select(recordings).where(recordings.c.call_id == call_id).order_by(recordings.c.id)
+        return [_recording(r) for r in (await self.session.execute(query)).all()]
+
+    async def due(self, at: datetime, limit: int) -> list[Recording]:
+        """Pending recordings whose next attempt is due, oldest first."""
+        query = (
+            select(recordings)
+            .where(recordings.c.status == RecordingStatus.PENDING.value, recordings.c.next_attempt_at <= at)
+            .order_by(recordings.c.next_attempt_at, recordings.c.id)
+            .limit(limit)
+        )
+        return [_recording(r) for r in (await self.session.execute(query)).all()]
+
+    async def next_due_at(self) -> datetime | None:
+        query = select(func.min(recordings.c.next_attempt_at)).where(
+            recordings.c.status == RecordingStatus.PENDING.value
+        )
+        value: datetime | None = (await self.session.execute(query)).scalar_one_or_none()
+        return value
+
+    async def claim(self, recording_id: int, at: datetime, hold: timedelta) -> bool:
+        """Take a due pending recording for one fetch: its next attempt moves ``hold`` ahead, so
+        another worker leaves it alone, and a worker that dies mid-fetch leaves it to be retried."""
+        result = await self.session.execute(
+            update(recordings)
+            .where(
+                recordings.c.id == recording_id,
+                recordings.c.status == RecordingStatus.PENDING.value,
+                recordings.c.next_attempt_at <= at,
+            )
+            .values(next_attempt_at=at + hold, updated_at=now())
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def mark_ready(
+        self,
+        recording_id: int,
+        *,
+        storage_key: str,
+        size_bytes: int,
+        sha256: str,
+        content_type: str,
+        duration_seconds: float | None,
+    ) -> None:
+        await self.session.execute(
+            update(recordings)
+            .where(recordings.c.id == recording_id)
+            .values(
+                status=RecordingStatus.READY.value,
+                reason="",
+                storage_key=storage_key,
+                size_bytes=size_bytes,
+                sha256=sha256,
+                content_type=content_type[:100],
+                duration_seconds=duration_seconds,
+                attempts=recordings.c.attempts + 1,
+                next_attempt_at=None,
+                updated_at=now(),
+            )
+        )
+
+    async def mark_retry(self, recording_id: int, reason: str, next_attempt_at: datetime) -> None:
+        await self.session.execute(
+            update(recordings)
+            .where(recordings.c.id == recording_id)
+            .values(
+                reason=reason[:500],
+                attempts=recordings.c.attempts + 1,
+                next_attempt_at=next_attempt_at,
+                updated_at=now(),
+            )
+        )
+
+    async def mark_failed(self, recording_id: int, reason: str) -> None:
+        await self.session.execute(
+            update(recordings)
+            .where(recordings.c.id == recording_id)
+            .values(
+                status=RecordingStatus.FAILED.value,
+                reason=reason[:500],
+                attempts=recordings.c.attempts + 1,
+                next_attempt_at=None,
+                updated_at=now(),
+            )
+        )
+
+    async def release(self, recording_id: int, reason: str, next_attempt_at: datetime) -> None:
+        """Give a claimed recording back without counting an attempt (this worker cannot fetch it)."""
+        await self.session.execute(
+            update(recordings)
+            .where(recordings.c.id == recording_id)
+            .values(reason=reason[:500], next_attempt_at=next_attempt_at, updated_at=now())
+        )
