@@ -206,3 +206,31 @@ async def test_renaming_a_tag_to_two_tags_is_400_with_words(hub: Hub, client: ht
     assert "one tag" in answer.json()["error"]["message"]
     renamed = await client.post("/api/v1/tags/rename", json={"old": "x", "new": "y"}, headers=auth)
     assert renamed.status_code == 200 and renamed.json() == {"tag": "y", "contacts": 1}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("POST", "/api/v1/tokens", {"json": {"name": "a\u0000b"}}),
+        ("POST", "/api/v1/contacts", {"json": {"name": "Ada\u0000"}}),
+        ("GET", "/api/v1/calls?q=%00", {}),
+        ("GET", "/api/v1/users/%00", {}),
+    ],
+)
+async def test_text_with_a_nul_is_refused_with_words_on_both_databases(
+    hub: Hub, client: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, object]
+) -> None:
+    answer = await client.request(method, path, headers=await _admin_auth(hub), **kwargs)  # type: ignore[arg-type]
+    assert answer.status_code == 400, answer.text
+    assert "NUL" in answer.json()["error"]["message"]
+
+
+async def test_a_form_with_a_nul_is_refused(admin_client: httpx.AsyncClient) -> None:
+    token = admin_client.headers["x-csrf-token"]
+    answer = await admin_client.post(
+        "/contacts/new",
+        content=f"csrf_token={token}&name=Ada%00".encode(),
+        headers={"content-type": "application/x-www-form-urlencoded", "accept": "text/html"},
+    )
+    assert answer.status_code == 400
+    assert "NUL" in answer.text

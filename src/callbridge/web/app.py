@@ -18,7 +18,7 @@ import callbridge
 from callbridge.config import Settings
 from callbridge.hub import Hub
 from callbridge.web import errors, live
-from callbridge.web.middleware import BodyLimit, SecurityHeaders
+from callbridge.web.middleware import BodyLimit, NulRefused, SecurityHeaders
 from callbridge.web.routes import ROUTERS
 from callbridge.web.routes.contacts import IMPORT_FORM_ALLOWANCE, IMPORT_PATHS, import_too_large
 from callbridge.web.webhooks import CallbridgeApp, YeastarWebhooks
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
     # Answered ahead of all of the app's middleware (a PBX calls it; see web/webhooks.py).
     app.pbx_webhooks = YeastarWebhooks(the_hub, settings.max_body_bytes)
     app.body_timeout = settings.body_timeout_seconds
+    app.add_middleware(NulRefused)
     app.add_middleware(SecurityHeaders)
     # A contacts file may be far larger than any other request: its upload paths have their own
     # limit (the file plus room for the form around it); the route checks the file itself.

@@ -17,6 +17,75 @@ def html_wanted(path: str, accept: str) -> bool:
     return not path.startswith(API_PREFIXES) and "text/html" in accept
 
 
+class NulRefused:
+    """Text with a NUL character is refused with 400 where it comes in: PostgreSQL cannot store
+    one (SQLite would, and the two databases would disagree), and no name, note or number needs
+    it. Looks at the path, the query string and JSON or form bodies (read whole: BodyLimit, the
+    outer middleware, bounds them); a contacts file has its own rule (the import reports a row
+    with a NUL as a bad row)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        content_type = accept = b""
+        for name, value in scope.get("headers", []):
+            if name == b"content-type":
+                content_type = value.lower()
+            elif name == b"accept":
+                accept = value
+        path = scope.get("path", "")
+
+        async def refuse() -> None:
+            if html_wanted(path, accept.decode("latin-1")) and await BodyLimit._reject_page(
+                scope, send, 400, _NUL_MESSAGE
+            ):
+                return
+            await BodyLimit._reject(send, 400, "invalid_input", _NUL_MESSAGE)
+
+        if "\x00" in path or b"%00" in scope.get("query_string", b""):
+            await refuse()
+            return
+        if content_type.startswith(b"application/json"):
+            needle = b"\\u0000"
+        elif content_type.startswith(b"application/x-www-form-urlencoded"):
+            needle = b"%00"
+        else:
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        if needle in body:
+            await refuse()
+            return
+        whole: Message = {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, _replay([whole], receive), send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first hands out ``messages`` (already read), then the real ones."""
+
+    async def replayed() -> Message:
+        if messages:
+            return messages.pop(0)
+        return await receive()
+
+    return replayed
+
+
+_NUL_MESSAGE = "text must not contain a NUL character (\\u0000)"
+
+
 class BodyLimit:
     """Refuses bodies over ``max_bytes`` with 413, whether announced by Content-Length or streamed.
 
