@@ -8,6 +8,7 @@ for the SQLite database, the secret key and recordings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -19,7 +20,26 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from callbridge.domain.errors import InvalidInput
 from callbridge.domain.numbers import is_known_region
+from callbridge.domain.times import time_zones, validate_time_zone
+
+
+def machine_time_zone() -> str:
+    """The machine's IANA zone: ``TZ``, else where ``/etc/localtime`` points, else
+    ``/etc/timezone``; UTC when none of them names a known zone."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    localtime = Path("/etc/localtime")
+    with contextlib.suppress(OSError):
+        target = str(localtime.resolve())
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    with contextlib.suppress(OSError):
+        candidates.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    for name in candidates:
+        if name and (name in time_zones() or name.upper() == "UTC"):
+            return "UTC" if name in ("Etc/UTC", "Etc/Universal", "Etc/Zulu", "Zulu", "UCT") else name
+    return "UTC"
 
 
 def _toml_file() -> Path | None:
@@ -38,6 +58,10 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="", description="Empty: in-process bus.")
     secret_key: SecretStr | None = Field(default=None, description="Fernet key; default: data dir file.")
     default_region: str = Field(default="US", description="Region for national numbers (ISO 3166).")
+    time_zone: str = Field(
+        default_factory=machine_time_zone,
+        description="Users' default time zone (IANA name); default: the machine's.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = Field(default="", description="How PBXs reach the hub (webhook URLs).")
@@ -73,6 +97,14 @@ class Settings(BaseSettings):
         if not is_known_region(value):
             raise ValueError(f"unknown region {value!r}; use an ISO 3166 code like US or DE")
         return value.upper()
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        try:
+            return validate_time_zone(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
 
     @classmethod
     def settings_customise_sources(

@@ -182,5 +182,21 @@ def format_national(e164: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
+def format_for_region(number: str, region: str) -> str:
+    """A stored number as people read it: the national format when it belongs to ``region``
+    (``(415) 555-0100`` in US), the international format otherwise (``+49 30 1234567``).
+    Anything but an E.164 number (an extension, "anonymous") is returned as stored."""
+    text = number.strip()
+    if not text.startswith("+"):
+        return text
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return text
+    if phonenumbers.region_code_for_number(parsed) == region.upper():
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 def is_known_region(region: str) -> bool:
     return region.upper() in phonenumbers.SUPPORTED_REGIONS

@@ -29,6 +29,11 @@ class User:
     display_name: str = ""
     session_version: int = 1
     last_login_at: datetime | None = None
+    time_zone: str = ""  # an IANA name; empty: the hub's (CALLBRIDGE_TIME_ZONE)
+
+    def zone_or(self, default: str) -> str:
+        """The zone this user's times are shown in."""
+        return self.time_zone or default
 
     @property
     def label(self) -> str:

@@ -21,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from callbridge.domain.errors import AuthenticationFailed, Conflict, NotFound, RateLimited
+from callbridge.domain.times import validate_time_zone
 from callbridge.domain.users import (
     ApiToken,
     Role,
@@ -49,6 +50,7 @@ class UserStore(Protocol):
     async def set_password(self, user_id: int, password_hash: str) -> None: ...
     async def set_active(self, user_id: int, active: bool) -> None: ...
     async def set_role(self, user_id: int, role: Role) -> None: ...
+    async def set_time_zone(self, user_id: int, time_zone: str) -> None: ...
     async def touch_login(self, user_id: int, at: datetime) -> None: ...
     async def count_active_admins(self) -> int: ...
 
@@ -252,6 +254,24 @@ class Accounts:
             await self._keep_an_admin(user)
         await self.users.set_role(user.id, role)
         return await self.get_user(name)
+
+    async def set_time_zone(self, user: User, time_zone: str | None) -> User:
+        """Set the zone ``user`` sees times in; empty or None: follow the hub's default."""
+        chosen = validate_time_zone(time_zone) if time_zone and time_zone.strip() else ""
+        await self.users.set_time_zone(user.id, chosen)
+        stored = await self.users.get(user.id)
+        if stored is None:
+            raise NotFound(f"no user {user.name!r}")
+        return stored.user
+
+    async def reset_password(self, name: str) -> tuple[User, str]:
+        """An admin's reset: a new generated password (shown once); the user's sessions end."""
+        user = await self.get_user(name)
+        password = generate_password()
+        await self.users.set_password(user.id, await self._hash(password))
+        await self.sessions.remove_for_user(user.id)
+        log.info("password of user %s reset by an admin", user.name)
+        return user, password
 
     # --- sign-in ---------------------------------------------------------------------------
     def _sign_in_limits(self, name: str, address: str, known_device: str | None) -> list[_Limit]:

@@ -86,6 +86,8 @@ users = Table(
     Column("session_version", Integer, nullable=False, server_default="1"),
     Column("created_at", UtcDateTime, nullable=False, default=now),
     Column("last_login_at", UtcDateTime, nullable=True),
+    # An IANA zone name; empty: the hub's default (CALLBRIDGE_TIME_ZONE).
+    Column("time_zone", String(64), nullable=False, server_default=""),
 )
 
 api_tokens = Table(

@@ -24,6 +24,7 @@ def _user(row: Any) -> User:
         display_name=row.display_name or "",
         session_version=row.session_version,
         last_login_at=row.last_login_at,
+        time_zone=row.time_zone or "",
     )
 
 
@@ -110,6 +111,9 @@ class SqlUserStore:
 
     async def set_role(self, user_id: int, role: Role) -> None:
         await self._update(user_id, False, role=role.value)
+
+    async def set_time_zone(self, user_id: int, time_zone: str) -> None:
+        await self._update(user_id, False, time_zone=time_zone)
 
     async def touch_login(self, user_id: int, at: datetime) -> None:
         await self._update(user_id, False, last_login_at=at)

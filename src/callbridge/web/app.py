@@ -17,7 +17,7 @@ from starlette.middleware.sessions import SessionMiddleware
 import callbridge
 from callbridge.config import Settings
 from callbridge.hub import Hub
-from callbridge.web import errors, live
+from callbridge.web import errors, filters, live
 from callbridge.web.middleware import BodyLimit, NulRefused, SecurityHeaders
 from callbridge.web.routes import ROUTERS
 from callbridge.web.routes.contacts import IMPORT_FORM_ALLOWANCE, IMPORT_PATHS, import_too_large
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
     app.state.on_stop = []
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.globals["version"] = callbridge.__version__
+    filters.install(templates.env, settings.default_region, settings.time_zone)
     app.state.templates = templates
     errors.install(app)
     app.add_middleware(

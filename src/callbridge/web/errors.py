@@ -51,6 +51,55 @@ _HTTP_CODES = {
 }
 
 
+# Field names as people read them, where the parameter name says it badly.
+_FIELD_WORDS = {"name": "the user name", "display_name": "the display name", "q": "the search"}
+
+
+def _field(loc: list[str]) -> str:
+    # loc is ("body" | "query" | "path", field, …): the field (and any index) is what a person typed.
+    parts = [p for p in loc[1:] if not p.isdigit()] or loc
+    name = parts[-1] if parts else ""
+    if not name:
+        return "the request"
+    return _FIELD_WORDS.get(name, "the " + name.replace("_", " "))
+
+
+def validation_sentence(error: dict[str, Any]) -> str:
+    """One of pydantic's errors as a sentence a person understands (the one place where raw
+    messages like "String should have at most 64 characters" become words)."""
+    loc = [str(p) for p in error.get("loc", ())]
+    field = _field(loc)
+    ctx = error.get("ctx") or {}
+    kind = str(error.get("type", ""))
+    sentences = {
+        "missing": f"{field} is required",
+        "string_too_long": f"{field} is too long: it has at most {ctx.get('max_length')} characters",
+        "string_too_short": f"{field} is too short: it needs at least {ctx.get('min_length')} characters"
+        if ctx.get("min_length", 1) != 1
+        else f"{field} is required",
+        "string_type": f"{field} must be text",
+        "int_parsing": f"{field} must be a whole number",
+        "int_type": f"{field} must be a whole number",
+        "int_from_float": f"{field} must be a whole number",
+        "float_parsing": f"{field} must be a number",
+        "bool_parsing": f"{field} must be true or false",
+        "bool_type": f"{field} must be true or false",
+        "greater_than_equal": f"{field} must be at least {ctx.get('ge')}",
+        "greater_than": f"{field} must be more than {ctx.get('gt')}",
+        "less_than_equal": f"{field} must be at most {ctx.get('le')}",
+        "less_than": f"{field} must be less than {ctx.get('lt')}",
+        "enum": f"{field} must be one of {ctx.get('expected')}",
+        "literal_error": f"{field} must be one of {ctx.get('expected')}",
+        "extra_forbidden": f"{field} is not a field this request knows",
+        "json_invalid": "the request body is not valid JSON",
+        "model_attributes_type": "the request body must be a JSON object",
+        "dict_type": f"{field} must be a JSON object",
+        "list_type": f"{field} must be a list",
+    }
+    sentence = sentences.get(kind) or f"{field}: {str(error.get('msg', 'is not valid')).lower()}"
+    return sentence[:1].upper() + sentence[1:] + "."
+
+
 def retry_after(exc: errors.RateLimited) -> str:
     """The Retry-After value (whole seconds, at least 1) for ``exc``."""
     return str(max(1, math.ceil(exc.retry_after)))
@@ -124,13 +173,11 @@ def install(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        errors_ = list(exc.errors())
         details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "message": str(e.get("msg", ""))}
-            for e in exc.errors()
+            {"loc": [str(p) for p in e.get("loc", ())], "message": validation_sentence(e)} for e in errors_
         ]
-        first = details[0] if details else {"loc": [], "message": "invalid request"}
-        where = ".".join(first["loc"][1:] or first["loc"]) if isinstance(first["loc"], list) else ""
-        message = f"{where}: {first['message']}" if where else str(first["message"])
+        message = validation_sentence(errors_[0]) if errors_ else "The request is not valid."
         return error_response(request, 422, "invalid_request", message, details=details)
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -18,9 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
-from markupsafe import Markup
 
-from callbridge.domain.numbers import NumberKind, parse_number
 from callbridge.domain.users import User
 from callbridge.hub import Hub
 from callbridge.services.calllog import CALL_TOPIC
@@ -215,14 +213,13 @@ def sockets_of(app: Any) -> Sockets:
 
 
 def install(app: FastAPI) -> None:
-    """Attach the fan-out to the app's lifespan and the ``dial`` filter to its templates."""
+    """Attach the fan-out to the app's lifespan."""
     from callbridge.web.routes import desk
 
     sockets = Sockets()
     app.state.live_sockets = sockets
     app.include_router(router)
     app.include_router(desk.router)
-    app.state.templates.env.filters["dial"] = dial_link
     tasks: list[asyncio.Task[None]] = []
 
     async def start(hub: Hub) -> None:
@@ -243,18 +240,6 @@ def install(app: FastAPI) -> None:
 
     app.state.on_start.append(start)
     app.state.on_stop.append(stop)
-
-
-def dial_link(number: object, label: object = None) -> Markup:
-    """``{{ call.from_number|dial }}``: a click-to-call link (a ``tel:`` link without script)."""
-    text = "" if number is None else str(number)
-    if not text.strip():
-        return Markup("")
-    parsed = parse_number(text, "ZZ")
-    target = parsed.key if parsed.kind is not NumberKind.INVALID else text.strip()
-    shown = str(label) if label else text
-    template = Markup('<a class="dial" href="tel:{0}" data-number="{0}" title="Call {0}">{1}</a>')
-    return template.format(target, shown)
 
 
 def _same_origin(ws: WebSocket) -> bool:

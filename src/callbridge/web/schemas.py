@@ -51,6 +51,27 @@ class UserOut(BaseModel):
         )
 
 
+class MeOut(UserOut):
+    time_zone: str = Field(description="The IANA zone pages show your times in (yours or the hub's).")
+    time_zone_is_default: bool = Field(description="True while you follow the hub's default zone.")
+
+    @classmethod
+    def mine(cls, user: User, default_zone: str) -> MeOut:
+        return cls(
+            **UserOut.of(user).model_dump(),
+            time_zone=user.zone_or(default_zone),
+            time_zone_is_default=not user.time_zone,
+        )
+
+
+class MeUpdate(Strict):
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="An IANA zone name (Europe/Berlin); empty string or null: the hub's default.",
+    )
+
+
 class UserCreate(Strict):
     name: str = Field(min_length=1, max_length=64)
     role: Role

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from callbridge.domain.errors import AuthenticationFailed
-from callbridge.web.deps import AccountsDep, AdminUser, CurrentUser, RepoDep
+from callbridge.web.deps import AccountsDep, AdminUser, CurrentUser, HubDep, RepoDep
 from callbridge.web.schemas import (
     Id,
+    MeOut,
+    MeUpdate,
     Page,
     PasswordChange,
     TokenCreate,
@@ -23,8 +25,16 @@ router = APIRouter(prefix="/api/v1", tags=["users"])
 
 
 @router.get("/me")
-async def me(user: CurrentUser) -> UserOut:
-    return UserOut.of(user)
+async def me(user: CurrentUser, hub: HubDep) -> MeOut:
+    """You, with the time zone your pages show times in (the API itself always speaks UTC)."""
+    return MeOut.mine(user, hub.settings.time_zone)
+
+
+@router.patch("/me")
+async def update_me(body: MeUpdate, user: CurrentUser, accounts: AccountsDep, hub: HubDep) -> MeOut:
+    """Set your time zone (an IANA name); an empty string or null follows the hub's default."""
+    updated = await accounts.set_time_zone(user, body.time_zone)
+    return MeOut.mine(updated, hub.settings.time_zone)
 
 
 @router.post("/me/password", status_code=204)

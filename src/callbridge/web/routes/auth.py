@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -11,9 +12,12 @@ from fastapi.responses import RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from callbridge.domain.errors import AuthenticationFailed, InvalidInput, RateLimited
+from callbridge.domain.times import time_zones
+from callbridge.hub import Hub
 from callbridge.web.deps import (
     AccountsDep,
     CurrentUser,
+    HubDep,
     OptionalUser,
     RepoDep,
     check_csrf,
@@ -127,9 +131,38 @@ async def logout(request: Request, user: CurrentUser, accounts: AccountsDep, rep
     return RedirectResponse("/login", status_code=303)
 
 
+def _account(request: Request, hub: Hub, status_code: int = 200, **context: Any) -> Response:
+    return render(
+        request,
+        "account.html",
+        status_code=status_code,
+        zones=time_zones(),
+        hub_zone=hub.settings.time_zone,
+        now=datetime.now(UTC),
+        **context,
+    )
+
+
 @router.get("/account")
-async def account_page(request: Request, user: CurrentUser) -> Response:
-    return render(request, "account.html")
+async def account_page(request: Request, user: CurrentUser, hub: HubDep) -> Response:
+    return _account(request, hub)
+
+
+@router.post("/account/time-zone")
+async def set_time_zone_form(
+    request: Request,
+    user: CurrentUser,
+    accounts: AccountsDep,
+    hub: HubDep,
+    time_zone: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    try:
+        updated = await accounts.set_time_zone(user, time_zone)
+    except InvalidInput as exc:
+        return _account(request, hub, status_code=400, zone_error=exc.message)
+    shown = updated.zone_or(hub.settings.time_zone)
+    flash(request, f"Times are now shown in {shown}.")
+    return RedirectResponse("/account", status_code=303)
 
 
 @router.post("/account/password")
@@ -138,6 +171,7 @@ async def change_password(
     user: CurrentUser,
     accounts: AccountsDep,
     repos: RepoDep,
+    hub: HubDep,
     current: Annotated[str, Form(max_length=1000)] = "",
     new: Annotated[str, Form(max_length=1000)] = "",
     repeat: Annotated[str, Form(max_length=1000)] = "",
@@ -147,12 +181,12 @@ async def change_password(
             raise InvalidInput("the two new passwords differ")
         await accounts.change_password(user, current, new)
     except RateLimited as exc:
-        page = render(request, "account.html", status_code=429, error=exc.message)
+        page = _account(request, hub, status_code=429, error=exc.message)
         page.headers["retry-after"] = retry_after(exc)
         return page
     except (AuthenticationFailed, InvalidInput) as exc:
         await repos.commit()  # a wrong current password counts towards the throttle
-        return render(request, "account.html", status_code=400, error=exc.message)
+        return _account(request, hub, status_code=400, error=exc.message)
     session_id = request.session.get("sid")
     await accounts.end_other_sessions(user, session_id if isinstance(session_id, str) else None)
     await repos.commit()

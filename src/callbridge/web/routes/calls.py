@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from callbridge.domain.directory import Match, search_key
 from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.domain.events import Direction, Disposition
+from callbridge.domain.times import in_zone, validate_time_zone
 from callbridge.domain.users import User
 from callbridge.services.csv_export import csv_chunks
 from callbridge.services.directory import lookup
@@ -311,12 +312,14 @@ CSV_COLUMNS = [
     "company",
     "transferred_to",
     "recording",
+    "time_zone",
 ]
 
 
-def _csv_row(c: CallView) -> list[str]:
+def _csv_row(c: CallView, time_zone: str) -> list[str]:
     def iso(v: datetime | None) -> str:
-        return v.isoformat() if v else ""
+        # The wall-clock time in the export's zone, with its offset: readable and still exact.
+        return in_zone(v, time_zone).isoformat(timespec="seconds") if v else ""
 
     return [
         str(c.id),
@@ -339,6 +342,7 @@ def _csv_row(c: CallView) -> list[str]:
         c.company.name if c.company else "",
         c.transferred_to,
         c.recording,
+        time_zone,
     ]
 
 
@@ -352,15 +356,24 @@ def _csv_row(c: CallView) -> list[str]:
         }
     },
 )
-async def export_calls(params: ParamsDep, user: CurrentUser, repos: RepoDep, hub: HubDep) -> Response:
-    """Every call matching the filters, as CSV (same filters as the list)."""
+async def export_calls(
+    params: ParamsDep,
+    user: CurrentUser,
+    repos: RepoDep,
+    hub: HubDep,
+    tz: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """Every call matching the filters, as CSV (same filters as the list). Times are written in
+    ``tz`` (an IANA zone; default: yours, see ``GET /api/v1/me``) with their UTC offset, and the
+    ``time_zone`` column names that zone."""
+    time_zone = validate_time_zone(tz) if tz else user.zone_or(hub.settings.time_zone)
     f = await build_filter(params, user, repos, hub.settings.default_region)
     rows: list[list[str]] = []
     store = repos.calls
     cursor: str | None = None
     while True:
         items, cursor = await store.search(f, EXPORT_BATCH, cursor)
-        rows.extend(_csv_row(c) for c in items)
+        rows.extend(_csv_row(c, time_zone) for c in items)
         if cursor is None:
             break
 

@@ -81,6 +81,38 @@ async def set_user_active_form(
     return RedirectResponse("/settings/users", status_code=303)
 
 
+@router.post("/settings/users/{name}/role")
+async def set_user_role_form(
+    name: str,
+    user: AdminUser,
+    accounts: AccountsDep,
+    repos: RepoDep,
+    request: Request,
+    role: Annotated[str, Form(max_length=16)] = "",
+) -> Response:
+    try:
+        changed = await accounts.set_role(name, parse_role(role))
+    except (InvalidInput, Conflict) as exc:
+        return render(
+            request, "users.html", status_code=400, users=await repos.users.all(), error=exc.message
+        )
+    flash(request, f"User {changed.name} is now {changed.role.value}.")
+    return RedirectResponse("/settings/users", status_code=303)
+
+
+@router.post("/settings/users/{name}/password")
+async def reset_user_password_form(
+    name: str, user: AdminUser, accounts: AccountsDep, request: Request
+) -> Response:
+    """A new generated password for ``name``, shown once; their open sessions end."""
+    if name.strip().lower() == user.name.lower():
+        # Resetting one's own would sign this browser out with a password shown once in it.
+        raise InvalidInput("change your own password on the Account page")
+    changed, password = await accounts.reset_password(name)
+    flash(request, f"New password for {changed.name}, shown once: {password}")
+    return RedirectResponse("/settings/users", status_code=303)
+
+
 @router.post("/settings/tokens")
 async def create_token_form(
     request: Request,

@@ -115,7 +115,7 @@
     }
     actions.append(el("button", { type: "button", class: "btn quiet", "data-dismiss": card.key, text: "Dismiss" }));
     const recent = (card.recent || []).map((r) => el("li", {},
-      el("a", { href: `/calls/${r.id}`, text: new Date(r.started_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) }),
+      el("a", { href: `/calls/${r.id}`, text: window.callbridgeTime(r.started_at, "minute") }),
       ` ${r.direction || ""} · ${r.disposition}${r.talk_seconds ? " · " + clock(r.talk_seconds) : ""}${r.user ? " · " + r.user : ""}`));
     const node = el("article", {
       class: `pop pop-${card.state}`,
@@ -189,7 +189,7 @@
     const target = note.body && note.body.contact_id ? `/contacts/${note.body.contact_id}` : (note.call_id ? `/calls/${note.call_id}` : "/calls");
     list.prepend(el("li", { class: "note unread", "data-note": String(note.id) },
       el("a", { href: target, "data-note-open": String(note.id), text: note.title }), " ",
-      el("time", { class: "muted", datetime: note.created_at, text: new Date(note.created_at).toLocaleTimeString() })));
+      el("time", { class: "muted", datetime: note.created_at, text: window.callbridgeTime(note.created_at, "minute") })));
   }
 
   function onPresence(msg) {
@@ -218,7 +218,7 @@
       if (row) row.remove();
     } else {
       const cells = [
-        el("td", {}, el("a", { href: `/calls/${call.id}`, text: call.started_at ? new Date(call.started_at).toLocaleTimeString() : "" })),
+        el("td", {}, el("a", { href: `/calls/${call.id}`, text: call.started_at ? window.callbridgeTime(call.started_at, "time") : "" })),
         el("td", { text: call.direction || "—" }),
         el("td", {}, call.external_number || call.from_number
           ? el("a", { class: "dial", href: `tel:${call.external_number || call.from_number}`, "data-number": call.external_number || call.from_number, text: call.external_number || call.from_number })
