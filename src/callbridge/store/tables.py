@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     any_,
     bindparam,
+    false,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -86,6 +87,9 @@ users = Table(
     Column("session_version", Integer, nullable=False, server_default="1"),
     Column("created_at", UtcDateTime, nullable=False, default=now),
     Column("last_login_at", UtcDateTime, nullable=True),
+    # The live desk's alerts for an incoming call, each opted into by the user (Account page).
+    Column("ring_sound", Boolean, nullable=False, server_default=false()),
+    Column("desktop_notifications", Boolean, nullable=False, server_default=false()),
 )
 
 api_tokens = Table(

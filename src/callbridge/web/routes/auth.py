@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from callbridge.domain.errors import AuthenticationFailed, InvalidInput, RateLimited
+from callbridge.store.desk import SqlDesk
 from callbridge.web.deps import AccountsDep, CurrentUser, OptionalUser, RepoDep, check_csrf, client_address
 from callbridge.web.pages import flash, render
 
@@ -59,8 +60,8 @@ async def logout(request: Request, user: CurrentUser) -> Response:
 
 
 @router.get("/account")
-async def account_page(request: Request, user: CurrentUser) -> Response:
-    return render(request, "account.html")
+async def account_page(request: Request, user: CurrentUser, repos: RepoDep) -> Response:
+    return render(request, "account.html", alerts=await SqlDesk(repos.session).alerts(user.id))
 
 
 @router.post("/account/password")
@@ -78,7 +79,8 @@ async def change_password(
             raise InvalidInput("the two new passwords differ")
         await accounts.change_password(user, current, new)
     except (AuthenticationFailed, InvalidInput) as exc:
-        return render(request, "account.html", status_code=400, error=exc.message)
+        alerts = await SqlDesk(repos.session).alerts(user.id)
+        return render(request, "account.html", status_code=400, error=exc.message, alerts=alerts)
     await repos.commit()
     fresh = await accounts.user_for_session(user.id, user.session_version + 1)
     request.session.update({"sv": fresh.session_version if fresh else 0})

@@ -28,7 +28,7 @@ from callbridge.store.directory import ContactQuery, SqlDirectory, SqlImportTarg
 from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, CurrentUser, HubDep, ManagerUser, RepoDep
 from callbridge.web.pages import flash, render
-from callbridge.web.routes.calls import CallOut
+from callbridge.web.routes.calls import CallOut, colleagues
 from callbridge.web.schemas import Page
 
 router = APIRouter(tags=["contacts"])
@@ -670,6 +670,7 @@ async def contact_page(request: Request, contact_id: int, user: CurrentUser, rep
         people=people,
         calls=calls,
         grouped=grouped,
+        colleagues=await colleagues(repos),
         history_url=f"/calls?{urlencode({history_key: contact.id})}",
     )
 
