@@ -12,6 +12,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser import test_live_desk_browser as desk_tests
 from tests.browser.conftest import ARTIFACTS, LiveHub
 from tests.browser.test_live_desk_browser import ADA, SimThread, sign_in
+from tests.browser.test_pages_console import WATCH_CSP
 
 # The live desk's hub, simulator and per-test clean-up, shared with its browser tests.
 sim = desk_tests.sim
@@ -70,6 +71,9 @@ def test_the_pop_never_covers_the_page_wide_or_narrow(
     browser: Browser, desk_hub: LiveHub, sim: SimThread
 ) -> None:
     ctx, alice = sign_in(browser, desk_hub.url, "alice")
+    ctx.add_init_script(WATCH_CSP)  # the layout's own measurements stay within the policy
+    errors: list[str] = []
+    alice.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     alice.set_viewport_size({"width": 1366, "height": 800})
     alice.goto(desk_hub.url + "/calls")
     expect(alice.locator("#live-state")).to_have_text("live")
@@ -115,6 +119,7 @@ def test_the_pop_never_covers_the_page_wide_or_narrow(
     alice.keyboard.press("Enter")
     expect(pop).to_have_attribute("data-state", "ended")
     assert call.linkedid not in sim.sim.calls
+    assert alice.evaluate("window.__csp") == [] and errors == []
     ctx.close()
 
 
