@@ -87,6 +87,7 @@ class _EarlyDeskStore:
     def __init__(self, fast: FastDirectory, db: Database) -> None:
         self.contact = fast.contact
         self.user_label = fast.user_label
+        self.colleague = fast.colleague
         self._db = db
 
     async def recent_calls(

@@ -47,6 +47,9 @@ class Reads:
     async def user_label(self, user_id: int) -> str:
         return "alice"
 
+    async def colleague(self, pbx: str, extension: str) -> str:
+        return {"1002": "Bob"}.get(extension, "")
+
     async def recent_calls(
         self, contact_id: int, limit: int, viewers: Sequence[int]
     ) -> Mapping[int, list[RecentCall]]:

@@ -407,3 +407,32 @@ async def test_outbound_call_names_who_placed_it_and_nobody_as_answerer(
     assert "Placed by" in page.text and "alice" in page.text
     detail = await client.get(f"/calls/{o1['id']}", headers=html)
     assert "Placed by" in detail.text and "ext. 1001" in detail.text
+
+
+async def test_a_shared_number_shows_the_chooser_or_the_choice_never_both(
+    hub: Hub, admin_client: httpx.AsyncClient
+) -> None:
+    await world(hub)
+    async with hub.db.session() as s:
+        d = SqlDirectory(s)
+        x = await d.create(
+            ContactInput(ContactKind.PERSON, "Xavier", phones=(phone_from_input("+4930999999", "US"),))
+        )
+        await d.create(
+            ContactInput(ContactKind.PERSON, "Yvonne", phones=(phone_from_input("+4930999999", "US"),))
+        )
+    await feed(hub, inbound("shared", "+4930999999", 9))
+    call = (await admin_client.get("/api/v1/calls", params={"q": "+4930999999"})).json()["items"][0]
+    html = {"accept": "text/html"}
+    before = (await admin_client.get(f"/calls/{call['id']}", headers=html)).text
+    assert "which one called?" in before and 'id="choose"' in before
+    assert "Create contact" not in before and ">unknown<" not in before
+    # The DID the call came in on is ours: shown, not offered as a number to call.
+    assert "+14155559999" in before and 'data-number="+14155559999"' not in before
+    assert 'data-number="+4930999999"' in before
+    await admin_client.put(f"/api/v1/calls/{call['id']}/contact", json={"contact_id": x})
+    after = (await admin_client.get(f"/calls/{call['id']}", headers=html)).text
+    assert 'id="choose"' not in after and "Xavier" in after and "Create contact" not in after
+    assert f"/calls/{call['id']}?choose=1" in after  # the choice can still be changed
+    again = (await admin_client.get(f"/calls/{call['id']}", params={"choose": "1"}, headers=html)).text
+    assert 'id="choose"' in again and "Yvonne" in again

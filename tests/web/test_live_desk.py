@@ -467,3 +467,74 @@ async def test_dial_filter_renders_click_to_call_links(desk: Desk) -> None:
     assert page.status_code == 200
     assert 'id="pops"' in page.text and 'aria-live="assertive"' in page.text
     assert "/static/live.js" in page.text
+
+
+async def test_a_colleague_calling_pops_as_the_colleague_not_a_stranger(desk: Desk, tab: Any) -> None:
+    alice = await tab("alice")
+    call = await desk.sim.start_call("internal", extension="1002", number="1001", ring=0.2)
+    card = (await alice.wait_for(lambda m: m["type"] == "card"))["card"]
+    assert card["direction"] == "internal"
+    assert card["colleague"] == {"name": "bob", "extension": "1002"}
+    assert card["caller"] == "bob (ext 1002)"
+    assert card["contact"] is None
+    await call.hangup("caller")
+    # An outside caller has no colleague.
+    await desk.sim.place_call("inbound_answered", caller=ADA, extension="1001")
+    outside = (await alice.wait_for(lambda m: m["type"] == "card" and m["card"]["number"] == ADA))["card"]
+    assert outside["colleague"] is None
+
+
+async def test_the_dial_box_takes_our_extensions_and_valid_numbers_only(desk: Desk, tab: Any) -> None:
+    await tab("alice")
+    client, _ = await desk.client("alice")
+    async with closing(client):
+        colleague = await client.post("/api/v1/calls/originate", json={"number": "1002"})
+        assert colleague.status_code == 200, colleague.text
+        assert colleague.json()["number"] == "1002"
+        for junk in ("12", "5555", "555 0100", "+1 555 123 0000"):
+            answer = await client.post("/api/v1/calls/originate", json={"number": junk})
+            assert answer.status_code == 400, (junk, answer.text)
+            assert answer.json()["error"]["code"] == "invalid_number", junk
+        short = await client.post("/api/v1/calls/originate", json={"number": "12"})
+        assert "neither an extension of this hub nor a phone number" in short.json()["error"]["message"]
+    originates = [a.get("Exten") for a in desk.sim.actions if a.get("Action") == "Originate"]
+    assert originates == ["1002"]
+
+
+async def test_a_live_call_keeps_its_contact_name_once_answered(desk: Desk, tab: Any) -> None:
+    carol = await tab("carol")
+    call = await desk.sim.start_call("inbound", caller=ADA, extension="1002", ring=0.2)
+    live = await carol.wait_for(lambda m: m["type"] == "live_call" and m["call"]["answered_at"])
+    assert live["call"]["contact_name"] == "Ada Lovelace"
+    assert live["call"]["company_name"] == "Analytical Engines"
+    await call.hangup("caller")
+
+
+async def test_call_alerts_are_off_until_the_user_turns_them_on(desk: Desk, tab: Any) -> None:
+    first = await tab("dave")  # an agent who owns nothing and has no extension
+    assert first.messages[0]["alerts"] == {"ring_sound": False, "desktop_notifications": False}
+    assert first.messages[0]["now"]
+    client, _ = await desk.client("dave")
+    async with closing(client):
+        assert (await client.get("/api/v1/me/alerts")).json() == {
+            "ring_sound": False,
+            "desktop_notifications": False,
+        }
+        put = await client.put("/api/v1/me/alerts", json={"ring_sound": True, "desktop_notifications": False})
+        assert put.status_code == 200 and put.json()["ring_sound"] is True
+        bad = await client.put("/api/v1/me/alerts", json={"ring_sound": "loud", "desktop_notifications": 1})
+        assert bad.status_code == 422 and set(bad.json()["error"]) >= {"code", "message"}
+        page = await client.get("/account", headers={"accept": "text/html"})
+        assert (
+            'id="alert-ring" checked' in page.text
+            and 'id="alert-desktop" data-notify-permission >' in page.text
+        )
+        form = await client.post(
+            "/account/alerts",
+            data={"csrf_token": client.headers["x-csrf-token"], "desktop_notifications": "on"},
+        )
+        assert form.status_code == 303
+    again = await tab("dave")
+    assert again.messages[0]["alerts"] == {"ring_sound": False, "desktop_notifications": True}
+    other = await tab("alice")  # one user's choice is theirs only
+    assert other.messages[0]["alerts"] == {"ring_sound": False, "desktop_notifications": False}

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from callbridge.bus import Bus, Payload
@@ -46,16 +46,24 @@ LocalLinks = Callable[[str], PbxLink | None]
 TAKEN_SECONDS = 3.0
 
 
-def dial_target(number: str, region: str) -> str:
-    """What the PBX should dial for ``number``: E.164 for phone numbers, digits for
-    extensions; refuses what cannot be a number, with the reason."""
+def dial_target(number: str, region: str, extensions: Collection[str] = ()) -> str:
+    """What the PBX should dial for ``number``: the digits of one of ``extensions`` (the
+    extensions of the PBX mapped to users of this hub), else a valid phone number in E.164
+    (national forms read in ``region``); refuses anything else, with the reason."""
     text = (number or "").strip()
     if not text:
         raise InvalidNumber("give the number to call")
     parsed = parse_number(text, region)
-    if parsed.kind is NumberKind.INVALID:
-        raise InvalidNumber(f"{text!r} is not a phone number: {parsed.reason}")
-    return parsed.key
+    if parsed.is_extension and parsed.extension in extensions:
+        return parsed.extension
+    # Not one of our extensions: short digits ("12") are read as a phone number, and must be one.
+    phone = parse_number(text, region, 0)
+    if phone.kind is NumberKind.INVALID or not phone.valid:
+        why = phone.reason or "not a valid number"
+        if parsed.is_extension:
+            why = "neither an extension of this hub nor a phone number"
+        raise InvalidNumber(f"{text!r} is not a phone number: {why}")
+    return phone.key
 
 
 class LinkCommands:
@@ -218,14 +226,16 @@ async def click_to_call(
     number: str,
     region: str,
     *,
+    mapped: Collection[tuple[str, str]] = (),
     ring_seconds: float = 30.0,
 ) -> dict[str, str]:
     """Ring the user's phone, then the number. Progress reaches every tab of the user live;
-    failures raise with a message a user understands."""
+    failures raise with a message a user understands. ``mapped``: every (PBX, extension) mapped
+    to a user of this hub; only those of the user's PBX are dialed as extensions."""
     if not extensions:
         raise InvalidInput("you have no phone extension yet; ask an administrator to map one to you")
-    target = dial_target(number, region)
     pbx, extension = extensions[0]
+    target = dial_target(number, region, {e for p, e in mapped if p == pbx})
 
     async def progress(state: str, message: str) -> None:
         msg = {"type": "dial", "state": state, "number": target, "extension": extension, "message": message}

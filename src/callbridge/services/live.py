@@ -40,6 +40,7 @@ from callbridge.domain.events import (
     Presence,
     PresenceChanged,
 )
+from callbridge.domain.numbers import parse_number
 from callbridge.services.calllog import MISSED, Ingested, look_up_link
 from callbridge.services.directory import ContactFinder
 
@@ -74,6 +75,10 @@ class DeskReads(Protocol):
     async def contact(self, contact_id: int) -> Contact | None: ...
 
     async def user_label(self, user_id: int) -> str: ...
+
+    async def colleague(self, pbx: str, extension: str) -> str:
+        """The label of the user ``extension`` of ``pbx`` is mapped to ("" for nobody)."""
+        ...
 
     async def recent_calls(
         self, contact_id: int, limit: int, viewers: Sequence[int]
@@ -422,6 +427,10 @@ class Desk:
         contact_id = changed.link.contact_id
         card.contact_id = contact_id
         details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": {}}
+        party = _internal_party(changed)
+        if party:
+            # A colleague calling (or called): shown by name and extension, never as a stranger.
+            details["colleague"] = {"name": await store.colleague(card.pbx, party), "extension": party}
         if contact_id is not None:
             contact = await store.contact(contact_id)
             if contact is not None:
@@ -473,7 +482,12 @@ class Desk:
         company = changed.company_name or card.details.get("company")
         if contact is not None and contact.get("kind") == "company":
             company = company or contact["name"]
-        caller = (contact or {}).get("name") or s.from_name or number or "unknown"
+        colleague = card.details.get("colleague")
+        if colleague is not None:
+            name = colleague["name"] or s.from_name
+            caller = f"{name} (ext {colleague['extension']})" if name else f"ext {colleague['extension']}"
+        else:
+            caller = (contact or {}).get("name") or s.from_name or number or "unknown"
         return {
             "key": f"{card.pbx}/{card.call_id}",
             "id": changed.id or None,  # None: an early pop, sent before the call log has the call
@@ -485,6 +499,7 @@ class Desk:
             "name": s.from_name or None,
             "caller": caller,
             "contact": contact,
+            "colleague": colleague,
             "company": company,
             "company_id": changed.link.company_id,
             "match": changed.link.match.value,
@@ -504,6 +519,15 @@ class Desk:
             "can_hangup": state != "ended",
             "sent_at": datetime.now(UTC).isoformat(),
         }
+
+
+def _internal_party(changed: Ingested) -> str:
+    """The other party's extension when the call has no outside number (an internal call)."""
+    s = changed.summary
+    if s.external_number:
+        return ""
+    party = s.to_number if s.direction is Direction.OUTBOUND else s.from_number
+    return party if parse_number(party).is_extension else ""
 
 
 def _card_messages(card: _Card, body: dict[str, Any]) -> list[Payload]:

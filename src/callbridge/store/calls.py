@@ -364,6 +364,13 @@ class SqlCalls:
             query = select(call_users.c.user_id).where(call_users.c.call_id == call_row)
             ids = set((await self.session.execute(query)).scalars())
             self._users[call_row] = ids
+        # The names go with the link: a call's later events (answered, ended) reuse the link
+        # and must not lose the contact shown for it (live calls, the pop).
+        names: dict[int, str] = {}
+        linked = [i for i in (row.contact_id, row.company_id) if i is not None]
+        if linked:
+            query = select(contacts.c.id, contacts.c.name).where(contacts.c.id.in_(linked))
+            names = {r.id: r.name for r in (await self.session.execute(query)).all()}
         return CallLink(
             contact_id=row.contact_id,
             company_id=row.company_id,
@@ -373,6 +380,8 @@ class SqlCalls:
             user_ids=frozenset(ids),
             manual=bool(row.manual_link),
             number=row.external_number,
+            contact_name=names.get(row.contact_id, "") if row.contact_id is not None else "",
+            company_name=names.get(row.company_id, "") if row.company_id is not None else "",
         )
 
     @staticmethod
@@ -467,6 +476,15 @@ class SqlCalls:
                 calls.c.made_by_user_id,
                 calls.c.manual_link,
                 calls.c.external_number,
+                # The names go with the link: later events of a call must not lose them.
+                select(contacts.c.name)
+                .where(contacts.c.id == calls.c.contact_id)
+                .scalar_subquery()
+                .label("contact_name"),
+                select(_company.c.name)
+                .where(_company.c.id == calls.c.company_id)
+                .scalar_subquery()
+                .label("company_name"),
             )
             .where(calls.c.pbx == pbx, in_list(self.session, calls.c.pbx_call_id, [c for c, _ in firsts]))
             .order_by(calls.c.id)
@@ -494,6 +512,8 @@ class SqlCalls:
                     user_ids=frozenset(users.get(int(row.id), ())),
                     manual=bool(row.manual_link),
                     number=row.external_number,
+                    contact_name=row.contact_name or "",
+                    company_name=row.company_name or "",
                 ),
             )
             for row in rows

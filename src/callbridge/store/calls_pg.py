@@ -37,7 +37,9 @@ ON CONFLICT (pbx, pbx_call_id) DO NOTHING
 _LOCK_CALLS = """
 SELECT c.id, c.pbx_call_id, c.contact_id, c.company_id, c.match, c.answered_by_user_id,
        c.made_by_user_id, c.manual_link, c.external_number,
-       ARRAY(SELECT u.user_id FROM call_users u WHERE u.call_id = c.id) AS user_ids
+       ARRAY(SELECT u.user_id FROM call_users u WHERE u.call_id = c.id) AS user_ids,
+       (SELECT n.name FROM contacts n WHERE n.id = c.contact_id) AS contact_name,
+       (SELECT n.name FROM contacts n WHERE n.id = c.company_id) AS company_name
 FROM calls c
 WHERE c.pbx = $1 AND c.pbx_call_id = ANY($2::varchar[])
 ORDER BY c.id
@@ -176,6 +178,8 @@ class PgIngestBatch:
                     user_ids=members,
                     manual=bool(row["manual_link"]),
                     number=row["external_number"],
+                    contact_name=row["contact_name"] or "",
+                    company_name=row["company_name"] or "",
                 ),
             )
         return out

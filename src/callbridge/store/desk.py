@@ -26,7 +26,7 @@ from callbridge.domain.directory import Contact
 from callbridge.services.live import RecentCall
 from callbridge.store.calls import CallFilter, CallView, calls
 from callbridge.store.directory import extension_users
-from callbridge.store.tables import UtcDateTime, metadata, now
+from callbridge.store.tables import UtcDateTime, metadata, now, users
 
 if TYPE_CHECKING:
     from callbridge.store.repos import Repos
@@ -67,6 +67,18 @@ class Notification:
             "created_at": self.created_at.isoformat(),
             "read": self.read_at is not None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Alerts:
+    """How the desk alerts a user to a call ringing at their phone, beyond the card: each is
+    opted into by the user (off by default)."""
+
+    ring_sound: bool = False
+    desktop_notifications: bool = False
+
+    def to_dict(self) -> dict[str, bool]:
+        return {"ring_sound": self.ring_sound, "desktop_notifications": self.desktop_notifications}
 
 
 def _notification(row: Any) -> Notification:
@@ -125,6 +137,20 @@ class SqlDesk:
         result = await self.session.execute(stmt.values(read_at=now()))
         return int(result.rowcount)  # type: ignore[attr-defined]
 
+    async def alerts(self, user_id: int) -> Alerts:
+        stmt = select(users.c.ring_sound, users.c.desktop_notifications).where(users.c.id == user_id)
+        row = (await self.session.execute(stmt)).first()
+        if row is None:
+            return Alerts()
+        return Alerts(bool(row.ring_sound), bool(row.desktop_notifications))
+
+    async def set_alerts(self, user_id: int, alerts: Alerts) -> None:
+        await self.session.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(ring_sound=alerts.ring_sound, desktop_notifications=alerts.desktop_notifications)
+        )
+
     async def extensions_of(self, user_id: int) -> list[tuple[str, str]]:
         """(pbx, extension) pairs mapped to ``user_id``, in a stable order."""
         stmt = (
@@ -176,6 +202,11 @@ class DeskRepo:
     async def call_ended(self, pbx: str, call_id: str) -> bool:
         stmt = select(calls.c.disposition).where(calls.c.pbx == pbx, calls.c.pbx_call_id == call_id)
         return (await self.repos.session.execute(stmt)).scalar() is not None
+
+    async def colleague(self, pbx: str, extension: str) -> str:
+        users = await self.repos.extensions.users_for(pbx, [extension])
+        user_id = users.get(extension)
+        return await self.user_label(user_id) if user_id is not None else ""
 
     async def recent_calls(
         self, contact_id: int, limit: int, viewers: Sequence[int]

@@ -745,6 +745,10 @@ _CONTACT_SQL = (
 _USER_LABEL_SQL = "SELECT display_name, name FROM users WHERE id = {0}"
 _EXTENSION_MAP_SQL = "SELECT pbx, extension, user_id FROM extension_users"
 _OWNER_SQL = "SELECT owner_id FROM contacts WHERE id = {0}"
+_COLLEAGUE_SQL = (
+    "SELECT u.display_name, u.name FROM extension_users e JOIN users u ON u.id = e.user_id "
+    "WHERE e.pbx = {0} AND e.extension = {1}"
+)
 _EXTENSION_SQL = (
     "SELECT e.extension, u.name FROM extension_users e JOIN users u ON u.id = e.user_id "
     "WHERE e.pbx = {0} AND e.user_id = {1} ORDER BY e.extension LIMIT 1"
@@ -846,6 +850,10 @@ class FastDirectory:
 
     async def user_label(self, user_id: int) -> str:
         rows = await self._fetch(_USER_LABEL_SQL, user_id)
+        return str(rows[0][0] or rows[0][1]) if rows else ""
+
+    async def colleague(self, pbx: str, extension: str) -> str:
+        rows = await self._fetch(_COLLEAGUE_SQL, pbx, extension)
         return str(rows[0][0] or rows[0][1]) if rows else ""
 
     async def close(self) -> None:

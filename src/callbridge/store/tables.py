@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     any_,
     bindparam,
+    false,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -88,6 +89,9 @@ users = Table(
     Column("last_login_at", UtcDateTime, nullable=True),
     # An IANA zone name; empty: the hub's default (CALLBRIDGE_TIME_ZONE).
     Column("time_zone", String(64), nullable=False, server_default=""),
+    # The live desk's alerts for an incoming call, each opted into by the user (Account page).
+    Column("ring_sound", Boolean, nullable=False, server_default=false()),
+    Column("desktop_notifications", Boolean, nullable=False, server_default=false()),
 )
 
 api_tokens = Table(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -263,8 +264,13 @@ async def hello(hub: Hub, user: User) -> dict[str, Any]:
     async with hub.db.unit() as repos:
         extensions = await SqlDesk(repos.session).extensions_of(user.id)
         unread = await SqlDesk(repos.session).unread(user.id)
+        alerts = await SqlDesk(repos.session).alerts(user.id)
     return {
         "type": "hello",
+        # The server's clock, so a card's timer counts from the call's start whatever the
+        # browser's clock says.
+        "now": datetime.now(UTC).isoformat(),
+        "alerts": alerts.to_dict(),
         "user": {"id": user.id, "name": user.name, "label": user.label, "role": user.role.value},
         "extensions": [{"pbx": p, "extension": e} for p, e in extensions],
         "can_dial": bool(extensions),

@@ -13,7 +13,10 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from callbridge.domain.errors import AuthenticationFailed, InvalidInput, RateLimited
 from callbridge.domain.times import time_zones
+from callbridge.domain.users import User
 from callbridge.hub import Hub
+from callbridge.store.desk import SqlDesk
+from callbridge.store.repos import Repos
 from callbridge.web.deps import (
     AccountsDep,
     CurrentUser,
@@ -131,7 +134,9 @@ async def logout(request: Request, user: CurrentUser, accounts: AccountsDep, rep
     return RedirectResponse("/login", status_code=303)
 
 
-def _account(request: Request, hub: Hub, status_code: int = 200, **context: Any) -> Response:
+async def _account(
+    request: Request, hub: Hub, repos: Repos, user: User, status_code: int = 200, **context: Any
+) -> Response:
     return render(
         request,
         "account.html",
@@ -139,13 +144,14 @@ def _account(request: Request, hub: Hub, status_code: int = 200, **context: Any)
         zones=time_zones(),
         hub_zone=hub.settings.time_zone,
         now=datetime.now(UTC),
+        alerts=await SqlDesk(repos.session).alerts(user.id),
         **context,
     )
 
 
 @router.get("/account")
-async def account_page(request: Request, user: CurrentUser, hub: HubDep) -> Response:
-    return _account(request, hub)
+async def account_page(request: Request, user: CurrentUser, hub: HubDep, repos: RepoDep) -> Response:
+    return await _account(request, hub, repos, user)
 
 
 @router.post("/account/time-zone")
@@ -154,12 +160,13 @@ async def set_time_zone_form(
     user: CurrentUser,
     accounts: AccountsDep,
     hub: HubDep,
+    repos: RepoDep,
     time_zone: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     try:
         updated = await accounts.set_time_zone(user, time_zone)
     except InvalidInput as exc:
-        return _account(request, hub, status_code=400, zone_error=exc.message)
+        return await _account(request, hub, repos, user, status_code=400, zone_error=exc.message)
     shown = updated.zone_or(hub.settings.time_zone)
     flash(request, f"Times are now shown in {shown}.")
     return RedirectResponse("/account", status_code=303)
@@ -181,12 +188,12 @@ async def change_password(
             raise InvalidInput("the two new passwords differ")
         await accounts.change_password(user, current, new)
     except RateLimited as exc:
-        page = _account(request, hub, status_code=429, error=exc.message)
+        page = await _account(request, hub, repos, user, status_code=429, error=exc.message)
         page.headers["retry-after"] = retry_after(exc)
         return page
     except (AuthenticationFailed, InvalidInput) as exc:
         await repos.commit()  # a wrong current password counts towards the throttle
-        return _account(request, hub, status_code=400, error=exc.message)
+        return await _account(request, hub, repos, user, status_code=400, error=exc.message)
     session_id = request.session.get("sid")
     await accounts.end_other_sessions(user, session_id if isinstance(session_id, str) else None)
     await repos.commit()

@@ -259,6 +259,12 @@ async def _candidates(call: CallView, repos: Repos, region: str) -> Match | None
     return await lookup(repos.directory, call.external_number, region)
 
 
+async def colleagues(repos: Repos) -> dict[str, str]:
+    """``"pbx/extension"`` → the user name of every mapped extension: pages show an extension
+    as the colleague it belongs to."""
+    return {f"{m.pbx}/{m.extension}": m.user_name for m in await repos.extensions.all()}
+
+
 def _event_dict(e: StoredEvent) -> dict[str, object]:
     return {k: v for k, v in e.payload.items() if k not in ("pbx", "call_id")}
 
@@ -414,6 +420,7 @@ async def calls_page(
         params=params,
         error=error,
         users=users,
+        colleagues=await colleagues(repos),
         directions=[d.value for d in Direction],
         dispositions=[d.value for d in Disposition],
         next_url=f"/calls?{params.query_string(cursor=next_cursor)}" if next_cursor else "",
@@ -423,7 +430,12 @@ async def calls_page(
 
 @router.get("/calls/{call_id:int}", include_in_schema=False)
 async def call_page(
-    request: Request, call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep
+    request: Request,
+    call_id: Id,
+    user: CurrentUser,
+    repos: RepoDep,
+    hub: HubDep,
+    choose: Annotated[str, Query(max_length=5)] = "",
 ) -> Response:
     call = await _visible_call(call_id, user, repos)
     events = await repos.calls.timeline(call_id)
@@ -436,6 +448,10 @@ async def call_page(
         recordings=[RecordingOut.of(r) for r in recordings],
         events=events,
         candidates=list(match.candidates) if match else [],
+        # A chosen contact hides the chooser; "?choose=1" brings it back to change the choice.
+        choosing=bool(choose),
+        colleagues=await colleagues(repos),
+        colleague_call=call.direction is Direction.INTERNAL,
         create_url=f"/contacts/new?{urlencode({'number': call.external_number})}"
         if call.external_number
         else "",

@@ -30,7 +30,7 @@ from callbridge.store.directory import ContactQuery, SqlDirectory, SqlImportTarg
 from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, CurrentUser, HubDep, ManagerUser, RepoDep
 from callbridge.web.pages import flash, render
-from callbridge.web.routes.calls import CallOut
+from callbridge.web.routes.calls import CallOut, colleagues
 from callbridge.web.schemas import Id, Page
 
 router = APIRouter(tags=["contacts"])
@@ -738,6 +738,7 @@ async def contact_page(request: Request, contact_id: Id, user: CurrentUser, repo
         people=people,
         calls=calls,
         grouped=grouped,
+        colleagues=await colleagues(repos),
         history_url=f"/calls?{urlencode({history_key: contact.id})}",
     )
 

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from callbridge.domain.errors import NotFound
 from callbridge.domain.users import User
 from callbridge.hub import Hub
 from callbridge.services.dialing import click_to_call
 from callbridge.store.calls import CallView
-from callbridge.store.desk import SqlDesk
+from callbridge.store.desk import Alerts, SqlDesk
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, ManagerUser, RepoDep
-from callbridge.web.pages import render
+from callbridge.web.pages import flash, render
+from callbridge.web.routes.calls import colleagues
 from callbridge.web.schemas import Id
 
 router = APIRouter()
@@ -40,6 +41,17 @@ class PresenceOut(BaseModel):
     user: str | None
     presence: str
     at: datetime | None
+
+
+class AlertsIo(BaseModel):
+    """How the desk alerts you to a call ringing at your phone, beyond the card (both off until
+    you turn them on)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ring_sound: bool = Field(description="Play a ring sound in the open page while a call rings.")
+    desktop_notifications: bool = Field(
+        description="Show a desktop notification (the browser asks for permission once)."
+    )
 
 
 class NotificationOut(BaseModel):
@@ -74,9 +86,10 @@ async def originate_call(body: OriginateIn, user: CurrentUser, hub: HubDep) -> O
     your open pages over the live connection; the answer comes once your phone answered."""
     async with hub.db.unit() as repos:
         extensions = await SqlDesk(repos.session).extensions_of(user.id)
+        mapped = [(m.pbx, m.extension) for m in await repos.extensions.all()]
     assert hub.commands is not None
     placed = await click_to_call(
-        hub.commands, hub.bus, user.id, extensions, body.number, hub.settings.default_region
+        hub.commands, hub.bus, user.id, extensions, body.number, hub.settings.default_region, mapped=mapped
     )
     return OriginateOut(**placed)
 
@@ -106,6 +119,20 @@ async def hangup_call(call_id: Id, user: CurrentUser, hub: HubDep, repos: RepoDe
     assert hub.commands is not None
     await hub.commands.hangup(call.pbx, call.pbx_call_id)
     return Response(status_code=204)
+
+
+@router.get("/api/v1/me/alerts", operation_id="get_my_alerts", tags=["desk"])
+async def get_my_alerts(user: CurrentUser, repos: RepoDep) -> AlertsIo:
+    return AlertsIo(**(await SqlDesk(repos.session).alerts(user.id)).to_dict())
+
+
+@router.put("/api/v1/me/alerts", operation_id="set_my_alerts", tags=["desk"])
+async def set_my_alerts(body: AlertsIo, user: CurrentUser, repos: RepoDep) -> AlertsIo:
+    """Turn your ring sound and desktop notifications on or off; open pages follow at their
+    next connection (a reload)."""
+    await SqlDesk(repos.session).set_alerts(user.id, Alerts(body.ring_sound, body.desktop_notifications))
+    await repos.commit()
+    return body
 
 
 @router.get("/api/v1/notifications", operation_id="list_notifications", tags=["desk"])
@@ -207,4 +234,21 @@ async def desk_page(request: Request, user: CurrentUser, hub: HubDep, repos: Rep
 
 @router.get("/desk/calls", include_in_schema=False)
 async def live_calls_page(request: Request, user: ManagerUser, repos: RepoDep) -> Response:
-    return render(request, "desk/calls.html", calls=await _live_calls(repos, user))
+    return render(
+        request, "desk/calls.html", calls=await _live_calls(repos, user), colleagues=await colleagues(repos)
+    )
+
+
+@router.post("/account/alerts", include_in_schema=False)
+async def account_alerts_form(
+    request: Request,
+    user: CurrentUser,
+    repos: RepoDep,
+    ring_sound: Annotated[str, Form(max_length=10)] = "",
+    desktop_notifications: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    alerts = Alerts(ring_sound=bool(ring_sound), desktop_notifications=bool(desktop_notifications))
+    await SqlDesk(repos.session).set_alerts(user.id, alerts)
+    await repos.commit()
+    flash(request, "Your call alerts were saved.")
+    return RedirectResponse("/account", status_code=303)

@@ -4,7 +4,9 @@
 (() => {
   const body = document.body;
   const csrf = body.dataset.csrf || "";
-  const pops = document.getElementById("pops");
+  const popsBox = document.getElementById("pops");
+  const pops = document.getElementById("pop-list");
+  const popsBar = document.getElementById("pops-bar");
   const dialStatus = document.getElementById("dial-status");
   const liveState = document.getElementById("live-state");
   const ENDED_LINGER_MS = 8000;
@@ -12,7 +14,11 @@
   let socket = null;
   let retries = 0;
   let pingTimer = null;
-  const seen = new Map(); // card key → {ringingSince, talkingSince}
+  let alerts = { ring_sound: false, desktop_notifications: false };
+  const seen = new Set(); // card keys this page has shown (a new one expands the pops)
+  const notified = new Map(); // card key → its desktop Notification
+  const DISMISSED_KEY = "callbridge.dismissed";
+  const DISMISSED_FOR_MS = 12 * 3600 * 1000;
 
   // -- helpers ---------------------------------------------------------------------------------
   function el(tag, attrs, ...children) {
@@ -27,10 +33,45 @@
     for (const c of children) if (c !== null && c !== undefined) node.append(c);
     return node;
   }
-  function clock(seconds) {
-    const s = Math.max(0, Math.round(seconds));
-    const m = Math.floor(s / 60);
-    return `${m}:${String(s % 60).padStart(2, "0")}`;
+  // All times the live desk shows go through this one helper (so a later time-zone or format
+  // setting changes them in one place). Durations count on the server's clock: "skew" is how
+  // far this browser's clock is from the hub's, learnt from each hello.
+  // Dates and clock times come from app.js's callbridgeTime (the user's zone, the pages' format).
+  const zoned = window.callbridgeTime;
+  const when = {
+    skew: 0,
+    now() { return Date.now() - this.skew; },
+    duration(seconds) {
+      const s = Math.max(0, Math.round(seconds));
+      const h = Math.floor(s / 3600);
+      const m = Math.floor((s % 3600) / 60);
+      const mm = h ? String(m).padStart(2, "0") : String(m);
+      return `${h ? h + ":" : ""}${mm}:${String(s % 60).padStart(2, "0")}`;
+    },
+    since(iso) { return this.duration((this.now() - Date.parse(iso)) / 1000); },
+    time(iso) { return zoned(iso, "time"); },
+    dateTime(iso) { return zoned(iso, "minute"); },
+  };
+  window.callbridgeWhen = when;
+  const clock = (seconds) => when.duration(seconds);
+  function formatTimes(root) {
+    for (const node of (root || document).querySelectorAll("time[data-format][datetime]")) {
+      const iso = node.getAttribute("datetime");
+      node.textContent = node.dataset.format === "time" ? when.time(iso) : when.dateTime(iso);
+    }
+  }
+  function dismissed() {
+    try {
+      const all = JSON.parse(localStorage.getItem(DISMISSED_KEY) || "{}");
+      const now = Date.now();
+      for (const [k, at] of Object.entries(all)) if (now - at > DISMISSED_FOR_MS) delete all[k];
+      return all;
+    } catch (_) { return {}; }
+  }
+  function dismiss(key) {
+    const all = dismissed();
+    all[key] = Date.now();
+    try { localStorage.setItem(DISMISSED_KEY, JSON.stringify(all)); } catch (_) { /* private mode */ }
   }
   function setState(text, ok) {
     if (!liveState) return;
@@ -80,29 +121,49 @@
     return `${DIRECTION_WORDS[card.direction] || "Call"} · ${STATE_WORDS[card.state] || card.state}`;
   }
 
+  function cardCaller(card) {
+    if (card.colleague) return card.colleague.name || `ext ${card.colleague.extension}`;
+    return card.contact ? card.contact.name : (card.name || card.number || "unknown");
+  }
+
   function renderCard(card) {
-    const times = seen.get(card.key) || {};
-    if (card.state === "ringing" && !times.ringingSince) times.ringingSince = Date.now();
-    if (card.state === "talking" && !times.talkingSince) times.talkingSince = Date.now();
-    seen.set(card.key, times);
     const id = "pop-" + card.key.replace(/[^A-Za-z0-9_-]/g, "_");
+    if (dismissed()[card.key]) {
+      // Dismissed stays dismissed, whatever the call does next (and after a reload).
+      const gone = document.getElementById(id);
+      if (gone) gone.remove();
+      layout();
+      return;
+    }
+    const fresh = !seen.has(card.key);
+    seen.add(card.key);
     const known = card.contact !== null && card.contact !== undefined;
-    const numberLink = card.number
-      ? el("a", { class: "dial", href: `tel:${card.number}`, "data-number": card.number, text: card.number })
-      : el("span", { text: "unknown number" });
+    const colleague = card.colleague || null;
+    let numberLine;
+    if (colleague) {
+      numberLine = el("p", { class: "pop-number" },
+        el("a", { class: "dial", href: `tel:${colleague.extension}`, "data-number": colleague.extension, text: `ext ${colleague.extension}` }),
+        el("span", { class: "muted", text: " · a colleague" }));
+    } else {
+      numberLine = el("p", { class: "pop-number" }, card.number
+        ? el("a", { class: "dial", href: `tel:${card.number}`, "data-number": card.number, text: card.number })
+        : el("span", { text: "unknown number" }),
+      card.extension ? el("span", { class: "muted", text: ` → ext ${card.extension}` }) : null);
+    }
     let timing;
     if (card.state === "ended") {
       timing = el("span", { class: "pop-time", text: card.answered_at
         ? `talked ${clock(card.talk_seconds)} · rang ${clock(card.ring_seconds)}`
         : `rang ${clock(card.ring_seconds)}` });
     } else {
-      const since = card.state === "talking" ? times.talkingSince : times.ringingSince;
-      timing = el("span", { class: "pop-time", "data-since": String(since || Date.now()), text: "0:00" });
+      // Counts from the call's start (ringing) or its answer (talking), not from this page load.
+      const since = (card.state === "talking" && card.answered_at) || card.started_at || card.sent_at;
+      timing = el("span", { class: "pop-time", "data-since": since, text: since ? when.since(since) : "0:00" });
     }
     const actions = el("div", { class: "pop-actions" });
     if (known) {
       actions.append(el("a", { class: "btn", href: `/contacts/${card.contact.id}`, text: "Open contact" }));
-    } else if (card.number) {
+    } else if (card.number && !colleague) {
       const q = new URLSearchParams({ number: card.number });
       if (card.name) q.set("name", card.name);
       actions.append(el("a", { class: "btn", href: `/contacts/new?${q}`, text: "Create contact" }));
@@ -115,35 +176,124 @@
     }
     actions.append(el("button", { type: "button", class: "btn quiet", "data-dismiss": card.key, text: "Dismiss" }));
     const recent = (card.recent || []).map((r) => el("li", {},
-      el("a", { href: `/calls/${r.id}`, text: window.callbridgeTime(r.started_at, "minute") }),
+      el("a", { href: `/calls/${r.id}`, text: when.dateTime(r.started_at) }),
       ` ${r.direction || ""} · ${r.disposition}${r.talk_seconds ? " · " + clock(r.talk_seconds) : ""}${r.user ? " · " + r.user : ""}`));
+    let company = card.company || "";
+    if (!company && !known) company = colleague ? "" : "Unknown caller: not in your contacts";
     const node = el("article", {
       class: `pop pop-${card.state}`,
       id,
       "data-key": card.key,
       "data-state": card.state,
+      "data-caller": colleague && colleague.name ? `${colleague.name} (ext ${colleague.extension})` : cardCaller(card),
       "aria-labelledby": id + "-h",
     },
       el("header", { class: "pop-head" },
         el("span", { class: "pop-kind", text: cardTitle(card) }), " ", timing),
-      el("h2", { id: id + "-h", class: "pop-caller", text: known ? card.contact.name : (card.name || card.number || "unknown") }),
-      el("p", { class: "pop-number" }, numberLink,
-        card.extension ? el("span", { class: "muted", text: ` → ext ${card.extension}` }) : null),
-      el("p", { class: "pop-company", text: card.company ? card.company : (known ? "" : "Unknown caller: not in your contacts") }),
+      el("h2", { id: id + "-h", class: "pop-caller", text: cardCaller(card) }),
+      numberLine,
+      company ? el("p", { class: "pop-company", text: company }) : null,
       card.tags && card.tags.length ? el("ul", { class: "tags", "aria-label": "Tags" }, ...card.tags.map((t) => el("li", { text: t }))) : null,
       card.owner ? el("p", { class: "pop-owner", text: `Owner: ${card.owner}` }) : null,
-      recent.length ? el("details", { class: "pop-recent", open: true },
+      recent.length ? el("details", { class: "pop-recent", open: wide.matches },
         el("summary", { text: "Last calls" }), el("ol", {}, ...recent)) : null,
       actions);
     const old = document.getElementById(id);
     if (old) updateInPlace(old, node); else pops.prepend(node);
+    if (fresh && card.state !== "ended") expand(true);
     if (card.state === "ended") {
       setTimeout(() => {
         const cur = document.getElementById(id);
-        if (cur && cur.dataset.state === "ended") { cur.remove(); seen.delete(card.key); }
+        if (cur && cur.dataset.state === "ended") { cur.remove(); layout(); }
       }, ENDED_LINGER_MS);
     }
+    notify(card, fresh);
+    layout();
     tick();
+  }
+
+  // -- the pops' place on the page ---------------------------------------------------------------
+  const wide = window.matchMedia("(min-width: 1000px)");
+  function expand(open) {
+    if (!popsBox) return;
+    popsBox.classList.toggle("collapsed", !open);
+    popsBar.setAttribute("aria-expanded", String(open));
+    document.getElementById("pops-toggle").textContent = open ? "Hide" : "Show";
+    layout();
+  }
+  function layout() {
+    if (!popsBox) return;
+    const cards = [...pops.querySelectorAll(".pop")];
+    popsBox.hidden = cards.length === 0;
+    body.classList.toggle("has-pops", cards.length > 0);
+    if (cards.length) {
+      const first = cards[0];
+      const word = { ringing: "ringing", talking: "on the call", ended: "ended" }[first.dataset.state] || "";
+      const time = first.querySelector(".pop-time");
+      const more = cards.length > 1 ? ` (+${cards.length - 1} more)` : "";
+      document.getElementById("pops-summary").textContent =
+        `${first.dataset.caller} · ${word}${time && first.dataset.state !== "ended" ? " " + time.textContent : ""}${more}`;
+    }
+    // On a narrow screen the bar sits over the bottom of the page: give the page that much room.
+    const h = cards.length && !wide.matches ? popsBox.getBoundingClientRect().height : 0;
+    document.documentElement.style.setProperty("--pops-h", `${Math.ceil(h)}px`);
+    alertRing();
+  }
+  if (popsBox && window.ResizeObserver) new ResizeObserver(() => {
+    const h = !popsBox.hidden && !wide.matches ? popsBox.getBoundingClientRect().height : 0;
+    document.documentElement.style.setProperty("--pops-h", `${Math.ceil(h)}px`);
+  }).observe(popsBox);
+  wide.addEventListener("change", layout);
+
+  // -- alerts: ring sound and desktop notification, each opted into on the Account page ----------
+  let ringAudio = null;
+  let ringTimer = null;
+  let ringRelease = null;
+  function playRing() {
+    if (!ringAudio) ringAudio = new Audio("/static/ring.wav");
+    ringAudio.currentTime = 0;
+    const played = ringAudio.play();
+    // Before the first click in a page the browser may refuse to play: the card still shows.
+    if (played && played.catch) played.catch(() => {});
+  }
+  function startRing() {
+    ringTimer = setInterval(playRing, 3000);
+    playRing();
+  }
+  function stopRing() {
+    clearInterval(ringTimer);
+    ringTimer = null;
+    if (ringAudio) ringAudio.pause();
+    if (ringRelease) { ringRelease(); ringRelease = null; }
+  }
+  function alertRing() {
+    const ringing = alerts.ring_sound && pops && pops.querySelector(".pop[data-state='ringing']");
+    if (!ringing) { if (ringTimer || ringRelease) stopRing(); return; }
+    if (ringTimer || ringRelease) return;
+    if (navigator.locks) {
+      // One tab of the browser rings, not every open one.
+      ringRelease = () => {};
+      navigator.locks.request("callbridge-ring", { ifAvailable: true }, (lock) => {
+        if (!lock || !ringRelease) { ringRelease = null; return undefined; }
+        startRing();
+        return new Promise((resolve) => { ringRelease = resolve; });
+      });
+    } else {
+      startRing();
+    }
+  }
+  function notify(card, fresh) {
+    const open = notified.get(card.key);
+    if (card.state !== "ringing") {
+      if (open) { open.close(); notified.delete(card.key); }
+      return;
+    }
+    if (!fresh || open || !alerts.desktop_notifications || !("Notification" in window)) return;
+    if (Notification.permission !== "granted") return;
+    const where = card.colleague ? "a colleague" : (card.company || card.number || "");
+    const note = new Notification(`${cardTitle(card)}: ${cardCaller(card)}`, { body: where, tag: card.key });
+    note.onclick = () => { window.focus(); note.close(); };
+    notified.set(card.key, note);
   }
 
   // A card that changes keeps its element: focus (say, on "Hang up"), a closed "Last calls" and
@@ -169,12 +319,14 @@
   }
 
   function tick() {
-    const now = Date.now();
-    for (const node of document.querySelectorAll(".pop-time[data-since]")) {
-      node.textContent = clock((now - Number(node.dataset.since)) / 1000);
+    for (const node of document.querySelectorAll(".pop-time[data-since], #live-calls [data-since]")) {
+      node.textContent = when.since(node.dataset.since);
     }
-    for (const row of document.querySelectorAll("tr[data-live-call] [data-since]")) {
-      row.textContent = clock((now - Number(row.dataset.since)) / 1000);
+    if (popsBox && !popsBox.hidden) {
+      const first = pops.querySelector(".pop");
+      const time = first && first.dataset.state !== "ended" ? first.querySelector(".pop-time") : null;
+      const summary = document.getElementById("pops-summary");
+      if (time) summary.textContent = summary.textContent.replace(/\d+(:\d\d)+/, time.textContent);
     }
   }
   setInterval(tick, 1000);
@@ -189,7 +341,7 @@
     const target = note.body && note.body.contact_id ? `/contacts/${note.body.contact_id}` : (note.call_id ? `/calls/${note.call_id}` : "/calls");
     list.prepend(el("li", { class: "note unread", "data-note": String(note.id) },
       el("a", { href: target, "data-note-open": String(note.id), text: note.title }), " ",
-      el("time", { class: "muted", datetime: note.created_at, text: window.callbridgeTime(note.created_at, "minute") })));
+      el("time", { class: "muted", datetime: note.created_at, "data-format": "datetime", text: when.dateTime(note.created_at) })));
   }
 
   function onPresence(msg) {
@@ -209,23 +361,40 @@
     state.textContent = msg.presence.replace("_", " ");
   }
 
+  // One side of a live call, as the page shows it: the outside party is a click-to-call link,
+  // an extension is the colleague it belongs to, our own numbers are plain text.
+  function liveParty(call, number, colleagues) {
+    if (!number) return "—";
+    if (number === call.external_number) {
+      return el("a", { class: "dial", href: `tel:${number}`, "data-number": number, text: number });
+    }
+    const name = colleagues[`${call.pbx}/${number}`];
+    if (name) return el("a", { class: "dial", href: `tel:${number}`, "data-number": number, text: `${name} (ext ${number})` });
+    if (/^\d{1,6}$/.test(number)) return el("span", { class: "ext", text: `ext ${number}` });
+    return el("span", { class: "our-number", title: "one of your numbers", text: number });
+  }
+
   function onLiveCall(call) {
     const table = document.getElementById("live-calls");
     if (!table) return;
     const tbody = table.tBodies[0];
+    let colleagues = {};
+    try { colleagues = JSON.parse(table.dataset.colleagues || "{}"); } catch (_) { /* none */ }
     let row = tbody.querySelector(`tr[data-live-call="${call.id}"]`);
     if (call.complete) {
       if (row) row.remove();
     } else {
+      const started = call.started_at;
+      const party = call.direction === "outbound" ? call.to_number : call.from_number;
       const cells = [
-        el("td", {}, el("a", { href: `/calls/${call.id}`, text: call.started_at ? window.callbridgeTime(call.started_at, "time") : "" })),
+        el("td", {}, el("a", { href: `/calls/${call.id}` },
+          started ? el("time", { datetime: started, "data-format": "time", text: when.time(started) }) : "")),
+        el("td", { class: "duration", "data-since": started || null, text: started ? when.since(started) : "" }),
         el("td", { text: call.direction || "—" }),
-        el("td", {}, call.external_number || call.from_number
-          ? el("a", { class: "dial", href: `tel:${call.external_number || call.from_number}`, "data-number": call.external_number || call.from_number, text: call.external_number || call.from_number })
-          : "—"),
+        el("td", {}, liveParty(call, party, colleagues)),
         el("td", { text: call.contact_name || call.company_name || "" }),
         el("td", { "data-state": true, text: call.answered_at ? "talking" : "ringing" }),
-        el("td", { text: call.answered_by_extension || "" }),
+        el("td", {}, call.answered_by_extension ? liveParty(call, call.answered_by_extension, colleagues) : ""),
       ];
       const fresh = el("tr", { "data-live-call": String(call.id) }, ...cells);
       if (row) row.replaceWith(fresh); else tbody.prepend(fresh);
@@ -237,6 +406,8 @@
   function onMessage(msg) {
     switch (msg.type) {
       case "hello":
+        if (msg.now) when.skew = Date.now() - Date.parse(msg.now);
+        alerts = msg.alerts || alerts;
         canDial = !!msg.can_dial;
         body.classList.toggle("can-dial", canDial);
         setUnread(msg.unread || 0);
@@ -310,10 +481,27 @@
       catch (err) { showDial("failed", `Could not hang up: ${err.message}`); hang.disabled = false; }
       return;
     }
-    const dismiss = target.closest("[data-dismiss]");
-    if (dismiss) {
-      const card = dismiss.closest(".pop");
+    const dismissButton = target.closest("[data-dismiss]");
+    if (dismissButton) {
+      const card = dismissButton.closest(".pop");
+      dismiss(dismissButton.dataset.dismiss);
+      const next = card && (card.nextElementSibling || card.previousElementSibling);
       if (card) card.remove();
+      const open = notified.get(dismissButton.dataset.dismiss);
+      if (open) { open.close(); notified.delete(dismissButton.dataset.dismiss); }
+      layout();
+      // The keyboard user stays in the pops (the next card) or goes back to the page.
+      const focusTo = next ? next.querySelector("button, a") : document.getElementById("main");
+      if (focusTo) focusTo.focus();
+      return;
+    }
+    if (target.closest("#pops-bar")) {
+      expand(popsBox.classList.contains("collapsed"));
+      return;
+    }
+    if (target.closest("[data-ring-test]")) {
+      playRing();
+      setTimeout(() => { if (!ringTimer && ringAudio) ringAudio.pause(); }, 1500);
       return;
     }
     const open = target.closest("[data-note-open]");
@@ -346,7 +534,39 @@
     // Escape dismisses ended pops; a ringing pop stays until the call moves on.
     if (event.key !== "Escape") return;
     for (const node of document.querySelectorAll(".pop[data-state='ended']")) node.remove();
+    layout();
   });
 
+  // A card dismissed in another tab of this browser goes away here too.
+  window.addEventListener("storage", (event) => {
+    if (event.key !== DISMISSED_KEY) return;
+    const all = dismissed();
+    for (const node of document.querySelectorAll(".pop[data-key]")) if (all[node.dataset.key]) node.remove();
+    layout();
+  });
+
+  // Account page: a desktop notification needs the browser's permission, asked on the click.
+  const notifyBox = document.querySelector("[data-notify-permission]");
+  const notifyState = document.getElementById("notify-state");
+  function showPermission() {
+    if (!notifyState) return;
+    if (!("Notification" in window)) { notifyState.textContent = "This browser cannot show desktop notifications."; return; }
+    notifyState.textContent = {
+      granted: "The browser allows notifications from this hub.",
+      denied: "The browser blocks notifications from this hub: allow them in its site settings.",
+      default: "The browser will ask you to allow notifications.",
+    }[Notification.permission] || "";
+  }
+  if (notifyBox) {
+    showPermission();
+    notifyBox.addEventListener("change", async () => {
+      if (notifyBox.checked && "Notification" in window && Notification.permission === "default") {
+        try { await Notification.requestPermission(); } catch (_) { /* old browsers: callback form */ }
+      }
+      showPermission();
+    });
+  }
+
+  formatTimes();
   if (pops) connect();
 })();
