@@ -50,6 +50,8 @@ pbx_add_app = typer.Typer(help="Add a phone system (asterisk or yeastar).", no_a
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(pbx_app, name="pbx")
+recordings_app = typer.Typer(help="Recordings: purge what the retention rules say.", no_args_is_help=True)
+app.add_typer(recordings_app, name="recordings")
 pbx_app.add_typer(pbx_add_app, name="add")
 
 
@@ -615,6 +617,30 @@ def pbx_list() -> None:
         console.print(table)
 
     in_unit(work)
+
+
+@recordings_app.command("purge")
+def recordings_purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be purged.")] = False,
+) -> None:
+    """Delete the stored audio of the recordings the retention rules say to purge (a legal hold
+    wins); each becomes `purged` with the rule as its reason. The hub also runs this daily."""
+
+    async def work(hub: Hub) -> None:
+        found = await hub.purge_recordings(dry_run=dry_run)
+        verb = "would purge" if dry_run else "purged"
+        for c in sorted(found, key=lambda c: c.recording_id):
+            console.print(
+                f"{verb} recording {c.recording_id} (call {c.call_id}, {c.pbx},"
+                f" {c.started_at:%Y-%m-%d}): {c.reason}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        count = len(found)
+        total = "would be purged" if dry_run else "purged"
+        console.print(f"{count} recording{'' if count == 1 else 's'} {total}.", highlight=False)
+
+    run(work)
 
 
 def _when(value: datetime | None) -> str:

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     login_delay_seconds: float = Field(default=0.25, description="First pause after a failed sign-in.")
     log_level: str = "INFO"
     start_pbx_links: bool = Field(default=True, description="Connect to configured PBXs on start.")
+    retention_purge_interval_seconds: float = Field(
+        default=86400.0, gt=0, description="Time between two runs of the recordings' retention purge."
+    )
+    retention_first_purge_seconds: float = Field(
+        default=300.0, ge=0, description="Time after start before the first retention purge."
+    )
     pbx_watch_seconds: float = Field(
         default=5.0,
         description="How often to look for PBXs added, edited, disabled or removed by another process.",

@@ -20,6 +20,7 @@ from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
 from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged, RecordingAvailable
 from callbridge.domain.pbx import PbxKind, PbxRecord
+from callbridge.domain.recordings import PurgeCandidate
 from callbridge.media.storage import LocalStorage
 from callbridge.services.accounts import Accounts, LoginPolicy, TokenUses
 from callbridge.services.calllog import (
@@ -46,6 +47,7 @@ from callbridge.services.live import (
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource
+from callbridge.services.retention import PurgeStore, RetentionWorker, purge
 from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database
 from callbridge.store.desk import DeskRepo
@@ -101,6 +103,15 @@ class _EarlyDeskStore:
             return await DeskRepo(repos).call_ended(pbx, call_id)
 
 
+class _PurgeStore:
+    """The retention purge's reads and writes within one unit of work."""
+
+    def __init__(self, repos: Repos) -> None:
+        self.rules = repos.retention.rules
+        self.purge_candidates = repos.recordings.purge_candidates
+        self.mark_purged = repos.recordings.mark_purged
+
+
 @dataclass
 class Hub:
     settings: Settings
@@ -135,6 +146,7 @@ class Hub:
     # Recordings: where their bytes are stored, and the worker that fetches them from the PBXs.
     storage: LocalStorage | None = None
     fetcher: RecordingFetcher | None = None
+    retention: RetentionWorker | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -175,6 +187,12 @@ class Hub:
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         hub.storage = LocalStorage(settings.data_dir / "recordings")
         hub.fetcher = RecordingFetcher(hub._recording_rows, hub.storage, hub.recording_source)
+        hub.retention = RetentionWorker(
+            hub._purge_store,
+            hub.storage,
+            interval=settings.retention_purge_interval_seconds,
+            first_delay=settings.retention_first_purge_seconds,
+        )
         return hub
 
     # --- recordings ----------------------------------------------------------------------------
@@ -182,6 +200,16 @@ class Hub:
     async def _recording_rows(self) -> AsyncIterator[RecordingRows]:
         async with self.db.unit() as repos:
             yield repos.recordings
+
+    @asynccontextmanager
+    async def _purge_store(self) -> AsyncIterator[PurgeStore]:
+        async with self.db.unit() as repos:
+            yield _PurgeStore(repos)
+
+    async def purge_recordings(self, *, dry_run: bool = False) -> list[PurgeCandidate]:
+        """What the retention rules purge now (``callbridge recordings purge``; the daily run)."""
+        assert self.storage is not None
+        return await purge(self._purge_store, self.storage, at=datetime.now(UTC), dry_run=dry_run)
 
     async def recording_source(self, pbx: str) -> RecordingSource | str:
         """Where PBX ``pbx``'s recordings come from in this process, or why nowhere (the reason a
@@ -214,6 +242,8 @@ class Hub:
         a restart are taken first)."""
         if self.fetcher is not None:
             self.fetcher.start()
+        if self.retention is not None:
+            self.retention.start()
 
     def _token_used(self) -> None:
         if self._token_flush is None or self._token_flush.done():
@@ -648,6 +678,8 @@ class Hub:
     async def close(self) -> None:
         if self.fetcher is not None:
             await self.fetcher.close()
+        if self.retention is not None:
+            await self.retention.close()
         if self._token_flush is not None:
             self._token_flush.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

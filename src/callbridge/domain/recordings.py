@@ -2,15 +2,16 @@
 
 A recording starts ``pending`` when a PBX says a call was recorded (``RecordingAvailable``,
 carrying the PBX's own file name); the hub fetches the file and it becomes ``ready`` (stored,
-with size, checksum and duration) or ``failed`` (with the reason). ``purged`` is for retention,
-which is not built yet.
+with size, checksum and duration) or ``failed`` (with the reason). Retention rules purge a
+stored recording's file (``purged``, the reason kept) unless it is under legal hold.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from callbridge.domain.errors import CallbridgeError
 
@@ -39,6 +40,9 @@ class Recording:
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    held: bool = False
+    held_by: str = ""
+    held_at: datetime | None = None
 
 
 class RangeNotSatisfiable(CallbridgeError):
@@ -117,3 +121,102 @@ def content_type_for(name: str) -> str:
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
     """Seconds to wait before fetch attempt number ``attempts + 1``: doubling, capped."""
     return float(min(cap, base * (2 ** max(0, min(attempts - 1, 30)))))
+
+
+# -- shares -------------------------------------------------------------------------------------------
+
+SHARE_DEFAULT_DAYS = 7
+SHARE_MAX_DAYS = 90
+
+
+@dataclass(frozen=True, slots=True)
+class SharePlay:
+    at: datetime
+    address: str
+    user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    id: int
+    recording_id: int
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    plays: tuple[SharePlay, ...] = ()
+
+    def usable(self, at: datetime) -> bool:
+        """Whether the link still plays at ``at`` (neither revoked nor expired)."""
+        return self.revoked_at is None and at < self.expires_at
+
+
+class ShareGone(CallbridgeError):
+    """A shared link that was revoked, has expired, or never existed (the page does not say which)."""
+
+    code = "share_gone"
+
+
+# -- comments -------------------------------------------------------------------------------------
+
+COMMENT_MAX_CHARS = 2000
+_MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9][A-Za-z0-9._@-]{0,63})")
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    id: int
+    call_id: int
+    author: str
+    text: str
+    at_seconds: float | None
+    created_at: datetime
+
+
+def mentions(text: str) -> list[str]:
+    """The user names ``@mentioned`` in ``text``, in order, each once (a trailing ``.`` or ``-``
+    ends the sentence, not the name)."""
+    seen: list[str] = []
+    for match in _MENTION.finditer(text):
+        name = match.group(1).rstrip("._@-")
+        if name and name not in seen:
+            seen.append(name)
+    return seen
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionRule:
+    """Recordings of calls older than ``older_than_days`` are purged; an empty ``direction``,
+    ``tag`` or ``pbx`` matches every call, a set one only the calls that have it."""
+
+    id: int
+    older_than_days: int
+    direction: str = ""
+    tag: str = ""
+    pbx: str = ""
+
+    def cutoff(self, at: datetime) -> datetime:
+        return at - timedelta(days=self.older_than_days)
+
+    def describe(self) -> str:
+        parts = [f"older than {self.older_than_days} days"]
+        if self.direction:
+            parts.append(f"direction {self.direction}")
+        if self.tag:
+            parts.append(f"tag {self.tag}")
+        if self.pbx:
+            parts.append(f"phone system {self.pbx}")
+        return f"retention rule {self.id}: " + ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCandidate:
+    recording_id: int
+    call_id: int
+    pbx: str
+    storage_key: str
+    started_at: datetime
+    reason: str

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -14,14 +15,18 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
     func,
+    or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callbridge.domain.recordings import Recording, RecordingStatus
+from callbridge.domain.recordings import PurgeCandidate, Recording, RecordingStatus, RetentionRule
+from callbridge.store.calls import calls
+from callbridge.store.directory import contact_tags
 from callbridge.store.tables import UtcDateTime, metadata, now
 
 recordings = Table(
@@ -44,6 +49,11 @@ recordings = Table(
     Column("next_attempt_at", UtcDateTime, nullable=True, index=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Legal hold: retention never purges a held recording.
+    Column("held", Boolean, nullable=False, server_default=false()),
+    Column("held_by", String(64), nullable=False, server_default=""),
+    Column("held_at", UtcDateTime, nullable=True),
+    Column("purged_at", UtcDateTime, nullable=True),
     UniqueConstraint("call_id", "reference", name="uq_recordings_call_id_reference"),
 )
 
@@ -65,6 +75,9 @@ def _recording(row: Any) -> Recording:
         next_attempt_at=row.next_attempt_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        held=bool(row.held),
+        held_by=row.held_by,
+        held_at=row.held_at,
     )
 
 
@@ -190,3 +203,72 @@ class SqlRecordings:
             .where(recordings.c.id == recording_id)
             .values(reason=reason[:500], next_attempt_at=next_attempt_at, updated_at=now())
         )
+
+    # -- keep or purge ----------------------------------------------------------------------------
+
+    async def set_hold(self, recording_id: int, held: bool, by: str) -> None:
+        await self.session.execute(
+            update(recordings)
+            .where(recordings.c.id == recording_id)
+            .values(
+                held=held,
+                held_by=by[:64] if held else "",
+                held_at=now() if held else None,
+                updated_at=now(),
+            )
+        )
+
+    async def purge_candidates(self, rule: RetentionRule, at: datetime, limit: int) -> list[PurgeCandidate]:
+        """Stored recordings, not held, of the calls ``rule`` says to purge at ``at`` (by the
+        call's start), oldest first."""
+        query = (
+            select(
+                recordings.c.id,
+                recordings.c.call_id,
+                recordings.c.pbx,
+                recordings.c.storage_key,
+                calls.c.started_at,
+            )
+            .select_from(recordings.join(calls, calls.c.id == recordings.c.call_id))
+            .where(
+                recordings.c.status == RecordingStatus.READY.value,
+                recordings.c.held.is_(False),
+                calls.c.started_at < rule.cutoff(at),
+            )
+        )
+        if rule.direction:
+            query = query.where(calls.c.direction == rule.direction)
+        if rule.pbx:
+            query = query.where(calls.c.pbx == rule.pbx)
+        if rule.tag:
+            tagged = select(contact_tags.c.contact_id).where(contact_tags.c.tag_folded == rule.tag.casefold())
+            query = query.where(or_(calls.c.contact_id.in_(tagged), calls.c.company_id.in_(tagged)))
+        query = query.order_by(calls.c.started_at, recordings.c.id).limit(limit)
+        reason = rule.describe()
+        return [
+            PurgeCandidate(
+                recording_id=int(r.id),
+                call_id=int(r.call_id),
+                pbx=r.pbx,
+                storage_key=r.storage_key,
+                started_at=r.started_at,
+                reason=reason,
+            )
+            for r in (await self.session.execute(query)).all()
+        ]
+
+    async def mark_purged(self, recording_id: int, reason: str) -> bool:
+        """Purged (its file deleted), unless it was put on hold meanwhile; ``False`` then."""
+        stamp = now()
+        result = await self.session.execute(
+            update(recordings)
+            .where(
+                recordings.c.id == recording_id,
+                recordings.c.status == RecordingStatus.READY.value,
+                recordings.c.held.is_(False),
+            )
+            .values(
+                status=RecordingStatus.PURGED.value, reason=reason[:500], purged_at=stamp, updated_at=stamp
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

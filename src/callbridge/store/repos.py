@@ -9,10 +9,13 @@ from callbridge.domain.errors import StoreUnavailable
 from callbridge.services.calllog import BatchStores
 from callbridge.store.agents import SqlAgentStore
 from callbridge.store.calls import SqlCalls
+from callbridge.store.comments import SqlComments
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 from callbridge.store.pbxes import SqlPbxStore
 from callbridge.store.recordings import SqlRecordings
+from callbridge.store.retention import SqlRetention
 from callbridge.store.secrets import SecretBox
+from callbridge.store.shares import SqlShares
 from callbridge.store.users import SqlFailureStore, SqlSessionStore, SqlTokenStore, SqlUserStore
 
 
@@ -33,6 +36,9 @@ class Repos:
         self.dialplan_tokens = SqlDialplanTokens(session, box)
         self.agents = SqlAgentStore(session)
         self.recordings = SqlRecordings(session)
+        self.shares = SqlShares(session)
+        self.comments = SqlComments(session)
+        self.retention = SqlRetention(session)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself

@@ -9,16 +9,20 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from callbridge.domain.directory import Match, search_key
 from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.domain.events import Direction, Disposition
+from callbridge.domain.recordings import COMMENT_MAX_CHARS, Comment, mentions
 from callbridge.domain.times import in_zone, validate_time_zone
 from callbridge.domain.users import User
+from callbridge.hub import Hub
 from callbridge.services.csv_export import csv_chunks
 from callbridge.services.directory import lookup
+from callbridge.services.live import DESK_TOPIC
 from callbridge.store.calls import CallFilter, CallView, StoredEvent
+from callbridge.store.desk import SqlDesk
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
@@ -295,6 +299,88 @@ async def link_call(call_id: Id, body: LinkIn, user: CurrentUser, repos: RepoDep
     return CallOut.of(await _visible_call(call_id, user, repos))
 
 
+# -- comments -------------------------------------------------------------------------------------
+
+MAX_AT_SECONDS = 24 * 3600.0
+MAX_MENTIONS = 20
+
+
+class CommentIn(BaseModel):
+    text: str = Field(min_length=1, max_length=COMMENT_MAX_CHARS)
+    # A moment of the recording the comment is about (seconds from its start), or null.
+    at_seconds: float | None = Field(default=None, ge=0, le=MAX_AT_SECONDS, allow_inf_nan=False)
+
+
+class CommentOut(BaseModel):
+    id: int
+    author: str
+    text: str
+    at_seconds: float | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, c: Comment) -> CommentOut:
+        return cls(id=c.id, author=c.author, text=c.text, at_seconds=c.at_seconds, created_at=c.created_at)
+
+
+@router.get("/api/v1/calls/{call_id:int}/comments")
+async def list_comments(call_id: Id, user: CurrentUser, repos: RepoDep) -> Page[CommentOut]:
+    """The call's comments, oldest first."""
+    await _visible_call(call_id, user, repos)
+    return Page(items=[CommentOut.of(c) for c in await repos.comments.for_call(call_id)])
+
+
+async def add_comment(
+    call_id: int, text: str, at_seconds: float | None, user: User, repos: Repos, hub: Hub
+) -> Comment:
+    """Store a comment; each ``@name`` mentioned who may see the call gets a desk notification
+    (published once committed). A mention of someone who may not see the call notifies nobody."""
+    await _visible_call(call_id, user, repos)
+    text = text.strip()
+    if not text:
+        raise InvalidInput("text: write something")
+    if len(text) > COMMENT_MAX_CHARS:
+        raise InvalidInput(f"text: at most {COMMENT_MAX_CHARS} characters")
+    comment = await repos.comments.add(call_id, user.id, user.label, text, at_seconds)
+    messages: list[tuple[str, dict[str, object]]] = []
+    desk = SqlDesk(repos.session)
+    for name in mentions(text)[:MAX_MENTIONS]:
+        stored = await repos.users.get_by_name(name)
+        if stored is None or not stored.user.active or stored.user.id == user.id:
+            continue
+        if await repos.calls.find(call_id, viewer=stored.user) is None:
+            continue  # never tell anyone about a call they may not open
+        note = await desk.add_notification(
+            stored.user.id,
+            "mention",
+            call_id,
+            f"{user.label} mentioned you on call {call_id}",
+            {"comment_id": comment.id, "text": text[:200], "at_seconds": at_seconds, "author": user.label},
+        )
+        unread = await desk.unread(stored.user.id)
+        messages.append(
+            (
+                DESK_TOPIC,
+                {
+                    "users": [stored.user.id],
+                    "msg": {"type": "notification", "notification": note.to_dict(), "unread": unread},
+                },
+            )
+        )
+    await repos.commit()
+    await hub.publish(messages)
+    return comment
+
+
+@router.post("/api/v1/calls/{call_id:int}/comments", status_code=201)
+async def post_comment(
+    call_id: Id, body: CommentIn, user: CurrentUser, repos: RepoDep, hub: HubDep
+) -> CommentOut:
+    """Comment on a call, optionally pinned to ``at_seconds`` of its recording; ``@name``
+    notifies that user on their desk when they may see the call."""
+    return CommentOut.of(await add_comment(call_id, body.text, body.at_seconds, user, repos, hub))
+
+
 # -- CSV export ----------------------------------------------------------------------------------------
 
 CSV_COLUMNS = [
@@ -446,6 +532,8 @@ async def call_page(
         "calls/detail.html",
         call=call,
         recordings=[RecordingOut.of(r) for r in recordings],
+        comments=await repos.comments.for_call(call_id),
+        comment_max=COMMENT_MAX_CHARS,
         events=events,
         candidates=list(match.candidates) if match else [],
         # A chosen contact hides the chooser; "?choose=1" brings it back to change the choice.
@@ -456,6 +544,47 @@ async def call_page(
         if call.external_number
         else "",
     )
+
+
+def _seconds(raw: str) -> float | None:
+    """A moment typed on the page: seconds (``75``, ``75.5``) or ``m:ss`` (``1:15``)."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        if ":" in raw:
+            minutes, _, seconds = raw.partition(":")
+            value = int(minutes) * 60 + float(seconds)
+        else:
+            value = float(raw)
+    except ValueError as exc:
+        raise InvalidInput("at: use seconds (75) or minutes:seconds (1:15)") from exc
+    if not 0 <= value <= MAX_AT_SECONDS:
+        raise InvalidInput("at: must be a moment of the recording")
+    return value
+
+
+@router.post("/calls/{call_id:int}/comments", include_in_schema=False)
+async def comment_form(
+    request: Request, call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep
+) -> Response:
+    await _visible_call(call_id, user, repos)
+    form = await request.form()
+    text, at = form.get("text"), form.get("at")
+    try:
+        await add_comment(
+            call_id,
+            text if isinstance(text, str) else "",
+            _seconds(at if isinstance(at, str) else ""),
+            user,
+            repos,
+            hub,
+        )
+    except InvalidInput as exc:
+        flash(request, f"The comment was not saved: {exc.message}")
+    else:
+        flash(request, "Comment added.")
+    return RedirectResponse(f"/calls/{call_id}#comments", status_code=303)
 
 
 @router.post("/calls/{call_id:int}/contact", include_in_schema=False)

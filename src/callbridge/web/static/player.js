@@ -20,6 +20,26 @@
     }
   }
 
+  // Comments pinned to a moment: a click seeks the (first) player there.
+  const main = players[0].querySelector("audio");
+  for (const button of document.querySelectorAll("[data-seek]")) {
+    button.addEventListener("click", () => {
+      const at = Number(button.dataset.seek);
+      if (!Number.isFinite(at)) return;
+      main.currentTime = at;
+      main.focus();
+    });
+  }
+  // "Use the player's position" fills the comment's moment (m:ss).
+  const atNow = document.querySelector("[data-at-now]");
+  const atInput = document.querySelector("[data-at-input]");
+  if (atNow && atInput) {
+    atNow.addEventListener("click", () => {
+      const t = Math.floor(main.currentTime || 0);
+      atInput.value = `${Math.floor(t / 60)}:${String(t % 60).padStart(2, "0")}`;
+    });
+  }
+
   document.addEventListener("keydown", (event) => {
     if (event.altKey || event.ctrlKey || event.metaKey) return;
     const target = event.target;
