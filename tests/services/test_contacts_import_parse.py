@@ -234,3 +234,9 @@ def test_rows_without_number_or_id_are_deduplicated_on_name_company_and_email() 
         (3, "duplicate of line 2 (same name, company and e-mail)")
     ]
     assert [r.line for r in parsed.rows] == [2, 4, 5]
+
+
+@pytest.mark.parametrize("declared", ["utf\x008", "undefined", "rot13", "hex", "zlib", "x" * 40])
+def test_a_declared_encoding_that_reads_no_text_is_refused_with_words(declared: str) -> None:
+    with pytest.raises(InvalidInput):
+        decode_csv("Name,Phone\nÄda,+14155550100\n".encode(), declared)

@@ -246,8 +246,10 @@ def _label(codec: str) -> str:
 def _codec(name: str) -> codecs.CodecInfo:
     try:
         info = codecs.lookup(name.strip())
-    except LookupError:
+    except (LookupError, ValueError, TypeError):  # unknown, or not a name at all (a NUL in it)
         raise InvalidInput(f"unknown encoding {name!r}; for example UTF-8, UTF-16 or cp1252") from None
+    if not getattr(info, "_is_text_encoding", True):  # base64, zlib, rot13: codecs, not of text
+        raise InvalidInput(f"{name.strip()!r} is not a text encoding") from None
     return info
 
 
@@ -262,6 +264,8 @@ def _strict(data: bytes, codec: str, label: str) -> str:
             f"the file is not valid {label}: line {line} has a byte ({exc.object[exc.start]:#04x}) that "
             f"{label} does not have; choose the file's encoding, or save it as UTF-8"
         ) from None
+    except UnicodeError:  # a codec that decodes nothing ("undefined")
+        raise InvalidInput(f"the file cannot be read as {label}; choose another encoding") from None
 
 
 def _utf16_without_bom(sample: bytes) -> str | None:

@@ -48,7 +48,7 @@ async def test_edit_disable_enable_and_remove_drive_the_running_link(
     ):
         made = await client.post("/api/v1/pbxes", json=asterisk_body(first), headers=auth)
         assert made.status_code == 201, made.text
-        await eventually(lambda: first.sessions == 1)
+        await eventually(lambda: first.sessions == 1, limit=20)
 
         # Moved to another Asterisk with another secret: the old session ends, the new one starts.
         moved = await client.patch(
@@ -60,7 +60,7 @@ async def test_edit_disable_enable_and_remove_drive_the_running_link(
         assert moved.json()["config"]["port"] == second.port
         assert moved.json()["config"]["trunks"] == ["trunk*"]  # untouched settings are kept
         assert "secret" not in moved.text
-        await eventually(lambda: second.sessions == 1 and first.sessions == 0)
+        await eventually(lambda: second.sessions == 1 and first.sessions == 0, limit=20)
         async with hub.db.unit() as repos:
             assert await repos.pbxes.secrets("office") == {"secret": "the-new-secret"}
 
@@ -69,21 +69,21 @@ async def test_edit_disable_enable_and_remove_drive_the_running_link(
         assert kept.status_code == 200, kept.text
         async with hub.db.unit() as repos:
             assert await repos.pbxes.secrets("office") == {"secret": "the-new-secret"}
-        await eventually(lambda: second.sessions == 1)
+        await eventually(lambda: second.sessions == 1, limit=20)
 
         disabled = await client.patch("/api/v1/pbxes/office", json={"enabled": False}, headers=auth)
         assert disabled.status_code == 200 and disabled.json()["enabled"] is False
-        await eventually(lambda: second.sessions == 0)
+        await eventually(lambda: second.sessions == 0, limit=20)
         assert hub.links is not None and "office" not in hub.links.links
         logins = second.logins
 
         enabled = await client.patch("/api/v1/pbxes/office", json={"enabled": True}, headers=auth)
         assert enabled.status_code == 200 and enabled.json()["enabled"] is True
-        await eventually(lambda: second.sessions == 1 and second.logins == logins + 1)
+        await eventually(lambda: second.sessions == 1 and second.logins == logins + 1, limit=20)
 
         gone = await client.delete("/api/v1/pbxes/office", headers=auth)
         assert gone.status_code == 204
-        await eventually(lambda: second.sessions == 0)
+        await eventually(lambda: second.sessions == 0, limit=20)
         assert (await client.get("/api/v1/pbxes/office", headers=auth)).status_code == 404
 
 
@@ -133,7 +133,7 @@ async def test_a_removed_pbx_keeps_its_calls_and_drops_its_extension_map(
         await add_user(hub, "alice", Role.AGENT)
         mapped = await client.put("/api/v1/extensions/office/1001", json={"user": "alice"}, headers=auth)
         assert mapped.status_code == 200, mapped.text
-        await eventually(lambda: sim.sessions == 1)
+        await eventually(lambda: sim.sessions == 1, limit=20)
         call_id = await sim.place_call(
             "inbound_answered", caller="+14155550101", extension="1001", ring=0.1, talk=0.1
         )
@@ -142,7 +142,7 @@ async def test_a_removed_pbx_keeps_its_calls_and_drops_its_extension_map(
             items = (await client.get("/api/v1/calls", headers=auth)).json()["items"]
             return next((c for c in items if c["pbx_call_id"] == call_id and c["ended_at"]), None)
 
-        await eventually(ended)
+        await eventually(ended, limit=20)
         assert (await client.delete("/api/v1/pbxes/office", headers=auth)).status_code == 204
         items = (await client.get("/api/v1/calls", headers=auth)).json()["items"]
         assert [(c["pbx"], c["pbx_call_id"], c["answered_by_user"]) for c in items] == [
@@ -248,19 +248,19 @@ async def test_the_cli_edits_disables_enables_and_removes_and_a_running_hub_foll
             "--trunk",
             "trunk*",
         )
-        await eventually(lambda: first.sessions == 1)
+        await eventually(lambda: first.sessions == 1, limit=20)
         assert "nothing to change" in await cli("edit", "office", rc=2)
         assert "do not apply" in await cli("edit", "office", "--client-id", "x", rc=1)
         await cli("edit", "office", "--port", str(second.port), "--secret", "the-new-secret")
-        await eventually(lambda: second.sessions == 1 and first.sessions == 0)
+        await eventually(lambda: second.sessions == 1 and first.sessions == 0, limit=20)
         assert "disabled" in await cli("disable", "office")
-        await eventually(lambda: second.sessions == 0)
+        await eventually(lambda: second.sessions == 0, limit=20)
         await cli("enable", "office")
-        await eventually(lambda: second.sessions == 1)
+        await eventually(lambda: second.sessions == 1, limit=20)
         refused = await cli("remove", "office", rc=2)
         assert "Confirm with --yes" in refused and "stay in the log" in refused
         assert second.sessions == 1
         await cli("remove", "office", "--yes")
-        await eventually(lambda: second.sessions == 0)
+        await eventually(lambda: second.sessions == 0, limit=20)
         assert "office" not in await cli("list")
         assert "no PBX named" in await cli("disable", "office", rc=1)
