@@ -5,6 +5,7 @@ the hub served by uvicorn; the agent runner end to end for a poisoned outbox."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from callbridge.agent.runner import Agent
 from callbridge.pbx.asterisk.simulator import AmiSimulator
 from callbridge.services.agents import (
+    AGENT_FRAME_BYTES,
     MAX_FRAME_BYTES,
     RAW_MAX_BYTES,
     RAW_MAX_VALUE,
@@ -315,3 +317,28 @@ async def test_served_hub_refuses_an_oversized_frame_before_reading_it(hub: Any)
         await ws.send("x" * (MAX_FRAME_BYTES + 1))
         code, reason = await _closed(ws)
     assert code == 1009 and "exceeds" in reason
+
+
+async def test_agent_frames_stay_under_its_byte_budget(tmp_path: Path, sim: AmiSimulator) -> None:
+    agent = Agent(_config("http://127.0.0.1:9", "cbagent_x", sim, tmp_path))
+    for i in range(12):  # 12 rows of ~200 KB: 2.4 MB in all, each under MAX_ITEM_BYTES
+        agent.outbox.append(
+            "raw", {"name": "VarSet", "headers": {"V": "x" * 200_000, "N": str(i)}, "at": NOW}
+        )
+    sent: list[str] = []
+
+    class Socket:
+        async def send(self, frame: str) -> None:
+            sent.append(frame)
+
+    task = asyncio.create_task(agent._send_loop(Socket()))  # type: ignore[arg-type]
+    try:
+        await eventually(lambda: agent._sent == 12, what="every row sent")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(sent) >= 3
+    assert all(len(frame) <= AGENT_FRAME_BYTES + 100 for frame in sent)
+    seqs = [item["seq"] for frame in sent for item in json.loads(frame)["items"]]
+    assert seqs == list(range(1, 13))
