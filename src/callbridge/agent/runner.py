@@ -387,7 +387,18 @@ class Agent:
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI, ValueError) as exc:
                 failures += 1
                 delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (failures - 1))
-                log.warning("hub link down (%s); retry in %.1f s", _describe(exc), delay)
+                # The hub refused a frame of ours (binary, too big, not JSON, bad seq): a bug, loud.
+                refused_frame = (
+                    isinstance(exc, ConnectionClosed)
+                    and exc.rcvd is not None
+                    and (exc.rcvd.code in (1003, 1007, 1008, 1009))
+                )
+                log.log(
+                    logging.ERROR if refused_frame else logging.WARNING,
+                    "hub link down (%s); retry in %.1f s",
+                    _describe(exc),
+                    delay,
+                )
             finally:
                 self.hub_connected = False
                 self._ws = None
