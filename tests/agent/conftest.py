@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -33,12 +34,15 @@ async def served(hub: Hub) -> AsyncIterator[Served]:
 
 
 @contextlib.asynccontextmanager
-async def serve(hub: Hub) -> AsyncIterator[Served]:
-    """``hub`` behind uvicorn on a free loopback port, with an admin API client."""
+async def serve(hub: Hub, **options: Any) -> AsyncIterator[Served]:
+    """``hub`` behind uvicorn on a free loopback port, with an admin API client; ``options``
+    go to ``uvicorn.Config`` (such as ``callbridge serve``'s own, ``uvicorn_options``)."""
     app = create_app(hub=hub)
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio", **options
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

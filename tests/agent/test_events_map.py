@@ -86,6 +86,9 @@ def test_agent_config_from_file_and_options(tmp_path) -> None:  # type: ignore[n
     assert "cbagent_x" not in repr(cfg) and "'s'" not in repr(cfg)
     with pytest.raises(AgentConfigError, match="hub"):
         build(None, hub="ftp://x", token="cbagent_x", ami_username="u", ami_secret="s")
+    # A batch the hub would refuse as a whole (more items than it takes) is refused at start.
+    with pytest.raises(AgentConfigError, match="batch_size"):
+        build(None, hub="http://h", token="cbagent_x", ami_username="u", ami_secret="s", batch_size=50_000)
     path.write_text('hub = "http://h"\ntoken = "t"\nhub_typo = 1\n')
     with pytest.raises(AgentConfigError, match="unknown setting"):
         build(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from callbridge.services.directory import ContactInput
 from callbridge.services.pbxes import AsteriskSettings, add_pbx
 from callbridge.store.calls import CallFilter
 from callbridge.web.app import create_app
-from callbridge.web.live import sockets_of
+from callbridge.web.live import MAX_CLIENT_FRAME, sockets_of
 
 SECRET = "ami-secret-for-desk-tests"
 PASSWORD = "user-password-1"
@@ -347,6 +348,26 @@ async def test_socket_without_session_or_from_another_site_is_refused(desk: Desk
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_binary_or_oversized_frames_close_the_tab_with_a_code(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, cookie = await desk.client("alice")
+    await client.aclose()
+    for frame, code in ((b"\x00binary", 1003), ("x" * (MAX_CLIENT_FRAME + 1), 1009)):
+        async with websockets.connect(desk.ws_url, additional_headers={"Cookie": cookie}) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "hello"
+            await ws.send("ping")
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
+            await ws.send(frame)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None, "dropped without a close frame"
+        assert closed.value.rcvd.code == code and closed.value.rcvd.reason
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert desk.app is not None and sockets_of(desk.app).count == 0
 
 
 async def test_click_to_call_rings_the_phone_then_the_number(desk: Desk, tab: Any) -> None:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from callbridge.services.agents import MAX_AGENT_BATCH
+
 DEFAULT_OUTBOX = Path("/var/lib/callbridge-agent/outbox.sqlite3")
 
 
@@ -76,6 +78,8 @@ class AgentConfig:
             raise AgentConfigError("the AMI port must be between 1 and 65535")
         if self.outbox_max_rows < 100:
             raise AgentConfigError("outbox_max_rows must be at least 100")
+        if not 1 <= self.batch_size <= MAX_AGENT_BATCH:
+            raise AgentConfigError(f"batch_size must be between 1 and {MAX_AGENT_BATCH}")
         if self.guard_backend not in ("auto", "nft", "dry-run", "off"):
             raise AgentConfigError("guard_backend is auto, nft, dry-run or off")
         return self

@@ -27,16 +27,20 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 import callbridge
 from callbridge.agent.config import AgentConfig
-from callbridge.agent.outbox import Outbox
+from callbridge.agent.outbox import Outbox, Row
 from callbridge.domain.errors import CallbridgeError, InvalidInput, PbxRejected, PbxUnavailable
 from callbridge.domain.events import CallEnded, Disposition, Event, HangupSide
 from callbridge.pbx.asterisk.codec import Message
 from callbridge.pbx.asterisk.link import AsteriskConfig, AsteriskLink
 from callbridge.services.agents import (
+    AGENT_FRAME_BYTES,
     CLOSE_REPLACED,
     CLOSE_TOKEN_REFUSED,
+    MAX_ITEM_BYTES,
     PROTOCOL_VERSION,
+    RAW_MAX_NAME,
     EventsMap,
+    clip_headers,
     parse_rules,
 )
 from callbridge.services.ports import EventSink, Originate
@@ -62,6 +66,8 @@ GUARD_EVENTS = frozenset(
 FORWARD_BATCH = 1000
 # Seconds between checkpoints of the outbox's write-ahead log (done in a thread).
 CHECKPOINT_INTERVAL = 1.0
+# Rows the hub rejected, logged one by one per reject frame; the rest are counted in one line.
+MAX_REJECT_LINES = 10
 
 
 class TokenRefused(Exception):
@@ -216,7 +222,16 @@ class Agent:
                     headers[key] = [*prev, value] if isinstance(prev, list) else [prev, value]
                 else:
                     headers[key] = value
-            self.outbox.append("raw", {"name": name, "headers": headers, "at": received_at.isoformat()})
+            # Clipped as the hub would (values, header count, size): the outbox and the frames
+            # stay bounded whatever Asterisk sends.
+            self.outbox.append(
+                "raw",
+                {
+                    "name": name[:RAW_MAX_NAME],
+                    "headers": clip_headers(headers),
+                    "at": received_at.isoformat(),
+                },
+            )
 
     def orphans(self, link: AsteriskLink) -> list[Event]:
         """Calls the outbox saw start whose channels are gone: they ended while we were away."""
@@ -372,7 +387,18 @@ class Agent:
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, InvalidURI, ValueError) as exc:
                 failures += 1
                 delay = min(self.config.backoff_max, self.config.backoff_initial * 2 ** (failures - 1))
-                log.warning("hub link down (%s); retry in %.1f s", _describe(exc), delay)
+                # The hub refused a frame of ours (binary, too big, not JSON, bad seq): a bug, loud.
+                refused_frame = (
+                    isinstance(exc, ConnectionClosed)
+                    and exc.rcvd is not None
+                    and (exc.rcvd.code in (1003, 1007, 1008, 1009))
+                )
+                log.log(
+                    logging.ERROR if refused_frame else logging.WARNING,
+                    "hub link down (%s); retry in %.1f s",
+                    _describe(exc),
+                    delay,
+                )
             finally:
                 self.hub_connected = False
                 self._ws = None
@@ -482,9 +508,17 @@ class Agent:
                     for w in waiters:
                         w.cancel()
                 continue
-            items = ",".join(f'{{"seq":{r.seq},"t":"{r.kind}","body":{r.body}}}' for r in rows)
-            await ws.send(f'{{"type":"batch","items":[{items}]}}')
-            self._sent = rows[-1].seq
+            # At most AGENT_FRAME_BYTES a frame (at least one row): the hub refuses bigger ones.
+            parts: list[str] = []
+            size = 0
+            for row in rows:
+                part = f'{{"seq":{row.seq},"t":"{row.kind}","body":{_sendable(row)}}}'
+                if parts and size + len(part) > AGENT_FRAME_BYTES:
+                    break
+                parts.append(part)
+                size += len(part) + 1
+            await ws.send(f'{{"type":"batch","items":[{",".join(parts)}]}}')
+            self._sent = rows[len(parts) - 1].seq
 
     async def _status_loop(self, ws: ClientConnection) -> None:
         while True:
@@ -507,6 +541,8 @@ class Agent:
             if kind == "ack":
                 self.outbox.ack(int(msg.get("seq") or 0))
                 self._wake.set()
+            elif kind == "reject":
+                _log_rejects(msg.get("items"))
             elif kind == "settings":
                 self._apply_safely(msg.get("settings") or {})
             elif kind == "action":
@@ -563,6 +599,47 @@ class Agent:
                 await self._ws.send(json.dumps(bans))
             return None
         raise InvalidInput(f"the agent does not know the action {name!r}")
+
+
+def _sendable(row: Row) -> str:
+    """A row's body as sent: as stored, unless it is over MAX_ITEM_BYTES (written by an older
+    agent, or a bug): a raw event is clipped again, an event goes without its body, which the
+    hub rejects for good (so the row is dropped, with a log line on both sides)."""
+    if len(row.body) <= MAX_ITEM_BYTES:
+        return row.body
+    if row.kind == "raw":
+        with contextlib.suppress(ValueError, RecursionError, TypeError):
+            body = json.loads(row.body)
+            if isinstance(body, dict) and isinstance(body.get("headers"), dict):
+                body["headers"] = clip_headers(body["headers"])
+                body["name"] = str(body.get("name", ""))[:RAW_MAX_NAME]
+                clipped = json.dumps(body, separators=(",", ":"))
+                if len(clipped) <= MAX_ITEM_BYTES:
+                    log.warning("outbox row seq %d: raw event of %d bytes clipped", row.seq, len(row.body))
+                    return clipped
+    log.error(
+        "outbox row seq %d (%s) is %d bytes, over the %d-byte limit; sent empty for the hub to reject",
+        row.seq,
+        row.kind,
+        len(row.body),
+        MAX_ITEM_BYTES,
+    )
+    return "null"
+
+
+def _log_rejects(items: Any) -> None:
+    """The hub will never take these rows: say so; its ack that follows drops them."""
+    if not isinstance(items, list):
+        return
+    for item in items[:MAX_REJECT_LINES]:
+        if isinstance(item, dict):
+            log.error(
+                "the hub rejected outbox row seq %s for good (%s); it is dropped",
+                item.get("seq"),
+                str(item.get("reason") or "no reason given")[:200],
+            )
+    if len(items) > MAX_REJECT_LINES:
+        log.error("the hub rejected %d more outbox rows; they are dropped", len(items) - MAX_REJECT_LINES)
 
 
 def guard_thresholds(guard: dict[str, Any]) -> dict[str, Any]:

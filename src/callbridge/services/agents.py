@@ -13,11 +13,17 @@ agent → hub
     ``result`` {id, ok, value | error: {code, message}}: the outcome of an ``action``.
 hub → agent
     ``welcome`` {pbx, high_water, settings}: what the hub already has, and the settings to apply.
-    ``ack``     {seq}: every row up to ``seq`` is committed in the hub's database.
+    ``reject``  {items: [{seq, reason}]}: rows the hub can never take (sent before the ``ack``
+               that covers them): the agent logs them and, with the ack, drops them.
+    ``ack``     {seq}: every row up to ``seq`` is committed in the hub's database (or rejected).
     ``settings`` {…}: new settings, applied at once.
     ``action``  {id, name: originate|hangup|redirect|unban, args}.
 
 Nothing here runs code from the hub on the PBX: the events map is data (header comparisons).
+
+Limits (docs/agent.md "Limits"): a frame is at most :data:`MAX_FRAME_BYTES` (the agent builds
+batches of at most :data:`AGENT_FRAME_BYTES`), a batch at most :data:`MAX_BATCH_ITEMS` items,
+``seq`` a whole number from 1 to 2^63-1. Stored fields are capped: see :func:`decode_item`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
+import math
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -35,6 +43,7 @@ from typing import Any, Protocol
 from callbridge.domain.errors import (
     AuthenticationFailed,
     CallbridgeError,
+    InvalidEvent,
     InvalidInput,
     InvalidNumber,
     PbxError,
@@ -42,6 +51,7 @@ from callbridge.domain.errors import (
     PbxTimeout,
     PbxUnavailable,
 )
+from callbridge.domain.events import Event, event_from_dict
 from callbridge.services.ports import LinkStatus, Originate
 
 AGENT_TOKEN_PREFIX = "cbagent_"  # noqa: S105 - a prefix, not a secret
@@ -52,6 +62,30 @@ CLOSE_TOKEN_REFUSED = 4401
 CLOSE_REPLACED = 4409
 CLOSE_PROTOCOL = 4400
 CLOSE_STORE_FAILED = 4503
+
+# Frames and items. The agent's batches are bounded by its batch size (500 rows by default) and by
+# AGENT_FRAME_BYTES; the hub takes four times that, and uvicorn is given the same cap.
+MAX_FRAME_BYTES = 4 * 2**20
+AGENT_FRAME_BYTES = 2**20
+MAX_BATCH_ITEMS = 10_000
+MAX_AGENT_BATCH = 5_000  # the largest batch_size an agent may be configured with
+MAX_SEQ = 2**63 - 1  # the outbox's INTEGER PRIMARY KEY, the hub's BIGINT high-water mark
+# An outbox row larger than this is not sent as it is: a raw event is clipped again, an event
+# is sent without its body (the hub rejects it and the agent drops it).
+MAX_ITEM_BYTES = 256 * 1024
+# Raw events (events map): at most this many headers, repeats of one header, characters per
+# value and bytes of JSON in all; beyond that, values are cut and the last headers left out.
+RAW_MAX_HEADERS = 100
+RAW_MAX_REPEATS = 20
+RAW_MAX_VALUE = 1000
+RAW_MAX_BYTES = 64 * 1024
+RAW_MAX_NAME = 64
+# Normalized events: identifiers longer than the call log keeps are refused (cutting them
+# would merge different calls or phones); free text and numbers are cut to the column's size.
+EVENT_ID_LIMITS = {"call_id": 128, "extension": 32, "from_extension": 32, "answered_by": 32, "placed_by": 32}
+EVENT_TEXT_LIMITS = {"from_number": 64, "to_number": 64, "to": 64, "from_name": 200, "recording": 500}
+# Counts in status and bans frames are stored in 32-bit columns.
+MAX_COUNT = 2**31 - 1
 
 MAX_RULES = 100
 MAX_CONDITIONS = 10
@@ -255,10 +289,7 @@ class AgentHealth:
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> AgentHealth:
         def num(key: str) -> float:
-            try:
-                return max(0.0, float(data.get(key) or 0))
-            except (TypeError, ValueError):
-                return 0.0
+            return bounded(data.get(key), MAX_COUNT)
 
         last: datetime | None = None
         raw_last = data.get("last_event_at")
@@ -328,6 +359,19 @@ async def authenticate(store: AgentStore, secret: str) -> AgentRecord:
     return found
 
 
+def bounded(value: Any, cap: float) -> float:
+    """A number reported by an agent, within [0, cap] (0 when it is none, NaN or no number)."""
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    if math.isnan(number):
+        return 0.0
+    return min(max(0.0, number), float(cap))
+
+
 def parse_ban_items(pbx: str, items: Sequence[Any]) -> list[Ban]:
     bans: list[Ban] = []
     for item in items[:10_000]:
@@ -344,10 +388,7 @@ def parse_ban_items(pbx: str, items: Sequence[Any]) -> list[Ban]:
                 return None
             return parsed if parsed.tzinfo is not None else None
 
-        try:
-            failures = int(item.get("failures") or item.get("count") or 0)
-        except (TypeError, ValueError):
-            failures = 0
+        failures = int(bounded(item.get("failures") or item.get("count"), MAX_COUNT))
         bans.append(
             Ban(
                 pbx=pbx,
@@ -359,6 +400,101 @@ def parse_ban_items(pbx: str, items: Sequence[Any]) -> list[Ban]:
             )
         )
     return bans
+
+
+# -- batches from the agent -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    seq: int
+    kind: Any  # "event" | "raw"; anything else is rejected by decode_item
+    body: Any
+
+
+RawItem = tuple[str, dict[str, Any], datetime]
+
+
+def parse_batch(items: Any) -> list[BatchItem]:
+    """The items of a ``batch`` frame; InvalidInput when the frame as a whole is unusable (the
+    hub closes the link with 1008): no list, too many items, an item that is no object, or whose
+    ``seq`` is no whole number from 1 to 2^63-1 (a float, a string, a boolean, out of range)."""
+    if not isinstance(items, list):
+        raise InvalidInput("a batch's items are a list")
+    if len(items) > MAX_BATCH_ITEMS:
+        raise InvalidInput(f"a batch holds at most {MAX_BATCH_ITEMS} items")
+    out: list[BatchItem] = []
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"batch item {number} is not an object")
+        seq = item.get("seq")
+        if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
+            raise InvalidInput(f"batch item {number}: seq must be a whole number from 1 to 2^63-1")
+        out.append(BatchItem(seq, item.get("t"), item.get("body")))
+    return out
+
+
+def decode_item(pbx: str, item: BatchItem) -> Event | RawItem:
+    """The event or raw event an item carries, with its fields capped; InvalidInput (the reason)
+    when the hub can never take it: the agent is told and drops it."""
+    body = item.body
+    if item.kind not in ("event", "raw"):
+        raise InvalidInput(f"unknown item type {str(item.kind)[:20]!r}")
+    if not isinstance(body, dict):
+        raise InvalidInput("the item's body is not an object")
+    if item.kind == "raw":
+        return decode_raw(body)
+    data = dict(body)
+    for name, limit in EVENT_ID_LIMITS.items():
+        value = data.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            raise InvalidInput(f"{name} is longer than {limit} characters")
+    for name, limit in EVENT_TEXT_LIMITS.items():
+        value = data.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            data[name] = value[:limit]
+    data["pbx"] = pbx
+    try:
+        return event_from_dict(data)
+    except InvalidEvent as exc:
+        raise InvalidInput(f"not a valid event: {exc.message[:200]}") from exc
+
+
+def decode_raw(body: Mapping[str, Any]) -> RawItem:
+    name, headers, at = body.get("name"), body.get("headers"), body.get("at")
+    if not isinstance(name, str) or not name or not isinstance(headers, dict) or not isinstance(at, str):
+        raise InvalidInput("a raw event has a name, headers (an object) and a time")
+    try:
+        when = datetime.fromisoformat(at[:64])
+    except ValueError as exc:
+        raise InvalidInput("a raw event's time is not an ISO 8601 time") from exc
+    if when.tzinfo is None:
+        raise InvalidInput("a raw event's time has no UTC offset")
+    return name[:RAW_MAX_NAME], clip_headers(headers), when
+
+
+def _clip_value(value: Any) -> str:
+    return (value if isinstance(value, str) else str(value))[:RAW_MAX_VALUE]
+
+
+def clip_headers(headers: Mapping[Any, Any]) -> dict[str, Any]:
+    """A raw event's headers within the RAW_MAX_* limits (values cut, the last headers left out
+    once the JSON would pass RAW_MAX_BYTES); every value a string or a list of strings."""
+    out: dict[str, Any] = {}
+    size = 2
+    for key, value in itertools.islice(headers.items(), RAW_MAX_HEADERS):
+        name = str(key)[:RAW_MAX_NAME]
+        clipped: str | list[str] = (
+            [_clip_value(v) for v in value[:RAW_MAX_REPEATS]]
+            if isinstance(value, list)
+            else _clip_value(value)
+        )
+        cost = len(json.dumps(name)) + len(json.dumps(clipped)) + 4  # ": " and ", "
+        if size + cost > RAW_MAX_BYTES:
+            break
+        out[name] = clipped
+        size += cost
+    return out
 
 
 # -- the hub's side of a connected agent -----------------------------------------------------

@@ -5,7 +5,8 @@ Each hub worker holds the sockets of the tabs that reached it and one bus subscr
 sends it to those users' sockets only, so a pop reaches every tab of the right user and nobody
 else, whichever worker ingested the call (with Redis, every worker sees every message).
 
-Close codes: 4401 not signed in (or the session ended), 4403 the page came from another site.
+Close codes: 4401 not signed in (or the session ended), 4403 the page came from another site,
+1003 a binary frame, 1009 a frame over :data:`MAX_CLIENT_FRAME` bytes (a tab only sends "ping").
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from callbridge.hub import Hub
 from callbridge.services.calllog import CALL_TOPIC
 from callbridge.services.live import DESK_TOPIC, PRESENCE_TOPIC
 from callbridge.store.desk import SqlDesk
+from callbridge.web.frames import FrameRefused, receive_text
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ router = APIRouter()
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 QUEUE_SIZE = 256
+# The largest frame a tab may send (live.js sends "ping"; anything else is ignored).
+MAX_CLIENT_FRAME = 1024
 MAX_FRAME_MESSAGES = 64
 # Open tabs of a user disabled or signed out everywhere are closed within this many seconds.
 SESSION_RECHECK_SECONDS = 10.0
@@ -297,11 +301,16 @@ async def live_socket(ws: WebSocket) -> None:
     try:
         conn.push(json.dumps(await hello(hub, user)))
         while True:
-            text = await ws.receive_text()
+            text = await receive_text(ws, MAX_CLIENT_FRAME)
             if text == "ping" or '"ping"' in text:
                 conn.push('{"type":"pong"}')
     except WebSocketDisconnect:
         pass
+    except FrameRefused as exc:
+        peer = ws.client.host if ws.client else "?"
+        log.warning("live socket of user %s from %s: %s; closing (%d)", user.id, peer, exc.reason, exc.code)
+        with contextlib.suppress(Exception):
+            await ws.close(exc.code, exc.reason)
     finally:
         sockets.remove(conn)
         conn.close()

@@ -15,6 +15,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from callbridge.config import Settings
+from callbridge.services.agents import MAX_FRAME_BYTES
 
 _TIMEOUT_BODY = b'{"error": {"code": "request_timeout", "message": "the request headers took too long"}}'
 _TIMEOUT_ANSWER = (
@@ -84,4 +85,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "limit_concurrency": settings.max_connections or None,
         # uvicorn's default (16 KiB) bounds the size of the request line and headers.
         "h11_max_incomplete_event_size": 16 * 1024,
+        # The largest WebSocket message any socket takes (an agent's batch; uvicorn's default is
+        # 16 MiB). Bigger ones are refused with 1009 while they arrive, before being buffered.
+        "ws_max_size": MAX_FRAME_BYTES,
     }

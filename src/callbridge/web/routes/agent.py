@@ -27,11 +27,10 @@ from pydantic import BaseModel, Field
 from callbridge.domain.errors import (
     AuthenticationFailed,
     CallbridgeError,
-    InvalidEvent,
     InvalidInput,
     PbxUnavailable,
 )
-from callbridge.domain.events import Event, PresenceChanged, event_from_dict
+from callbridge.domain.events import Event, PresenceChanged
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.hub import Hub
 from callbridge.services.agents import (
@@ -39,20 +38,26 @@ from callbridge.services.agents import (
     CLOSE_REPLACED,
     CLOSE_STORE_FAILED,
     CLOSE_TOKEN_REFUSED,
+    MAX_FRAME_BYTES,
     AgentHealth,
     AgentLink,
     AgentRecord,
+    BatchItem,
+    RawItem,
     agent_settings,
     authenticate,
+    decode_item,
     guard_settings,
     issue_token,
     parse_ban_items,
+    parse_batch,
     parse_rules,
     revoke_token,
 )
 from callbridge.services.calllog import IngestFailed
 from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, HubDep, RepoDep
+from callbridge.web.frames import CLOSE_INVALID, CLOSE_POLICY, FrameRefused, receive_text
 from callbridge.web.pages import flash, render
 from callbridge.web.schemas import Id
 
@@ -62,6 +67,8 @@ router = APIRouter(tags=["agents"])
 
 SOCKETS_KEY = "agent_sockets"
 MAX_MERGED_ITEMS = 3000
+# Rejected items logged one by one per batch; the rest are counted in one more line.
+MAX_REJECT_LINES = 10
 
 
 def agent_link(hub: Hub, name: str) -> AgentLink:
@@ -95,33 +102,39 @@ class _Session:
         async with self._send_lock:
             await self.ws.send_text(json.dumps(msg))
 
-    async def store(self, items: Sequence[Any]) -> None:
-        """Commit one batch and acknowledge it."""
+    async def store(self, items: Sequence[BatchItem]) -> None:
+        """Commit one batch and acknowledge it. Items the hub can never take are rejected for
+        good: acknowledged with the rest (so the agent drops them) and named in a ``reject``."""
         events: list[Event] = []
-        raws: list[tuple[str, dict[str, Any], datetime]] = []
+        raws: list[RawItem] = []
+        rejected: list[dict[str, Any]] = []
         top = self.high_water
         for item in items:
-            if not isinstance(item, dict):
-                continue
-            try:
-                seq = int(item.get("seq", 0))
-            except (TypeError, ValueError):
-                continue
-            if seq <= self.high_water:
+            if item.seq <= self.high_water:
                 continue  # committed before (a resend after a cut)
-            top = max(top, seq)
-            body = item.get("body")
-            if not isinstance(body, dict):
+            top = max(top, item.seq)
+            try:
+                decoded = decode_item(self.pbx, item)
+            except InvalidInput as exc:
+                rejected.append({"seq": item.seq, "reason": exc.message})
+                if len(rejected) <= MAX_REJECT_LINES:
+                    log.warning(
+                        "agent of PBX %s: outbox row seq %d rejected for good: %s",
+                        self.pbx,
+                        item.seq,
+                        exc.message,
+                    )
                 continue
-            if item.get("t") == "event":
-                try:
-                    events.append(event_from_dict({**body, "pbx": self.pbx}))
-                except InvalidEvent as exc:
-                    log.warning("agent of PBX %s sent a bad event (seq %s): %s", self.pbx, seq, exc.message)
-            elif item.get("t") == "raw":
-                raw = _raw(body)
-                if raw is not None:
-                    raws.append(raw)
+            if isinstance(decoded, Event):
+                events.append(decoded)
+            else:
+                raws.append(decoded)
+        if len(rejected) > MAX_REJECT_LINES:
+            log.warning(
+                "agent of PBX %s: %d more outbox rows rejected in this batch",
+                self.pbx,
+                len(rejected) - MAX_REJECT_LINES,
+            )
         if top == self.high_water:
             if items:
                 await self.send({"type": "ack", "seq": self.high_water})
@@ -142,6 +155,8 @@ class _Session:
         link = agent_link(self.hub, self.pbx)
         if last_at is not None:
             link.last_event_at = last_at
+        if rejected:
+            await self.send({"type": "reject", "items": rejected})
         await self.send({"type": "ack", "seq": top})
         for event in events:
             if isinstance(event, PresenceChanged):
@@ -173,17 +188,22 @@ class _Session:
             await repos.agents.replace_bans(self.pbx, bans)
 
 
-def _raw(body: dict[str, Any]) -> tuple[str, dict[str, Any], datetime] | None:
-    name, headers, at = body.get("name"), body.get("headers"), body.get("at")
-    if not isinstance(name, str) or not isinstance(headers, dict) or not isinstance(at, str):
-        return None
+def _json(frame: str) -> dict[str, Any]:
+    """A frame's JSON object; FrameRefused (1007 not JSON, 1008 not an object)."""
     try:
-        when = datetime.fromisoformat(at)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        return None
-    return name[:64], headers, when
+        msg = json.loads(frame)
+    except (ValueError, RecursionError) as exc:
+        raise FrameRefused(CLOSE_INVALID, "a frame is not valid JSON") from exc
+    if not isinstance(msg, dict):
+        raise FrameRefused(CLOSE_POLICY, "a frame is a JSON object with a type")
+    return msg
+
+
+async def _refuse(ws: WebSocket, who: str, exc: FrameRefused) -> None:
+    peer = ws.client.host if ws.client else "?"
+    log.warning("%s from %s: %s; closing the link (%d)", who, peer, exc.reason, exc.code)
+    with contextlib.suppress(Exception):
+        await ws.close(code=exc.code, reason=exc.reason)
 
 
 def _bearer(ws: WebSocket) -> str:
@@ -208,12 +228,15 @@ async def agent_socket(ws: WebSocket) -> None:
         return
     name = record.pbx
     try:
-        hello = json.loads(await asyncio.wait_for(ws.receive_text(), timeout=15))
+        hello = json.loads(await asyncio.wait_for(receive_text(ws, MAX_FRAME_BYTES), timeout=15))
         if not isinstance(hello, dict) or hello.get("type") != "hello":
             raise ValueError("first frame must be hello")
         epoch = str(hello.get("epoch") or "")[:64]
         version = str(hello.get("version") or "?")[:64]
-    except (ValueError, TimeoutError, KeyError):
+    except FrameRefused as exc:
+        await _refuse(ws, f"agent of PBX {name}", exc)
+        return
+    except (ValueError, RecursionError, TimeoutError):
         await ws.close(code=CLOSE_PROTOCOL, reason="expected a hello frame")
         return
     except WebSocketDisconnect:
@@ -240,7 +263,7 @@ async def agent_socket(ws: WebSocket) -> None:
     log.info("agent of PBX %s connected (version %s, high-water %d)", name, version, high_water)
     async with hub.db.unit() as repos:
         await repos.agents.record_connection(name, True, version)
-    queue: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=64)
+    queue: asyncio.Queue[list[BatchItem]] = asyncio.Queue(maxsize=64)
 
     async def process() -> None:
         while True:
@@ -261,23 +284,21 @@ async def agent_socket(ws: WebSocket) -> None:
             }
         )
         while True:
-            receive = asyncio.ensure_future(ws.receive_text())
+            receive = asyncio.ensure_future(receive_text(ws, MAX_FRAME_BYTES))
             done, _ = await asyncio.wait({receive, worker}, return_when=asyncio.FIRST_COMPLETED)
             if worker in done:
                 receive.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await receive
                 worker.result()  # raises what stopped the ingest
-            frame = receive.result()
-            try:
-                msg = json.loads(frame)
-            except ValueError:
-                continue
-            if not isinstance(msg, dict):
-                continue
+            msg = _json(receive.result())
             kind = msg.get("type")
-            if kind == "batch" and isinstance(msg.get("items"), list):
-                await queue.put(msg["items"])
+            if kind == "batch":
+                try:
+                    items = parse_batch(msg.get("items"))
+                except InvalidInput as exc:
+                    raise FrameRefused(CLOSE_POLICY, exc.message) from exc
+                await queue.put(items)
             elif kind == "result":
                 link.resolve(msg)
             elif kind in ("status", "bans"):
@@ -293,6 +314,8 @@ async def agent_socket(ws: WebSocket) -> None:
                     )
     except WebSocketDisconnect:
         log.info("agent of PBX %s disconnected", name)
+    except FrameRefused as exc:
+        await _refuse(ws, f"agent of PBX {name}", exc)
     except IngestFailed as exc:
         log.error("agent of PBX %s: %s; closing the link so the agent resends later", name, exc)
         with contextlib.suppress(Exception):
