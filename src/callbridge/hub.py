@@ -45,6 +45,7 @@ from callbridge.services.live import (
 )
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
+from callbridge.services.recording_uploads import AgentUploads, UploadRows
 from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource
 from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database
@@ -134,6 +135,7 @@ class Hub:
     # Recordings: where their bytes are stored, and the worker that fetches them from the PBXs.
     storage: LocalStorage | None = None
     fetcher: RecordingFetcher | None = None
+    uploads: AgentUploads | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -174,11 +176,23 @@ class Hub:
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         hub.storage = LocalStorage(settings.data_dir / "recordings")
         hub.fetcher = RecordingFetcher(hub._recording_rows, hub.storage, hub.recording_source)
+        hub.uploads = AgentUploads(
+            hub._upload_rows,
+            hub.storage,
+            max_bytes=settings.recording_max_bytes,
+            # A chunk and its request fit the hub's body limit.
+            chunk_bytes=max(64 * 1024, min(1024 * 1024, settings.max_body_bytes - 4096)),
+        )
         return hub
 
     # --- recordings ----------------------------------------------------------------------------
     @asynccontextmanager
     async def _recording_rows(self) -> AsyncIterator[RecordingRows]:
+        async with self.db.unit() as repos:
+            yield repos.recordings
+
+    @asynccontextmanager
+    async def _upload_rows(self) -> AsyncIterator[UploadRows]:
         async with self.db.unit() as repos:
             yield repos.recordings
 
@@ -193,7 +207,7 @@ class Hub:
             return "its phone system is disabled"
         if record.kind is PbxKind.ASTERISK:
             if record.config.get("agent"):
-                return "this Asterisk is served by an agent, and agents do not upload recordings yet"
+                return "waiting for the agent on the phone system to upload it"
             directory = str(record.config.get("recordings_dir") or "")
             if not directory:
                 return "no recordings directory is set for this phone system (recordings_dir)"
