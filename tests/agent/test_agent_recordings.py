@@ -54,22 +54,20 @@ async def sim(tmp_path: Path) -> AsyncIterator[AmiSimulator]:
 
 
 def config(url: str, token: str, sim: AmiSimulator, tmp_path: Path, **extra: Any) -> AgentConfig:
-    return AgentConfig(
-        hub=url,
-        token=token,
-        ami_port=sim.port,
-        ami_username="hub",
-        ami_secret=SECRET,
-        outbox=tmp_path / "outbox.sqlite3",
-        status_interval=0.2,
-        backoff_initial=0.05,
-        backoff_max=0.2,
-        guard_backend="off",
-        recordings_dir=Path(sim.monitor_dir),
-        upload_chunk_bytes=CHUNK,
-        upload_settle_seconds=0.0,
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "ami_port": sim.port,
+        "ami_username": "hub",
+        "ami_secret": SECRET,
+        "outbox": tmp_path / "outbox.sqlite3",
+        "status_interval": 0.2,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.2,
+        "guard_backend": "off",
+        "recordings_dir": Path(sim.monitor_dir),
+        "upload_chunk_bytes": CHUNK,
+        "upload_settle_seconds": 0.0,
+    }
+    return AgentConfig(hub=url, token=token, **{**values, **extra})
 
 
 @contextlib.asynccontextmanager
@@ -289,3 +287,70 @@ async def test_files_outside_the_directory_or_over_the_cap_are_refused_with_a_re
         assert "over the agent's cap" in failed.reason
         assert counting.written == 0 and agent.uploader.sent_bytes == 0
         await eventually(lambda: agent.outbox.upload_count() == 0, what="upload rows gone")
+
+
+async def _recording_row(database_url: str, reference: str) -> dict[str, Any] | None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT status, size_bytes, sha256, storage_key, reason"
+                        " FROM recordings WHERE reference = :r"
+                    ),
+                    {"r": reference},
+                )
+            ).first()
+    finally:
+        await engine.dispose()
+    return dict(row._mapping) if row else None
+
+
+async def test_a_hub_killed_mid_upload_is_resumed_after_its_restart(
+    sim: AmiSimulator, tmp_path: Path, database_url: str
+) -> None:
+    from tests.agent.procs import HubProcess
+
+    hub = HubProcess(tmp_path / "hub", database_url)
+    token = await asyncio.to_thread(hub.add_agent_pbx, "office")
+    cfg = config(hub.url, token, sim, tmp_path, upload_chunk_bytes=256 * 1024)
+    incoming = tmp_path / "hub" / "recordings" / ".incoming"
+    await hub.astart()
+    try:
+        async with running(cfg) as agent:
+            call = await sim.start_call("inbound", record="${UNIQUEID}.wav")
+            path = Path(call.channels[0].recording)
+            data = write_wav(path, 1500)  # 24 MB: ~94 chunks
+            await call.hangup("callee")
+
+            def partial_size() -> int:
+                return sum(p.stat().st_size for p in incoming.glob("*.part")) if incoming.is_dir() else 0
+
+            await eventually(lambda: partial_size() >= 1024 * 1024, limit=30, what="upload under way")
+            await asyncio.to_thread(hub.kill)  # SIGKILL mid-upload
+            held = partial_size()
+            assert 0 < held < len(data)
+            sent_before = agent.uploader.sent_bytes
+            await hub.astart()
+            found: list[dict[str, Any]] = []
+
+            async def ready() -> bool:
+                row = await _recording_row(database_url, str(path))
+                if row and row["status"] == "ready":
+                    found.append(row)
+                return bool(found)
+
+            await eventually(ready, limit=60, what="recording ready after the restart")
+            row = found[0]
+            assert row["size_bytes"] == len(data) and row["sha256"] == hashlib.sha256(data).hexdigest()
+            assert (tmp_path / "hub" / "recordings" / row["storage_key"]).read_bytes() == data
+            # Resumed from what the hub held: at most the chunk in flight at the kill is sent twice.
+            resent = agent.uploader.sent_bytes - len(data)
+            assert 0 <= resent <= 256 * 1024, (sent_before, held, agent.uploader.sent_bytes)
+            assert agent.uploader.sent_bytes - sent_before <= len(data) - held + 256 * 1024
+    finally:
+        hub.stop()
