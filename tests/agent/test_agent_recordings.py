@@ -354,3 +354,68 @@ async def test_a_hub_killed_mid_upload_is_resumed_after_its_restart(
             assert agent.uploader.sent_bytes - sent_before <= len(data) - held + 256 * 1024
     finally:
         hub.stop()
+
+
+async def test_the_upload_endpoints_refuse_bad_input_and_other_agents(
+    served: Served, sim: AmiSimulator, tmp_path: Path
+) -> None:
+    """A forged token, another PBX's agent, a wrong offset, a chunk past the end, a whole file
+    that does not match: each a clear 4xx, none a recording."""
+    from sqlalchemy import text
+
+    from callbridge.domain.pbx import PbxKind
+    from callbridge.services.agents import issue_token
+    from callbridge.services.pbxes import AsteriskSettings, add_pbx
+
+    token = await add_agent_pbx(served.hub)
+    async with served.hub.db.unit() as repos:
+        await add_pbx(
+            repos.pbxes, "branch", PbxKind.ASTERISK, AsteriskSettings(trunks=("trunk*",), agent=True)
+        )
+        other = await issue_token(repos.agents, "branch")
+    # The call is recorded, but this agent may not read the file (outside its directory): the
+    # test uploads it by hand instead.
+    async with running(config(served.url, token, sim, tmp_path, recordings_dir=tmp_path / "none")):
+        linkedid, path, data = await recorded_call(sim, 2)
+        await until_status(served, linkedid, str(path), "failed")
+    async with served.hub.db.unit() as repos:
+        await repos.session.execute(text("UPDATE recordings SET status = 'pending', reason = ''"))
+    sha = hashlib.sha256(data).hexdigest()
+    announce = {"call_id": linkedid, "reference": str(path), "size": len(data), "sha256": sha}
+    async with httpx.AsyncClient(base_url=served.url) as http:
+        forged = await http.post(
+            "/agent/v1/recordings", json=announce, headers={"authorization": "Bearer cbagent_x"}
+        )
+        assert forged.status_code == 401 and forged.json()["error"]["code"] == "authentication_failed"
+        mine = {"authorization": f"Bearer {token}"}
+        theirs = {"authorization": f"Bearer {other}"}
+        assert (await http.post("/agent/v1/recordings", json=announce, headers=theirs)).status_code == 404
+        bad = await http.post("/agent/v1/recordings", json={**announce, "sha256": "z" * 64}, headers=mine)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_input"
+        begun = await http.post("/agent/v1/recordings", json=announce, headers=mine)
+        assert begun.status_code == 200 and begun.json()["offset"] == 0
+        rid = begun.json()["recording_id"]
+        query = {"size": str(len(data)), "sha256": sha}
+
+        async def put(offset: int, chunk: bytes, who: dict[str, str] = mine) -> httpx.Response:
+            return await http.put(
+                f"/agent/v1/recordings/{rid}/data",
+                params={**query, "offset": str(offset)},
+                content=chunk,
+                headers={**who, "X-Chunk-SHA256": hashlib.sha256(chunk).hexdigest()},
+            )
+
+        assert (await put(0, data[:1000], theirs)).status_code == 404  # not its PBX's recording
+        assert (await put(0, data[:1000])).json() == {"offset": 1000}
+        wrong = await put(5000, data[5000:6000])
+        assert wrong.status_code == 409 and wrong.json()["error"]["details"] == {"offset": 1000}
+        assert (await put(1000, data[1000:] + b"extra")).status_code == 400  # past the announced size
+        # The rest, each chunk checked, but not the announced file.
+        assert (await put(1000, b"\0" * (len(data) - 1000))).status_code == 200
+        mismatch = await http.post(f"/agent/v1/recordings/{rid}/complete", params=query, headers=mine)
+        assert mismatch.status_code == 422 and mismatch.json()["error"]["code"] == "checksum_mismatch"
+        again = await http.post("/agent/v1/recordings", json=announce, headers=mine)
+        assert again.json()["offset"] == 0  # the mismatching partial file was dropped
+        rec = await recording_of(served, linkedid, str(path))
+        assert rec is not None and rec.status.value == "pending" and rec.storage_key == ""
+        assert (await put(0, b"x" * (2 * 1024 * 1024))).status_code == 413  # the hub's body limit
