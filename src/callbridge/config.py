@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str = Field(default="", description="How PBXs reach the hub (webhook URLs).")
     max_body_bytes: int = 1_048_576
+    recording_max_bytes: int = Field(
+        default=2 * 1024**3, description="Largest recording an agent may upload (bytes)."
+    )
     max_import_bytes: int = Field(
         default=20 * 1024 * 1024, description="Largest contacts file a web upload may be (CSV import)."
     )

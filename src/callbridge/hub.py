@@ -46,6 +46,7 @@ from callbridge.services.live import (
 )
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
+from callbridge.services.recording_uploads import AgentUploads, UploadRows
 from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource
 from callbridge.services.retention import PurgeStore, RetentionWorker, purge
 from callbridge.store.calls import CALL_LOG_TABLES
@@ -147,6 +148,7 @@ class Hub:
     storage: LocalStorage | None = None
     fetcher: RecordingFetcher | None = None
     retention: RetentionWorker | None = None
+    uploads: AgentUploads | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -193,6 +195,13 @@ class Hub:
             interval=settings.retention_purge_interval_seconds,
             first_delay=settings.retention_first_purge_seconds,
         )
+        hub.uploads = AgentUploads(
+            hub._upload_rows,
+            hub.storage,
+            max_bytes=settings.recording_max_bytes,
+            # A chunk and its request fit the hub's body limit.
+            chunk_bytes=max(64 * 1024, min(1024 * 1024, settings.max_body_bytes - 4096)),
+        )
         return hub
 
     # --- recordings ----------------------------------------------------------------------------
@@ -211,6 +220,11 @@ class Hub:
         assert self.storage is not None
         return await purge(self._purge_store, self.storage, at=datetime.now(UTC), dry_run=dry_run)
 
+    @asynccontextmanager
+    async def _upload_rows(self) -> AsyncIterator[UploadRows]:
+        async with self.db.unit() as repos:
+            yield repos.recordings
+
     async def recording_source(self, pbx: str) -> RecordingSource | str:
         """Where PBX ``pbx``'s recordings come from in this process, or why nowhere (the reason a
         pending recording shows)."""
@@ -222,7 +236,7 @@ class Hub:
             return "its phone system is disabled"
         if record.kind is PbxKind.ASTERISK:
             if record.config.get("agent"):
-                return "this Asterisk is served by an agent, and agents do not upload recordings yet"
+                return "waiting for the agent on the phone system to upload it"
             directory = str(record.config.get("recordings_dir") or "")
             if not directory:
                 return "no recordings directory is set for this phone system (recordings_dir)"

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from callbridge.services.agents import MAX_AGENT_BATCH
 
 DEFAULT_OUTBOX = Path("/var/lib/callbridge-agent/outbox.sqlite3")
+DEFAULT_RECORDINGS_DIR = Path("/var/spool/asterisk/monitor")
 
 
 class AgentConfigError(ValueError):
@@ -57,6 +58,22 @@ class AgentConfig:
     connect_timeout: float = 10.0
     action_timeout: float = 30.0
     guard_backend: str = "auto"  # auto (nftables when usable, else dry run) | nft | dry-run | off
+    # Recordings: only files inside this directory are ever read and uploaded.
+    recordings_dir: Path = DEFAULT_RECORDINGS_DIR
+    recordings_max_bytes: int = 2 * 1024**3  # a larger file is refused (the hub is told why)
+    upload_chunk_bytes: int = 512 * 1024  # at most; the hub may ask for smaller chunks
+    # A file is sent once it has not changed for this long (Asterisk closes it after the hang-up).
+    upload_settle_seconds: float = 1.0
+    upload_timeout: float = 30.0  # per request
+
+    @property
+    def http_url(self) -> str:
+        """The hub's base URL for plain HTTP (ws→http, wss→https)."""
+        parts = urlsplit(self.hub.strip())
+        scheme = {"http": "http", "https": "https", "ws": "http", "wss": "https"}.get(parts.scheme)
+        if scheme is None or not parts.netloc:
+            raise AgentConfigError(f"--hub must look like https://hub.example.com (got {self.hub!r})")
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
     @property
     def link_url(self) -> str:
@@ -80,6 +97,10 @@ class AgentConfig:
             raise AgentConfigError("outbox_max_rows must be at least 100")
         if not 1 <= self.batch_size <= MAX_AGENT_BATCH:
             raise AgentConfigError(f"batch_size must be between 1 and {MAX_AGENT_BATCH}")
+        if not 16 * 1024 <= self.upload_chunk_bytes <= 8 * 1024 * 1024:
+            raise AgentConfigError("upload_chunk_bytes must be between 16 KiB and 8 MiB")
+        if self.recordings_max_bytes < 1:
+            raise AgentConfigError("recordings_max_bytes must be positive")
         if self.guard_backend not in ("auto", "nft", "dry-run", "off"):
             raise AgentConfigError("guard_backend is auto, nft, dry-run or off")
         return self
@@ -103,6 +124,11 @@ _FLAT = {
     "connect_timeout": float,
     "action_timeout": float,
     "guard_backend": str,
+    "recordings_dir": Path,
+    "recordings_max_bytes": int,
+    "upload_chunk_bytes": int,
+    "upload_settle_seconds": float,
+    "upload_timeout": float,
 }
 
 

@@ -41,6 +41,17 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,
+    call_id TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    UNIQUE (call_id, reference)
+);
 CREATE TABLE IF NOT EXISTS open_calls (
     call_id TEXT PRIMARY KEY,
     answered_by TEXT NOT NULL DEFAULT '',
@@ -58,6 +69,14 @@ class Row:
     seq: int
     kind: str
     body: str  # JSON text, sent as is
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    id: int
+    call_id: str
+    reference: str  # the MixMonitor file name, as Asterisk gave it
+    attempts: int
 
 
 class Outbox:
@@ -125,10 +144,12 @@ class Outbox:
                         self._drop_oldest(self.depth - self.max_rows + 1)
                     db.execute("INSERT INTO outbox (kind, body, created_at) VALUES (?, ?, ?)", row)
                     added += 1
+            seq = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
             for kind, body in items:
                 if kind == "event":
                     self._track_call(body)
-            seq = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+                    if body.get("kind") == "recording_available":
+                        self._track_upload(body, seq, now)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -158,6 +179,44 @@ class Outbox:
             )
         elif kind == "call_ended":
             self._db.execute("DELETE FROM open_calls WHERE call_id = ?", (call_id,))
+
+    def _track_upload(self, body: dict[str, Any], seq: int, now: float) -> None:
+        """A recording to upload, in the same commit as its event: it is sent once the hub has
+        acknowledged ``seq`` (so the hub has its pending recording), and stays until the hub
+        confirms it has the file."""
+        call_id, reference = body.get("call_id"), body.get("recording")
+        if isinstance(call_id, str) and isinstance(reference, str) and reference:
+            self._db.execute(
+                "INSERT OR IGNORE INTO uploads (seq, call_id, reference, created_at) VALUES (?, ?, ?, ?)",
+                (seq, call_id, reference, now),
+            )
+
+    # -- recording uploads ----------------------------------------------------------------------
+
+    def uploads_due(self, now: float, limit: int = 10) -> list[Upload]:
+        """Uploads whose event the hub has acknowledged and whose next try is due, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, call_id, reference, attempts FROM uploads WHERE seq <= ? AND next_at <= ?"
+            " ORDER BY next_at, id LIMIT ?",
+            (self.acked, now, limit),
+        ).fetchall()
+        return [Upload(int(i), str(c), str(r), int(a)) for i, c, r, a in rows]
+
+    def uploads_next_at(self) -> float | None:
+        row = self._db.execute("SELECT min(next_at) FROM uploads WHERE seq <= ?", (self.acked,)).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def upload_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM uploads").fetchone()[0])
+
+    def upload_retry(self, upload_id: int, reason: str, next_at: float) -> None:
+        self._db.execute(
+            "UPDATE uploads SET attempts = attempts + 1, reason = ?, next_at = ? WHERE id = ?",
+            (reason[:500], next_at, upload_id),
+        )
+
+    def upload_done(self, upload_id: int) -> None:
+        self._db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
 
     def _drop_oldest(self, count: int) -> None:
         cur = self._db.execute(

@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 import callbridge
 from callbridge.agent.config import AgentConfig
 from callbridge.agent.outbox import Outbox, Row
+from callbridge.agent.uploads import Uploader
 from callbridge.domain.errors import CallbridgeError, InvalidInput, PbxRejected, PbxUnavailable
 from callbridge.domain.events import CallEnded, Disposition, Event, HangupSide
 from callbridge.pbx.asterisk.codec import Message
@@ -166,6 +167,7 @@ class Agent:
         self.config = config
         self.outbox = Outbox(config.outbox, max_rows=config.outbox_max_rows, durable=config.outbox_durable)
         self.events_map = EventsMap()
+        self.uploader = Uploader(config, self.outbox)
         self.guard = guard
         self.guard_enabled = False
         self._bans_sent = ""
@@ -291,6 +293,7 @@ class Agent:
             "outbox_depth": self.outbox.depth,
             "outbox_age_seconds": round(self.outbox.oldest_age(), 3),
             "outbox_dropped": self.outbox.dropped,
+            "uploads_waiting": self.outbox.upload_count(),
             "live_calls": self.ami.tracker.live_calls,
             "last_event_at": self.last_event_at.isoformat() if self.last_event_at else None,
         }
@@ -331,12 +334,13 @@ class Agent:
         ami = asyncio.create_task(self._run_ami(), name="agent-ami")
         hub = asyncio.create_task(self._run_hub(), name="agent-hub")
         checkpoints = asyncio.create_task(self._run_checkpoints(), name="agent-outbox-checkpoint")
+        uploads = asyncio.create_task(self.uploader.run(), name="agent-uploads")
         try:
-            await asyncio.gather(ami, hub, checkpoints)
+            await asyncio.gather(ami, hub, checkpoints, uploads)
         finally:
-            for task in (ami, hub, checkpoints):
+            for task in (ami, hub, checkpoints, uploads):
                 task.cancel()
-            for task in (ami, hub, checkpoints):
+            for task in (ami, hub, checkpoints, uploads):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             closer = getattr(self.guard, "aclose", None)
@@ -444,6 +448,7 @@ class Agent:
             self.pbx = str(welcome.get("pbx", ""))
             high_water = int(welcome.get("high_water") or 0)
             self.outbox.ack(high_water)
+            self.uploader.wake()
             self._sent = max(high_water, self.outbox.acked)
             settings = welcome.get("settings")
             if isinstance(settings, dict):
@@ -541,6 +546,7 @@ class Agent:
             if kind == "ack":
                 self.outbox.ack(int(msg.get("seq") or 0))
                 self._wake.set()
+                self.uploader.wake()  # recordings whose event the hub now has may go
             elif kind == "reject":
                 _log_rejects(msg.get("items"))
             elif kind == "settings":

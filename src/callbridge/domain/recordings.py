@@ -220,3 +220,27 @@ class PurgeCandidate:
     storage_key: str
     started_at: datetime
     reason: str
+
+
+class UploadOffsetMismatch(CallbridgeError):
+    """An agent sent a chunk for another offset than the hub's partial file has (HTTP 409):
+    it asks again where to go on."""
+
+    code = "offset_mismatch"
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class UploadChecksumMismatch(CallbridgeError):
+    """A chunk or a whole upload does not match its SHA-256 or size (HTTP 422); nothing of it
+    is kept as a recording."""
+
+    code = "checksum_mismatch"
+
+
+class UploadTooLarge(CallbridgeError):
+    """A recording over the hub's size cap (HTTP 413)."""
+
+    code = "recording_too_large"

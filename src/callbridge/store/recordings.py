@@ -109,6 +109,23 @@ class SqlRecordings:
         row = (await self.session.execute(select(recordings).where(recordings.c.id == recording_id))).first()
         return _recording(row) if row else None
 
+    async def find_for_upload(self, pbx: str, reference: str, pbx_call_id: str) -> Recording | None:
+        """The recording an agent uploads: the PBX's file ``reference`` of call ``pbx_call_id``
+        (the PBX's own call id) on ``pbx``; a pending one first, else the newest."""
+        query = (
+            select(recordings)
+            .join(calls, calls.c.id == recordings.c.call_id)
+            .where(
+                recordings.c.pbx == pbx[:64],
+                recordings.c.reference == reference[:500],
+                calls.c.pbx_call_id == pbx_call_id[:128],
+            )
+            .order_by((recordings.c.status == RecordingStatus.PENDING.value).desc(), recordings.c.id.desc())
+            .limit(1)
+        )
+        row = (await self.session.execute(query)).first()
+        return _recording(row) if row else None
+
     async def for_call(self, call_id: int) -> list[Recording]:
         query = select(recordings).where(recordings.c.call_id == call_id).order_by(recordings.c.id)
         return [_recording(r) for r in (await self.session.execute(query)).all()]
@@ -174,7 +191,7 @@ class SqlRecordings:
     async def mark_retry(self, recording_id: int, reason: str, next_attempt_at: datetime) -> None:
         await self.session.execute(
             update(recordings)
-            .where(recordings.c.id == recording_id)
+            .where(recordings.c.id == recording_id, recordings.c.status == RecordingStatus.PENDING.value)
             .values(
                 reason=reason[:500],
                 attempts=recordings.c.attempts + 1,
@@ -200,7 +217,7 @@ class SqlRecordings:
         """Give a claimed recording back without counting an attempt (this worker cannot fetch it)."""
         await self.session.execute(
             update(recordings)
-            .where(recordings.c.id == recording_id)
+            .where(recordings.c.id == recording_id, recordings.c.status == RecordingStatus.PENDING.value)
             .values(reason=reason[:500], next_attempt_at=next_attempt_at, updated_at=now())
         )
 

@@ -15,7 +15,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callbridge.domain import errors
-from callbridge.domain.recordings import RangeNotSatisfiable
+from callbridge.domain.recordings import (
+    RangeNotSatisfiable,
+    UploadChecksumMismatch,
+    UploadOffsetMismatch,
+    UploadTooLarge,
+)
 from callbridge.store.db import DatabaseError, connection_lost
 from callbridge.web.middleware import html_wanted
 
@@ -24,6 +29,9 @@ log = logging.getLogger(__name__)
 STATUS: dict[type[errors.CallbridgeError], int] = {
     errors.PayloadTooLarge: 413,
     RangeNotSatisfiable: 416,
+    UploadOffsetMismatch: 409,
+    UploadChecksumMismatch: 422,
+    UploadTooLarge: 413,
     errors.InvalidInput: 400,
     errors.AuthenticationFailed: 401,
     errors.Forbidden: 403,
@@ -169,7 +177,8 @@ def install(app: FastAPI) -> None:
             headers = {"Content-Range": f"bytes */{exc.size}", "Accept-Ranges": "bytes"}
         if isinstance(exc, errors.AuthenticationFailed) and not wants_html(request):
             headers = {"WWW-Authenticate": "Bearer"}
-        return error_response(request, status_for(exc), exc.code, exc.message, headers)
+        details = {"offset": exc.offset} if isinstance(exc, UploadOffsetMismatch) else None
+        return error_response(request, status_for(exc), exc.code, exc.message, headers, details)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -54,6 +54,7 @@ class SimChannel:
     connected_name: str = "<unknown>"
     bridge: str = ""
     created: float = field(default_factory=time.time)
+    recording: str = ""  # MIXMONITOR_FILENAME while MixMonitor runs on this channel
 
     def snapshot(self, prefix: str = "") -> Pairs:
         return [
@@ -139,6 +140,14 @@ class SimCall:
         """``side``: caller | callee | system (Asterisk-initiated)."""
         await self.sim._end(self, side)
 
+    def stop_recording(self) -> None:
+        """``StopMixMonitor`` on the recorded channel: Asterisk closes the file and reports
+        ``MixMonitorStop`` (a hang-up closes the file too, without that event)."""
+        for ch in self.channels:
+            if ch.recording and ch.uniqueid in self.sim.channels:
+                ch.recording = ""
+                self.sim.emit("MixMonitorStop", ch.snapshot())
+
 
 class AmiSimulator:
     def __init__(
@@ -167,6 +176,8 @@ class AmiSimulator:
         # When set (e.g. CALLBRIDGE_DIRECTION), scripted calls run Set(__<name>=inbound|outbound|
         # internal) first, as the dialplan in docs/asterisk.md does.
         self.direction_variable = direction_variable
+        # Where MixMonitor writes a relative file name (astspooldir/monitor).
+        self.monitor_dir = "/var/spool/asterisk/monitor"
         # Behaviour of phones for Originate and scripted calls: ext → answer|busy|noanswer|…
         self.phones: dict[str, str] = {}
         # Actions the simulator reads but never answers (to test client timeouts).
@@ -582,11 +593,18 @@ class AmiSimulator:
         number: str = "+14155550100",
         ring: float = 0.0,
         variables: dict[str, str] | None = None,
+        record: str = "",
     ) -> SimCall:
         """Begin a call and stop when it is talking (or ended, for calls that never connect).
 
         Scenarios: ``inbound`` (trunk → extension), ``outbound`` (extension → trunk),
         ``internal`` (extension → extension ``number``).
+
+        ``record``: the dialplan runs ``MixMonitor(<record>,b)`` on the calling channel before
+        it dials (``${UNIQUEID}`` in the name is the channel's unique id): Asterisk sets
+        ``MIXMONITOR_FILENAME`` to the absolute path (a relative name is taken from
+        :attr:`monitor_dir`) and reports ``MixMonitorStart``. The file itself is the test's to
+        write.
         """
         if scenario == "inbound":
             a = self._new_channel(
@@ -611,6 +629,8 @@ class AmiSimulator:
         self._mark_direction(a, scenario)
         for key, value in (variables or {}).items():
             self.emit("VarSet", [*a.snapshot(), ("Variable", key), ("Value", value)], privilege="dialplan")
+        if record:
+            self.start_recording(a, record)
         b = self._new_channel(b_endpoint, a.linkedid, b_num, b_name, b_ctx, "s")
         call = SimCall(self, [a, b])
         self.calls[a.linkedid] = call
@@ -623,6 +643,24 @@ class AmiSimulator:
         self._state(a, "Up")
         call.bridge = self._bridge(b, a)
         return call
+
+    def recording_path(self, ch: SimChannel, name: str) -> str:
+        """Where MixMonitor writes ``name`` for channel ``ch``."""
+        name = name.replace("${UNIQUEID}", ch.uniqueid)
+        return name if name.startswith("/") else f"{self.monitor_dir.rstrip('/')}/{name}"
+
+    def start_recording(self, ch: SimChannel, name: str) -> str:
+        """MixMonitor on ``ch``: the VarSet of MIXMONITOR_FILENAME, then MixMonitorStart (which
+        carries only the channel snapshot, as in Asterisk ≥ 16.17); returns the file's path."""
+        path = self.recording_path(ch, name)
+        ch.recording = path
+        self.emit(
+            "VarSet",
+            [*ch.snapshot(), ("Variable", "MIXMONITOR_FILENAME"), ("Value", path)],
+            privilege="dialplan",
+        )
+        self.emit("MixMonitorStart", ch.snapshot())
+        return path
 
     async def place_call(
         self,
@@ -637,6 +675,7 @@ class AmiSimulator:
         number: str = "+14155550100",
         target: str = "1002",
         members: str = "1001,1002",
+        record: str = "",
     ) -> str:
         """Run a whole call. Scenarios: inbound_answered, inbound_missed, inbound_busy,
         outbound_answered, internal_answered, queue_abandoned, blind_transfer (the phone sends
@@ -650,7 +689,9 @@ class AmiSimulator:
             "extension": extension,
         }
         if scenario in ("inbound_answered", "outbound_answered", "internal_answered"):
-            call = await self.start_call(scenario.split("_")[0], ring=ring, number=number, **party)
+            call = await self.start_call(
+                scenario.split("_")[0], ring=ring, number=number, record=record, **party
+            )
             await self._pause(talk)
             await call.hangup("callee" if scenario == "inbound_answered" else "caller")
             return call.linkedid

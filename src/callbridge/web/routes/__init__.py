@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from callbridge.web.routes import (
     agent,
+    agent_uploads,
     api_users,
     auth,
     calls,
@@ -27,5 +28,6 @@ ROUTERS: list[APIRouter] = [
     recordings.router,
     contacts.router,
     agent.router,
+    agent_uploads.router,
     pages.router,
 ]

@@ -1,0 +1,236 @@
+"""Recordings uploaded by agents: chunked, resumable, checked by size and SHA-256.
+
+An agent announces a file (its PBX's call id, the MixMonitor name, size, SHA-256); the hub
+matches it to the call's pending recording and answers how many bytes it already holds. The
+bytes go to a partial file in the storage's scratch directory (``.incoming``), named by the
+recording and the announced checksum and size, so a hub restarted mid-upload finds what it has
+and a changed file starts afresh. Every chunk carries its own SHA-256 and is appended only
+when it matches, at the offset the partial file has reached; so the partial file is always a
+checked prefix of the file. When all bytes are there, the whole file's size and SHA-256 are
+checked before it is stored and the recording marked ready; a mismatch drops the partial file
+and never becomes a recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from callbridge.domain.errors import InvalidInput, NotFound
+from callbridge.domain.recordings import (
+    Recording,
+    RecordingStatus,
+    UploadChecksumMismatch,
+    UploadOffsetMismatch,
+    UploadTooLarge,
+    content_type_for,
+)
+from callbridge.services.recordings import RecordingStorage, digest, storage_key
+
+log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class UploadRows(Protocol):
+    async def get(self, recording_id: int) -> Recording | None: ...
+
+    async def find_for_upload(self, pbx: str, reference: str, pbx_call_id: str) -> Recording | None: ...
+
+    async def mark_ready(
+        self,
+        recording_id: int,
+        *,
+        storage_key: str,
+        size_bytes: int,
+        sha256: str,
+        content_type: str,
+        duration_seconds: float | None,
+    ) -> None: ...
+
+    async def mark_failed(self, recording_id: int, reason: str) -> None: ...
+
+
+UploadUnits = Callable[[], AbstractAsyncContextManager[UploadRows]]
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """What the agent says the whole file is."""
+
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, size: int, sha256: str) -> Announced:
+        sha256 = sha256.strip().lower()
+        if size < 1:
+            raise InvalidInput("a recording upload has at least one byte")
+        if not _SHA256.fullmatch(sha256):
+            raise InvalidInput("sha256 must be 64 hexadecimal digits")
+        return cls(size, sha256)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadState:
+    recording_id: int
+    status: str  # "uploading" (send from offset) | "ready" (the hub has it: drop it)
+    offset: int
+    chunk_bytes: int
+
+
+class AgentUploads:
+    def __init__(
+        self, units: UploadUnits, storage: RecordingStorage, *, max_bytes: int, chunk_bytes: int
+    ) -> None:
+        self._units = units
+        self._storage = storage
+        self.max_bytes = max_bytes
+        self.chunk_bytes = chunk_bytes
+        # One writer per partial file in this process (an agent that reconnects while its old
+        # request is still being read must not interleave with it).
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def _partial(self, recording_id: int, announced: Announced) -> Path:
+        return self._storage.scratch / f"agent-{recording_id}-{announced.sha256}-{announced.size}.part"
+
+    def _lock(self, recording_id: int) -> asyncio.Lock:
+        lock = self._locks.get(recording_id)
+        if lock is None:
+            lock = self._locks[recording_id] = asyncio.Lock()
+        return lock
+
+    async def _recording(self, pbx: str, recording_id: int) -> Recording:
+        async with self._units() as rows:
+            found = await rows.get(recording_id)
+        if found is None or found.pbx != pbx:  # another PBX's recording is not this agent's business
+            raise NotFound(f"no recording {recording_id} of PBX {pbx}")
+        return found
+
+    async def begin(self, pbx: str, pbx_call_id: str, reference: str, announced: Announced) -> UploadState:
+        """Match an announced file to its recording; how many bytes the hub already has."""
+        async with self._units() as rows:
+            found = await rows.find_for_upload(pbx, reference, pbx_call_id)
+            if found is None:
+                raise NotFound(f"no recording {reference!r} of call {pbx_call_id} on PBX {pbx}")
+            if found.status is RecordingStatus.PENDING and announced.size > self.max_bytes:
+                reason = f"the file has {announced.size} bytes, over the hub's cap of {self.max_bytes}"
+                await rows.mark_failed(found.id, reason)
+                raise UploadTooLarge(reason)
+        if found.status is RecordingStatus.READY and found.sha256 == announced.sha256:
+            return UploadState(found.id, "ready", announced.size, self.chunk_bytes)
+        if found.status is not RecordingStatus.PENDING:
+            raise NotFound(f"recording {found.id} is {found.status.value}; it takes no upload")
+        partial = self._partial(found.id, announced)
+        async with self._lock(found.id):
+            offset = await asyncio.to_thread(_prepare, partial, found.id)
+        return UploadState(found.id, "uploading", offset, self.chunk_bytes)
+
+    async def write(
+        self, pbx: str, recording_id: int, announced: Announced, offset: int, data: bytes, chunk_sha256: str
+    ) -> int:
+        """Append one chunk at ``offset``; returns the bytes held now."""
+        recording = await self._recording(pbx, recording_id)
+        if recording.status is not RecordingStatus.PENDING:
+            raise NotFound(f"recording {recording_id} is {recording.status.value}; it takes no upload")
+        if not data:
+            raise InvalidInput("an empty chunk")
+        if hashlib.sha256(data).hexdigest() != chunk_sha256.strip().lower():
+            raise UploadChecksumMismatch(
+                f"the chunk at byte {offset} does not match its SHA-256; send it again"
+            )
+        partial = self._partial(recording_id, announced)
+        async with self._lock(recording_id):
+            return await asyncio.to_thread(_append, partial, offset, data, announced.size)
+
+    async def complete(self, pbx: str, recording_id: int, announced: Announced) -> Recording:
+        """Check the whole file and store it: the recording is ready."""
+        recording = await self._recording(pbx, recording_id)
+        if recording.status is RecordingStatus.READY and recording.sha256 == announced.sha256:
+            return recording  # completed before; the answer was lost
+        if recording.status is not RecordingStatus.PENDING:
+            raise NotFound(f"recording {recording_id} is {recording.status.value}; it takes no upload")
+        partial = self._partial(recording_id, announced)
+        async with self._lock(recording_id):
+            try:
+                found = await asyncio.to_thread(digest, partial)
+            except FileNotFoundError as exc:
+                raise UploadOffsetMismatch("the hub has none of this file; start again", 0) from exc
+            if found.size != announced.size or found.sha256 != announced.sha256:
+                partial.unlink(missing_ok=True)
+                log.warning(
+                    "recording %s (PBX %s): upload of %d bytes does not match its announced size or "
+                    "SHA-256; dropped, the agent sends it again",
+                    recording_id,
+                    pbx,
+                    found.size,
+                )
+                raise UploadChecksumMismatch(
+                    f"the file the hub received ({found.size} bytes) does not match the announced "
+                    f"size ({announced.size} bytes) and SHA-256; send it again"
+                )
+            key = storage_key(recording, recording.reference)
+            await self._storage.put(key, partial)
+        async with self._units() as rows:
+            await rows.mark_ready(
+                recording_id,
+                storage_key=key,
+                size_bytes=found.size,
+                sha256=found.sha256,
+                content_type=content_type_for(recording.reference),
+                duration_seconds=found.duration_seconds,
+            )
+            ready = await rows.get(recording_id)
+        assert ready is not None
+        self._locks.pop(recording_id, None)
+        log.info(
+            "recording %s of call %s (%s) uploaded: %d bytes",
+            recording_id,
+            recording.call_id,
+            pbx,
+            found.size,
+        )
+        return ready
+
+    async def refuse(self, pbx: str, pbx_call_id: str, reference: str, reason: str) -> None:
+        """The agent will not send this file (outside its recordings directory, over its cap, gone)."""
+        async with self._units() as rows:
+            found = await rows.find_for_upload(pbx, reference, pbx_call_id)
+            if found is None:
+                raise NotFound(f"no recording {reference!r} of call {pbx_call_id} on PBX {pbx}")
+            if found.status is RecordingStatus.PENDING:
+                await rows.mark_failed(found.id, f"the agent did not send it: {reason}"[:500])
+        log.warning("recording %s (PBX %s) refused by its agent: %s", found.id, pbx, reason)
+
+
+def _prepare(partial: Path, recording_id: int) -> int:
+    """The bytes held for this announcement; partial files of other announcements of the same
+    recording (the file changed on the PBX) are dropped."""
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    for other in partial.parent.glob(f"agent-{recording_id}-*.part"):
+        if other != partial:
+            other.unlink(missing_ok=True)
+    try:
+        return partial.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _append(partial: Path, offset: int, data: bytes, size: int) -> int:
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with partial.open("ab") as handle:
+        held = handle.seek(0, 2)
+        if offset != held:
+            raise UploadOffsetMismatch(f"the hub has {held} bytes of this file, not {offset}", held)
+        if held + len(data) > size:
+            raise InvalidInput(f"the chunk goes past the announced size of {size} bytes")
+        handle.write(data)
+        handle.flush()
+        return held + len(data)
