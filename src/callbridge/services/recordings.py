@@ -31,6 +31,7 @@ from callbridge.domain.recordings import (
     content_type_for,
     retry_delay,
 )
+from callbridge.services.background import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,9 @@ def storage_key(recording: Recording, name: str) -> str:
     return f"{pbx}/{recording.created_at:%Y/%m}/{recording.id}{ext}"
 
 
-class RecordingFetcher:
+class RecordingFetcher(BackgroundWorker):
+    task_name = "recording-fetcher"
+
     def __init__(
         self,
         units: Units,
@@ -160,22 +163,10 @@ class RecordingFetcher:
         self.policy = policy or FetchPolicy()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """New pending recordings were committed: look now instead of at the next due time."""
         self._wake.set()
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name="recording-fetcher")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
 
     async def run(self) -> None:
         while True:

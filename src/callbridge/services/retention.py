@@ -11,7 +11,6 @@ no row that points to a deleted file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from callbridge.domain.recordings import PurgeCandidate, RetentionRule
+from callbridge.services.background import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,10 @@ async def purge(
     return list(done.values())
 
 
-class RetentionWorker:
+class RetentionWorker(BackgroundWorker):
     """Runs :func:`purge` every ``interval`` seconds (daily by default); owned by the app's lifespan."""
+
+    task_name = "recording-retention"
 
     def __init__(
         self,
@@ -110,19 +112,7 @@ class RetentionWorker:
         self.interval = interval
         self.first_delay = first_delay
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._task: asyncio.Task[None] | None = None
         self.runs = 0
-
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self.run(), name="recording-retention")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
 
     async def run(self) -> None:
         await asyncio.sleep(self.first_delay)
