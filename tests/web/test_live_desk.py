@@ -302,6 +302,8 @@ async def test_unknown_caller_pops_as_unknown(desk: Desk, tab: Any) -> None:
     card = (await bob.wait_for(lambda m: m["type"] == "card"))["card"]
     assert card["contact"] is None and card["company"] is None and card["match"] == "none"
     assert card["number"] == "+12025550199"
+    # Shown as people read it: national in the hub's region (US here), stored E.164 unchanged.
+    assert card["number_display"] == "(202) 555-0199"
 
 
 async def test_missed_call_leaves_a_notification_that_survives(desk: Desk, tab: Any) -> None:

@@ -40,7 +40,7 @@ from callbridge.domain.events import (
     Presence,
     PresenceChanged,
 )
-from callbridge.domain.numbers import parse_number
+from callbridge.domain.numbers import format_for_region, parse_number
 from callbridge.services.calllog import MISSED, Ingested, look_up_link
 from callbridge.services.directory import ContactFinder
 
@@ -487,7 +487,8 @@ class Desk:
             name = colleague["name"] or s.from_name
             caller = f"{name} (ext {colleague['extension']})" if name else f"ext {colleague['extension']}"
         else:
-            caller = (contact or {}).get("name") or s.from_name or number or "unknown"
+            shown = format_for_region(number, self._region) if number else ""
+            caller = (contact or {}).get("name") or s.from_name or shown or "unknown"
         return {
             "key": f"{card.pbx}/{card.call_id}",
             "id": changed.id or None,  # None: an early pop, sent before the call log has the call
@@ -496,6 +497,8 @@ class Desk:
             "state": state,
             "direction": s.direction.value if s.direction else None,
             "number": number,
+            # As people read it: national in the hub's region, international otherwise.
+            "number_display": format_for_region(number, self._region) if number else None,
             "name": s.from_name or None,
             "caller": caller,
             "contact": contact,

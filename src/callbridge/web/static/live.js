@@ -123,7 +123,7 @@
 
   function cardCaller(card) {
     if (card.colleague) return card.colleague.name || `ext ${card.colleague.extension}`;
-    return card.contact ? card.contact.name : (card.name || card.number || "unknown");
+    return card.contact ? card.contact.name : (card.name || card.number_display || card.number || "unknown");
   }
 
   function renderCard(card) {
@@ -146,7 +146,7 @@
         el("span", { class: "muted", text: " · a colleague" }));
     } else {
       numberLine = el("p", { class: "pop-number" }, card.number
-        ? el("a", { class: "dial", href: `tel:${card.number}`, "data-number": card.number, text: card.number })
+        ? el("a", { class: "dial", href: `tel:${card.number}`, "data-number": card.number, text: card.number_display || card.number })
         : el("span", { text: "unknown number" }),
       card.extension ? el("span", { class: "muted", text: ` → ext ${card.extension}` }) : null);
     }
