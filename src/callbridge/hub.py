@@ -20,7 +20,8 @@ from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
 from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged, RecordingAvailable
 from callbridge.domain.pbx import PbxKind, PbxRecord
-from callbridge.domain.recordings import PurgeCandidate
+from callbridge.domain.recordings import PurgeCandidate, RecordingStatus
+from callbridge.domain.transcripts import TranscribeRules
 from callbridge.media.storage import LocalStorage
 from callbridge.services.accounts import Accounts, LoginPolicy, TokenUses
 from callbridge.services.calllog import (
@@ -48,6 +49,14 @@ from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource
 from callbridge.services.retention import PurgeStore, RetentionWorker, purge
+from callbridge.services.transcription import (
+    Heard,
+    TranscriptionUnavailable,
+    TranscriptionWorker,
+    TranscriptRows,
+    WhisperTranscriber,
+    transcribe_recording,
+)
 from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database
 from callbridge.store.desk import DeskRepo
@@ -147,6 +156,7 @@ class Hub:
     storage: LocalStorage | None = None
     fetcher: RecordingFetcher | None = None
     retention: RetentionWorker | None = None
+    transcription: TranscriptionWorker | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -193,6 +203,16 @@ class Hub:
             interval=settings.retention_purge_interval_seconds,
             first_delay=settings.retention_first_purge_seconds,
         )
+        if settings.transcribe:
+            hub.transcription = TranscriptionWorker(
+                hub._transcript_rows,
+                hub.storage,
+                WhisperTranscriber(settings.transcribe_model_dir, settings.transcribe_threads),
+                TranscribeRules.parse(
+                    settings.transcribe_numbers, settings.transcribe_directions, settings.transcribe_pbxes
+                ),
+                interval=settings.transcribe_interval_seconds,
+            )
         return hub
 
     # --- recordings ----------------------------------------------------------------------------
@@ -205,6 +225,29 @@ class Hub:
     async def _purge_store(self) -> AsyncIterator[PurgeStore]:
         async with self.db.unit() as repos:
             yield _PurgeStore(repos)
+
+    @asynccontextmanager
+    async def _transcript_rows(self) -> AsyncIterator[TranscriptRows]:
+        async with self.db.unit() as repos:
+            yield repos.transcripts
+
+    async def transcribe_call(self, call_id: int) -> tuple[str, str, Heard | None]:
+        """Transcribe call ``call_id``'s stored recording now, whatever the rules and the opt-in
+        (``callbridge recordings transcribe``); returns (status, reason, heard)."""
+        assert self.storage is not None
+        async with self.db.unit() as repos:
+            found = [r for r in await repos.recordings.for_call(call_id) if r.status is RecordingStatus.READY]
+        if not found:
+            raise TranscriptionUnavailable(f"call {call_id} has no stored recording")
+        transcriber = (
+            self.transcription.transcriber
+            if self.transcription is not None
+            else WhisperTranscriber(self.settings.transcribe_model_dir, self.settings.transcribe_threads)
+        )
+        status, reason, heard = await transcribe_recording(
+            found[0], self.storage, transcriber, self._transcript_rows
+        )
+        return status.value, reason, heard
 
     async def purge_recordings(self, *, dry_run: bool = False) -> list[PurgeCandidate]:
         """What the retention rules purge now (``callbridge recordings purge``; the daily run)."""
@@ -244,6 +287,8 @@ class Hub:
             self.fetcher.start()
         if self.retention is not None:
             self.retention.start()
+        if self.transcription is not None:
+            self.transcription.start()
 
     def _token_used(self) -> None:
         if self._token_flush is None or self._token_flush.done():
@@ -680,6 +725,8 @@ class Hub:
             await self.fetcher.close()
         if self.retention is not None:
             await self.retention.close()
+        if self.transcription is not None:
+            await self.transcription.close()
         if self._token_flush is not None:
             self._token_flush.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
