@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     transcribe_interval_seconds: float = Field(
         default=60.0, gt=0, description="How often the transcription worker looks for new recordings."
     )
+    summary_url: str = Field(
+        default="",
+        description="OpenAI-compatible API (http://127.0.0.1:8080/v1) to summarise transcripts; empty: none.",
+    )
+    summary_model: str = Field(default="", description="The model name sent to the summary endpoint.")
+    summary_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for the summary endpoint."
+    )
     transcribe_threads: int = Field(default=2, ge=1, le=64, description="CPU threads for transcription.")
     pbx_watch_seconds: float = Field(
         default=5.0,
@@ -129,6 +137,14 @@ class Settings(BaseSettings):
         wrong = [d for d in (v.strip().lower() for v in value.split(",")) if d and d not in allowed]
         if wrong:
             raise ValueError(f"unknown direction {wrong[0]!r}; use inbound, outbound or internal")
+        return value
+
+    @field_validator("summary_url")
+    @classmethod
+    def _summary_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("the summary endpoint must be an http:// or https:// URL")
         return value
 
     @field_validator("time_zone")

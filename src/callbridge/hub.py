@@ -51,6 +51,7 @@ from callbridge.services.recordings import RecordingFetcher, RecordingRows, Reco
 from callbridge.services.retention import PurgeStore, RetentionWorker, purge
 from callbridge.services.transcription import (
     Heard,
+    Summarizer,
     TranscriptionUnavailable,
     TranscriptionWorker,
     TranscriptRows,
@@ -110,6 +111,14 @@ class _EarlyDeskStore:
     async def call_ended(self, pbx: str, call_id: str) -> bool:
         async with self._db.unit() as repos:
             return await DeskRepo(repos).call_ended(pbx, call_id)
+
+
+def summarizer_for(settings: Settings) -> Summarizer | None:
+    """The summary endpoint the user configured, or none (the default)."""
+    if not settings.summary_url:
+        return None
+    key = settings.summary_api_key.get_secret_value() if settings.summary_api_key else ""
+    return Summarizer(settings.summary_url, settings.summary_model, key)
 
 
 class _PurgeStore:
@@ -212,6 +221,7 @@ class Hub:
                     settings.transcribe_numbers, settings.transcribe_directions, settings.transcribe_pbxes
                 ),
                 interval=settings.transcribe_interval_seconds,
+                summarizer=summarizer_for(settings),
             )
         return hub
 
@@ -245,7 +255,7 @@ class Hub:
             else WhisperTranscriber(self.settings.transcribe_model_dir, self.settings.transcribe_threads)
         )
         status, reason, heard = await transcribe_recording(
-            found[0], self.storage, transcriber, self._transcript_rows
+            found[0], self.storage, transcriber, self._transcript_rows, summarizer_for(self.settings)
         )
         return status.value, reason, heard
 

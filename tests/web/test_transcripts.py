@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -22,11 +23,17 @@ from tests.web.test_recording_use import client_for
 from tests.web.test_recordings_api import recorded_call, setup_world, tone_wav
 
 from callbridge.config import Settings
-from callbridge.domain.transcripts import TranscribeRules
+from callbridge.domain.transcripts import Segment, TranscribeRules
 from callbridge.domain.users import Role
 from callbridge.hub import Hub
 from callbridge.services.recordings import FetchPolicy, digest
-from callbridge.services.transcription import TranscriptionUnavailable, WhisperTranscriber
+from callbridge.services.transcription import (
+    Heard,
+    Summarizer,
+    TranscriptionUnavailable,
+    WhisperTranscriber,
+    transcribe_recording,
+)
 
 FAST = FetchPolicy(base_delay=0.05, max_delay=0.2, no_source_delay=0.2, max_attempts=3)
 SENTENCE = "Hello, this is a test call about the invoice. Please send the payment by Friday."
@@ -119,7 +126,8 @@ async def test_the_worker_transcribes_speech_with_times_searchable_by_those_who_
     assert await hub.transcription.run_once() == 0  # done once, not again
 
     transcript = (await bob.get(f"/api/v1/calls/{call}")).json()["transcript"]
-    assert set(transcript) == {"status", "language", "text", "segments", "reason"}
+    assert set(transcript) == {"status", "language", "text", "segments", "reason", "summary"}
+    assert transcript["summary"] is None  # no summary endpoint: none
     assert transcript["status"] == "ready" and transcript["language"] == "en"
     assert transcript["reason"] is None
     text = transcript["text"].casefold()
@@ -240,3 +248,89 @@ def test_cli_transcribes_one_call_now_and_prints_the_text(tmp_path: Path, speech
     assert found is not None and found.status.value == "ready" and "payment" in found.text.casefold()
     refused = run(tmp_path, "recordings", "transcribe", str(bare), check=False)
     assert refused.returncode == 1 and f"call {bare} has no stored recording" in refused.stderr
+
+
+class Heard2:
+    """A transcriber that hears two known lines (the summary path needs no model)."""
+
+    name = "fixed"
+
+    def transcribe(self, path: Path) -> Heard:
+        assert path.is_file()
+        return Heard("en", (Segment(0.0, 1.5, "Please send the invoice."), Segment(1.5, 3.0, "By Friday.")))
+
+
+def llm(status: int, seen: list[dict[str, Any]]) -> Any:
+    """A tiny OpenAI-compatible chat endpoint (an ASGI app) that records what it was sent."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        seen.append({"path": scope["path"], "auth": headers.get("authorization"), "json": json.loads(body)})
+        answer = {
+            "choices": [
+                {"message": {"role": "assistant", "content": " The caller wants the invoice by Friday. "}}
+            ]
+        }
+        payload = json.dumps(answer if status == 200 else {"error": "down"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+async def test_a_configured_summary_endpoint_gets_the_text_and_its_summary_is_kept(
+    clients: dict[str, httpx.AsyncClient], hub: Hub, monitor: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert hub.storage is not None
+    good = await stored(hub, monitor, "sum1", 0, tone_wav(0.5))
+    bad = await stored(hub, monitor, "sum2", 5, tone_wav(0.5))
+    seen: list[dict[str, Any]] = []
+    for call, status in ((good, 200), (bad, 503)):
+        summarizer = Summarizer(
+            "http://llm.test/v1/",
+            "tiny-llm",
+            "sk-secret-key",
+            transport=httpx.ASGITransport(app=llm(status, seen)),
+        )
+        async with hub.db.unit() as repos:
+            [rec] = await repos.recordings.for_call(call)
+        outcome = await transcribe_recording(rec, hub.storage, Heard2(), hub._transcript_rows, summarizer)
+        assert outcome[0].value == "ready"
+
+    assert [s["path"] for s in seen] == ["/v1/chat/completions"] * 2
+    assert seen[0]["auth"] == "Bearer sk-secret-key" and seen[0]["json"]["model"] == "tiny-llm"
+    assert seen[0]["json"]["messages"][-1] == {
+        "role": "user",
+        "content": "Please send the invoice. By Friday.",
+    }
+    first = (await clients["bob"].get(f"/api/v1/calls/{good}")).json()["transcript"]
+    assert first["summary"] == "The caller wants the invoice by Friday."
+    page = (await clients["bob"].get(f"/calls/{good}", headers={"accept": "text/html"})).text
+    assert "The caller wants the invoice by Friday." in page
+    # An endpoint that fails leaves the transcript without a summary, and the key out of the log.
+    second = (await clients["bob"].get(f"/api/v1/calls/{bad}")).json()["transcript"]
+    assert second["status"] == "ready" and second["summary"] is None
+    assert "no summary (the summary endpoint failed: HTTPStatusError)" in caplog.text
+    assert "sk-secret-key" not in caplog.text
+
+
+def test_summaries_are_off_by_default_and_need_an_http_url() -> None:
+    from callbridge.hub import summarizer_for
+
+    assert summarizer_for(Settings()) is None
+    assert Settings().transcribe is False
+    with pytest.raises(ValueError, match="must be an http"):
+        Settings(summary_url="file:///etc/passwd")

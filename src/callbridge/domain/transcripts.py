@@ -34,6 +34,7 @@ class Transcript:
     text: str
     segments: tuple[Segment, ...]
     reason: str = ""
+    summary: str | None = None
 
 
 def _items(value: str) -> tuple[str, ...]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
+
 from callbridge.domain.errors import CallbridgeError
 from callbridge.domain.recordings import Recording
 from callbridge.domain.transcripts import Segment, TranscribeRules, TranscriptStatus
@@ -100,6 +102,49 @@ class WhisperTranscriber:
         return Heard(str(info.language or ""), tuple(s for s in segments if s.text))
 
 
+SUMMARY_PROMPT = (
+    "You summarise phone calls for a company's call log. In two or three sentences, say who "
+    "called about what and what was agreed or is to be done. Answer with the summary only."
+)
+
+
+class Summarizer:
+    """An OpenAI-compatible chat endpoint the user configured (a local llama.cpp or Ollama server
+    works): the transcript's text goes there, and only there. None is used by default."""
+
+    def __init__(
+        self,
+        url: str,
+        model: str = "",
+        api_key: str = "",
+        timeout: float = 120.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self._api_key = api_key
+        self._timeout = timeout
+        self._transport = transport
+
+    async def summarize(self, text: str) -> str:
+        headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        body = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": SUMMARY_PROMPT},
+                {"role": "user", "content": text[:20000]},
+            ],
+            "temperature": 0.2,
+        }
+        async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as http:
+            answer = await http.post(self.url, json=body, headers=headers)
+        answer.raise_for_status()
+        content = answer.json()["choices"][0]["message"]["content"]
+        if not isinstance(content, str) or not content.strip():
+            raise ValueError("the summary endpoint answered no text")
+        return content.strip()[:4000]
+
+
 class AudioFiles(Protocol):
     @property
     def scratch(self) -> Path: ...
@@ -121,12 +166,18 @@ class TranscriptRows(Protocol):
         model: str = "",
     ) -> None: ...
 
+    async def set_summary(self, recording_id: int, summary: str) -> None: ...
+
 
 TranscriptUnits = Callable[[], AbstractAsyncContextManager[TranscriptRows]]
 
 
 async def transcribe_recording(
-    recording: Recording, storage: AudioFiles, transcriber: Transcriber, units: TranscriptUnits
+    recording: Recording,
+    storage: AudioFiles,
+    transcriber: Transcriber,
+    units: TranscriptUnits,
+    summarizer: Summarizer | None = None,
 ) -> tuple[TranscriptStatus, str, Heard | None]:
     """Transcribe one stored recording and store the outcome; returns (status, reason, heard).
 
@@ -165,9 +216,30 @@ async def transcribe_recording(
             recording.call_id,
             len(heard.segments),
         )
+        if summarizer is not None and heard.segments:
+            await summarize(recording, heard, summarizer, units)
         return TranscriptStatus.READY, "", heard
     finally:
         copy.unlink(missing_ok=True)
+
+
+async def summarize(
+    recording: Recording, heard: Heard, summarizer: Summarizer, units: TranscriptUnits
+) -> None:
+    """Store the transcript's summary; an endpoint that fails leaves it without one (logged)."""
+    text = " ".join(s.text for s in heard.segments)
+    try:
+        summary = await summarizer.summarize(text)
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+        log.warning(
+            "recording %s of call %s: no summary (the summary endpoint failed: %s)",
+            recording.id,
+            recording.call_id,
+            type(exc).__name__,
+        )
+        return
+    async with units() as rows:
+        await rows.set_summary(recording.id, summary)
 
 
 class TranscriptionWorker:
@@ -181,7 +253,9 @@ class TranscriptionWorker:
         rules: TranscribeRules,
         interval: float = 60.0,
         batch: int = 20,
+        summarizer: Summarizer | None = None,
     ) -> None:
+        self.summarizer = summarizer
         self._units = units
         self._storage = storage
         self.transcriber = transcriber
@@ -226,7 +300,9 @@ class TranscriptionWorker:
             ):
                 self._skipped.add(recording.id)
                 continue
-            await transcribe_recording(recording, self._storage, self.transcriber, self._units)
+            await transcribe_recording(
+                recording, self._storage, self.transcriber, self._units, self.summarizer
+            )
             done += 1
             if done >= self.batch:
                 break

@@ -17,6 +17,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,6 +44,8 @@ transcripts = Table(
     Column("segments", JSON, nullable=False),
     Column("reason", String(500), nullable=False, server_default=""),
     Column("model", String(200), nullable=False, server_default=""),
+    # A summary from the OpenAI-compatible endpoint the user configured, if any.
+    Column("summary", Text, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
 )
 
@@ -69,6 +72,7 @@ def _transcript(row: Any) -> Transcript:
             Segment(float(s["start"]), float(s["end"]), str(s["text"])) for s in (row.segments or [])
         ),
         reason=row.reason,
+        summary=row.summary,
     )
 
 
@@ -102,6 +106,11 @@ class SqlTranscripts:
                 model=model[:200],
                 created_at=now(),
             )
+        )
+
+    async def set_summary(self, recording_id: int, summary: str) -> None:
+        await self.session.execute(
+            update(transcripts).where(transcripts.c.recording_id == recording_id).values(summary=summary)
         )
 
     async def for_call(self, call_id: int) -> Transcript | None:

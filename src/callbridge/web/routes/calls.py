@@ -109,6 +109,7 @@ class TranscriptOut(BaseModel):
     text: str
     segments: list[TranscriptSegmentOut]
     reason: str | None  # why a failed transcript failed
+    summary: str | None  # from the summary endpoint the user configured, if any
 
     @classmethod
     def of(cls, t: Transcript) -> TranscriptOut:
@@ -118,6 +119,7 @@ class TranscriptOut(BaseModel):
             text=t.text,
             segments=[TranscriptSegmentOut(start=s.start, end=s.end, text=s.text) for s in t.segments],
             reason=t.reason or None,
+            summary=t.summary,
         )
 
 

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("segments", sa.JSON, nullable=False),
         sa.Column("reason", sa.String(500), nullable=False, server_default=""),
         sa.Column("model", sa.String(200), nullable=False, server_default=""),
+        sa.Column("summary", sa.Text, nullable=True),
         sa.Column("created_at", UtcDateTime, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_transcripts"),
         sa.ForeignKeyConstraint(
