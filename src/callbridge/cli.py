@@ -50,7 +50,9 @@ pbx_add_app = typer.Typer(help="Add a phone system (asterisk or yeastar).", no_a
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(pbx_app, name="pbx")
-recordings_app = typer.Typer(help="Recordings: purge what the retention rules say.", no_args_is_help=True)
+recordings_app = typer.Typer(
+    help="Recordings: purge what the retention rules say; transcribe a call.", no_args_is_help=True
+)
 app.add_typer(recordings_app, name="recordings")
 pbx_app.add_typer(pbx_add_app, name="add")
 
@@ -641,6 +643,26 @@ def recordings_purge(
         console.print(f"{count} recording{'' if count == 1 else 's'} {total}.", highlight=False)
 
     run(work)
+
+
+@recordings_app.command("transcribe")
+def recordings_transcribe(
+    call_id: Annotated[int, typer.Argument(help="The call's id (as in the call log).", min=1)],
+) -> None:
+    """Transcribe a call's stored recording now, on this machine (whatever the transcription
+    rules), store the transcript and print its text."""
+
+    async def work(hub: Hub) -> str:
+        _status, reason, heard = await hub.transcribe_call(call_id)
+        if heard is None:
+            return f"failed: {reason}"
+        return " ".join(s.text for s in heard.segments)
+
+    out = run(work)
+    if out.startswith("failed: "):
+        err.print(f"[red]Error:[/red] the transcript of call {call_id} {out}", highlight=False)
+        raise typer.Exit(1)
+    console.print(out, highlight=False, soft_wrap=True, markup=False)
 
 
 def _when(value: datetime | None) -> str:

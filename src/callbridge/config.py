@@ -93,6 +93,32 @@ class Settings(BaseSettings):
     retention_first_purge_seconds: float = Field(
         default=300.0, ge=0, description="Time after start before the first retention purge."
     )
+    transcribe: bool = Field(
+        default=False, description="Transcribe stored recordings on the hub (faster-whisper, on the CPU)."
+    )
+    transcribe_model_dir: Path | None = Field(
+        default=None,
+        description="A CTranslate2 Whisper model directory; empty: the packaged tiny.en model.",
+    )
+    transcribe_numbers: str = Field(
+        default="", description="Comma-separated number patterns (+4930*): only calls with such a number."
+    )
+    transcribe_directions: str = Field(
+        default="", description="Comma-separated directions (inbound, outbound, internal); empty: all."
+    )
+    transcribe_pbxes: str = Field(default="", description="Comma-separated PBX names; empty: all.")
+    transcribe_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often the transcription worker looks for new recordings."
+    )
+    summary_url: str = Field(
+        default="",
+        description="OpenAI-compatible API (http://127.0.0.1:8080/v1) to summarise transcripts; empty: none.",
+    )
+    summary_model: str = Field(default="", description="The model name sent to the summary endpoint.")
+    summary_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for the summary endpoint."
+    )
+    transcribe_threads: int = Field(default=2, ge=1, le=64, description="CPU threads for transcription.")
     pbx_watch_seconds: float = Field(
         default=5.0,
         description="How often to look for PBXs added, edited, disabled or removed by another process.",
@@ -106,6 +132,23 @@ class Settings(BaseSettings):
         if not is_known_region(value):
             raise ValueError(f"unknown region {value!r}; use an ISO 3166 code like US or DE")
         return value.upper()
+
+    @field_validator("transcribe_directions")
+    @classmethod
+    def _directions(cls, value: str) -> str:
+        allowed = {"inbound", "outbound", "internal"}
+        wrong = [d for d in (v.strip().lower() for v in value.split(",")) if d and d not in allowed]
+        if wrong:
+            raise ValueError(f"unknown direction {wrong[0]!r}; use inbound, outbound or internal")
+        return value
+
+    @field_validator("summary_url")
+    @classmethod
+    def _summary_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("the summary endpoint must be an http:// or https:// URL")
+        return value
 
     @field_validator("time_zone")
     @classmethod

@@ -20,7 +20,8 @@ from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
 from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged, RecordingAvailable
 from callbridge.domain.pbx import PbxKind, PbxRecord
-from callbridge.domain.recordings import PurgeCandidate
+from callbridge.domain.recordings import PurgeCandidate, RecordingStatus
+from callbridge.domain.transcripts import TranscribeRules
 from callbridge.media.storage import LocalStorage
 from callbridge.services.accounts import Accounts, LoginPolicy, TokenUses
 from callbridge.services.calllog import (
@@ -49,6 +50,15 @@ from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.services.recording_uploads import AgentUploads, UploadRows
 from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource
 from callbridge.services.retention import PurgeStore, RetentionWorker, purge
+from callbridge.services.transcription import (
+    Heard,
+    Summarizer,
+    TranscriptionUnavailable,
+    TranscriptionWorker,
+    TranscriptRows,
+    WhisperTranscriber,
+    transcribe_recording,
+)
 from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database
 from callbridge.store.desk import DeskRepo
@@ -104,6 +114,14 @@ class _EarlyDeskStore:
             return await DeskRepo(repos).call_ended(pbx, call_id)
 
 
+def summarizer_for(settings: Settings) -> Summarizer | None:
+    """The summary endpoint the user configured, or none (the default)."""
+    if not settings.summary_url:
+        return None
+    key = settings.summary_api_key.get_secret_value() if settings.summary_api_key else ""
+    return Summarizer(settings.summary_url, settings.summary_model, key)
+
+
 class _PurgeStore:
     """The retention purge's reads and writes within one unit of work."""
 
@@ -149,6 +167,7 @@ class Hub:
     fetcher: RecordingFetcher | None = None
     retention: RetentionWorker | None = None
     uploads: AgentUploads | None = None
+    transcription: TranscriptionWorker | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -202,6 +221,17 @@ class Hub:
             # A chunk and its request fit the hub's body limit.
             chunk_bytes=max(64 * 1024, min(1024 * 1024, settings.max_body_bytes - 4096)),
         )
+        if settings.transcribe:
+            hub.transcription = TranscriptionWorker(
+                hub._transcript_rows,
+                hub.storage,
+                WhisperTranscriber(settings.transcribe_model_dir, settings.transcribe_threads),
+                TranscribeRules.parse(
+                    settings.transcribe_numbers, settings.transcribe_directions, settings.transcribe_pbxes
+                ),
+                interval=settings.transcribe_interval_seconds,
+                summarizer=summarizer_for(settings),
+            )
         return hub
 
     # --- recordings ----------------------------------------------------------------------------
@@ -214,6 +244,29 @@ class Hub:
     async def _purge_store(self) -> AsyncIterator[PurgeStore]:
         async with self.db.unit() as repos:
             yield _PurgeStore(repos)
+
+    @asynccontextmanager
+    async def _transcript_rows(self) -> AsyncIterator[TranscriptRows]:
+        async with self.db.unit() as repos:
+            yield repos.transcripts
+
+    async def transcribe_call(self, call_id: int) -> tuple[str, str, Heard | None]:
+        """Transcribe call ``call_id``'s stored recording now, whatever the rules and the opt-in
+        (``callbridge recordings transcribe``); returns (status, reason, heard)."""
+        assert self.storage is not None
+        async with self.db.unit() as repos:
+            found = [r for r in await repos.recordings.for_call(call_id) if r.status is RecordingStatus.READY]
+        if not found:
+            raise TranscriptionUnavailable(f"call {call_id} has no stored recording")
+        transcriber = (
+            self.transcription.transcriber
+            if self.transcription is not None
+            else WhisperTranscriber(self.settings.transcribe_model_dir, self.settings.transcribe_threads)
+        )
+        status, reason, heard = await transcribe_recording(
+            found[0], self.storage, transcriber, self._transcript_rows, summarizer_for(self.settings)
+        )
+        return status.value, reason, heard
 
     async def purge_recordings(self, *, dry_run: bool = False) -> list[PurgeCandidate]:
         """What the retention rules purge now (``callbridge recordings purge``; the daily run)."""
@@ -258,6 +311,8 @@ class Hub:
             self.fetcher.start()
         if self.retention is not None:
             self.retention.start()
+        if self.transcription is not None:
+            self.transcription.start()
 
     def _token_used(self) -> None:
         if self._token_flush is None or self._token_flush.done():
@@ -694,6 +749,8 @@ class Hub:
             await self.fetcher.close()
         if self.retention is not None:
             await self.retention.close()
+        if self.transcription is not None:
+            await self.transcription.close()
         if self._token_flush is not None:
             self._token_flush.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

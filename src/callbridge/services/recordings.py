@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import secrets
+import struct
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -130,8 +131,10 @@ def digest(path: Path) -> Digest:
             rate = w.getframerate()
             if rate > 0:
                 duration = round(w.getnframes() / rate, 3)
-    except (wave.Error, EOFError, OSError):
-        duration = None  # not a PCM WAV (MP3, GSM-in-WAV): the duration stays unknown
+    except (wave.Error, EOFError, OSError, RuntimeError, struct.error):
+        # Not a PCM WAV (MP3, GSM-in-WAV), or a corrupt one (the wave module raises a bare
+        # RuntimeError for a chunk that runs past the end): the duration stays unknown.
+        duration = None
     return Digest(size, sha.hexdigest(), duration)
 
 

@@ -44,6 +44,7 @@ from callbridge.domain.users import User
 from callbridge.services.calllog import CallLink
 from callbridge.store.directory import contact_tags, contacts, decode_cursor, encode_cursor
 from callbridge.store.tables import UtcDateTime, in_list, metadata, now, users
+from callbridge.store.transcripts import transcripts
 
 # The tables one call's record lives in (their planner statistics are refreshed as they grow).
 CALL_LOG_TABLES = ("calls", "call_events", "call_users")
@@ -288,6 +289,12 @@ def _apply_filter(stmt: Select[Any], f: CallFilter) -> Select[Any]:
                 _contact.c.name_folded.contains(folded, autoescape=True),
                 _company.c.name_folded.contains(folded, autoescape=True),
                 calls.c.from_name.contains(f.text, autoescape=True),
+                # Words said in the call: its recording's transcript.
+                calls.c.id.in_(
+                    select(transcripts.c.call_id).where(
+                        transcripts.c.text_folded.contains(folded, autoescape=True)
+                    )
+                ),
             )
         )
     if f.viewer is not None:

@@ -16,6 +16,7 @@ from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.domain.events import Direction, Disposition
 from callbridge.domain.recordings import COMMENT_MAX_CHARS, Comment, mentions
 from callbridge.domain.times import in_zone, validate_time_zone
+from callbridge.domain.transcripts import Transcript
 from callbridge.domain.users import User
 from callbridge.hub import Hub
 from callbridge.services.csv_export import csv_chunks
@@ -96,13 +97,39 @@ class CallOut(BaseModel):
         )
 
 
+class TranscriptSegmentOut(BaseModel):
+    start: float  # seconds from the recording's start
+    end: float
+    text: str
+
+
+class TranscriptOut(BaseModel):
+    status: str  # ready | failed
+    language: str | None
+    text: str
+    segments: list[TranscriptSegmentOut]
+    reason: str | None  # why a failed transcript failed
+    summary: str | None  # from the summary endpoint the user configured, if any
+
+    @classmethod
+    def of(cls, t: Transcript) -> TranscriptOut:
+        return cls(
+            status=t.status.value,
+            language=t.language or None,
+            text=t.text,
+            segments=[TranscriptSegmentOut(start=s.start, end=s.end, text=s.text) for s in t.segments],
+            reason=t.reason or None,
+            summary=t.summary,
+        )
+
+
 class CallDetailOut(CallOut):
     # The list's ``recording`` is the PBX's file name; a call's own page has the hub's recording.
     recording: RecordingOut | None  # type: ignore[assignment]
     # The PBX's name for the recorded file (what the list's ``recording`` holds).
     recording_file: str | None
-    # Transcription is not built yet: always null for now (the field is part of the contract).
-    transcript: dict[str, object] | None
+    # The recording's transcript (made on the hub), or null.
+    transcript: TranscriptOut | None
     events: list[dict[str, object]]
     candidates: list[RefOut]
 
@@ -280,12 +307,13 @@ async def get_call(call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep) 
     match = await _candidates(call, repos, hub.settings.default_region)
     candidates = [RefOut(id=c.id, name=c.display_name) for c in (match.candidates if match else ())]
     recordings = await repos.recordings.for_call(call_id)
+    transcript = await repos.transcripts.for_call(call_id)
     fields = CallOut.of(call).model_dump()
     fields["recording_file"] = fields.pop("recording")
     return CallDetailOut(
         **fields,
         recording=RecordingOut.of(recordings[0]) if recordings else None,
-        transcript=None,
+        transcript=TranscriptOut.of(transcript) if transcript else None,
         events=[_event_dict(e) for e in events],
         candidates=candidates,
     )
@@ -532,6 +560,7 @@ async def call_page(
         "calls/detail.html",
         call=call,
         recordings=[RecordingOut.of(r) for r in recordings],
+        transcript=await repos.transcripts.for_call(call_id),
         comments=await repos.comments.for_call(call_id),
         comment_max=COMMENT_MAX_CHARS,
         events=events,
