@@ -1,8 +1,8 @@
 """Recordings in use: shares (links that play without signing in) and their plays, comments on
 calls, retention rules, and a legal hold on a recording.
 
-Revision ID: 0018
-Revises: 0015
+Revision ID: 0014
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 
 from callbridge.store.tables import UtcDateTime
 
-revision = "0018"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

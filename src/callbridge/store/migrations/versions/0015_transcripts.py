@@ -1,7 +1,7 @@
 """Transcripts: one per recording, made on the hub (faster-whisper), with segment times.
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0015
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 from callbridge.store.tables import UtcDateTime
 
-revision = "0019"
-down_revision = "0018"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

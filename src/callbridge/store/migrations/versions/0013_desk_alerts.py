@@ -1,8 +1,8 @@
 """The live desk's alerts, opt-in per user: a ring sound and a desktop notification for a call
 ringing at the user's phone. Both off for every existing user.
 
-Revision ID: 0012
-Revises: 0008
+Revision ID: 0013
+Revises: 0012
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0016"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -1,6 +1,6 @@
 """Recordings: each recorded file of a call, fetched from the PBX and stored by the hub.
 
-Revision ID: 0015
+Revision ID: 0011
 Revises: 0010
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 
 from callbridge.store.tables import UtcDateTime
 
-revision = "0015"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None

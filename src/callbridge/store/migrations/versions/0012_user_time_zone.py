@@ -2,8 +2,8 @@
 
 Existing users get the empty value: they see times in the hub's zone (CALLBRIDGE_TIME_ZONE).
 
-Revision ID: 0016
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0016"
-down_revision = "0015"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
