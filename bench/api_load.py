@@ -2,13 +2,16 @@
 and GET latency while a large contacts import runs — against a real hub on loopback.
 
 1. a fresh data dir (SQLite), ``callbridge migrate``, an API token for admin (``callbridge token
-   create``), then ``callbridge serve`` (uvicorn, one worker) in a subprocess;
+   create``), ``--calls`` generated calls in the call log (0: an empty log; a quarter of them
+   linked to one of 2,000 contacts), then ``callbridge serve`` (uvicorn, one worker) in a
+   subprocess;
 2. 200 clients (one connection each) ask ``GET /api/v1/calls`` in a loop: p50/p99 and errors;
 3. an import of N generated contacts (``POST /api/v1/contacts/import``) while 8 clients keep
    asking ``GET /api/v1/calls``: p50/p99/max of those GETs and how many were refused (503).
 
 Goal (issue #20): p99 under 500 ms with 200 clients; no 503 during an import.
-Run: .venv/bin/python bench/api_load.py [--requests 4000] [--import-rows 100000]
+Run: .venv/bin/python bench/api_load.py [--requests 4000] [--calls 50000] [--import-rows 100000]
+(``--import-rows 0`` skips the import.)
 A benchmark, not a test: it prints figures, it never fails on them.
 """
 
@@ -23,9 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy import create_engine, insert
+
+from callbridge.store.calls import calls
+from callbridge.store.directory import contacts
 
 GOAL_P99_MS = 500.0
 CLIENTS = 200
@@ -35,6 +43,58 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _seed_calls(data: Path, count: int) -> None:
+    """``count`` ended calls over the last 90 days; every fourth linked to one of 2,000 contacts."""
+    if count <= 0:
+        return
+    engine = create_engine(f"sqlite:///{data / 'callbridge.db'}")
+    now = datetime.now(UTC)
+    people = [
+        {"id": i, "kind": "person", "name": f"Person {i}", "name_folded": f"person {i}", "created_at": now}
+        for i in range(1, 2001)
+    ]
+    rows = []
+    for i in range(count):
+        started = now - timedelta(seconds=90 * 86400 * (count - i) / count)
+        answered = i % 3 != 0
+        contact = 1 + i % 2000 if i % 4 == 0 else None
+        rows.append(
+            {
+                "pbx": "pbx1",
+                "pbx_call_id": f"call-{i}",
+                "direction": ("inbound", "outbound", "internal")[i % 3],
+                "from_number": f"+1415555{i % 10_000:04d}",
+                "to_number": f"{100 + i % 50}",
+                "from_name": f"Caller {i % 997}",
+                "external_number": f"+1415555{i % 10_000:04d}",
+                "disposition": "answered" if answered else "missed",
+                "answered_by_extension": f"{100 + i % 50}" if answered else "",
+                "started_at": started,
+                "answered_at": started + timedelta(seconds=8) if answered else None,
+                "ended_at": started + timedelta(seconds=90),
+                "ring_seconds": 8,
+                "talk_seconds": 82 if answered else 0,
+                "contact_id": contact,
+                "match": "contact" if contact else "none",
+                "updated_at": now,
+            }
+        )
+    with engine.begin() as conn:
+        conn.execute(insert(contacts), people)
+        for start in range(0, count, 5000):
+            conn.execute(insert(calls), rows[start : start + 5000])
+    engine.dispose()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far; NaN where /proc is not."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -96,7 +156,8 @@ async def _during_import(url: str, token: str, rows: int) -> tuple[list[float], 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--import-rows", type=int, default=100_000)
+    parser.add_argument("--calls", type=int, default=0, help="calls in the call log (0: empty)")
+    parser.add_argument("--import-rows", type=int, default=100_000, help="0: no import")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="cb-apiload-"))
     env = {**os.environ, "CALLBRIDGE_DATA_DIR": str(data), "CALLBRIDGE_LOG_LEVEL": "WARNING"}
@@ -105,6 +166,7 @@ def main() -> None:
     token = subprocess.run(
         [*cli, "token", "create", "admin"], env=env, check=True, capture_output=True, text=True
     ).stdout.strip()
+    _seed_calls(data, args.calls)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -117,11 +179,22 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        started, cpu = time.perf_counter(), _cpu_seconds(server.pid)
         latencies, codes = asyncio.run(_load(url, token, args.requests, CLIENTS))
+        took, cpu = time.perf_counter() - started, _cpu_seconds(server.pid) - cpu
         p50, p99 = statistics.median(latencies), _pct(latencies, 0.99)
-        print(f"GET /api/v1/calls, {CLIENTS} clients, {args.requests} requests: codes {codes}")
-        print(f"  p50 {p50:8.1f} ms")
+        rate = len(latencies) / took
+        print(
+            f"GET /api/v1/calls, {CLIENTS} clients, {args.requests} requests, "
+            f"{args.calls} calls in the log: codes {codes}"
+        )
+        print(
+            f"  p50 {p50:8.1f} ms   {rate:6.0f} requests/s   "
+            f"server CPU {cpu * 1000 / len(latencies):.2f} ms per request"
+        )
         print(f"  p99 {p99:8.1f} ms   goal {GOAL_P99_MS:.0f} ms   ratio {p99 / GOAL_P99_MS:.2f}x of goal")
+        if args.import_rows <= 0:
+            return
         during, codes, took = asyncio.run(_during_import(url, token, args.import_rows))
         refused = sum(n for code, n in codes.items() if code >= 500)
         print(
