@@ -97,8 +97,8 @@ class FairGate:
 
     The pool alone is not fair: a connection given back goes to whoever asks next, and under
     load that is usually a request that has just arrived, not one that has waited for seconds.
-    With 200 clients in a loop a few requests waited 5-10 times as long as the median
-    (bench/api_load.py). Behind this gate no request takes a connection ahead of an older one.
+    With 200 clients in a loop the slowest requests (p99) waited 3-4 times as long as the
+    median (bench/api_load.py). Behind this gate no request takes a connection ahead of an older one.
     ``asyncio.Semaphore`` serves its waiters first in, first out (Python 3.11.1+); one is made
     per event loop (tests run the same hub in several)."""
 
