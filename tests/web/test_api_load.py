@@ -22,17 +22,21 @@ async def _settle() -> None:
 async def test_a_request_waiting_for_a_connection_is_not_overtaken_by_a_newcomer(hub: Hub) -> None:
     db = hub.db
     pool_size, max_overflow = SQLITE_POOL if db.is_sqlite else POSTGRES_POOL
+    capacity = pool_size + max_overflow
     order: list[str] = []
-    release = asyncio.Event()
+    entered: set[str] = set()
+    ready: list[int] = []
     newcomers: list[asyncio.Task[None]] = []
 
-    async def hold() -> None:
+    async def hold(release: asyncio.Event) -> None:
         async with db.request_unit() as repos:
             await repos.users.get_by_name("admin")  # a connection is taken
+            ready.append(1)
             await release.wait()
 
     async def take(name: str) -> None:
         async with db.request_unit() as repos:
+            entered.add(name)
             await repos.users.get_by_name("admin")
             order.append(name)
 
@@ -41,14 +45,28 @@ async def test_a_request_waiting_for_a_connection_is_not_overtaken_by_a_newcomer
         if not newcomers:
             newcomers.append(asyncio.get_running_loop().create_task(take("newcomer")))
 
-    holders = [asyncio.create_task(hold()) for _ in range(pool_size + max_overflow)]
-    await _settle()
+    releases = [asyncio.Event() for _ in range(capacity)]  # every connection of the pool
+    holders = [asyncio.create_task(hold(release)) for release in releases]
+    for _ in range(500):
+        if len(ready) >= min(capacity, db.request_gate.size):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
     waiter = asyncio.create_task(take("waited"))
     await _settle()
-    assert order == []  # every connection is taken: it waits
+    assert order == []  # every place is taken: it waits
     event.listen(db.engine.sync_engine, "checkin", newcomer_arrives)
     try:
-        release.set()
+        # Give places back one at a time until the waiter has one; then let it finish.
+        for release, holder in zip(releases, holders, strict=True):
+            release.set()
+            await holder
+            await _settle()
+            if "waited" in entered:
+                break
+        await asyncio.wait({waiter}, timeout=3)
+        for release in releases:
+            release.set()
         await asyncio.wait_for(asyncio.gather(*holders, waiter), 10)
         await asyncio.wait_for(asyncio.gather(*newcomers), 10)
     finally:
