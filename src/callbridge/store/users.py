@@ -140,26 +140,34 @@ class SqlTokenStore:
         return _token(result.one())
 
     async def find(self, token_hash: str) -> tuple[ApiToken, StoredUser] | None:
+        """The token and its user, in one statement (it runs on every API request)."""
         query = (
-            select(api_tokens, users)
+            select(
+                api_tokens.c.id.label("token_id"),
+                api_tokens.c.user_id,
+                api_tokens.c.name.label("token_name"),
+                api_tokens.c.prefix,
+                api_tokens.c.created_at.label("token_created_at"),
+                api_tokens.c.last_used_at,
+                api_tokens.c.revoked_at,
+                users,
+            )
             .join(users, users.c.id == api_tokens.c.user_id)
             .where(api_tokens.c.token_hash == token_hash)
         )
         row = (await self.session.execute(query)).first()
         if row is None:
             return None
-        mapping = row._mapping
         token = ApiToken(
-            id=mapping[api_tokens.c.id],
-            user_id=mapping[api_tokens.c.user_id],
-            name=mapping[api_tokens.c.name],
-            prefix=mapping[api_tokens.c.prefix],
-            created_at=mapping[api_tokens.c.created_at],
-            last_used_at=mapping[api_tokens.c.last_used_at],
-            revoked_at=mapping[api_tokens.c.revoked_at],
+            id=row.token_id,
+            user_id=row.user_id,
+            name=row.token_name,
+            prefix=row.prefix,
+            created_at=row.token_created_at,
+            last_used_at=row.last_used_at,
+            revoked_at=row.revoked_at,
         )
-        user = await SqlUserStore(self.session).get(token.user_id)
-        return (token, user) if user else None
+        return token, _stored(row)
 
     async def for_user(self, user_id: int) -> list[ApiToken]:
         query = select(api_tokens).where(api_tokens.c.user_id == user_id).order_by(api_tokens.c.id)

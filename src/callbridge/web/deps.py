@@ -25,20 +25,27 @@ def get_hub(request: Request) -> Hub:
     return hub
 
 
+# Dependencies are ``async def`` even when they never wait: FastAPI runs a plain ``def``
+# dependency in a worker thread, a thread hop (and a GIL handoff) per dependency per request.
+async def hub_dep(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
 async def get_repos(request: Request) -> AsyncIterator[Repos]:
     """The request's unit of work. It commits when the route function returns, before the answer
     is sent (``scope="function"``): a commit the database refuses raises ``StoreUnavailable``,
     answered 503 with Retry-After, so a client never gets a 2xx for a change that was not stored.
     (With the default scope FastAPI sends the answer first and commits after.)"""
-    async with get_hub(request).db.unit() as repos:
+    async with get_hub(request).db.request_unit() as repos:
         yield repos
 
 
 RepoDep = Annotated[Repos, Depends(get_repos, scope="function")]
-HubDep = Annotated[Hub, Depends(get_hub)]
+HubDep = Annotated[Hub, Depends(hub_dep)]
 
 
-def get_accounts(hub: HubDep, repos: RepoDep) -> Accounts:
+async def get_accounts(hub: HubDep, repos: RepoDep) -> Accounts:
     return hub.accounts(repos)
 
 

@@ -164,7 +164,7 @@ _Q = Annotated[str | None, Query(max_length=200)]
 _E = TypeVar("_E", Direction, Disposition)
 
 
-def call_params(
+async def call_params(  # async: no worker thread (see web/deps.py)
     since: _Q = None,
     until: _Q = None,
     direction: _Q = None,
