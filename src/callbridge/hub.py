@@ -634,7 +634,7 @@ class Hub:
         # An Asterisk served by an agent beside it has no link from the hub.
         return record.enabled and not (record.kind is PbxKind.ASTERISK and record.config.get("agent"))
 
-    async def start_link(self, record: PbxRecord) -> None:
+    async def start_link(self, record: PbxRecord, secrets: Mapping[str, str] | None = None) -> None:
         if not self.runs_embedded_link(record):
             if (
                 record.enabled
@@ -652,7 +652,7 @@ class Hub:
             # Several workers may serve: only the holder of the PBX's lease runs its link.
             self._lease_keeper().watch(record.name)
             return
-        await self._run_link(record)
+        await self._run_link(record, secrets)
 
     async def _run_link_named(self, name: str) -> None:
         async with self.db.unit() as repos:
@@ -682,9 +682,10 @@ class Hub:
         if self.commands is not None and self.settings.redis_url and not self._background:
             self._background.append(asyncio.create_task(self.commands.run(), name="pbx-commands"))
 
-    async def _run_link(self, record: PbxRecord) -> None:
-        async with self.db.unit() as repos:
-            secrets = await repos.pbxes.secrets(record.name)
+    async def _run_link(self, record: PbxRecord, secrets: Mapping[str, str] | None = None) -> None:
+        if secrets is None:
+            async with self.db.unit() as repos:
+                secrets = await repos.pbxes.secrets(record.name)
         self.supervisor().start(record, secrets)
         if record.kind is PbxKind.YEASTAR:
             self.webhook_keys[record.webhook_key] = record.name
@@ -701,9 +702,13 @@ class Hub:
         """Bring this process's links in line with the PBX table: start new and re-enabled PBXs,
         restart edited ones, stop disabled and removed ones."""
         async with self._refreshing:
+            # Settings, secrets and fingerprints from one read: a link is never built from a
+            # record and secrets of two different moments (an edit committed in between).
             async with self.db.unit() as repos:
-                records = {r.name: r for r in await repos.pbxes.all()}
-                prints = await repos.pbxes.fingerprints()
+                found = await repos.pbxes.links()
+            records = {record.name: record for record, _, _ in found}
+            secrets = {record.name: values for record, values, _ in found}
+            prints = {record.name: digest for record, _, digest in found}
             for name in [n for n in self._known_pbxes if n not in records]:
                 del self._known_pbxes[name]
                 await self.stop_link(name, "its PBX was removed")
@@ -716,7 +721,7 @@ class Hub:
                     await self.stop_link(name, why)
                 self._known_pbxes[name] = prints.get(name, "")
                 try:
-                    await self.start_link(record)
+                    await self.start_link(record, secrets[name])
                 except Exception:
                     log.exception("could not start the link to PBX %s", name)
 

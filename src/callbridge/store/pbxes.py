@@ -94,20 +94,17 @@ class SqlPbxStore:
             update(pbxes).where(pbxes.c.name == name).values(secrets=self.box.encrypt(values))
         )
 
-    async def fingerprints(self) -> dict[str, str]:
-        """A digest per PBX of what its link is built from (kind, settings, secrets, enabled), so a
-        running hub sees a PBX edited by another process and restarts its link."""
-        rows = (
-            await self.session.execute(
-                select(pbxes.c.name, pbxes.c.kind, pbxes.c.config, pbxes.c.secrets, pbxes.c.enabled)
-            )
-        ).all()
-        out: dict[str, str] = {}
+    async def links(self) -> list[tuple[PbxRecord, dict[str, str], str]]:
+        """Every PBX with its secrets and a digest of what its link is built from (kind,
+        settings, secrets, enabled), all from one SELECT, so a running hub builds a link and
+        remembers its digest from the same moment, and sees a PBX edited by another process."""
+        rows = (await self.session.execute(select(pbxes).order_by(pbxes.c.name))).all()
+        out: list[tuple[PbxRecord, dict[str, str], str]] = []
         for row in rows:
             digest = hashlib.sha256()
             for part in (row.kind, repr(sorted((row.config or {}).items())), row.secrets, row.enabled):
                 digest.update(str(part).encode() + b"\0")
-            out[row.name] = digest.hexdigest()
+            out.append((_record(row), self.box.decrypt(row.secrets), digest.hexdigest()))
         return out
 
     async def remove(self, name: str) -> None:
