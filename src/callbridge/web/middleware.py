@@ -193,18 +193,7 @@ class BodyLimit:
 
     @staticmethod
     async def _reject(send: Send, status: int, code: str, message: str) -> None:
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, status, code, message)
 
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
@@ -290,18 +279,15 @@ class BodyTimeout:
 
 
 async def _answer_timeout(send: Send) -> None:
-    body = json.dumps(
-        {"error": {"code": "request_timeout", "message": "the request body took too long to arrive"}}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 408,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),  # the rest of the body is not worth waiting for
-            ],
-        }
-    )
+    # connection: close — the rest of the body is not worth waiting for.
+    await send_error(send, 408, "request_timeout", "the request body took too long to arrive", close=True)
+
+
+async def send_error(send: Send, status: int, code: str, message: str, *, close: bool = False) -> None:
+    """An ``{"error": …}`` answer sent by a middleware, ahead of the app's own error handlers."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
