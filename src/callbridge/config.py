@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from callbridge.domain.errors import InvalidInput
 from callbridge.domain.numbers import is_known_region
+from callbridge.domain.recordings import parse_recordings_url
 from callbridge.domain.times import time_zones, validate_time_zone
 
 
@@ -90,6 +91,21 @@ class Settings(BaseSettings):
     retention_first_purge_seconds: float = Field(
         default=300.0, ge=0, description="Time after start before the first retention purge."
     )
+    recordings_url: str = Field(
+        default="",
+        description="Where recordings are stored. Empty: under the data dir; s3://bucket/prefix: "
+        "an S3-compatible store.",
+    )
+    recordings_s3_endpoint: str = Field(
+        default="", description="The S3-compatible server's URL (MinIO, Ceph, …); empty: AWS."
+    )
+    recordings_s3_region: str = Field(default="", description="The S3 region; empty: the server's default.")
+    recordings_s3_access_key: str = Field(
+        default="", description="S3 access key id; empty: boto3's usual sources (environment, profile, role)."
+    )
+    recordings_s3_secret_key: SecretStr | None = Field(
+        default=None, description="S3 secret access key (never logged)."
+    )
     pbx_watch_seconds: float = Field(
         default=5.0,
         description="How often to look for PBXs added, edited, disabled or removed by another process.",
@@ -103,6 +119,15 @@ class Settings(BaseSettings):
         if not is_known_region(value):
             raise ValueError(f"unknown region {value!r}; use an ISO 3166 code like US or DE")
         return value.upper()
+
+    @field_validator("recordings_url")
+    @classmethod
+    def _recordings_url(cls, value: str) -> str:
+        try:
+            parse_recordings_url(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+        return value.strip()
 
     @field_validator("time_zone")
     @classmethod
