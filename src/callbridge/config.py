@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -105,6 +106,10 @@ class Settings(BaseSettings):
     )
     recordings_s3_secret_key: SecretStr | None = Field(
         default=None, description="S3 secret access key (never logged)."
+    )
+    recordings_transcode: Literal["", "opus", "mp3"] = Field(
+        default="",
+        description="Transcode fetched recordings to opus or mp3 with ffmpeg; empty: store as fetched.",
     )
     pbx_watch_seconds: float = Field(
         default=5.0,

@@ -23,6 +23,7 @@ from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import PurgeCandidate, parse_recordings_url
 from callbridge.media.s3 import S3Storage
 from callbridge.media.storage import LocalStorage
+from callbridge.media.transcode import Transcoder
 from callbridge.services.accounts import Accounts, LoginPolicy, TokenUses
 from callbridge.services.calllog import (
     CALL_TOPIC,
@@ -187,7 +188,10 @@ class Hub:
         )
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         hub.storage = make_storage(settings)
-        hub.fetcher = RecordingFetcher(hub._recording_rows, hub.storage, hub.recording_source)
+        transcode = Transcoder(settings.recordings_transcode) if settings.recordings_transcode else None
+        hub.fetcher = RecordingFetcher(
+            hub._recording_rows, hub.storage, hub.recording_source, transcode=transcode
+        )
         hub.retention = RetentionWorker(
             hub._purge_store,
             hub.storage,
