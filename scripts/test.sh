@@ -16,6 +16,7 @@ PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || tr
 [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] || need_apt+=(postgresql)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)  # speech for the transcription tests
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages: ${need_apt[*]}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -22,6 +23,7 @@ from pydantic_settings import (
 
 from callbridge.domain.errors import InvalidInput
 from callbridge.domain.numbers import is_known_region
+from callbridge.domain.recordings import parse_recordings_url
 from callbridge.domain.times import time_zones, validate_time_zone
 
 
@@ -119,6 +121,25 @@ class Settings(BaseSettings):
         default=None, description="Bearer key for the summary endpoint."
     )
     transcribe_threads: int = Field(default=2, ge=1, le=64, description="CPU threads for transcription.")
+    recordings_url: str = Field(
+        default="",
+        description="Where recordings are stored. Empty: under the data dir; s3://bucket/prefix: "
+        "an S3-compatible store.",
+    )
+    recordings_s3_endpoint: str = Field(
+        default="", description="The S3-compatible server's URL (MinIO, Ceph, …); empty: AWS."
+    )
+    recordings_s3_region: str = Field(default="", description="The S3 region; empty: the server's default.")
+    recordings_s3_access_key: str = Field(
+        default="", description="S3 access key id; empty: boto3's usual sources (environment, profile, role)."
+    )
+    recordings_s3_secret_key: SecretStr | None = Field(
+        default=None, description="S3 secret access key (never logged)."
+    )
+    recordings_transcode: Literal["", "opus", "mp3"] = Field(
+        default="",
+        description="Transcode fetched recordings to opus or mp3 with ffmpeg; empty: store as fetched.",
+    )
     pbx_watch_seconds: float = Field(
         default=5.0,
         description="How often to look for PBXs added, edited, disabled or removed by another process.",
@@ -149,6 +170,15 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("the summary endpoint must be an http:// or https:// URL")
         return value
+
+    @field_validator("recordings_url")
+    @classmethod
+    def _recordings_url(cls, value: str) -> str:
+        try:
+            parse_recordings_url(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+        return value.strip()
 
     @field_validator("time_zone")
     @classmethod

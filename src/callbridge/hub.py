@@ -20,9 +20,11 @@ from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
 from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged, RecordingAvailable
 from callbridge.domain.pbx import PbxKind, PbxRecord
-from callbridge.domain.recordings import PurgeCandidate, RecordingStatus
+from callbridge.domain.recordings import PurgeCandidate, RecordingStatus, parse_recordings_url
 from callbridge.domain.transcripts import TranscribeRules
+from callbridge.media.s3 import S3Storage
 from callbridge.media.storage import LocalStorage
+from callbridge.media.transcode import Transcoder
 from callbridge.services.accounts import Accounts, LoginPolicy, TokenUses
 from callbridge.services.calllog import (
     CALL_TOPIC,
@@ -48,7 +50,7 @@ from callbridge.services.live import (
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.services.recording_uploads import AgentUploads, UploadRows
-from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource
+from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource, RecordingStorage
 from callbridge.services.retention import PurgeStore, RetentionWorker, purge
 from callbridge.services.transcription import (
     Heard,
@@ -163,7 +165,7 @@ class Hub:
     token_uses: TokenUses = field(default_factory=TokenUses)
     _token_flush: asyncio.Task[None] | None = None
     # Recordings: where their bytes are stored, and the worker that fetches them from the PBXs.
-    storage: LocalStorage | None = None
+    storage: RecordingStorage | None = None
     fetcher: RecordingFetcher | None = None
     retention: RetentionWorker | None = None
     uploads: AgentUploads | None = None
@@ -206,8 +208,11 @@ class Hub:
             region=settings.default_region,
         )
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
-        hub.storage = LocalStorage(settings.data_dir / "recordings")
-        hub.fetcher = RecordingFetcher(hub._recording_rows, hub.storage, hub.recording_source)
+        hub.storage = make_storage(settings)
+        transcode = Transcoder(settings.recordings_transcode) if settings.recordings_transcode else None
+        hub.fetcher = RecordingFetcher(
+            hub._recording_rows, hub.storage, hub.recording_source, transcode=transcode
+        )
         hub.retention = RetentionWorker(
             hub._purge_store,
             hub.storage,
@@ -756,6 +761,8 @@ class Hub:
             await self.retention.close()
         if self.transcription is not None:
             await self.transcription.close()
+        if isinstance(self.storage, S3Storage):
+            await self.storage.close()
         if self._token_flush is not None:
             self._token_flush.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -803,6 +810,24 @@ class Hub:
 
 def _seconds(value: int) -> timedelta:
     return timedelta(seconds=value)
+
+
+def make_storage(settings: Settings) -> RecordingStorage:
+    """Where recordings are stored: files under the data dir, or the S3-compatible store that
+    ``CALLBRIDGE_RECORDINGS_URL`` names."""
+    local = settings.data_dir / "recordings"
+    location = parse_recordings_url(settings.recordings_url)
+    if location is None:
+        return LocalStorage(local)
+    secret = settings.recordings_s3_secret_key
+    return S3Storage(
+        location,
+        local / ".incoming",
+        endpoint_url=settings.recordings_s3_endpoint or None,
+        region=settings.recordings_s3_region or None,
+        access_key=settings.recordings_s3_access_key or None,
+        secret_key=secret.get_secret_value() if secret else None,
+    )
 
 
 def _make_bus(settings: Settings) -> Bus:

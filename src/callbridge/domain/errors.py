@@ -80,3 +80,10 @@ class StoreUnavailable(CallbridgeError):
     nothing of it was kept, and the caller may try again."""
 
     code = "database_unavailable"
+
+
+class StorageUnavailable(CallbridgeError):
+    """The recordings' store (an S3-compatible server) could not be reached or refused a request:
+    nothing was stored or read, and the caller may try again."""
+
+    code = "storage_unavailable"

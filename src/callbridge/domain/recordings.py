@@ -12,8 +12,9 @@ import enum
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
-from callbridge.domain.errors import CallbridgeError
+from callbridge.domain.errors import CallbridgeError, InvalidInput
 
 
 class RecordingStatus(enum.StrEnum):
@@ -244,3 +245,25 @@ class UploadTooLarge(CallbridgeError):
     """A recording over the hub's size cap (HTTP 413)."""
 
     code = "recording_too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    bucket: str
+    prefix: str  # "" or "some/prefix" (no leading or trailing slash)
+
+
+def parse_recordings_url(url: str) -> S3Location | None:
+    """``""`` → ``None`` (files under the data dir); ``s3://bucket/prefix`` → its location."""
+    url = url.strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise InvalidInput("the recordings URL must be empty or s3://bucket/prefix")
+    if "@" in parts.netloc or ":" in parts.netloc:
+        raise InvalidInput("the recordings URL names a bucket only; the keys are separate settings")
+    prefix = parts.path.strip("/")
+    if prefix and any(p in ("", ".", "..") for p in prefix.split("/")):
+        raise InvalidInput("the recordings URL's prefix must be plain path segments")
+    return S3Location(parts.netloc, prefix)

@@ -93,6 +93,10 @@ class RecordingRows(Protocol):
     async def release(self, recording_id: int, reason: str, next_attempt_at: datetime) -> None: ...
 
 
+# Optional transcoding (``media/transcode.py``): ``(fetched file, its name)`` → the converted file
+# next to it, or ``None`` to store the file as fetched.
+Transcode = Callable[[Path, str], Awaitable["Path | None"]]
+
 # A unit of work over the recordings' rows (commits when the block ends without an error).
 Units = Callable[[], AbstractAsyncContextManager[RecordingRows]]
 # The source for a PBX's recordings, or why there is none (shown as the pending reason).
@@ -159,8 +163,10 @@ class RecordingFetcher(BackgroundWorker):
         source_for: SourceFor,
         policy: FetchPolicy | None = None,
         clock: Callable[[], datetime] | None = None,
+        transcode: Transcode | None = None,
     ) -> None:
         self._units = units
+        self.transcode = transcode
         self._storage = storage
         self._source_for = source_for
         self.policy = policy or FetchPolicy()
@@ -220,6 +226,7 @@ class RecordingFetcher(BackgroundWorker):
             return
         self._storage.scratch.mkdir(parents=True, exist_ok=True)
         part = self._storage.scratch / f"{recording.id}-{secrets.token_hex(6)}.part"
+        converted: Path | None = None
         try:
             try:
                 async with asyncio.timeout(self.policy.fetch_timeout):
@@ -227,8 +234,17 @@ class RecordingFetcher(BackgroundWorker):
                 found = await asyncio.to_thread(digest, part)
                 if found.size == 0:
                     raise RecordingNotReady("the phone system sent an empty file")
-                key = storage_key(recording, name or recording.reference)
-                await self._storage.put(key, part)
+                name = name or recording.reference
+                stored, size = part, found.size
+                if self.transcode is not None:
+                    # The row keeps the original's checksum and duration; the stored file's
+                    # size and type (by its extension) are what is served.
+                    converted = await self.transcode(part, name)
+                    if converted is not None:
+                        stored, name = converted, converted.name
+                        size = (await asyncio.to_thread(converted.stat)).st_size
+                key = storage_key(recording, name)
+                await self._storage.put(key, stored)
             except RecordingUnavailable as exc:
                 await self._failed(recording, exc.message)
                 return
@@ -250,9 +266,9 @@ class RecordingFetcher(BackgroundWorker):
                 await rows.mark_ready(
                     recording.id,
                     storage_key=key,
-                    size_bytes=found.size,
+                    size_bytes=size,
                     sha256=found.sha256,
-                    content_type=content_type_for(name or recording.reference),
+                    content_type=content_type_for(name),
                     duration_seconds=found.duration_seconds,
                 )
             log.info(
@@ -260,10 +276,12 @@ class RecordingFetcher(BackgroundWorker):
                 recording.id,
                 recording.call_id,
                 recording.pbx,
-                found.size,
+                size,
             )
         finally:
             part.unlink(missing_ok=True)
+            if converted is not None:
+                converted.unlink(missing_ok=True)
 
     async def _retry(self, recording: Recording, reason: str) -> None:
         attempts = recording.attempts + 1

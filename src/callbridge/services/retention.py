@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Protocol
 
+from callbridge.domain.errors import StorageUnavailable
 from callbridge.domain.recordings import PurgeCandidate, RetentionRule
 from callbridge.services.background import BackgroundWorker
 
@@ -74,7 +75,7 @@ async def purge(
                 try:
                     if found.storage_key:
                         await storage.delete(found.storage_key)
-                except OSError as exc:
+                except (OSError, StorageUnavailable) as exc:
                     log.warning(
                         "recording %s of call %s: marked purged but its file %s could not be deleted (%s)",
                         found.recording_id,

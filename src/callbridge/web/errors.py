@@ -39,6 +39,7 @@ STATUS: dict[type[errors.CallbridgeError], int] = {
     errors.Conflict: 409,
     errors.RateLimited: 429,
     errors.StoreUnavailable: 503,
+    errors.StorageUnavailable: 503,
     errors.PbxRejected: 422,
     errors.PbxTimeout: 504,
     errors.PbxUnavailable: 503,
@@ -171,7 +172,7 @@ def install(app: FastAPI) -> None:
         headers = None
         if isinstance(exc, errors.RateLimited):
             headers = {"Retry-After": retry_after(exc)}
-        if isinstance(exc, errors.StoreUnavailable):
+        if isinstance(exc, errors.StoreUnavailable | errors.StorageUnavailable):
             headers = {"Retry-After": "1"}  # nothing was stored: the client sends it again
         if isinstance(exc, RangeNotSatisfiable):
             headers = {"Content-Range": f"bytes */{exc.size}", "Accept-Ranges": "bytes"}

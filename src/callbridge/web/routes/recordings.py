@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -89,6 +90,28 @@ async def recording_audio(
     return await _audio(recording, hub.storage, range_header, private=True)
 
 
+async def _started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Read the first chunk before the answer starts, so that a store that cannot be read (an
+    S3 server down, an object gone) is a clear error answer rather than a cut-off body."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    return rest()
+
+
 async def _audio(
     recording: Recording, storage: RecordingStorage | None, range_header: str | None, *, private: bool
 ) -> Response:
@@ -106,12 +129,13 @@ async def _audio(
     media_type = recording.content_type or "application/octet-stream"
     if span is None:
         headers["content-length"] = str(size)
-        return StreamingResponse(storage.open(recording.storage_key), media_type=media_type, headers=headers)
+        body = await _started(storage.open(recording.storage_key))
+        return StreamingResponse(body, media_type=media_type, headers=headers)
     first, last = span
     headers["content-range"] = f"bytes {first}-{last}/{size}"
     headers["content-length"] = str(last - first + 1)
     return StreamingResponse(
-        storage.read_range(recording.storage_key, first, last),
+        await _started(storage.read_range(recording.storage_key, first, last)),
         status_code=206,
         media_type=media_type,
         headers=headers,
