@@ -159,7 +159,7 @@ def serve(
         proxy_headers=False,
         # Live messages are small JSON: compressing each one costs more CPU than it saves bytes.
         ws_per_message_deflate=False,
-        **uvicorn_options(cfg),
+        **uvicorn_options(cfg, workers=workers),
     )
 
 

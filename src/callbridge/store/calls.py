@@ -111,7 +111,10 @@ class Ref:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not ``frozen``: a frozen dataclass sets each of its 24 fields through ``object.__setattr__``,
+# which made building a page of 50 views cost more than reading them from the database. Nothing
+# changes a view once read; treat it as read-only.
+@dataclass(slots=True)
 class CallView:
     id: int
     pbx: str
@@ -171,32 +174,46 @@ _answered = users.alias("answered_user")
 _made = users.alias("made_user")
 
 
+# The enums by value: a dict lookup, where ``Direction(value)`` runs the Enum machinery (four
+# per call, 200 per page).
+_DIRECTIONS = {d.value: d for d in Direction}
+_DISPOSITIONS = {d.value: d for d in Disposition}
+_SIDES = {s.value: s for s in HangupSide}
+_MATCHES = {m.value: m for m in MatchKind}
+
+
 def _view(row: Any) -> CallView:
+    # By the row's mapping: a name looked up on a Row costs about three times as much, and a
+    # page of the call log reads some 1,500 of them.
+    m = row._mapping
+    contact_id, company_id = m["contact_id"], m["company_id"]
+    contact_name, company_name = m["contact_name"], m["company_name"]
+    direction, disposition = m["direction"], m["disposition"]
     return CallView(
-        id=row.id,
-        pbx=row.pbx,
-        pbx_call_id=row.pbx_call_id,
-        direction=Direction(row.direction) if row.direction else None,
-        from_number=row.from_number,
-        to_number=row.to_number,
-        from_name=row.from_name,
-        external_number=row.external_number,
-        disposition=Disposition(row.disposition) if row.disposition else None,
-        hangup_side=HangupSide(row.hangup_side),
-        answered_by_extension=row.answered_by_extension,
-        answered_by_user=row.answered_user_name or "",
-        started_at=row.started_at,
-        answered_at=row.answered_at,
-        ended_at=row.ended_at,
-        ring_seconds=row.ring_seconds,
-        talk_seconds=row.talk_seconds,
-        contact=Ref(row.contact_id, row.contact_name) if row.contact_id and row.contact_name else None,
-        company=Ref(row.company_id, row.company_name) if row.company_id and row.company_name else None,
-        match=MatchKind(row.match),
-        transferred_to=row.transferred_to,
-        recording=row.recording,
-        placed_by_extension=row.placed_by_extension,
-        placed_by_user=row.made_user_name or "",
+        id=m["id"],
+        pbx=m["pbx"],
+        pbx_call_id=m["pbx_call_id"],
+        direction=_DIRECTIONS[direction] if direction else None,
+        from_number=m["from_number"],
+        to_number=m["to_number"],
+        from_name=m["from_name"],
+        external_number=m["external_number"],
+        disposition=_DISPOSITIONS[disposition] if disposition else None,
+        hangup_side=_SIDES[m["hangup_side"]],
+        answered_by_extension=m["answered_by_extension"],
+        answered_by_user=m["answered_user_name"] or "",
+        started_at=m["started_at"],
+        answered_at=m["answered_at"],
+        ended_at=m["ended_at"],
+        ring_seconds=m["ring_seconds"],
+        talk_seconds=m["talk_seconds"],
+        contact=Ref(contact_id, contact_name) if contact_id and contact_name else None,
+        company=Ref(company_id, company_name) if company_id and company_name else None,
+        match=_MATCHES[m["match"]],
+        transferred_to=m["transferred_to"],
+        recording=m["recording"],
+        placed_by_extension=m["placed_by_extension"],
+        placed_by_user=m["made_user_name"] or "",
     )
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time
 from typing import Annotated, TypeVar
 from urllib.parse import urlencode
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -69,32 +70,39 @@ class CallOut(BaseModel):
 
     @classmethod
     def of(cls, c: CallView) -> CallOut:
-        return cls(
-            id=c.id,
-            pbx=c.pbx,
-            pbx_call_id=c.pbx_call_id,
-            direction=c.direction,
-            from_number=c.from_number,
-            to_number=c.to_number,
-            from_name=c.from_name,
-            external_number=c.external_number,
-            disposition=c.disposition,
-            hangup_side=c.hangup_side.value,
-            answered_by_extension=c.answered_by_extension or None,
-            answered_by_user=c.answered_by_user or None,
-            placed_by_extension=c.placed_by_extension or None,
-            placed_by_user=c.placed_by_user or None,
-            started_at=c.started_at,
-            answered_at=c.answered_at,
-            ended_at=c.ended_at,
-            ring_seconds=c.ring_seconds,
-            talk_seconds=c.talk_seconds,
-            contact=RefOut(id=c.contact.id, name=c.contact.name) if c.contact else None,
-            company=RefOut(id=c.company.id, name=c.company.name) if c.company else None,
-            match=c.match.value,
-            transferred_to=c.transferred_to or None,
-            recording=c.recording or None,
-        )
+        return cls(**plain_call(c))
+
+
+def plain_call(c: CallView) -> dict[str, object]:
+    """A call as :class:`CallOut`'s fields, in plain values: what the list serialises straight to
+    JSON (``tests/web/test_calls_api.py`` checks that both give the same document)."""
+    contact, company = c.contact, c.company
+    return {
+        "id": c.id,
+        "pbx": c.pbx,
+        "pbx_call_id": c.pbx_call_id,
+        "direction": c.direction.value if c.direction else None,
+        "from_number": c.from_number,
+        "to_number": c.to_number,
+        "from_name": c.from_name,
+        "external_number": c.external_number,
+        "disposition": c.disposition.value if c.disposition else None,
+        "hangup_side": c.hangup_side.value,
+        "answered_by_extension": c.answered_by_extension or None,
+        "answered_by_user": c.answered_by_user or None,
+        "placed_by_extension": c.placed_by_extension or None,
+        "placed_by_user": c.placed_by_user or None,
+        "started_at": c.started_at,
+        "answered_at": c.answered_at,
+        "ended_at": c.ended_at,
+        "ring_seconds": c.ring_seconds,
+        "talk_seconds": c.talk_seconds,
+        "contact": {"id": contact.id, "name": contact.name} if contact else None,
+        "company": {"id": company.id, "name": company.name} if company else None,
+        "match": c.match.value,
+        "transferred_to": c.transferred_to or None,
+        "recording": c.recording or None,
+    }
 
 
 class TranscriptSegmentOut(BaseModel):
@@ -261,7 +269,7 @@ Cursor = Annotated[str | None, Query(max_length=200)]
 # -- JSON API ----------------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/calls")
+@router.get("/api/v1/calls", response_model=Page[CallOut])
 async def list_calls(
     params: ParamsDep,
     user: CurrentUser,
@@ -269,12 +277,15 @@ async def list_calls(
     hub: HubDep,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> Page[CallOut]:
+) -> Response:
     """Calls, newest first. Filters: since, until (dates or ISO times), direction, disposition,
     user (name), contact_id, company_id (all its people), tag, has_recording, q (number or name)."""
     f = await build_filter(params, user, repos, hub.settings.default_region)
     items, next_cursor = await repos.calls.search(f, limit, cursor)
-    return Page(items=[CallOut.of(c) for c in items], next=next_cursor)
+    # The busiest read of the API: serialised straight from the views (the documented schema is
+    # ``Page[CallOut]``; building and checking 50 models per page cost more than the query).
+    body = {"items": [plain_call(c) for c in items], "next": next_cursor}
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 async def _visible_call(call_id: Id, user: User, repos: Repos) -> CallView:
