@@ -240,6 +240,36 @@ class Uploader:
         _expect(answer, 204)
 
 
+def delete_copy(directory: DirectoryRecordings, reference: str) -> dict[str, str]:
+    """The hub purged a recording this agent uploaded: delete the PBX's copy, only when it is a
+    file inside the recordings directory. ``{"result": "deleted"|"not_found"|"refused",
+    "detail"}``."""
+    if not reference or "\x00" in reference:
+        return {"result": "refused", "detail": "no file name"}
+    try:
+        path = directory.locate(reference)
+    except RecordingUnavailable as exc:
+        return {"result": "refused", "detail": exc.message}
+    except (OSError, RuntimeError, ValueError):  # a symbolic link loop, a name too long
+        return {"result": "refused", "detail": "the file name cannot be resolved"}
+    if path == directory.root.resolve():
+        return {"result": "refused", "detail": "the recordings directory itself is not deleted"}
+    try:
+        if not path.exists():
+            return {"result": "not_found", "detail": f"no file {path.name} in the recordings directory"}
+        if not path.is_file():
+            return {"result": "refused", "detail": f"{path.name} is not a regular file"}
+        path.unlink()
+    except FileNotFoundError:
+        return {"result": "not_found", "detail": f"no file {path.name} in the recordings directory"}
+    except PermissionError:
+        return {"result": "refused", "detail": f"the agent may not delete {path.name} (permissions)"}
+    except OSError as exc:
+        return {"result": "refused", "detail": f"{path.name} could not be deleted ({type(exc).__name__})"}
+    log.info("recording %s deleted: the hub purged it", path.name)
+    return {"result": "deleted", "detail": path.name}
+
+
 def _sha256(path: Path) -> str:
     sha = hashlib.sha256()
     with path.open("rb") as handle:
