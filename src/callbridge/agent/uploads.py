@@ -29,7 +29,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -180,8 +180,7 @@ class Uploader:
         bad = 0
         with path.open("rb") as handle:
             while offset < size:
-                await asyncio.to_thread(handle.seek, offset)
-                data = await asyncio.to_thread(handle.read, min(chunk, size - offset))
+                data = await asyncio.to_thread(_read_at, handle, offset, min(chunk, size - offset))
                 if not data:
                     raise _Later("the file became shorter while it was sent")
                 sent = await self._put(client, recording_id, offset, data, query)
@@ -219,12 +218,13 @@ class Uploader:
     ) -> httpx.Response:
         """Send one chunk (a seam for tests that corrupt a chunk on its way)."""
         self.sent_bytes += len(data)
+        chunk_sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         return await client.put(
             f"/agent/v1/recordings/{recording_id}/data",
             params={**query, "offset": str(offset)},
             content=data,
             headers={
-                "X-Chunk-SHA256": hashlib.sha256(data).hexdigest(),
+                "X-Chunk-SHA256": chunk_sha256,
                 "Content-Type": "application/octet-stream",
             },
         )
@@ -268,6 +268,11 @@ def delete_copy(directory: DirectoryRecordings, reference: str) -> dict[str, str
         return {"result": "refused", "detail": f"{path.name} could not be deleted ({type(exc).__name__})"}
     log.info("recording %s deleted: the hub purged it", path.name)
     return {"result": "deleted", "detail": path.name}
+
+
+def _read_at(handle: BinaryIO, offset: int, count: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(count)
 
 
 def _sha256(path: Path) -> str:

@@ -152,13 +152,13 @@ class AgentUploads:
             raise NotFound(f"recording {recording_id} is {recording.status.value}; it takes no upload")
         if not data:
             raise InvalidInput("an empty chunk")
-        if hashlib.sha256(data).hexdigest() != chunk_sha256.strip().lower():
-            raise UploadChecksumMismatch(
-                f"the chunk at byte {offset} does not match its SHA-256; send it again"
-            )
         partial = self._partial(recording_id, announced)
         async with self._lock(recording_id):
-            return await asyncio.to_thread(_append, partial, offset, data, announced.size)
+            # The chunk's checksum and the append in one trip to a thread: a megabyte's SHA-256
+            # takes milliseconds that the event loop (other agents, the web pages) should not wait.
+            return await asyncio.to_thread(
+                _append, partial, offset, data, announced.size, chunk_sha256.strip().lower()
+            )
 
     async def complete(self, pbx: str, recording_id: int, announced: Announced) -> Recording:
         """Check the whole file and store it: the recording is ready."""
@@ -247,7 +247,9 @@ def _prepare(partial: Path, recording_id: int) -> int:
         return 0
 
 
-def _append(partial: Path, offset: int, data: bytes, size: int) -> int:
+def _append(partial: Path, offset: int, data: bytes, size: int, chunk_sha256: str) -> int:
+    if hashlib.sha256(data).hexdigest() != chunk_sha256:
+        raise UploadChecksumMismatch(f"the chunk at byte {offset} does not match its SHA-256; send it again")
     partial.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("ab") as handle:
         held = handle.seek(0, 2)
