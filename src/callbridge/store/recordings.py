@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -140,6 +141,19 @@ class SqlRecordings:
     async def for_call(self, call_id: int) -> list[Recording]:
         query = select(recordings).where(recordings.c.call_id == call_id).order_by(recordings.c.id)
         return [_recording(r) for r in (await self.session.execute(query)).all()]
+
+    async def ready_for_calls(self, call_ids: Collection[int]) -> dict[int, int]:
+        """call id → the id of its first stored (ready) recording, for the calls that have one."""
+        if not call_ids:
+            return {}
+        query = (
+            select(recordings.c.call_id, func.min(recordings.c.id))
+            .where(
+                recordings.c.call_id.in_(sorted(call_ids)), recordings.c.status == RecordingStatus.READY.value
+            )
+            .group_by(recordings.c.call_id)
+        )
+        return {int(c): int(r) for c, r in (await self.session.execute(query)).all()}
 
     async def due(self, at: datetime, limit: int) -> list[Recording]:
         """Pending recordings whose next attempt is due, oldest first."""
