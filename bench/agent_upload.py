@@ -188,6 +188,7 @@ async def _throughput(url: str, token: str, spool: Path, work: Path, chunk: int,
     # Request and answer alternate: on an idle machine the time is about the two CPU times.
     print(
         f"  by CPU time (hub + agent, what an idle machine would take): {size / (cpu + own) / 1e6:.1f} MB/s"
+        f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
 
 

@@ -123,7 +123,16 @@ def _seed(data: Path, minutes: float) -> tuple[int, Path]:
     return int(recording_id), file
 
 
-def _measure(url: str, token: str, recording_id: int, file: Path, requests: int) -> None:
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far; NaN where /proc is not."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure(url: str, token: str, recording_id: int, file: Path, requests: int, pid: int) -> None:
     size = file.stat().st_size
     with file.open("rb") as handle:
         head = handle.read(TAIL)
@@ -132,8 +141,11 @@ def _measure(url: str, token: str, recording_id: int, file: Path, requests: int)
     path = f"/api/v1/recordings/{recording_id}/audio"
     firsts: list[float] = []
     seeks: list[float] = []
+    cpu = 0.0
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=30) as client:
-        for i in range(requests + 5):  # the first 5 warm the connection and the hub's caches
+        for i in range(requests + 5):
+            if i == 5:
+                cpu = _cpu_seconds(pid)  # the first 5 warm the connection and the hub's caches
             started = time.perf_counter()
             with client.stream("GET", path, headers={"range": "bytes=0-"}) as answer:
                 first = next(answer.iter_raw(TAIL))
@@ -151,6 +163,7 @@ def _measure(url: str, token: str, recording_id: int, file: Path, requests: int)
             assert answer.status_code == 206 and answer.content == tail
             if i >= 5:
                 seeks.append(took)
+    cpu = _cpu_seconds(pid) - cpu
     print(f"60-minute recording ({size / 1e6:.1f} MB WAV), {requests} requests each, over HTTP on loopback")
     for label, values, goal in (
         ("first audio byte (Range: bytes=0-)", firsts, GOAL_FIRST_BYTE_MS),
@@ -161,6 +174,11 @@ def _measure(url: str, token: str, recording_id: int, file: Path, requests: int)
             f"  {label:38s} p50 {statistics.median(values):6.1f} ms   p99 {p99:6.1f} ms   "
             f"max {max(values):6.1f} ms   goal p99 {goal:.0f} ms   ratio {p99 / goal:.2f}x of goal"
         )
+    load = os.getloadavg()[0]
+    print(
+        f"  the hub's CPU: {cpu * 1000 / (2 * requests):.2f} ms per request; load average {load:.1f}"
+        f" on {os.cpu_count()} CPUs while it ran (other work on the machine shows up in the p99)"
+    )
 
 
 def main() -> None:
@@ -188,7 +206,7 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        _measure(url, token, recording_id, file, args.requests)
+        _measure(url, token, recording_id, file, args.requests, server.pid)
     finally:
         server.terminate()
         server.wait(10)
