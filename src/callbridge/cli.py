@@ -634,7 +634,8 @@ def recordings_purge(
         for c in sorted(found, key=lambda c: c.recording_id):
             console.print(
                 f"{verb} recording {c.recording_id} (call {c.call_id}, {c.pbx},"
-                f" {c.started_at:%Y-%m-%d}): {c.reason}",
+                f" {c.started_at:%Y-%m-%d}): {c.reason}"
+                + ("; the PBX's copy: asked of its agent" if c.via_agent else ""),
                 highlight=False,
                 soft_wrap=True,
             )

@@ -51,7 +51,14 @@ from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.services.recording_uploads import AgentUploads, UploadRows
 from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource, RecordingStorage
-from callbridge.services.retention import PurgeStore, RetentionWorker, purge
+from callbridge.services.retention import (
+    AgentCaller,
+    PbxCopyDeleter,
+    PbxCopyRows,
+    PurgeStore,
+    RetentionWorker,
+    purge,
+)
 from callbridge.services.transcription import (
     Heard,
     Summarizer,
@@ -168,6 +175,7 @@ class Hub:
     storage: RecordingStorage | None = None
     fetcher: RecordingFetcher | None = None
     retention: RetentionWorker | None = None
+    pbx_copies: PbxCopyDeleter | None = None
     uploads: AgentUploads | None = None
     transcription: TranscriptionWorker | None = None
 
@@ -213,11 +221,13 @@ class Hub:
         hub.fetcher = RecordingFetcher(
             hub._recording_rows, hub.storage, hub.recording_source, transcode=transcode
         )
+        hub.pbx_copies = PbxCopyDeleter(hub._pbx_copy_rows, hub._connected_agent)
         hub.retention = RetentionWorker(
             hub._purge_store,
             hub.storage,
             interval=settings.retention_purge_interval_seconds,
             first_delay=settings.retention_first_purge_seconds,
+            on_purged=hub.pbx_copies.wake,
         )
         hub.uploads = AgentUploads(
             hub._upload_rows,
@@ -225,6 +235,7 @@ class Hub:
             max_bytes=settings.recording_max_bytes,
             # A chunk and its request fit the hub's body limit.
             chunk_bytes=max(64 * 1024, min(1024 * 1024, settings.max_body_bytes - 4096)),
+            transcode=transcode,
         )
         if settings.transcribe:
             hub.transcription = TranscriptionWorker(
@@ -276,7 +287,21 @@ class Hub:
     async def purge_recordings(self, *, dry_run: bool = False) -> list[PurgeCandidate]:
         """What the retention rules purge now (``callbridge recordings purge``; the daily run)."""
         assert self.storage is not None
-        return await purge(self._purge_store, self.storage, at=datetime.now(UTC), dry_run=dry_run)
+        found = await purge(self._purge_store, self.storage, at=datetime.now(UTC), dry_run=dry_run)
+        if self.pbx_copies is not None and not dry_run and any(c.via_agent for c in found):
+            self.pbx_copies.wake()
+        return found
+
+    @asynccontextmanager
+    async def _pbx_copy_rows(self) -> AsyncIterator[PbxCopyRows]:
+        async with self.db.unit() as repos:
+            yield repos.recordings
+
+    def _connected_agent(self, pbx: str) -> AgentCaller | None:
+        from callbridge.services.agents import AgentLink
+
+        link = self._local_link(pbx)
+        return link if isinstance(link, AgentLink) and link.connected else None
 
     @asynccontextmanager
     async def _upload_rows(self) -> AsyncIterator[UploadRows]:
@@ -316,6 +341,8 @@ class Hub:
             self.fetcher.start()
         if self.retention is not None:
             self.retention.start()
+        if self.pbx_copies is not None:
+            self.pbx_copies.start()
         if self.transcription is not None:
             self.transcription.start()
 
@@ -759,6 +786,8 @@ class Hub:
             await self.fetcher.close()
         if self.retention is not None:
             await self.retention.close()
+        if self.pbx_copies is not None:
+            await self.pbx_copies.close()
         if self.transcription is not None:
             await self.transcription.close()
         if isinstance(self.storage, S3Storage):

@@ -17,7 +17,7 @@ hub → agent
                that covers them): the agent logs them and, with the ack, drops them.
     ``ack``     {seq}: every row up to ``seq`` is committed in the hub's database (or rejected).
     ``settings`` {…}: new settings, applied at once.
-    ``action``  {id, name: originate|hangup|redirect|unban, args}.
+    ``action``  {id, name: originate|hangup|redirect|unban|delete_recording, args}.
 
 Nothing here runs code from the hub on the PBX: the events map is data (header comparisons).
 

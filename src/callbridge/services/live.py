@@ -67,6 +67,7 @@ class RecentCall:
     disposition: str
     talk_seconds: int
     user: str
+    recording_id: int | None = None  # the call's stored (ready) recording, played on the card
 
 
 class DeskReads(Protocol):
@@ -460,6 +461,8 @@ class Desk:
                     "disposition": r.disposition,
                     "talk_seconds": r.talk_seconds,
                     "user": r.user,
+                    # Only calls the user may see are here, so is their audio (which checks again).
+                    "audio_url": f"/api/v1/recordings/{r.recording_id}/audio" if r.recording_id else None,
                 }
                 for r in found.get(user_id, [])
                 if r.key != this_call

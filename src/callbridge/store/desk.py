@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -230,6 +230,13 @@ class DeskRepo:
             out[user_id] = [_recent(c) for c in found]
             if viewer.sees_all_calls:
                 everything = out[user_id]
+        # The calls' stored recordings (one query for all viewers): the card offers a player.
+        ready = await self.repos.recordings.ready_for_calls({r.id for calls in out.values() for r in calls})
+        if ready:
+            out = {
+                user_id: [replace(r, recording_id=ready.get(r.id)) for r in calls]
+                for user_id, calls in out.items()
+            }
         return out
 
     async def add_notification(

@@ -283,6 +283,8 @@ async def agent_socket(ws: WebSocket) -> None:
                 "settings": agent_settings(pbx_record.config),
             }
         )
+        if hub.pbx_copies is not None:
+            hub.pbx_copies.wake()  # copies of purged recordings it was to delete while away
         while True:
             receive = asyncio.ensure_future(receive_text(ws, MAX_FRAME_BYTES))
             done, _ = await asyncio.wait({receive, worker}, return_when=asyncio.FIRST_COMPLETED)

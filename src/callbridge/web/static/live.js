@@ -175,9 +175,15 @@
       actions.append(el("button", { type: "button", class: "btn danger-btn", "data-hangup": String(card.id), text: "Hang up" }));
     }
     actions.append(el("button", { type: "button", class: "btn quiet", "data-dismiss": card.key, text: "Dismiss" }));
+    // A past call with a stored recording offers a player (the hub's own audio URL, served with
+    // Range; only calls this user may see are listed, and the audio checks that again).
     const recent = (card.recent || []).map((r) => el("li", {},
       el("a", { href: `/calls/${r.id}`, text: when.dateTime(r.started_at) }),
-      ` ${r.direction || ""} · ${r.disposition}${r.talk_seconds ? " · " + clock(r.talk_seconds) : ""}${r.user ? " · " + r.user : ""}`));
+      ` ${r.direction || ""} · ${r.disposition}${r.talk_seconds ? " · " + clock(r.talk_seconds) : ""}${r.user ? " · " + r.user : ""}`,
+      r.audio_url ? el("audio", {
+        class: "pop-audio", controls: true, preload: "none", src: r.audio_url,
+        "data-audio": r.audio_url, "aria-label": `Recording of the call of ${when.dateTime(r.started_at)}`,
+      }) : null));
     let company = card.company || "";
     if (!company && !known) company = colleague ? "" : "Unknown caller: not in your contacts";
     const node = el("article", {
@@ -303,6 +309,11 @@
     const activeSig = active ? signature(active) : null;
     const recent = old.querySelector("details.pop-recent");
     const recentOpen = recent ? recent.open : null;
+    // A recording being played in "Last calls" keeps playing: its element moves to the new card.
+    for (const audio of node.querySelectorAll("audio[data-audio]")) {
+      const playing = [...old.querySelectorAll("audio[data-audio]")].find((a) => a.dataset.audio === audio.dataset.audio);
+      if (playing) audio.replaceWith(playing);
+    }
     for (const attr of [...old.attributes]) if (!node.hasAttribute(attr.name)) old.removeAttribute(attr.name);
     for (const attr of node.attributes) old.setAttribute(attr.name, attr.value);
     old.replaceChildren(...node.childNodes);
