@@ -15,6 +15,7 @@ from callbridge.web.routes import (
     health,
     pages,
     pbxes,
+    queues,
     recordings,
 )
 
@@ -25,6 +26,7 @@ ROUTERS: list[APIRouter] = [
     pbxes.router,
     api_users.router,
     calls.router,
+    queues.router,
     recordings.router,
     contacts.router,
     agent.router,
