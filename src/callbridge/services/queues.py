@@ -10,6 +10,8 @@ twice; they are seeded from the call log when the board first serves a day.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,21 @@ from callbridge.domain.queues import (
 from callbridge.domain.times import zone
 
 WALLBOARD_TOPIC = "wallboard"
+
+
+def new_wallboard_token() -> tuple[str, str]:
+    """A read-only wallboard link's secret and the hash kept of it (the secret is shown once)."""
+    token = secrets.token_urlsafe(24)
+    return token, wallboard_token_hash(token)
+
+
+def wallboard_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def wallboard_url(public_url: str, token: str) -> str:
+    base = public_url.rstrip("/") or "http://<this hub>"
+    return f"{base}/wallboard/tv/{token}"
 
 
 @dataclass(slots=True)
@@ -191,6 +208,7 @@ class QueueBoard:
         for (pbx, _queue, ext), m in sorted(self._members.items()):
             status = _status(m)
             found = agents.get((pbx, ext))
+            queues_of = [*found["queues"], m.queue] if found is not None else [m.queue]
             if found is None or _RANK[status] > _RANK[found["status"]]:
                 agents[(pbx, ext)] = {
                     "pbx": pbx,
@@ -200,6 +218,7 @@ class QueueBoard:
                     "reason": m.reason if m.paused else "",
                     "since": m.since.isoformat(),
                 }
+            agents[(pbx, ext)]["queues"] = queues_of
         listed = sorted(agents.values(), key=lambda a: (a["extension"], a["pbx"]))
         counts = {s: sum(1 for a in listed if a["status"] == s) for s in _RANK}
         all_offered = sum(t.offered for t in self._today.values())

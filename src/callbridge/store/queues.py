@@ -190,7 +190,8 @@ class SqlQueues:
         )
         return int(result.scalar_one())
 
-    async def wallboard_link_valid(self, token_hash: str) -> bool:
+    async def wallboard_link_id(self, token_hash: str) -> int | None:
+        """The id of the link with this token, while it is not revoked."""
         row = (
             await self.session.execute(
                 select(wallboard_links.c.id).where(
@@ -198,7 +199,7 @@ class SqlQueues:
                 )
             )
         ).first()
-        return row is not None
+        return int(row.id) if row is not None else None
 
     async def wallboard_links(self) -> list[WallboardLink]:
         rows = await self.session.execute(select(wallboard_links).order_by(wallboard_links.c.id))

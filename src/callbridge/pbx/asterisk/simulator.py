@@ -1122,6 +1122,43 @@ class AmiSimulator:
         self._linkedid_end(a)
         return a.linkedid
 
+    def queue_join(self, queue: str = "sales", caller: str = "+15551230000") -> SimChannel:
+        """A caller enters ``queue`` and stays there (until :meth:`queue_abandon`)."""
+        a = self._new_channel(
+            f"PJSIP/{self.trunk}", "", caller, "Carrier", "from-trunk", "5551000", state="Ring"
+        )
+        self._state(a, "Up")
+        count = 1 + sum(1 for c in self.channels.values() if c.exten == "5551000" and c is not a)
+        self.emit(
+            "QueueCallerJoin",
+            [*a.snapshot(), ("Queue", queue), ("Position", str(count)), ("Count", str(count))],
+            privilege="agent",
+        )
+        self._log_queue(a.uniqueid, queue, "NONE", "ENTERQUEUE", "", caller, str(count))
+        return a
+
+    def queue_abandon(self, a: SimChannel, queue: str = "sales", held: int = 0) -> None:
+        self.emit("HangupRequest", [*a.snapshot(), ("Cause", "16")])
+        self.emit(
+            "QueueCallerAbandon",
+            [
+                *a.snapshot(),
+                ("Queue", queue),
+                ("Position", "1"),
+                ("OriginalPosition", "1"),
+                ("HoldTime", str(held)),
+            ],
+            privilege="agent",
+        )
+        self._log_queue(a.uniqueid, queue, "NONE", "ABANDON", "1", "1", str(held))
+        self.emit(
+            "QueueCallerLeave",
+            [*a.snapshot(), ("Queue", queue), ("Position", "1"), ("Count", "0")],
+            privilege="agent",
+        )
+        self._hangup(a, "16", "Normal Clearing")
+        self._linkedid_end(a)
+
     def _ring_member(self, a: SimChannel, queue: str, member: SimMember, ext: str) -> SimChannel:
         phone = self._new_channel(f"PJSIP/{ext}", a.linkedid, ext, f"Ext {ext}", "internal", "s")
         self.emit(

@@ -17,6 +17,7 @@ from callbridge.web.routes import (
     pbxes,
     queues,
     recordings,
+    wallboard,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -27,6 +28,7 @@ ROUTERS: list[APIRouter] = [
     api_users.router,
     calls.router,
     queues.router,
+    wallboard.router,
     recordings.router,
     contacts.router,
     agent.router,
