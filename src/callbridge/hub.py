@@ -183,6 +183,7 @@ class Hub:
     # Queues: the live state the wallboard shows (see services/queues.py).
     queue_board: QueueBoard = field(default_factory=QueueBoard)
     _board_changed: bool = False
+    _previews: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -388,6 +389,13 @@ class Hub:
         pops its user's card without waiting for the call log (see :meth:`Desk.preview`)."""
         if self.desk is not None:
             self.desk.preview(events)
+        if self.queue_board.day and self.queue_board.preview(events):
+            # The wallboard shows a caller joining or a member's pause at once (a snapshot
+            # carries its version: a screen drops one older than what it shows).
+            snapshot = self.queue_board.snapshot(datetime.now(UTC))
+            task = asyncio.get_running_loop().create_task(self.publish([(WALLBOARD_TOPIC, snapshot)]))
+            self._previews.add(task)
+            task.add_done_callback(self._previews.discard)
 
     @property
     def fast_directory(self) -> FastDirectory:

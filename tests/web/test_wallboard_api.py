@@ -139,3 +139,23 @@ async def test_wallboard_sockets_get_every_change_at_once_and_revoked_ones_are_c
     finally:
         for task in senders:
             task.cancel()
+
+
+async def test_a_caller_shows_on_the_board_before_the_call_log_stores_it_and_counts_once(hub: Hub) -> None:
+    await hub.wallboard_snapshot()  # a wallboard is open: the board is seeded
+    now = datetime.now(UTC).replace(microsecond=0)
+    joined = QueueJoined(pbx="office", at=now - timedelta(seconds=5), call_id="p1", queue="sales")
+    hub.preview([joined])
+    assert hub.queue_board.snapshot(now)["waiting"] == 1  # not stored yet
+    await hub.handle_events([joined])
+    assert hub.queue_board.snapshot(now)["waiting"] == 1  # stored: still one caller, not two
+    left = QueueLeft(
+        pbx="office", at=now, call_id="p1", queue="sales", outcome=QueueOutcome.TIMEOUT, wait_seconds=5
+    )
+    hub.preview([left])
+    snap = hub.queue_board.snapshot(now)
+    assert snap["waiting"] == 0 and snap["queues"][0]["timed_out"] == 0  # counts wait for the store
+    await hub.handle_events([left])
+    snap = hub.queue_board.snapshot(now)
+    assert (snap["waiting"], snap["queues"][0]["timed_out"], snap["queues"][0]["offered"]) == (0, 1, 1)
+    assert hub.queue_board._early == {}

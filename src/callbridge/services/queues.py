@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from callbridge.domain.events import MemberState, QueueMemberChanged, QueueOutcome
+from callbridge.domain.events import (
+    CallEnded,
+    Event,
+    MemberState,
+    QueueCompleted,
+    QueueConnected,
+    QueueJoined,
+    QueueLeft,
+    QueueMemberChanged,
+    QueueOutcome,
+)
 from callbridge.domain.queues import (
     REFUSED,
     QueueSettings,
@@ -26,6 +36,7 @@ from callbridge.domain.queues import (
 from callbridge.domain.times import zone
 
 WALLBOARD_TOPIC = "wallboard"
+MAX_EARLY = 10_000  # calls previewed and not stored yet (bounded: a lost store never piles up)
 
 
 def new_wallboard_token() -> tuple[str, str]:
@@ -93,6 +104,9 @@ class QueueBoard:
     _today: dict[str, Today] = field(default_factory=dict)
     day: str = ""  # the local date today's figures are for ("" until seeded)
     version: int = 0
+    # Seen on the PBX link but not stored yet: "pbx/call" → queue → since when the caller waits
+    # (None: left). The board shows these at once; the stored visits take over once they agree.
+    _early: dict[str, dict[str, datetime | None]] = field(default_factory=dict)
 
     def day_start(self, now: datetime) -> datetime:
         local = now.astimezone(zone(self.time_zone))
@@ -133,9 +147,49 @@ class QueueBoard:
                 self._today.setdefault(new.queue, Today()).add(new, self._settings(new.queue), +1)
         self._calls[key] = visits
 
+    def preview(self, events: Iterable[Event]) -> bool:
+        """Events as they leave the PBX link, before the call log stores them: callers joining
+        and leaving and members' states show at once (today's counts wait for the store, where a
+        resent event is known as one). Returns whether the board changed."""
+        changed = False
+        for e in events:
+            if isinstance(e, QueueMemberChanged):
+                changed |= self.member_changed(e)
+            elif isinstance(e, QueueJoined):
+                self._early.setdefault(f"{e.pbx}/{e.call_id}", {})[e.queue] = e.at
+                changed = True
+            elif isinstance(e, QueueLeft | QueueConnected | QueueCompleted):
+                self._early.setdefault(f"{e.pbx}/{e.call_id}", {})[e.queue] = None
+                changed = True
+            elif isinstance(e, CallEnded) and f"{e.pbx}/{e.call_id}" in self._early:
+                self._early[f"{e.pbx}/{e.call_id}"] = {}
+                changed = True
+        if len(self._early) > MAX_EARLY:
+            for key in list(self._early)[: len(self._early) - MAX_EARLY]:
+                del self._early[key]
+        if changed:
+            self.version += 1
+        return changed
+
+    def _settle(self, key: str, visits: tuple[QueueVisit, ...], ended: bool) -> None:
+        """Drop what the preview said about a call once the stored visits say the same."""
+        early = self._early.get(key)
+        if early is None:
+            return
+        if ended:
+            del self._early[key]
+            return
+        waiting = {v.queue for v in visits if v.outcome is None}
+        for queue, since in list(early.items()):
+            if (since is not None) == (queue in waiting):
+                del early[queue]
+        if not early:
+            del self._early[key]
+
     def call_changed(self, key: str, visits: Sequence[QueueVisit], ended: bool, now: datetime) -> bool:
         """A call's visits after an event was stored; returns whether the board changed."""
         items = tuple(visits)
+        self._settle(key, items, ended)
         if not items and key not in self._calls:
             return False
         if self._calls.get(key) == items and (key in self._ended) == ended:
@@ -181,9 +235,14 @@ class QueueBoard:
         for key, visits in self._calls.items():
             if key in self._ended:
                 continue
+            told = self._early.get(key, {})
             for v in visits:
-                if v.outcome is None:
+                if v.outcome is None and v.queue not in told:
                     waiting.setdefault(v.queue, []).append(v.entered_at.isoformat())
+        for seen in self._early.values():
+            for queue, joined in seen.items():
+                if joined is not None:
+                    waiting.setdefault(queue, []).append(joined.isoformat())
         queues = sorted(set(self._today) | set(waiting) | {m.queue for m in self._members.values()})
         rows = []
         for name in queues:
