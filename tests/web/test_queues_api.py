@@ -234,6 +234,7 @@ async def test_supervisor_pauses_a_member_and_listens_whispers_barges(
     )
     assert missing.status_code == 422
     assert "not a member" in missing.json()["error"]["message"]
+    assert [m.get("Action") for m in sim.actions].count("QueuePause") == 1  # nothing sent for it
     unpaused = await client.post(
         "/api/v1/queues/sales/members/1001/pause", json={"paused": False}, headers=auth
     )

@@ -145,9 +145,13 @@ class AsteriskLink:
         await actions.redirect(self.client, channel, destination, self.config.redirect_context)
 
     async def queue_pause(self, queue: str, extension: str, paused: bool, reason: str) -> None:
-        interface = (
-            self.tracker.member_interface(queue, extension) or f"{self.config.channel_tech}/{extension}"
-        )
+        # Only a member the PBX has reported: its interface is then the one Asterisk knows it by
+        # (PJSIP/1001, Local/1001@from-queue/n), and nothing is sent for a mistyped one.
+        interface = self.tracker.member_interface(queue, extension)
+        if not interface:
+            raise PbxRejected(
+                f"{extension} is not a member of queue {queue} as far as the PBX has told callbridge"
+            )
         await actions.queue_pause(self.client, interface, queue, paused, reason)
 
     async def spy(self, call_id: str, extension: str, mode: str) -> None:

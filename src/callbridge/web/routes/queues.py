@@ -180,7 +180,15 @@ async def _pbx_of(repos: RepoDep, wanted: str) -> str:
     return names[0]
 
 
-@router.post("/queues/{name}/members/{extension}/pause", status_code=204)
+_PBX_ANSWERS: dict[int | str, dict[str, object]] = {
+    400: {"description": "Say which PBX (several are set up), or no phone to ring"},
+    404: {"description": "No such PBX or call"},
+    422: {"description": "The PBX refused: not a member, the call ended, not possible on this PBX"},
+    503: {"description": "The PBX cannot be reached"},
+}
+
+
+@router.post("/queues/{name}/members/{extension}/pause", status_code=204, responses=_PBX_ANSWERS)
 async def pause_member(
     name: QueueName,
     extension: Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_.-]+$")],
@@ -196,7 +204,7 @@ async def pause_member(
     return Response(status_code=204)
 
 
-@router.post("/calls/{call_id:int}/spy", status_code=204)
+@router.post("/calls/{call_id:int}/spy", status_code=204, responses=_PBX_ANSWERS)
 async def spy_on_call(call_id: Id, body: SpyIn, user: ManagerUser, repos: RepoDep, hub: HubDep) -> Response:
     """Ring the supervisor's phone; answered, it listens to the call (or whispers to the agent,
     or barges in): ChanSpy through Originate, options q / qw / qB."""
