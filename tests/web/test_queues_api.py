@@ -104,6 +104,13 @@ async def test_queue_calls_land_with_their_queue_and_the_figures_match_the_queue
     assert detail["queue"]["rings_unanswered"] == ["1002"]
     assert detail["queue"]["talk_seconds"] == 30
     assert detail["disposition"] == "answered" and detail["answered_by_extension"] == "1001"
+    page = await client.get(f"/calls/{calls[ids['answered']]['id']}", headers=auth)
+    assert page.status_code == 200, page.text
+    assert "Queue sales" in page.text and "answered after 12 s by ext. 1001, talked 30 s" in page.text
+    assert "not answered: 1002" in page.text
+    assert "data-spy=" not in page.text  # the call is over: nothing to join
+    gave_up = await client.get(f"/calls/{calls[ids['abandoned']]['id']}", headers=auth)
+    assert "the caller gave up after 40 s" in gave_up.text
 
     listed = (await client.get("/api/v1/queues", headers=auth)).json()["items"]
     assert listed == [{"name": "sales", "sl_seconds": 20, "short_abandon_seconds": 5, "wrapup_seconds": 0}]
@@ -255,6 +262,8 @@ async def test_supervisor_pauses_a_member_and_listens_whispers_barges(
         ("PJSIP/1005", agent_channel, "qw"),
         ("PJSIP/1005", agent_channel, "qB"),
     ]
+    page = await client.get(f"/calls/{row['id']}", headers=auth)
+    assert 'data-spy="whisper"' in page.text and "/static/supervise.js" in page.text
     wrong = await client.post(
         f"/api/v1/calls/{row['id']}/spy", json={"mode": "shout", "extension": "1005"}, headers=auth
     )
