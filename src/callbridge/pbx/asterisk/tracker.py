@@ -794,6 +794,9 @@ class CallTracker:
             ch = self._channels.get(uid)
             if ch is not None and ch.call is call:
                 del self._channels[uid]
+            # A stay whose Hangup never came (a call closed as stale or after a reconnect).
+            self._stays.pop(uid, None)
+            self._queue_app.pop(uid, None)
         for key in [k for k, v in self._calls.items() if v is call]:
             del self._calls[key]
 
