@@ -54,6 +54,10 @@ recordings_app = typer.Typer(
     help="Recordings: purge what the retention rules say; transcribe a call.", no_args_is_help=True
 )
 app.add_typer(recordings_app, name="recordings")
+wallboard_app = typer.Typer(
+    help="Read-only wallboard links for a TV: link, list, revoke.", no_args_is_help=True
+)
+app.add_typer(wallboard_app, name="wallboard")
 pbx_app.add_typer(pbx_add_app, name="add")
 
 
@@ -679,3 +683,56 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+@wallboard_app.command("link")
+def wallboard_link(
+    name: Annotated[str, typer.Option("--name", help="Where the screen hangs (shown in the list).")] = "",
+) -> None:
+    """Make a read-only wallboard link: opened on a TV, it shows the wallboard with nobody
+    signed in. The URL is printed once (only its hash is kept)."""
+    from callbridge.services.queues import new_wallboard_token, wallboard_url
+
+    async def work(hub: Hub, repos: Repos) -> tuple[int, str]:
+        token, digest = new_wallboard_token()
+        link_id = await repos.queues.add_wallboard_link(digest, name.strip())
+        await repos.commit()
+        return link_id, wallboard_url(hub.settings.public_url, token)
+
+    link_id, url = in_unit(work)
+    print(url)
+    console.print(
+        f"Wallboard link {link_id} made. Revoke it with: callbridge wallboard revoke {link_id}",
+        highlight=False,
+    )
+
+
+@wallboard_app.command("list")
+def wallboard_list() -> None:
+    """The wallboard links, revoked ones too (their tokens are never shown again)."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        table = Table("id", "name", "created", "revoked")
+        for link in await repos.queues.wallboard_links():
+            revoked = f"{link.revoked_at:%Y-%m-%d %H:%M}" if link.revoked_at else ""
+            table.add_row(str(link.id), link.name, f"{link.created_at:%Y-%m-%d %H:%M}", revoked)
+        console.print(table)
+
+    in_unit(work)
+
+
+@wallboard_app.command("revoke")
+def wallboard_revoke(
+    link_id: Annotated[int, typer.Argument(help="The link's id (see list).", min=1)],
+) -> None:
+    """Revoke a wallboard link: screens showing it go dark within seconds."""
+
+    async def work(hub: Hub, repos: Repos) -> bool:
+        done = await repos.queues.revoke_wallboard_link(link_id)
+        await repos.commit()
+        return done
+
+    if not in_unit(work):
+        err.print(f"[red]Error:[/red] no wallboard link {link_id}, or it is revoked already")
+        raise typer.Exit(1)
+    console.print(f"Wallboard link {link_id} revoked.", highlight=False)

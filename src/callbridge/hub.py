@@ -18,7 +18,16 @@ from argon2 import PasswordHasher
 
 from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
-from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged, RecordingAvailable
+from callbridge.domain.events import (
+    CallEnded,
+    CallEvent,
+    CallStarted,
+    Event,
+    PresenceChanged,
+    QueueEvent,
+    QueueMemberChanged,
+    RecordingAvailable,
+)
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import PurgeCandidate, RecordingStatus, parse_recordings_url
 from callbridge.domain.transcripts import TranscribeRules
@@ -49,6 +58,7 @@ from callbridge.services.live import (
 )
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
+from callbridge.services.queues import WALLBOARD_TOPIC, QueueBoard
 from callbridge.services.recording_uploads import AgentUploads, UploadRows
 from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource, RecordingStorage
 from callbridge.services.retention import (
@@ -178,6 +188,10 @@ class Hub:
     pbx_copies: PbxCopyDeleter | None = None
     uploads: AgentUploads | None = None
     transcription: TranscriptionWorker | None = None
+    # Queues: the live state the wallboard shows (see services/queues.py).
+    queue_board: QueueBoard = field(default_factory=QueueBoard)
+    _board_changed: bool = False
+    _previews: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -208,6 +222,7 @@ class Hub:
             hasher=hasher,
             board=board,
         )
+        hub.queue_board = QueueBoard(time_zone=settings.time_zone)
         hub.desk = Desk(
             board,
             lookups=hub._pop_lookups,
@@ -401,6 +416,13 @@ class Hub:
         pops its user's card without waiting for the call log (see :meth:`Desk.preview`)."""
         if self.desk is not None:
             self.desk.preview(events)
+        if self.queue_board.day and self.queue_board.preview(events):
+            # The wallboard shows a caller joining or a member's pause at once (a snapshot
+            # carries its version: a screen drops one older than what it shows).
+            snapshot = self.queue_board.snapshot(datetime.now(UTC))
+            task = asyncio.get_running_loop().create_task(self.publish([(WALLBOARD_TOPIC, snapshot)]))
+            self._previews.add(task)
+            task.add_done_callback(self._previews.discard)
 
     @property
     def fast_directory(self) -> FastDirectory:
@@ -440,6 +462,11 @@ class Hub:
         the same transaction when the batch takes one, else in one more after the others."""
         messages: list[tuple[str, Payload]] = []
         by_call: dict[tuple[str, str], list[CallEvent]] = {}
+        members = [e for e in events if isinstance(e, QueueMemberChanged)]
+        if members:
+            async with self.db.unit() as repos:
+                for member in await repos.queues.add_member_events(members):
+                    self._board_changed |= self.queue_board.member_changed(member)
         for event in events:
             if isinstance(event, PresenceChanged):
                 if self.desk is not None:
@@ -452,7 +479,7 @@ class Hub:
             if then is not None:
                 async with self.db.unit() as repos:
                     await then(repos)
-            return messages
+            return messages + await self._board_messages()
         # Each lane costs a transaction and its handful of statements whatever its size: a small
         # batch (a steady trickle of calls) goes in one, a big one is spread over a few.
         lanes = 1 if self.db.is_sqlite else max(1, min(INGEST_LANES, len(by_call) // LANE_MIN_CALLS))
@@ -471,7 +498,37 @@ class Hub:
         self._count_ingested(sum(len(b) for b in buckets))
         if self.fetcher is not None and any(isinstance(e, RecordingAvailable) for b in buckets for e in b):
             self.fetcher.wake()  # committed: the new pending recordings are fetched now
-        return messages + [m for lane in results for m in lane]
+        return messages + [m for lane in results for m in lane] + await self._board_messages()
+
+    # --- queues and the wallboard ---------------------------------------------------------------
+    async def seed_queue_board(self, now: datetime | None = None) -> None:
+        """Give the wallboard today's figures from the call log (once a day, or on demand)."""
+        now = now or datetime.now(UTC)
+        board = self.queue_board
+        start = board.day_start(now)
+        async with self.db.unit() as repos:
+            visits = await repos.queues.visits_by_call(start, now + timedelta(minutes=1))
+            members = await repos.queues.recent_member_events(now - timedelta(days=1))
+            settings = await repos.queues.all_settings()
+        board.seed(now, visits, members, settings)
+
+    async def wallboard_snapshot(self) -> Payload:
+        now = datetime.now(UTC)
+        if self.queue_board.needs_seed(now):
+            await self.seed_queue_board(now)
+        return self.queue_board.snapshot(now)
+
+    async def _board_messages(self) -> list[tuple[str, Payload]]:
+        """The wallboard's new snapshot when the batch changed it (published after commit)."""
+        if not self._board_changed:
+            return []
+        self._board_changed = False
+        now = datetime.now(UTC)
+        if self.queue_board.needs_seed(now):
+            await self.seed_queue_board(now)
+        snapshot = self.queue_board.snapshot(now)
+        self.queue_board.forget_finished()
+        return [(WALLBOARD_TOPIC, snapshot)]
 
     def _count_ingested(self, count: int) -> None:
         if self.db.is_sqlite:
@@ -570,6 +627,13 @@ class Hub:
                 continue
             if isinstance(event, RecordingAvailable) and event.recording:
                 await repos.recordings.add_pending(changed.id, event.pbx, event.recording)
+            if isinstance(event, QueueEvent | CallEnded):
+                self._board_changed |= self.queue_board.call_changed(
+                    f"{event.pbx}/{event.call_id}",
+                    changed.summary.queue_visits,
+                    changed.summary.disposition is not None,
+                    datetime.now(UTC),
+                )
             if self.desk is not None:
                 try:
                     out += await self.desk.observe(event, changed, desk_store)

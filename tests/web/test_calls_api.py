@@ -147,6 +147,7 @@ async def test_list_has_every_field(hub: Hub, admin_client: httpx.AsyncClient) -
         "match": "contact",
         "transferred_to": "1009",
         "recording": "rec/a1.wav",
+        "queue": None,  # not a queue call
     }
     one = (await admin_client.get(f"/api/v1/calls/{a1['id']}")).json()
     assert one["pbx_call_id"] == "a1"
@@ -447,6 +448,8 @@ def test_the_list_serialises_calls_exactly_as_the_call_model_does() -> None:
     import orjson
 
     from callbridge.domain.directory import MatchKind
+    from callbridge.domain.events import QueueOutcome
+    from callbridge.domain.queues import QueueVisit
     from callbridge.store.calls import CallView, Ref
     from callbridge.web.routes.calls import CallOut, plain_call
 
@@ -456,9 +459,19 @@ def test_the_list_serialises_calls_exactly_as_the_call_model_does() -> None:
         ["", "1002"],
         [None, Ref(7, "Acme Ltd")],
         [T0, T0.replace(microsecond=400_000), T0.replace(microsecond=123)],
+        [
+            (),
+            (QueueVisit("sales", T0),),
+            (
+                QueueVisit("sales", T0, QueueOutcome.TIMEOUT, 30, missed=("1001",)),
+                QueueVisit(
+                    "support", T0, QueueOutcome.ANSWERED, 4, "1002", 61, True, ("1002", "1003"), ("1003",)
+                ),
+            ),
+        ],
     )
     seen = 0
-    for direction, disposition, extension, ref, at in shapes:
+    for direction, disposition, extension, ref, at, visits in shapes:
         view = CallView(
             id=seen + 1,
             pbx="pbx1",
@@ -484,6 +497,7 @@ def test_the_list_serialises_calls_exactly_as_the_call_model_does() -> None:
             recording=extension and "rec.wav",
             placed_by_extension=extension,
             placed_by_user=extension and "bob",
+            queue_visits=visits,
         )
         ours = orjson.dumps(plain_call(view), option=orjson.OPT_UTC_Z)
         assert ours == CallOut.of(view).model_dump_json().encode(), view

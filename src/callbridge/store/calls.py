@@ -22,6 +22,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
     and_,
     bindparam,
@@ -40,6 +41,7 @@ from callbridge.domain.calls import CallRecord, CallSummary
 from callbridge.domain.directory import ContactKind, MatchKind
 from callbridge.domain.errors import InvalidInput
 from callbridge.domain.events import CallEvent, Direction, Disposition, HangupSide, event_from_dict
+from callbridge.domain.queues import QueueVisit, visits_from_json, visits_to_json
 from callbridge.domain.users import User
 from callbridge.services.calllog import CallLink
 from callbridge.store.directory import contact_tags, contacts, decode_cursor, encode_cursor
@@ -80,6 +82,12 @@ calls = Table(
     Column("match", String(16), nullable=False, server_default="none"),
     Column("manual_link", Boolean, nullable=False, server_default="0"),
     Column("updated_at", UtcDateTime, nullable=False, default=now),
+    # Queues (migration 0018): the last queue the caller was in, how long they waited there and
+    # how it ended; every visit (domain.queues.QueueVisit) as JSON for the queue figures.
+    Column("queue", String(64), nullable=True, index=True),
+    Column("queue_wait_seconds", Integer, nullable=True),
+    Column("queue_outcome", String(16), nullable=True),
+    Column("queue_visits", Text, nullable=True),
     UniqueConstraint("pbx", "pbx_call_id", name="uq_calls_pbx_pbx_call_id"),
     Index("ix_calls_started_at_id", "started_at", "id"),
 )
@@ -140,6 +148,7 @@ class CallView:
     recording: str
     placed_by_extension: str = ""
     placed_by_user: str = ""
+    queue_visits: tuple[QueueVisit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +223,7 @@ def _view(row: Any) -> CallView:
         recording=m["recording"],
         placed_by_extension=m["placed_by_extension"],
         placed_by_user=m["made_user_name"] or "",
+        queue_visits=tuple(visits_from_json(m["queue_visits"])),
     )
 
 
@@ -411,6 +421,7 @@ class SqlCalls:
     @staticmethod
     def _record_values(summary: CallSummary, link: CallLink) -> dict[str, Any]:
         assert summary.started_at is not None  # a call with an event has a start
+        queue = summary.queue
         return {
             "direction": summary.direction.value if summary.direction else None,
             "from_number": summary.from_number[:64],
@@ -434,6 +445,10 @@ class SqlCalls:
             "company_id": link.company_id,
             "match": link.match.value,
             "manual_link": link.manual,
+            "queue": queue.queue[:64] if queue else None,
+            "queue_wait_seconds": queue.wait_seconds if queue else None,
+            "queue_outcome": (queue.outcome.value if queue.outcome else "waiting") if queue else None,
+            "queue_visits": visits_to_json(summary.queue_visits),
             "updated_at": now(),
         }
 

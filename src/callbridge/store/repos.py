@@ -12,6 +12,7 @@ from callbridge.store.calls import SqlCalls
 from callbridge.store.comments import SqlComments
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 from callbridge.store.pbxes import SqlPbxStore
+from callbridge.store.queues import SqlQueues
 from callbridge.store.recordings import SqlRecordings
 from callbridge.store.retention import SqlRetention
 from callbridge.store.secrets import SecretBox
@@ -41,6 +42,7 @@ class Repos:
         self.comments = SqlComments(session)
         self.retention = SqlRetention(session)
         self.transcripts = SqlTranscripts(session)
+        self.queues = SqlQueues(session)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself

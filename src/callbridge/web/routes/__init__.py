@@ -15,7 +15,9 @@ from callbridge.web.routes import (
     health,
     pages,
     pbxes,
+    queues,
     recordings,
+    wallboard,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -25,6 +27,8 @@ ROUTERS: list[APIRouter] = [
     pbxes.router,
     api_users.router,
     calls.router,
+    queues.router,
+    wallboard.router,
     recordings.router,
     contacts.router,
     agent.router,

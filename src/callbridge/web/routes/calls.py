@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from callbridge.domain.directory import Match, search_key
 from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.domain.events import Direction, Disposition
+from callbridge.domain.queues import QueueVisit
 from callbridge.domain.recordings import COMMENT_MAX_CHARS, Comment, mentions
 from callbridge.domain.times import in_zone, validate_time_zone
 from callbridge.domain.transcripts import Transcript
@@ -42,6 +43,44 @@ class RefOut(BaseModel):
     name: str
 
 
+class QueueOut(BaseModel):
+    """The last queue the caller was in (``outcome``: answered | abandoned | timeout | full |
+    join_empty | leave_empty | left, or waiting while the caller still waits)."""
+
+    name: str
+    wait_seconds: int
+    outcome: str
+    entered_at: datetime
+    answered_by_extension: str | None
+    talk_seconds: int
+    agents_rung: list[str]
+    rings_unanswered: list[str]  # one entry per ring nobody picked up
+    visits: int  # how many queues (or stays in a queue) the call went through
+
+    @classmethod
+    def of(cls, visits: tuple[QueueVisit, ...]) -> QueueOut | None:
+        plain = plain_queue(visits)
+        return None if plain is None else cls(**plain)
+
+
+def plain_queue(visits: tuple[QueueVisit, ...]) -> dict[str, Any] | None:
+    """:class:`QueueOut`'s fields in plain values (see :func:`plain_call`)."""
+    if not visits:
+        return None
+    v = visits[-1]
+    return {
+        "name": v.queue,
+        "wait_seconds": v.wait_seconds,
+        "outcome": v.outcome.value if v.outcome else "waiting",
+        "entered_at": v.entered_at,
+        "answered_by_extension": v.agent or None,
+        "talk_seconds": v.talk_seconds,
+        "agents_rung": list(v.rang),
+        "rings_unanswered": list(v.missed),
+        "visits": len(visits),
+    }
+
+
 class CallOut(BaseModel):
     id: int
     pbx: str
@@ -67,6 +106,7 @@ class CallOut(BaseModel):
     match: str
     transferred_to: str | None
     recording: str | None
+    queue: QueueOut | None = None
 
     @classmethod
     def of(cls, c: CallView) -> CallOut:
@@ -102,6 +142,7 @@ def plain_call(c: CallView) -> dict[str, object]:
         "match": c.match.value,
         "transferred_to": c.transferred_to or None,
         "recording": c.recording or None,
+        "queue": plain_queue(c.queue_visits),
     }
 
 
