@@ -144,6 +144,19 @@ class Settings(BaseSettings):
         default=5.0,
         description="How often to look for PBXs added, edited, disabled or removed by another process.",
     )
+    followup_min_ring_seconds: int = Field(
+        default=5,
+        ge=0,
+        description="A missed call that rang for less (a short abandon) leaves no callback task.",
+    )
+    followup_close_by_anyone: bool = Field(
+        default=False,
+        description="Any answered call with the number closes its tasks (else: the assignee's only).",
+    )
+    followup_team: str = Field(
+        default="",
+        description="The team that shares unassigned callbacks round robin; empty: the first team.",
+    )
     auto_create_contacts: bool = Field(default=False, description="Unknown inbound callers become contacts.")
     link_lease_seconds: float = Field(default=15.0, description="With Redis: TTL of a PBX link's lease.")
 

@@ -18,7 +18,15 @@ from argon2 import PasswordHasher
 
 from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
-from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged, RecordingAvailable
+from callbridge.domain.events import (
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallStarted,
+    Event,
+    PresenceChanged,
+    RecordingAvailable,
+)
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import PurgeCandidate, RecordingStatus, parse_recordings_url
 from callbridge.domain.transcripts import TranscribeRules
@@ -52,6 +60,7 @@ from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.services.recording_uploads import AgentUploads, UploadRows
 from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource, RecordingStorage
 from callbridge.services.retention import PurgeStore, RetentionWorker, purge
+from callbridge.services.tasks import FollowUpRules, FollowUps, FollowUpStore
 from callbridge.services.transcription import (
     Heard,
     Summarizer,
@@ -149,6 +158,8 @@ class Hub:
     # Live desk (screen pop, presence): see services/live.py.
     board: PresenceBoard = field(default_factory=MemoryBoard)
     desk: Desk | None = None
+    # Follow-up tasks made and closed by calls: see services/tasks.py.
+    followups: FollowUps | None = None
     commands: LinkCommands | None = None
     leases: LinkLeases | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -206,6 +217,15 @@ class Hub:
             publish=hub.publish,
             extension_map=hub._extension_map,
             region=settings.default_region,
+        )
+        hub.followups = FollowUps(
+            FollowUpRules(
+                min_ring_seconds=settings.followup_min_ring_seconds,
+                close_by_anyone=settings.followup_close_by_anyone,
+                team=settings.followup_team,
+                time_zone=settings.time_zone,
+                region=settings.default_region,
+            )
         )
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         hub.storage = make_storage(settings)
@@ -551,8 +571,20 @@ class Hub:
                     log.exception(
                         "live desk failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
                     )
+            if self.followups is not None and isinstance(event, CallAnswered | CallEnded):
+                # In the call's unit of work: a task and its call are stored together.
+                try:
+                    out += await self.followups.on_call(changed, self.followup_store(repos))
+                except Exception:
+                    log.exception(
+                        "follow-up failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
+                    )
             out.append((CALL_TOPIC, changed.payload()))
         return out
+
+    @staticmethod
+    def followup_store(repos: Repos) -> FollowUpStore:
+        return FollowUpStore(repos.tasks, repos.teams, repos.directory)
 
     # --- PBX links -----------------------------------------------------------------------------
     def _batching_sink(self) -> EventSink:

@@ -16,6 +16,7 @@ from callbridge.web.routes import (
     pages,
     pbxes,
     recordings,
+    tasks,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -26,6 +27,7 @@ ROUTERS: list[APIRouter] = [
     api_users.router,
     calls.router,
     recordings.router,
+    tasks.router,
     contacts.router,
     agent.router,
     agent_uploads.router,
