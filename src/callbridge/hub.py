@@ -124,6 +124,10 @@ class _EarlyDeskStore:
         async with self._db.unit() as repos:
             return await DeskRepo(repos).call_ended(pbx, call_id)
 
+    async def owed(self, number: str) -> Sequence[tuple[int | None, datetime]]:
+        async with self._db.unit() as repos:
+            return await repos.tasks.owed(number)
+
 
 def summarizer_for(settings: Settings) -> Summarizer | None:
     """The summary endpoint the user configured, or none (the default)."""

@@ -195,6 +195,8 @@
       company ? el("p", { class: "pop-company", text: company }) : null,
       card.tags && card.tags.length ? el("ul", { class: "tags", "aria-label": "Tags" }, ...card.tags.map((t) => el("li", { text: t }))) : null,
       card.owner ? el("p", { class: "pop-owner", text: `Owner: ${card.owner}` }) : null,
+      card.owed_since ? el("p", { class: "pop-owed", "data-owed": card.owed_since,
+        text: `You owe them a call since ${when.time(card.owed_since).replace(/:\d\d$/, "")}` }) : null,
       recent.length ? el("details", { class: "pop-recent", open: wide.matches },
         el("summary", { text: "Last calls" }), el("ol", {}, ...recent)) : null,
       actions);
@@ -331,6 +333,33 @@
   }
   setInterval(tick, 1000);
 
+  // -- follow-ups: the desk's "My follow-ups", reloaded from the hub when a task changes --------
+  const followups = document.getElementById("followups");
+  let followupsLoading = null;
+  async function reloadFollowups() {
+    if (!followups) return;
+    if (followupsLoading) { followupsLoading.again = true; return; }
+    followupsLoading = { again: false };
+    try {
+      const res = await fetch("/desk/follow-ups", { credentials: "same-origin", headers: { accept: "text/html" } });
+      if (res.ok) { followups.innerHTML = await res.text(); formatTimes(followups); }
+    } catch (_) { /* the next message or minute tries again */ }
+    const again = followupsLoading.again;
+    followupsLoading = null;
+    if (again) reloadFollowups();
+  }
+  if (followups) setInterval(reloadFollowups, 60000); // ages move on
+  function onTask(msg) {
+    reloadFollowups();
+    if (msg.change !== "created") return;
+    // A new call owed: the same opt-in alerts as a ringing phone, once.
+    if (alerts.ring_sound) { playRing(); setTimeout(() => { if (!ringTimer && ringAudio) ringAudio.pause(); }, 2500); }
+    if (alerts.desktop_notifications && "Notification" in window && Notification.permission === "granted") {
+      const note = new Notification(msg.title, { body: "A call to return", tag: `task-${msg.task.id}` });
+      note.onclick = () => { window.focus(); note.close(); };
+    }
+  }
+
   // -- other messages --------------------------------------------------------------------------
   function onNotification(note, unread) {
     setUnread(unread !== undefined ? unread : Number((document.querySelector("[data-unread]") || {}).textContent || 0) + 1);
@@ -418,6 +447,7 @@
       case "dial": showDial(msg.state, msg.message); break;
       case "presence": onPresence(msg); break;
       case "live_call": onLiveCall(msg.call); break;
+      case "task": onTask(msg); break;
       default: break;
     }
   }
@@ -513,6 +543,15 @@
         catch (_) { /* still open it */ }
         location.href = open.getAttribute("href");
       }
+      return;
+    }
+    const done = target.closest("[data-task-done]");
+    const snooze = target.closest("[data-task-snooze]");
+    if (done || snooze) {
+      const id = (done || snooze).dataset.taskDone || (done || snooze).dataset.taskSnooze;
+      const change = done ? { status: "done" } : { snooze_until: new Date(when.now() + 3600 * 1000).toISOString() };
+      try { await api("PATCH", `/api/v1/tasks/${id}`, change); } catch (err) { window.alert(err.message); }
+      reloadFollowups();
       return;
     }
     if (target.closest("[data-read-all]")) {
