@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from tests.browser.conftest import ARTIFACTS, LiveHub, start_hub, stop_hub
@@ -137,4 +138,46 @@ def test_done_and_snooze_from_the_desk(browser: Browser, followup_hub: LiveHub, 
     expect(bob.locator("[data-followup-counts]")).to_have_text("(2 open, 1 overdue)")
     items.first.get_by_role("button", name="Done").click()
     expect(items).to_have_count(1)
+    ctx.close()
+
+
+def _admin(hub: LiveHub) -> httpx.Client:
+    c = httpx.Client(base_url=hub.url, timeout=10)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text)
+    assert token
+    c.post("/login", data={"username": "admin", "password": hub.admin_password, "csrf_token": token.group(1)})
+    fresh = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/settings").text)
+    assert fresh
+    c.headers["x-csrf-token"] = fresh.group(1)
+    return c
+
+
+def test_a_note_and_a_type_from_the_pop_while_the_call_runs(
+    browser: Browser, followup_hub: LiveHub, sim: SimThread
+) -> None:
+    admin = _admin(followup_hub)
+    try:
+        assert admin.post("/api/v1/call-types", json={"name": "Support"}).status_code == 201
+    finally:
+        admin.close()
+    ctx, alice = sign_in(browser, followup_hub.url, "alice")
+    ringing = sim.submit(
+        sim.sim.start_call("inbound", caller="+14155550150", caller_name="", extension="1001", ring=2)
+    )
+    pop = alice.locator("#pops .pop")
+    expect(pop).to_have_count(1)
+    expect(pop).to_have_attribute("data-state", "ringing")
+    pop.get_by_text("Note & type").click()
+    pop.get_by_label("Note").fill("printer on floor 3 jams")
+    call = ringing.result(15)
+    expect(pop).to_have_attribute("data-state", "talking")
+    # The card moved on; what Alice typed is still there.
+    expect(pop.get_by_label("Note")).to_have_value("printer on floor 3 jams")
+    pop.get_by_label("Call type").select_option("Support")
+    pop.get_by_role("button", name="Save note").click()
+    expect(pop.get_by_role("status")).to_have_text("Saved.")
+    sim.run(call.hangup("caller"))
+    expect(pop).to_have_attribute("data-state", "ended")
+    calls = alice.request.get(followup_hub.url + "/api/v1/calls?q=%2B14155550150").json()["items"]
+    assert [(c["note"], c["call_type"]) for c in calls] == [("printer on floor 3 jams", "Support")]
     ctx.close()

@@ -147,6 +147,8 @@ async def test_list_has_every_field(hub: Hub, admin_client: httpx.AsyncClient) -
         "match": "contact",
         "transferred_to": "1009",
         "recording": "rec/a1.wav",
+        "note": "",
+        "call_type": None,
     }
     one = (await admin_client.get(f"/api/v1/calls/{a1['id']}")).json()
     assert one["pbx_call_id"] == "a1"

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callbridge.domain.errors import StoreUnavailable
 from callbridge.services.calllog import BatchStores
 from callbridge.store.agents import SqlAgentStore
-from callbridge.store.calls import SqlCalls
+from callbridge.store.calls import SqlCalls, SqlCallTypes
 from callbridge.store.comments import SqlComments
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 from callbridge.store.pbxes import SqlPbxStore
@@ -33,6 +33,7 @@ class Repos:
         self.sessions = SqlSessionStore(session)
         self.pbxes = SqlPbxStore(session, box)
         self.calls = SqlCalls(session)
+        self.call_types = SqlCallTypes(session)
         self.directory = SqlDirectory(session)
         self.extensions = SqlExtensions(session)
         self.dialplan_tokens = SqlDialplanTokens(session, box)

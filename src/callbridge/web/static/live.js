@@ -200,18 +200,54 @@
       recent.length ? el("details", { class: "pop-recent", open: wide.matches },
         el("summary", { text: "Last calls" }), el("ol", {}, ...recent)) : null,
       actions);
+    if (card.id && !colleague) node.append(noteForm(card));
     const old = document.getElementById(id);
     if (old) updateInPlace(old, node); else pops.prepend(node);
     if (fresh && card.state !== "ended") expand(true);
     if (card.state === "ended") {
       setTimeout(() => {
         const cur = document.getElementById(id);
-        if (cur && cur.dataset.state === "ended") { cur.remove(); layout(); }
+        // An open note form keeps the card until the user dismisses it: the note is written after the call.
+        if (cur && cur.dataset.state === "ended" && !cur.querySelector(".pop-note[open]")) { cur.remove(); layout(); }
       }, ENDED_LINGER_MS);
     }
     notify(card, fresh);
     layout();
     tick();
+  }
+
+  // -- a note and a call type, written from the pop while the call runs or after it ------------
+  let callTypes = [];
+  function typeOptions(select) {
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "", text: "Call type…" }),
+      ...callTypes.map((t) => el("option", { value: t, text: t })));
+    select.value = chosen;
+  }
+  if (popsBox) {
+    api("GET", "/api/v1/call-types").then((page) => {
+      callTypes = (page.items || []).map((t) => t.name);
+      for (const select of document.querySelectorAll(".pop-note select")) typeOptions(select);
+    }).catch(() => {});
+  }
+  function noteForm(card) {
+    const select = el("select", { name: "call_type", "aria-label": "Call type" });
+    typeOptions(select);
+    const status = el("span", { class: "muted", role: "status" });
+    const form = el("form", { class: "pop-note-form", "data-call": String(card.id) },
+      el("textarea", { name: "note", rows: "2", maxlength: "10000", "aria-label": "Note", placeholder: "What is the call about?" }),
+      select,
+      el("button", { type: "submit", class: "btn", text: "Save note" }),
+      status);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      try {
+        await api("PATCH", `/api/v1/calls/${form.dataset.call}`, { note: String(data.get("note") || ""), call_type: String(data.get("call_type") || "") });
+        status.textContent = "Saved.";
+      } catch (err) { status.textContent = `Not saved: ${err.message}`; }
+    });
+    return el("details", { class: "pop-note" }, el("summary", { text: "Note & type" }), form);
   }
 
   // -- the pops' place on the page ---------------------------------------------------------------
@@ -307,7 +343,11 @@
     const recentOpen = recent ? recent.open : null;
     for (const attr of [...old.attributes]) if (!node.hasAttribute(attr.name)) old.removeAttribute(attr.name);
     for (const attr of node.attributes) old.setAttribute(attr.name, attr.value);
-    old.replaceChildren(...node.childNodes);
+    // The note form stays as it is (what the user is typing, the focus in it): the rest is renewed.
+    const keep = old.querySelector(":scope > .pop-note");
+    const incoming = [...node.childNodes].filter((n) => !(keep && n.classList && n.classList.contains("pop-note")));
+    for (const child of [...old.childNodes]) if (child !== keep) child.remove();
+    if (keep) for (const n of incoming) old.insertBefore(n, keep); else old.append(...incoming);
     const nextRecent = old.querySelector("details.pop-recent");
     if (nextRecent && recentOpen !== null) nextRecent.open = recentOpen;
     if (activeSig) {
