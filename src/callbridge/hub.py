@@ -29,6 +29,7 @@ from callbridge.domain.events import (
 )
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import PurgeCandidate, RecordingStatus, parse_recordings_url
+from callbridge.domain.tasks import Task, TaskStatus
 from callbridge.domain.transcripts import TranscribeRules
 from callbridge.media.s3 import S3Storage
 from callbridge.media.storage import LocalStorage
@@ -55,6 +56,7 @@ from callbridge.services.live import (
     PresenceBoard,
     RecentCall,
 )
+from callbridge.services.mail import MailStore, MailWorker, SmtpConfig, SmtpSender
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.services.recording_uploads import AgentUploads, UploadRows
@@ -129,6 +131,40 @@ class _EarlyDeskStore:
             return await repos.tasks.owed(number)
 
 
+class _MailStore:
+    """The mail worker's reads and writes within one unit of work."""
+
+    def __init__(self, repos: Repos) -> None:
+        mail = repos.mail
+        self.enqueue = mail.enqueue
+        self.due = mail.due
+        self.next_due = mail.next_due
+        self.mark_sent = mail.mark_sent
+        self.mark_failed = mail.mark_failed
+        self.digest_users = mail.digest_users
+        self.missed_calls = mail.missed_calls
+        self._tasks = repos.tasks
+
+    async def open_tasks(self, user_id: int, today: datetime) -> list[Task]:
+        found, _ = await self._tasks.search(
+            status=TaskStatus.OPEN, assignee_id=user_id, any_assignee=False, limit=200, today=today
+        )
+        return found
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+    return SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.smtp_from,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=password,
+        timeout=settings.smtp_timeout_seconds,
+    )
+
+
 def summarizer_for(settings: Settings) -> Summarizer | None:
     """The summary endpoint the user configured, or none (the default)."""
     if not settings.summary_url:
@@ -164,6 +200,8 @@ class Hub:
     desk: Desk | None = None
     # Follow-up tasks made and closed by calls: see services/tasks.py.
     followups: FollowUps | None = None
+    # E-mail through the durable outbox (none when no SMTP server is configured).
+    mail: MailWorker | None = None
     commands: LinkCommands | None = None
     leases: LinkLeases | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -231,6 +269,15 @@ class Hub:
                 region=settings.default_region,
             )
         )
+        if settings.smtp_host:
+            hub.mail = MailWorker(
+                hub._mail_units,
+                SmtpSender(smtp_config(settings)),
+                digest_hour=settings.email_digest_hour,
+                default_zone=settings.time_zone,
+                region=settings.default_region,
+                desk_url=f"{settings.public_url.rstrip('/')}/desk" if settings.public_url else "",
+            )
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         hub.storage = make_storage(settings)
         transcode = Transcoder(settings.recordings_transcode) if settings.recordings_transcode else None
@@ -262,6 +309,12 @@ class Hub:
                 summarizer=summarizer_for(settings),
             )
         return hub
+
+    @asynccontextmanager
+    async def _mail_units(self) -> AsyncIterator[MailStore]:
+        async with self.db.unit() as repos:
+            yield _MailStore(repos)
+            await repos.commit()
 
     # --- recordings ----------------------------------------------------------------------------
     @asynccontextmanager
@@ -342,6 +395,8 @@ class Hub:
             self.retention.start()
         if self.transcription is not None:
             self.transcription.start()
+        if self.mail is not None:
+            self.mail.start()
 
     def _token_used(self) -> None:
         if self._token_flush is None or self._token_flush.done():
@@ -791,6 +846,8 @@ class Hub:
                 log.warning("could not look for changed PBXs: %s", type(exc).__name__)
 
     async def close(self) -> None:
+        if self.mail is not None:
+            await self.mail.close()
         if self.fetcher is not None:
             await self.fetcher.close()
         if self.retention is not None:

@@ -170,3 +170,15 @@ async def test_teams_are_managed_by_admins(hub: Hub, people: dict[str, int], as_
     assert [t["number"] for t in (await bob.get("/api/v1/tasks")).json()["items"]] == ["+14155550177"]
     assert (await admin.delete(f"/api/v1/teams/{team}")).status_code == 204
     assert (await admin.delete(f"/api/v1/teams/{team}")).status_code == 404
+
+
+async def test_my_email_settings(hub: Hub, people: dict[str, int], as_user: object) -> None:
+    ann = await as_user("ann")  # type: ignore[operator]
+    assert (await ann.get("/api/v1/me/email")).json() == {"email": "", "daily_digest": False}
+    bad = await ann.put("/api/v1/me/email", json={"email": "not-an-address", "daily_digest": True})
+    assert bad.status_code == 400 and "not an e-mail address" in bad.json()["error"]["message"]
+    empty = await ann.put("/api/v1/me/email", json={"email": "", "daily_digest": True})
+    assert empty.status_code == 400 and "needs an e-mail address" in empty.json()["error"]["message"]
+    ok = await ann.put("/api/v1/me/email", json={"email": " ann@example.com ", "daily_digest": True})
+    assert ok.json() == {"email": "ann@example.com", "daily_digest": True}
+    assert (await ann.get("/api/v1/me/email")).json() == {"email": "ann@example.com", "daily_digest": True}

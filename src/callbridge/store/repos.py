@@ -11,6 +11,7 @@ from callbridge.store.agents import SqlAgentStore
 from callbridge.store.calls import SqlCalls, SqlCallTypes
 from callbridge.store.comments import SqlComments
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
+from callbridge.store.mail import SqlMail
 from callbridge.store.pbxes import SqlPbxStore
 from callbridge.store.recordings import SqlRecordings
 from callbridge.store.retention import SqlRetention
@@ -45,6 +46,7 @@ class Repos:
         self.transcripts = SqlTranscripts(session)
         self.tasks = SqlTasks(session)
         self.teams = SqlTeams(session)
+        self.mail = SqlMail(session)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself

@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.domain.errors import InvalidInput
-from callbridge.domain.tasks import Task, TaskKind, TaskStatus
+from callbridge.domain.tasks import Task, TaskKind, TaskStatus, next_in_turn
 from callbridge.store.calls import calls
 from callbridge.store.directory import contacts, decode_cursor, encode_cursor
 from callbridge.store.tables import UtcDateTime, metadata, now, users, web_sessions
@@ -365,8 +365,6 @@ class SqlTeams:
     async def take_turn(self, team_id: int) -> int | None:
         """The team member whose turn it is (round robin among the members signed in now, else
         among all its active members), remembered as the team's last; ``None`` for an empty team."""
-        from callbridge.domain.tasks import next_in_turn
-
         last = (
             await self.session.execute(
                 select(teams.c.last_user_id).where(teams.c.id == team_id).with_for_update()

@@ -9,9 +9,11 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from callbridge.domain.errors import Forbidden, InvalidInput, NotFound
+from callbridge.domain.mail import validate_address
 from callbridge.domain.tasks import TaskStatus
 from callbridge.domain.users import User, validate_username
 from callbridge.services.tasks import task_dict
+from callbridge.store.mail import MailPrefs
 from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, CurrentUser, HubDep, RepoDep
 from callbridge.web.schemas import Id, Page
@@ -237,3 +239,30 @@ async def delete_team(team_id: Id, user: AdminUser, repos: RepoDep) -> Response:
     if not await repos.teams.delete(team_id):
         raise NotFound(f"no team with id {team_id}")
     return Response(status_code=204)
+
+
+# -- e-mail (your own settings) ---------------------------------------------------------------
+
+
+class MailPrefsIo(BaseModel):
+    """Where callbridge e-mails you, and whether you want the daily digest (open follow-ups and
+    the last day's missed calls)."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(default="", max_length=254, description="Empty: no e-mail.")
+    daily_digest: bool = Field(default=False)
+
+
+@router.get("/me/email", tags=["users"])
+async def get_my_email(user: CurrentUser, repos: RepoDep) -> MailPrefsIo:
+    prefs = await repos.mail.prefs(user.id)
+    return MailPrefsIo(email=prefs.email, daily_digest=prefs.daily_digest)
+
+
+@router.put("/me/email", tags=["users"])
+async def set_my_email(body: MailPrefsIo, user: CurrentUser, repos: RepoDep) -> MailPrefsIo:
+    email = validate_address(body.email) if body.email.strip() else ""
+    if body.daily_digest and not email:
+        raise InvalidInput("the daily digest needs an e-mail address")
+    await repos.mail.set_prefs(user.id, MailPrefs(email, body.daily_digest))
+    return MailPrefsIo(email=email, daily_digest=body.daily_digest)

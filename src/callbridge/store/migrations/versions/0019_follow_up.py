@@ -1,5 +1,6 @@
 """Follow-up: tasks (callbacks, follow-ups) with their calls and comments, teams that share
-callbacks round robin, and a note and a call type on each call (the admin keeps the types).
+callbacks round robin, a note and a call type on each call (the admin keeps the types), and
+e-mail: each user's address and digest opt-in, and the durable outbox.
 
 Revision ID: 0019
 Revises: 0015
@@ -111,9 +112,34 @@ def upgrade() -> None:
     with op.batch_alter_table("calls") as batch:
         batch.add_column(sa.Column("note", sa.Text, nullable=False, server_default=""))
         batch.add_column(sa.Column("call_type", sa.String(64), nullable=False, server_default=""))
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("email", sa.String(254), nullable=False, server_default=""))
+        batch.add_column(sa.Column("email_digest", sa.Boolean, nullable=False, server_default=sa.false()))
+    op.create_table(
+        "email_outbox",
+        sa.Column("id", sa.Integer, nullable=False),
+        sa.Column("key", sa.String(200), nullable=False),
+        sa.Column("to_address", sa.String(254), nullable=False),
+        sa.Column("subject", sa.String(300), nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("created_at", UtcDateTime, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+        sa.Column("sent_at", UtcDateTime, nullable=True),
+        sa.Column("status", sa.String(8), nullable=False, server_default="pending"),
+        sa.Column("last_error", sa.String(500), nullable=False, server_default=""),
+        sa.PrimaryKeyConstraint("id", name="pk_email_outbox"),
+        sa.UniqueConstraint("key", name="uq_email_outbox_key"),
+    )
+    op.create_index("ix_email_outbox_status_next_attempt_at", "email_outbox", ["status", "next_attempt_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_email_outbox_status_next_attempt_at", table_name="email_outbox")
+    op.drop_table("email_outbox")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("email_digest")
+        batch.drop_column("email")
     with op.batch_alter_table("calls") as batch:
         batch.drop_column("call_type")
         batch.drop_column("note")
