@@ -114,6 +114,7 @@ class _EarlyDeskStore:
         self.contact = fast.contact
         self.user_label = fast.user_label
         self.colleague = fast.colleague
+        self.owed = fast.owed  # a point read: no session, no transaction beside ingest's
         self._db = db
 
     async def recent_calls(
@@ -125,10 +126,6 @@ class _EarlyDeskStore:
     async def call_ended(self, pbx: str, call_id: str) -> bool:
         async with self._db.unit() as repos:
             return await DeskRepo(repos).call_ended(pbx, call_id)
-
-    async def owed(self, number: str) -> Sequence[tuple[int | None, datetime]]:
-        async with self._db.unit() as repos:
-            return await repos.tasks.owed(number)
 
 
 class _MailStore:

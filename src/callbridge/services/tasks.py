@@ -54,11 +54,11 @@ class FollowUpRules:
 class TaskRows(Protocol):
     async def get(self, task_id: int, today: datetime | None = None) -> Task | None: ...
 
-    async def open_for_number(self, number: str, kinds: Sequence[TaskKind]) -> int | None: ...
+    async def callback_for(self, number: str, call_id: int) -> tuple[int | None, bool]: ...
+
+    async def user_name(self, user_id: int) -> str: ...
 
     async def open_ids_for_number(self, number: str) -> list[tuple[int, int | None]]: ...
-
-    async def call_has_task(self, call_id: int) -> bool: ...
 
     async def create(
         self,
@@ -185,24 +185,44 @@ class FollowUps:
 
     async def _missed(self, changed: Ingested, store: FollowUpStore) -> list[tuple[str, Payload]]:
         s = changed.summary
-        if await store.tasks.call_has_task(changed.id):
+        found, linked = await store.tasks.callback_for(s.external_number, changed.id)
+        if linked:
             return []  # the end re-reported: this call is in its task already
-        found = await store.tasks.open_for_number(s.external_number, (TaskKind.CALLBACK,))
         if found is not None:
             await store.tasks.link_call(found, changed.id)
-            change = "updated"
-        else:
-            assignee = await self._assignee(changed, store)
-            due = s.ended_at or s.started_at or datetime.now(UTC)
-            found = await store.tasks.create(
-                TaskKind.CALLBACK, s.external_number, changed.link.contact_id, assignee, due, changed.id
-            )
-            change = "created"
-            log.info("callback task %s for call %s/%s", found, s.pbx, s.call_id)
-        task = await store.tasks.get(found, self.today())
-        if task is None or task.assignee_id is None:
+            task = await store.tasks.get(found, self.today())
+            if task is None or task.assignee_id is None:
+                return []
+            return [self.message(task, [task.assignee_id], "updated")]
+        # A new task: built from what ingest knows, not read back (the busiest path: a few
+        # statements per missed call, see bench/followup.py).
+        assignee = await self._assignee(changed, store)
+        due = s.ended_at or s.started_at or datetime.now(UTC)
+        task_id = await store.tasks.create(
+            TaskKind.CALLBACK, s.external_number, changed.link.contact_id, assignee, due, changed.id
+        )
+        log.info("callback task %s for call %s/%s", task_id, s.pbx, s.call_id)
+        if assignee is None:
             return []
-        return [self.message(task, [task.assignee_id], change)]
+        started = s.started_at or due
+        task = Task(
+            id=task_id,
+            kind=TaskKind.CALLBACK,
+            number=s.external_number,
+            contact_id=changed.link.contact_id,
+            contact_name=changed.contact_name if changed.link.contact_id is not None else "",
+            company_name=changed.company_name,
+            assignee_id=assignee,
+            assignee=await store.tasks.user_name(assignee),
+            status=TaskStatus.OPEN,
+            due_at=due,
+            created_at=datetime.now(UTC),
+            closed_at=None,
+            closed_by_call_id=None,
+            calls=(changed.id,),
+            calls_today=1 if started >= self.today() else 0,
+        )
+        return [self.message(task, [assignee], "created")]
 
     async def _assignee(self, changed: Ingested, store: FollowUpStore) -> int | None:
         rung = sorted(changed.link.user_ids)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -203,20 +204,28 @@ class SqlTasks:
         after = encode_cursor([rows[-1].due_at.isoformat(), rows[-1].id]) if more and rows else None
         return found, after
 
-    async def open_for_number(self, number: str, kinds: Sequence[TaskKind]) -> int | None:
-        """The id of the oldest open task of ``kinds`` for ``number``, locked for this unit of work."""
-        stmt = (
+    async def callback_for(self, number: str, call_id: int) -> tuple[int | None, bool]:
+        """In one statement: the open callback task for ``number`` (its id, or ``None``) and
+        whether call ``call_id`` is in a task already (its end reported again)."""
+        open_id = (
             select(tasks.c.id)
             .where(
                 tasks.c.status == TaskStatus.OPEN.value,
                 tasks.c.number == number,
-                tasks.c.kind.in_([k.value for k in kinds]),
+                tasks.c.kind == TaskKind.CALLBACK.value,
             )
             .order_by(tasks.c.id)
             .limit(1)
-            .with_for_update()
+            .scalar_subquery()
         )
-        return (await self.session.execute(stmt)).scalar()
+        linked = exists().where(task_calls.c.call_id == call_id)
+        row = (await self.session.execute(select(open_id.label("open_id"), linked.label("linked")))).one()
+        return (int(row.open_id) if row.open_id is not None else None), bool(row.linked)
+
+    async def user_name(self, user_id: int) -> str:
+        return str(
+            (await self.session.execute(select(users.c.name).where(users.c.id == user_id))).scalar() or ""
+        )
 
     async def open_ids_for_number(self, number: str) -> list[tuple[int, int | None]]:
         """(task id, assignee id) of every open task for ``number``, locked."""
@@ -236,10 +245,6 @@ class SqlTasks:
             .order_by(tasks.c.created_at)
         )
         return [(r.assignee_id, r.created_at) for r in (await self.session.execute(stmt)).all()]
-
-    async def call_has_task(self, call_id: int) -> bool:
-        stmt = select(task_calls.c.task_id).where(task_calls.c.call_id == call_id).limit(1)
-        return (await self.session.execute(stmt)).first() is not None
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -272,7 +277,7 @@ class SqlTasks:
             ).scalar_one()
         )
         if call_id is not None:
-            await self.link_call(task_id, call_id)
+            await self.session.execute(insert(task_calls).values(task_id=task_id, call_id=call_id))
         return task_id
 
     async def link_call(self, task_id: int, call_id: int) -> None:
