@@ -182,3 +182,18 @@ async def test_my_email_settings(hub: Hub, people: dict[str, int], as_user: obje
     ok = await ann.put("/api/v1/me/email", json={"email": " ann@example.com ", "daily_digest": True})
     assert ok.json() == {"email": "ann@example.com", "daily_digest": True}
     assert (await ann.get("/api/v1/me/email")).json() == {"email": "ann@example.com", "daily_digest": True}
+
+
+async def test_the_account_page_sets_my_email(hub: Hub, people: dict[str, int], as_user: object) -> None:
+    ann = await as_user("ann")  # type: ignore[operator]
+    token = ann.headers["x-csrf-token"]
+    page = (await ann.get("/account")).text
+    assert "This hub sends no e-mail yet" in page  # no SMTP server in these tests
+    bad = await ann.post("/account/email", data={"email": "ann@", "daily_digest": "on", "csrf_token": token})
+    assert bad.status_code == 400 and "is not an e-mail address" in bad.text
+    saved = await ann.post(
+        "/account/email", data={"email": "ann@example.com", "daily_digest": "on", "csrf_token": token}
+    )
+    assert saved.status_code == 303
+    assert (await ann.get("/api/v1/me/email")).json() == {"email": "ann@example.com", "daily_digest": True}
+    assert 'value="ann@example.com"' in (await ann.get("/account")).text
