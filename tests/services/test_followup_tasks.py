@@ -116,6 +116,10 @@ async def test_a_missed_call_leaves_a_callback_task_for_the_rung_user(hub: Hub) 
     )
     assert task.calls == (await call_id_of(hub, events[0].call_id),)
     assert task.due_at == T0 + timedelta(seconds=20)  # owed from the moment the caller gave up
+    # The early pop's point read (no session) finds who owes the caller a call, and since when.
+    [(owner, since)] = await hub.fast_directory.owed(ADA)
+    assert owner == users["ann"] and since == task.created_at and since.tzinfo is not None
+    assert await hub.fast_directory.owed("+14155550199") == []
 
 
 async def test_three_missed_calls_from_one_number_fold_into_one_task(hub: Hub) -> None:
