@@ -182,3 +182,17 @@ async def test_a_hanging_smtp_server_never_holds_up_the_desk(settings: Settings)
     finally:
         await hub.close()
         silent.close()
+
+
+async def test_two_workers_never_take_the_same_mail(hub: Hub) -> None:
+    async with hub.db.unit() as repos:
+        await repos.mail.enqueue("test:1", "ann@example.com", "hello", "body")
+        assert not await repos.mail.enqueue("test:1", "ann@example.com", "hello", "body")  # queued once
+    at = datetime.now(UTC) + timedelta(seconds=1)
+    async with hub.db.unit() as repos:
+        assert [m.key for m in await repos.mail.due(at)] == ["test:1"]
+    async with hub.db.unit() as repos:
+        assert await repos.mail.due(at) == []  # the first worker holds it while it sends
+    async with hub.db.unit() as repos:
+        # A worker that died mid-send: the mail is taken again once the claim has run out.
+        assert [m.key for m in await repos.mail.due(at + timedelta(minutes=6))] == ["test:1"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +25,9 @@ from callbridge.domain.tasks import UNANSWERED
 from callbridge.store.calls import call_users, calls
 from callbridge.store.directory import contacts
 from callbridge.store.tables import UtcDateTime, metadata, now, users
+
+# How long a worker holds the e-mails it took to send (a send times out well before).
+CLAIM = timedelta(minutes=5)
 
 email_outbox = Table(
     "email_outbox",
@@ -69,7 +72,9 @@ class SqlMail:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def due(self, at: datetime, limit: int = 20) -> list[OutboxMail]:
-        """Pending e-mails whose time has come, oldest first, locked against other workers."""
+        """Pending e-mails whose time has come, oldest first, claimed: their next attempt moves
+        ``CLAIM`` ahead, so another hub worker does not send them too (a worker that dies
+        mid-send leaves them to be sent after that)."""
         stmt = (
             select(email_outbox)
             .where(email_outbox.c.status == "pending", email_outbox.c.next_attempt_at <= at)
@@ -78,7 +83,14 @@ class SqlMail:
         )
         if self.session.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update(skip_locked=True)
-        return [_mail(r) for r in (await self.session.execute(stmt)).all()]
+        found = [_mail(r) for r in (await self.session.execute(stmt)).all()]
+        if found:
+            await self.session.execute(
+                update(email_outbox)
+                .where(email_outbox.c.id.in_([m.id for m in found]))
+                .values(next_attempt_at=at + CLAIM)
+            )
+        return found
 
     async def next_due(self) -> datetime | None:
         stmt = select(email_outbox.c.next_attempt_at).where(email_outbox.c.status == "pending")
