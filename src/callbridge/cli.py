@@ -18,7 +18,7 @@ from rich.table import Table
 import callbridge
 from callbridge import cli_directory
 from callbridge.config import Settings
-from callbridge.domain.errors import CallbridgeError
+from callbridge.domain.errors import CallbridgeError, InvalidInput
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.users import parse_role
 from callbridge.hub import Hub
@@ -58,6 +58,10 @@ wallboard_app = typer.Typer(
     help="Read-only wallboard links for a TV: link, list, revoke.", no_args_is_help=True
 )
 app.add_typer(wallboard_app, name="wallboard")
+team_app = typer.Typer(
+    help="Teams that share callbacks round robin: add, members, list, remove.", no_args_is_help=True
+)
+app.add_typer(team_app, name="team")
 pbx_app.add_typer(pbx_add_app, name="add")
 
 
@@ -278,6 +282,75 @@ def user_add(
         console.print(f"User [bold]{user.name}[/bold] added with role {user.role.value}.")
         if generated:
             console.print(f"Password (shown once): [bold]{generated}[/bold]")
+
+    in_unit(work)
+
+
+async def _team_members(repos: Repos, names: list[str]) -> list[int]:
+    ids = []
+    for name in names:
+        stored = await repos.users.get_by_name(name)
+        if stored is None or not stored.user.active:
+            raise InvalidInput(f"no active user named {name!r}")
+        ids.append(stored.user.id)
+    return ids
+
+
+@team_app.command("add")
+def team_add(
+    name: Annotated[str, typer.Argument(help="The team's name.")],
+    member: Annotated[list[str] | None, typer.Option(help="A member's user name (repeat it).")] = None,
+) -> None:
+    """Add a team; members take turns with callbacks nobody else is for (docs/follow-up.md)."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        members = await _team_members(repos, member or [])
+        team_id = await repos.teams.create(name.strip())
+        await repos.teams.set_members(team_id, members)
+        console.print(f"Team [bold]{name.strip()}[/bold] added with {len(members)} members.")
+
+    in_unit(work)
+
+
+@team_app.command("members")
+def team_members(
+    name: Annotated[str, typer.Argument(help="The team's name.")],
+    member: Annotated[list[str] | None, typer.Option(help="A member's user name (repeat it).")] = None,
+) -> None:
+    """Set a team's members (replaces them)."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        team_id = await repos.teams.find(name)
+        if team_id is None:
+            raise InvalidInput(f"no team named {name!r}")
+        await repos.teams.set_members(team_id, await _team_members(repos, member or []))
+        console.print(f"Team [bold]{name}[/bold]: {', '.join(member or []) or 'no members'}.")
+
+    in_unit(work)
+
+
+@team_app.command("list")
+def team_list() -> None:
+    """List teams and their members."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        table = Table("team", "members")
+        for team in await repos.teams.all():
+            table.add_row(team.name, ", ".join(team.members) or "-")
+        console.print(table)
+
+    in_unit(work)
+
+
+@team_app.command("remove")
+def team_remove(name: Annotated[str, typer.Argument(help="The team's name.")]) -> None:
+    """Remove a team (its tasks stay with their assignees)."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        team_id = await repos.teams.find(name)
+        if team_id is None or not await repos.teams.delete(team_id):
+            raise InvalidInput(f"no team named {name!r}")
+        console.print(f"Team [bold]{name}[/bold] removed.")
 
     in_unit(work)
 

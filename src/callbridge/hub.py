@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
 from callbridge.domain.events import (
+    CallAnswered,
     CallEnded,
     CallEvent,
     CallStarted,
@@ -30,6 +31,7 @@ from callbridge.domain.events import (
 )
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import PurgeCandidate, RecordingStatus, parse_recordings_url
+from callbridge.domain.tasks import Task, TaskStatus
 from callbridge.domain.transcripts import TranscribeRules
 from callbridge.media.s3 import S3Storage
 from callbridge.media.storage import LocalStorage
@@ -56,6 +58,7 @@ from callbridge.services.live import (
     PresenceBoard,
     RecentCall,
 )
+from callbridge.services.mail import MailStore, MailWorker, SmtpConfig, SmtpSender
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.services.queues import WALLBOARD_TOPIC, QueueBoard
@@ -69,6 +72,7 @@ from callbridge.services.retention import (
     RetentionWorker,
     purge,
 )
+from callbridge.services.tasks import FollowUpRules, FollowUps, FollowUpStore
 from callbridge.services.transcription import (
     Heard,
     Summarizer,
@@ -120,6 +124,7 @@ class _EarlyDeskStore:
         self.contact = fast.contact
         self.user_label = fast.user_label
         self.colleague = fast.colleague
+        self.owed = fast.owed  # a point read: no session, no transaction beside ingest's
         self._db = db
 
     async def recent_calls(
@@ -131,6 +136,40 @@ class _EarlyDeskStore:
     async def call_ended(self, pbx: str, call_id: str) -> bool:
         async with self._db.unit() as repos:
             return await DeskRepo(repos).call_ended(pbx, call_id)
+
+
+class _MailStore:
+    """The mail worker's reads and writes within one unit of work."""
+
+    def __init__(self, repos: Repos) -> None:
+        mail = repos.mail
+        self.enqueue = mail.enqueue
+        self.due = mail.due
+        self.next_due = mail.next_due
+        self.mark_sent = mail.mark_sent
+        self.mark_failed = mail.mark_failed
+        self.digest_users = mail.digest_users
+        self.missed_calls = mail.missed_calls
+        self._tasks = repos.tasks
+
+    async def open_tasks(self, user_id: int, today: datetime) -> list[Task]:
+        found, _ = await self._tasks.search(
+            status=TaskStatus.OPEN, assignee_id=user_id, any_assignee=False, limit=200, today=today
+        )
+        return found
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+    return SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.smtp_from,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=password,
+        timeout=settings.smtp_timeout_seconds,
+    )
 
 
 def summarizer_for(settings: Settings) -> Summarizer | None:
@@ -166,6 +205,10 @@ class Hub:
     # Live desk (screen pop, presence): see services/live.py.
     board: PresenceBoard = field(default_factory=MemoryBoard)
     desk: Desk | None = None
+    # Follow-up tasks made and closed by calls: see services/tasks.py.
+    followups: FollowUps | None = None
+    # E-mail through the durable outbox (none when no SMTP server is configured).
+    mail: MailWorker | None = None
     commands: LinkCommands | None = None
     leases: LinkLeases | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -230,6 +273,24 @@ class Hub:
             extension_map=hub._extension_map,
             region=settings.default_region,
         )
+        hub.followups = FollowUps(
+            FollowUpRules(
+                min_ring_seconds=settings.followup_min_ring_seconds,
+                close_by_anyone=settings.followup_close_by_anyone,
+                team=settings.followup_team,
+                time_zone=settings.time_zone,
+                region=settings.default_region,
+            )
+        )
+        if settings.smtp_host:
+            hub.mail = MailWorker(
+                hub._mail_units,
+                SmtpSender(smtp_config(settings)),
+                digest_hour=settings.email_digest_hour,
+                default_zone=settings.time_zone,
+                region=settings.default_region,
+                desk_url=f"{settings.public_url.rstrip('/')}/desk" if settings.public_url else "",
+            )
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         hub.storage = make_storage(settings)
         transcode = Transcoder(settings.recordings_transcode) if settings.recordings_transcode else None
@@ -264,6 +325,12 @@ class Hub:
                 summarizer=summarizer_for(settings),
             )
         return hub
+
+    @asynccontextmanager
+    async def _mail_units(self) -> AsyncIterator[MailStore]:
+        async with self.db.unit() as repos:
+            yield _MailStore(repos)
+            await repos.commit()
 
     # --- recordings ----------------------------------------------------------------------------
     @asynccontextmanager
@@ -360,6 +427,8 @@ class Hub:
             self.pbx_copies.start()
         if self.transcription is not None:
             self.transcription.start()
+        if self.mail is not None:
+            self.mail.start()
 
     def _token_used(self) -> None:
         if self._token_flush is None or self._token_flush.done():
@@ -642,8 +711,20 @@ class Hub:
                     log.exception(
                         "live desk failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
                     )
+            if self.followups is not None and isinstance(event, CallAnswered | CallEnded):
+                # In the call's unit of work: a task and its call are stored together.
+                try:
+                    out += await self.followups.on_call(changed, self.followup_store(repos))
+                except Exception:
+                    log.exception(
+                        "follow-up failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
+                    )
             out.append((CALL_TOPIC, changed.payload()))
         return out
+
+    @staticmethod
+    def followup_store(repos: Repos) -> FollowUpStore:
+        return FollowUpStore(repos.tasks, repos.teams, repos.directory)
 
     # --- PBX links -----------------------------------------------------------------------------
     def _batching_sink(self) -> EventSink:
@@ -846,6 +927,8 @@ class Hub:
                 log.warning("could not look for changed PBXs: %s", type(exc).__name__)
 
     async def close(self) -> None:
+        if self.mail is not None:
+            await self.mail.close()
         if self.fetcher is not None:
             await self.fetcher.close()
         if self.retention is not None:

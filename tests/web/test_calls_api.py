@@ -148,6 +148,8 @@ async def test_list_has_every_field(hub: Hub, admin_client: httpx.AsyncClient) -
         "transferred_to": "1009",
         "recording": "rec/a1.wav",
         "queue": None,  # not a queue call
+        "note": "",
+        "call_type": None,
     }
     one = (await admin_client.get(f"/api/v1/calls/{a1['id']}")).json()
     assert one["pbx_call_id"] == "a1"
@@ -498,6 +500,8 @@ def test_the_list_serialises_calls_exactly_as_the_call_model_does() -> None:
             placed_by_extension=extension,
             placed_by_user=extension and "bob",
             queue_visits=visits,
+            note=extension and 'Wants a "quote" =1+1',
+            call_type=extension and "Sales",
         )
         ours = orjson.dumps(plain_call(view), option=orjson.OPT_UTC_Z)
         assert ours == CallOut.of(view).model_dump_json().encode(), view

@@ -92,6 +92,11 @@ class DeskReads(Protocol):
         """Whether the call log has this call, ended."""
         ...
 
+    async def owed(self, number: str) -> Sequence[tuple[int | None, datetime]]:
+        """(assignee id, since when) of the open follow-up tasks for ``number``: a pop tells
+        its user they owe the caller a call."""
+        ...
+
 
 class DeskStore(DeskReads, Protocol):
     """What the desk reads and writes, inside the ingest's unit of work."""
@@ -427,7 +432,14 @@ class Desk:
     async def _look_up_details(self, card: _Card, changed: Ingested, store: DeskReads) -> None:
         contact_id = changed.link.contact_id
         card.contact_id = contact_id
-        details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": {}}
+        details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": {}, "owed": {}}
+        number = changed.summary.external_number
+        if number:
+            owed: dict[int, str] = {}
+            for assignee, since in await store.owed(number):
+                if assignee is not None:
+                    owed.setdefault(assignee, since.isoformat())
+            details["owed"] = owed
         party = _internal_party(changed)
         if party:
             # A colleague calling (or called): shown by name and extension, never as a stranger.
@@ -512,6 +524,7 @@ class Desk:
             "tags": card.details.get("tags", []),
             "owner": card.details.get("owner"),
             "recent": [],  # per user: see _card_messages
+            "owed_since": None,  # per user: when they owe the caller a call (an open task)
             "extension": ", ".join(sorted(set(card.users.values()))) or None,
             "answered_by": s.answered_by_extension or None,
             "placed_by": s.placed_by_extension or None,
@@ -540,11 +553,14 @@ def _card_messages(card: _Card, body: dict[str, Any]) -> list[Payload]:
     """The card for each of its users, with that user's own "Last calls"; users who see the
     same ones share a message."""
     recent: dict[int, list[dict[str, Any]]] = card.details.get("recent", {})
-    groups: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
+    # Once the caller has been talked to, the call they were owed is being (or was) paid.
+    owed: dict[int, str] = {} if body["answered_at"] else card.details.get("owed", {})
+    groups: dict[str, tuple[list[int], list[dict[str, Any]], str | None]] = {}
     for user_id in sorted(card.users):
         theirs = recent.get(user_id, [])
-        groups.setdefault(repr([r["id"] for r in theirs]), ([], theirs))[0].append(user_id)
+        since = owed.get(user_id)
+        groups.setdefault(repr(([r["id"] for r in theirs], since)), ([], theirs, since))[0].append(user_id)
     return [
-        {"users": users, "msg": {"type": "card", "card": {**body, "recent": theirs}}}
-        for users, theirs in groups.values()
+        {"users": users, "msg": {"type": "card", "card": {**body, "recent": theirs, "owed_since": since}}}
+        for users, theirs, since in groups.values()
     ]

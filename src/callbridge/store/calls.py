@@ -51,6 +51,14 @@ from callbridge.store.transcripts import transcripts
 # The tables one call's record lives in (their planner statistics are refreshed as they grow).
 CALL_LOG_TABLES = ("calls", "call_events", "call_users")
 
+call_types = Table(
+    "call_types",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False, default=now),
+)
+
 calls = Table(
     "calls",
     metadata,
@@ -88,6 +96,9 @@ calls = Table(
     Column("queue_wait_seconds", Integer, nullable=True),
     Column("queue_outcome", String(16), nullable=True),
     Column("queue_visits", Text, nullable=True),
+    # What a user wrote about the call and the type they chose from the admin's list (0019).
+    Column("note", Text, nullable=False, server_default=""),
+    Column("call_type", String(64), nullable=False, server_default=""),
     UniqueConstraint("pbx", "pbx_call_id", name="uq_calls_pbx_pbx_call_id"),
     Index("ix_calls_started_at_id", "started_at", "id"),
 )
@@ -149,6 +160,8 @@ class CallView:
     placed_by_extension: str = ""
     placed_by_user: str = ""
     queue_visits: tuple[QueueVisit, ...] = ()
+    note: str = ""
+    call_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +237,8 @@ def _view(row: Any) -> CallView:
         placed_by_extension=m["placed_by_extension"],
         placed_by_user=m["made_user_name"] or "",
         queue_visits=tuple(visits_from_json(m["queue_visits"])),
+        note=m["note"],
+        call_type=m["call_type"],
     )
 
 
@@ -316,6 +331,7 @@ def _apply_filter(stmt: Select[Any], f: CallFilter) -> Select[Any]:
                 _contact.c.name_folded.contains(folded, autoescape=True),
                 _company.c.name_folded.contains(folded, autoescape=True),
                 calls.c.from_name.contains(f.text, autoescape=True),
+                calls.c.note.contains(f.text, autoescape=True),
                 # Words said in the call: its recording's transcript.
                 calls.c.id.in_(
                     select(transcripts.c.call_id).where(
@@ -598,6 +614,15 @@ class SqlCalls:
 
     # -- reading -------------------------------------------------------------------------------------
 
+    async def set_note(self, call_id: int, note: str | None, call_type: str | None) -> None:
+        values: dict[str, str] = {}
+        if note is not None:
+            values["note"] = note
+        if call_type is not None:
+            values["call_type"] = call_type
+        if values:
+            await self.session.execute(update(calls).where(calls.c.id == call_id).values(**values))
+
     async def find(self, call_id: int, viewer: User | None = None) -> CallView | None:
         """The call; with ``viewer``, only when that user may see it."""
         stmt = _apply_filter(_select().where(calls.c.id == call_id), CallFilter(viewer=viewer))
@@ -690,3 +715,32 @@ class SqlCalls:
             calls.c.external_number.in_(list(numbers)), calls.c.contact_id.is_(None)
         )
         return sorted(set((await self.session.execute(query)).scalars()))
+
+
+class SqlCallTypes:
+    """The call types the admin keeps (Sales, Support, …): a user picks one for a call."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def all(self) -> list[tuple[int, str]]:
+        stmt = select(call_types.c.id, call_types.c.name).order_by(call_types.c.name)
+        return [(r.id, r.name) for r in (await self.session.execute(stmt)).all()]
+
+    async def add(self, name: str) -> int:
+        known = {n.casefold() for _, n in await self.all()}
+        if name.casefold() in known:
+            raise InvalidInput(f"the call type {name!r} exists already")
+        stmt = insert(call_types).values(name=name, created_at=now()).returning(call_types.c.id)
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def remove(self, type_id: int) -> bool:
+        result = await self.session.execute(delete(call_types).where(call_types.c.id == type_id))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def named(self, name: str) -> str | None:
+        """The list's spelling of ``name`` (matched ignoring case), or ``None``."""
+        for _, known in await self.all():
+            if known.casefold() == name.casefold():
+                return known
+        return None

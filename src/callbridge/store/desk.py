@@ -203,6 +203,9 @@ class DeskRepo:
         stmt = select(calls.c.disposition).where(calls.c.pbx == pbx, calls.c.pbx_call_id == call_id)
         return (await self.repos.session.execute(stmt)).scalar() is not None
 
+    async def owed(self, number: str) -> Sequence[tuple[int | None, datetime]]:
+        return await self.repos.tasks.owed(number)
+
     async def colleague(self, pbx: str, extension: str) -> str:
         users = await self.repos.extensions.users_for(pbx, [extension])
         user_id = users.get(extension)

@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -749,6 +750,10 @@ _COLLEAGUE_SQL = (
     "SELECT u.display_name, u.name FROM extension_users e JOIN users u ON u.id = e.user_id "
     "WHERE e.pbx = {0} AND e.extension = {1}"
 )
+# The open follow-up tasks for a number (store/tasks.py's table): a pop says a call is owed.
+_OWED_SQL = (
+    "SELECT assignee_id, created_at FROM tasks WHERE status = 'open' AND number = {0} ORDER BY created_at, id"
+)
 _EXTENSION_SQL = (
     "SELECT e.extension, u.name FROM extension_users e JOIN users u ON u.id = e.user_id "
     "WHERE e.pbx = {0} AND e.user_id = {1} ORDER BY e.extension LIMIT 1"
@@ -771,6 +776,12 @@ def _config(value: Any) -> dict[str, Any]:
         loaded = json.loads(value or "{}")
         return loaded if isinstance(loaded, dict) else {}
     return dict(value or {})
+
+
+def _utc(value: Any) -> datetime:
+    """A timestamp as the driver gives it (SQLite: text, naive UTC) as an aware UTC datetime."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class FastDirectory:
@@ -855,6 +866,12 @@ class FastDirectory:
     async def colleague(self, pbx: str, extension: str) -> str:
         rows = await self._fetch(_COLLEAGUE_SQL, pbx, extension)
         return str(rows[0][0] or rows[0][1]) if rows else ""
+
+    async def owed(self, number: str) -> list[tuple[int | None, datetime]]:
+        return [
+            (int(r[0]) if r[0] is not None else None, _utc(r[1]))
+            for r in await self._fetch(_OWED_SQL, number)
+        ]
 
     async def close(self) -> None:
         if self._sqlite is not None:

@@ -17,6 +17,7 @@ from callbridge.web.routes import (
     pbxes,
     queues,
     recordings,
+    tasks,
     wallboard,
 )
 
@@ -30,6 +31,7 @@ ROUTERS: list[APIRouter] = [
     queues.router,
     wallboard.router,
     recordings.router,
+    tasks.router,
     contacts.router,
     agent.router,
     agent_uploads.router,

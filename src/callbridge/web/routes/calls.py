@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from callbridge.domain.directory import Match, search_key
 from callbridge.domain.errors import InvalidInput, NotFound
@@ -27,7 +27,7 @@ from callbridge.services.live import DESK_TOPIC
 from callbridge.store.calls import CallFilter, CallView, StoredEvent
 from callbridge.store.desk import SqlDesk
 from callbridge.store.repos import Repos
-from callbridge.web.deps import CurrentUser, HubDep, RepoDep
+from callbridge.web.deps import AdminUser, CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
 from callbridge.web.routes.recordings import RecordingOut
 from callbridge.web.schemas import MAX_ID, Id, Page
@@ -35,6 +35,7 @@ from callbridge.web.schemas import MAX_ID, Id, Page
 router = APIRouter(tags=["calls"])
 
 MAX_LIMIT = 500
+MAX_NOTE = 10_000
 EXPORT_BATCH = 500
 
 
@@ -107,6 +108,8 @@ class CallOut(BaseModel):
     transferred_to: str | None
     recording: str | None
     queue: QueueOut | None = None
+    note: str = Field(default="", description="What a user wrote about the call.")
+    call_type: str | None = Field(default=None, description="A type from GET /api/v1/call-types.")
 
     @classmethod
     def of(cls, c: CallView) -> CallOut:
@@ -143,6 +146,8 @@ def plain_call(c: CallView) -> dict[str, object]:
         "transferred_to": c.transferred_to or None,
         "recording": c.recording or None,
         "queue": plain_queue(c.queue_visits),
+        "note": c.note,
+        "call_type": c.call_type or None,
     }
 
 
@@ -371,6 +376,64 @@ async def get_call(call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep) 
     )
 
 
+class CallNoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=MAX_NOTE, description="Replaces the call's note.")
+    call_type: str | None = Field(
+        default=None, max_length=64, description='A name from GET /api/v1/call-types; "" clears it.'
+    )
+
+
+class CallTypeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+
+
+class CallTypeOut(BaseModel):
+    id: int
+    name: str
+
+
+@router.patch("/api/v1/calls/{call_id:int}")
+async def update_call(call_id: Id, body: CallNoteIn, user: CurrentUser, repos: RepoDep) -> CallOut:
+    """Write the call's note and pick its type (anyone who may see the call)."""
+    call = await _visible_call(call_id, user, repos)
+    if body.note is None and body.call_type is None:
+        raise InvalidInput("nothing to change: give note or call_type")
+    call_type = body.call_type
+    # A type taken off the list since stays on the calls that have it.
+    if call_type and call_type != call.call_type:
+        named = await repos.call_types.named(call_type.strip())
+        if named is None:
+            known = ", ".join(n for _, n in await repos.call_types.all()) or "none yet; an admin adds them"
+            raise InvalidInput(f"unknown call type {call_type!r}; the types are: {known}")
+        call_type = named
+    await repos.calls.set_note(call_id, body.note.strip() if body.note is not None else None, call_type)
+    return CallOut.of(await _visible_call(call_id, user, repos))
+
+
+@router.get("/api/v1/call-types", tags=["calls"])
+async def list_call_types(user: CurrentUser, repos: RepoDep) -> Page[CallTypeOut]:
+    return Page(items=[CallTypeOut(id=i, name=n) for i, n in await repos.call_types.all()])
+
+
+@router.post("/api/v1/call-types", status_code=201, tags=["calls"])
+async def add_call_type(body: CallTypeIn, user: AdminUser, repos: RepoDep) -> CallTypeOut:
+    """Add a type to the list users pick from (admins)."""
+    name = " ".join(body.name.split())
+    if not name:
+        raise InvalidInput("the call type's name is empty")
+    return CallTypeOut(id=await repos.call_types.add(name), name=name)
+
+
+@router.delete("/api/v1/call-types/{type_id:int}", status_code=204, tags=["calls"])
+async def remove_call_type(type_id: Id, user: AdminUser, repos: RepoDep) -> Response:
+    """Take a type off the list; calls that have it keep it."""
+    if not await repos.call_types.remove(type_id):
+        raise NotFound(f"no call type with id {type_id}")
+    return Response(status_code=204)
+
+
 @router.put("/api/v1/calls/{call_id:int}/contact")
 async def link_call(call_id: Id, body: LinkIn, user: CurrentUser, repos: RepoDep) -> CallOut:
     """Choose the contact of a call (an ambiguous number), or ``null`` to unlink."""
@@ -485,6 +548,8 @@ CSV_COLUMNS = [
     "transferred_to",
     "recording",
     "time_zone",
+    "call_type",
+    "note",
 ]
 
 
@@ -515,6 +580,8 @@ def _csv_row(c: CallView, time_zone: str) -> list[str]:
         c.transferred_to,
         c.recording,
         time_zone,
+        c.call_type,
+        c.note,
     ]
 
 
@@ -615,6 +682,8 @@ async def call_page(
         transcript=await repos.transcripts.for_call(call_id),
         comments=await repos.comments.for_call(call_id),
         comment_max=COMMENT_MAX_CHARS,
+        call_types=[n for _, n in await repos.call_types.all()],
+        note_max=MAX_NOTE,
         events=events,
         candidates=list(match.candidates) if match else [],
         # A chosen contact hides the chooser; "?choose=1" brings it back to change the choice.
@@ -666,6 +735,29 @@ async def comment_form(
     else:
         flash(request, "Comment added.")
     return RedirectResponse(f"/calls/{call_id}#comments", status_code=303)
+
+
+@router.post("/calls/{call_id:int}/note", include_in_schema=False)
+async def note_form(request: Request, call_id: Id, user: CurrentUser, repos: RepoDep) -> Response:
+    form = await request.form()
+    note, call_type = form.get("note"), form.get("call_type")
+    try:
+        await update_call(
+            call_id,
+            CallNoteIn(
+                note=note if isinstance(note, str) else "",
+                call_type=call_type if isinstance(call_type, str) else "",
+            ),
+            user,
+            repos,
+        )
+    except InvalidInput as exc:
+        flash(request, f"The note was not saved: {exc.message}")
+    except ValueError:
+        flash(request, f"The note was not saved: it is longer than {MAX_NOTE} characters")
+    else:
+        flash(request, "Note saved.")
+    return RedirectResponse(f"/calls/{call_id}#note", status_code=303)
 
 
 @router.post("/calls/{call_id:int}/contact", include_in_schema=False)
