@@ -10,6 +10,7 @@ from callbridge.services.calllog import BatchStores
 from callbridge.store.agents import SqlAgentStore
 from callbridge.store.calls import SqlCalls
 from callbridge.store.comments import SqlComments
+from callbridge.store.connectors import SqlConnectors
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 from callbridge.store.pbxes import SqlPbxStore
 from callbridge.store.recordings import SqlRecordings
@@ -41,6 +42,7 @@ class Repos:
         self.comments = SqlComments(session)
         self.retention = SqlRetention(session)
         self.transcripts = SqlTranscripts(session)
+        self.connectors = SqlConnectors(session, box)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself
