@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callbridge.config import Settings
 from callbridge.crm.base import Check, Connector, Pushed
@@ -28,10 +29,13 @@ from callbridge.domain.connectors import (
     ConnectorError,
     ConnectorKind,
     ConnectorRecord,
+    clean_base_url,
+    clean_connector_name,
 )
+from callbridge.domain.errors import InvalidInput
 from callbridge.domain.events import Direction
 from callbridge.domain.recordings import RecordingStatus
-from callbridge.store.connectors import OutboxJob
+from callbridge.store.connectors import OutboxJob, SqlConnectors
 
 if TYPE_CHECKING:
     from callbridge.store.db import Database
@@ -265,3 +269,54 @@ class ConnectorHub:
         async with self.db.unit() as repos:
             await repos.connectors.retry(job, error, at)
             await repos.connectors.note_error(job.connector_id, f"call {job.call_id}: {error}")
+
+
+def connector_settings(
+    kind: ConnectorKind,
+    *,
+    api_key: str,
+    api_secret: str = "",
+    database: str = "",
+    username: str = "",
+    time_zone: str = "",
+    api: str = "",
+    sync_seconds: float | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Check what a person gave for a connector; returns (settings, credentials) or raises
+    :class:`InvalidInput` naming the first missing or wrong value."""
+    if not api_key.strip():
+        raise InvalidInput("the API key is required")
+    config: dict[str, Any] = {}
+    if sync_seconds is not None:
+        if not 5 <= sync_seconds <= 86400:
+            raise InvalidInput("sync interval: between 5 and 86400 seconds")
+        config["sync_seconds"] = sync_seconds
+    if kind is ConnectorKind.ERPNEXT:
+        if not api_secret.strip():
+            raise InvalidInput("the API secret is required (ERPNext: User → API Access → Generate Keys)")
+        if time_zone:
+            try:
+                ZoneInfo(time_zone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise InvalidInput(f"time zone {time_zone!r} is not an IANA zone name") from exc
+            config["time_zone"] = time_zone
+        return config, {"api_key": api_key.strip(), "api_secret": api_secret.strip()}
+    if not database.strip() or not username.strip():
+        raise InvalidInput("Odoo needs the database name and the user name (login) of the API key's user")
+    if api and api not in ("jsonrpc", "json2"):
+        raise InvalidInput("api: jsonrpc (Odoo 16-18) or json2 (Odoo 19+); empty: ask the server")
+    config.update(database=database.strip(), username=username.strip())
+    if api:
+        config["api"] = api
+    return config, {"api_key": api_key.strip()}
+
+
+async def add_connector(
+    store: SqlConnectors,
+    kind: ConnectorKind,
+    name: str,
+    url: str,
+    config: dict[str, Any],
+    secrets: dict[str, str],
+) -> ConnectorRecord:
+    return await store.add(clean_connector_name(name), kind, clean_base_url(url), config, secrets)
