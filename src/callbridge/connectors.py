@@ -32,7 +32,7 @@ from callbridge.domain.connectors import (
     clean_base_url,
     clean_connector_name,
 )
-from callbridge.domain.errors import InvalidInput
+from callbridge.domain.errors import Conflict, InvalidInput
 from callbridge.domain.events import Direction
 from callbridge.domain.recordings import RecordingStatus
 from callbridge.store.connectors import OutboxJob, SqlConnectors
@@ -132,7 +132,7 @@ class ConnectorHub:
         self, record: ConnectorRecord, connector: Connector, *, full: bool, progress: Progress | None = None
     ) -> SyncReport:
         if record.id in self._syncing:
-            raise ConnectorError(f"connector {record.name} is syncing already")
+            raise Conflict(f"connector {record.name} is syncing already")
         self._syncing.add(record.id)
         try:
             return await run_sync(

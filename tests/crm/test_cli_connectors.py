@@ -43,7 +43,7 @@ async def test_add_test_sync_list(tmp_path: Path, frappe: FrappeSimulator, backe
     )
     assert code == 0, errs
     assert "stored encrypted" in out
-    stored = b"".join(p.read_bytes() for p in tmp_path.glob("callbridge.db*"))
+    stored = read_db(tmp_path)
     assert b"erpnext" in stored and b"wrong-secret" not in stored
     code, out, _ = await cli(tmp_path, "connector", "test", "erp")
     assert code == 1 and "FAILED sign in" in out and "refused the credentials (HTTP 401)" in out
@@ -119,3 +119,8 @@ async def test_add_test_sync_list(tmp_path: Path, frappe: FrappeSimulator, backe
         "k",
     )
     assert code == 2 and "database name" in errs
+
+
+def read_db(data_dir: Path) -> bytes:
+    """The database file and its write-ahead log, as stored on disk."""
+    return b"".join(p.read_bytes() for p in sorted(data_dir.glob("callbridge.db*")))

@@ -28,7 +28,7 @@ from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
 from callbridge.web.routes.recordings import RecordingOut
-from callbridge.web.schemas import MAX_ID, Id, Page
+from callbridge.web.schemas import MAX_ID, ExternalOut, Id, Page
 
 router = APIRouter(tags=["calls"])
 
@@ -132,6 +132,8 @@ class CallDetailOut(CallOut):
     transcript: TranscriptOut | None
     events: list[dict[str, object]]
     candidates: list[RefOut]
+    # Where the call was written in a connected ERP (ERPNext Call Log, Odoo chatter message).
+    external: list[ExternalOut] = Field(default_factory=list)
 
 
 class LinkIn(BaseModel):
@@ -316,6 +318,7 @@ async def get_call(call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep) 
         transcript=TranscriptOut.of(transcript) if transcript else None,
         events=[_event_dict(e) for e in events],
         candidates=candidates,
+        external=[ExternalOut.of(ref) for ref in await repos.connectors.externals_of_call(call_id)],
     )
 
 
