@@ -111,6 +111,7 @@ class _EarlyDeskStore:
         self.contact = fast.contact
         self.user_label = fast.user_label
         self.colleague = fast.colleague
+        self.external_links = fast.external_links
         self._db = db
 
     async def recent_calls(

@@ -91,3 +91,54 @@ async def test_agent_who_owns_nothing_sees_no_connector_and_no_call(
     assert (await client.post("/api/v1/connectors/erp/test", headers=headers)).status_code == 403
     await hub.handle_events(call_events("p1", "+14155550100"))
     assert (await client.get("/api/v1/calls/1", headers=headers)).status_code == 404
+
+
+async def test_pages_and_pop_card_open_the_erp_record(
+    admin_client: httpx.AsyncClient, hub: Hub, frappe: FrappeSimulator
+) -> None:
+    assert hub.connectors is not None
+    seed(frappe)
+    page = await admin_client.get("/settings/connectors")
+    assert page.status_code == 200 and "No connector yet" in page.text
+    csrf = admin_client.headers["x-csrf-token"]
+    added = await admin_client.post(
+        "/settings/connectors",
+        data={
+            "csrf_token": csrf,
+            "kind": "erpnext",
+            "name": "erp",
+            "url": frappe.base_url,
+            "api_key": "key1",
+            "api_secret": "nope",
+        },
+    )
+    assert added.status_code == 303
+    tested = await admin_client.post("/settings/connectors/erp/test", data={"csrf_token": csrf})
+    assert "refused the credentials" in tested.text and "something is wrong" in tested.text
+    async with hub.db.unit() as repos:
+        await repos.connectors.remove("erp")
+        from callbridge.domain.connectors import ConnectorKind
+
+        await repos.connectors.add(
+            "erp", ConnectorKind.ERPNEXT, frappe.base_url, {}, {"api_key": "key1", "api_secret": "secret1"}
+        )
+    await hub.connectors.sync("erp")
+
+    agent = await add_user(hub, "ana", Role.AGENT)
+    async with hub.db.unit() as repos:
+        await repos.extensions.map("main", "100", agent.id)
+    await hub.handle_events(call_events("pop1", "+14155550100")[:2])  # ringing at ana's phone
+    cards = await hub.board.cards(agent.id)
+    contact_url = f"{frappe.base_url}/app/contact/Ada%20Lovelace-Acme%20Ltd"
+    assert any([e["url"] for e in card.get("external", [])] == [contact_url] for card in cards), cards
+    await hub.handle_events(call_events("pop1", "+14155550100")[2:])
+    await push_all(hub)
+
+    call_page = await admin_client.get("/calls/1")
+    assert f'href="{frappe.base_url}/app/call-log/callbridge-1"' in call_page.text
+    assert "Open in ERPNext" in call_page.text and "Open contact in ERPNext" in call_page.text
+    contact_id = (await admin_client.get("/api/v1/contacts", params={"q": "Ada"})).json()["items"][0]["id"]
+    contact_page = await admin_client.get(f"/contacts/{contact_id}")
+    assert f'href="{contact_url}"' in contact_page.text
+    listing = await admin_client.get("/settings/connectors")
+    assert "Calls written" in listing.text and ">3</td>" in listing.text

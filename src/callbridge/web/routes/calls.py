@@ -572,6 +572,12 @@ async def call_page(
         choosing=bool(choose),
         colleagues=await colleagues(repos),
         colleague_call=call.direction is Direction.INTERNAL,
+        external=await repos.connectors.externals_of_call(call_id),
+        contact_external=(await repos.connectors.externals_of_contacts([call.contact.id])).get(
+            call.contact.id, []
+        )
+        if call.contact
+        else [],
         create_url=f"/contacts/new?{urlencode({'number': call.external_number})}"
         if call.external_number
         else "",

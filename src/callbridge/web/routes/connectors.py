@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from callbridge.connectors import add_connector, connector_settings
 from callbridge.domain.connectors import ConnectorError, ConnectorKind, ConnectorStatus
-from callbridge.domain.errors import NotFound
+from callbridge.domain.errors import CallbridgeError, NotFound
+from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, HubDep, RepoDep
+from callbridge.web.pages import flash, render
 from callbridge.web.schemas import Strict
 
 log = logging.getLogger(__name__)
@@ -134,3 +136,74 @@ async def remove_connector(name: str, user: AdminUser, repos: RepoDep) -> Respon
         raise NotFound(f"no connector named {name!r}")
     await repos.connectors.remove(name)
     return Response(status_code=204)
+
+
+# -- Settings → Connectors (pages) -------------------------------------------------------------------
+
+
+async def _page(
+    request: Request,
+    repos: Repos,
+    *,
+    status_code: int = 200,
+    error: str = "",
+    checks: TestOut | None = None,
+    tested: str = "",
+) -> Response:
+    statuses = await repos.connectors.statuses()
+    return render(
+        request,
+        "connectors.html",
+        status_code=status_code,
+        connectors=[ConnectorOut.of(s) for s in statuses],
+        urls={s.record.name: s.record.url for s in statuses},
+        error=error,
+        checks=checks,
+        tested=tested,
+    )
+
+
+@router.get("/settings/connectors", include_in_schema=False)
+async def connectors_page(request: Request, user: AdminUser, repos: RepoDep) -> Response:
+    return await _page(request, repos)
+
+
+@router.post("/settings/connectors", include_in_schema=False)
+async def create_connector_form(
+    request: Request,
+    user: AdminUser,
+    repos: RepoDep,
+    kind: Annotated[ConnectorKind, Form()],
+    name: Annotated[str, Form(max_length=64)] = "",
+    url: Annotated[str, Form(max_length=500)] = "",
+    api_key: Annotated[str, Form(max_length=500)] = "",
+    api_secret: Annotated[str, Form(max_length=500)] = "",
+    database: Annotated[str, Form(max_length=200)] = "",
+    username: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    try:
+        config, secrets = connector_settings(
+            kind, api_key=api_key, api_secret=api_secret, database=database, username=username
+        )
+        record = await add_connector(repos.connectors, kind, name, url, config, secrets)
+    except CallbridgeError as exc:
+        return await _page(request, repos, status_code=400, error=exc.message)
+    flash(request, f"Connector {record.name} added. Test the connection, then sync.")
+    return RedirectResponse("/settings/connectors", status_code=303)
+
+
+@router.post("/settings/connectors/{name}/test", include_in_schema=False)
+async def test_connector_form(
+    request: Request, name: str, user: AdminUser, repos: RepoDep, hub: HubDep
+) -> Response:
+    result = await test_connector(name, user, repos, hub)
+    return await _page(request, repos, checks=result, tested=name)
+
+
+@router.post("/settings/connectors/{name}/sync", include_in_schema=False)
+async def sync_connector_form(
+    request: Request, name: str, user: AdminUser, repos: RepoDep, hub: HubDep
+) -> Response:
+    await sync_connector(name, user, repos, hub)
+    flash(request, f"Sync of {name} started; its state below shows how it goes.")
+    return RedirectResponse("/settings/connectors", status_code=303)

@@ -752,6 +752,7 @@ async def contact_page(request: Request, contact_id: Id, user: CurrentUser, repo
         grouped=grouped,
         colleagues=await colleagues(repos),
         history_url=f"/calls?{urlencode({history_key: contact.id})}",
+        external=(await repos.connectors.externals_of_contacts([contact.id])).get(contact.id, []),
     )
 
 
