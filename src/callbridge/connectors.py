@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import secrets as pysecrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -19,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callbridge.config import Settings
-from callbridge.crm.base import Check, Connector, Pushed
+from callbridge.crm.base import Check, Connector
 from callbridge.crm.erpnext import ErpnextConnector
 from callbridge.crm.odoo import OdooConnector
-from callbridge.crm.outbox import Job, Pusher
+from callbridge.crm.outbox import Job, Outcome, Pusher
 from callbridge.crm.sync import Progress, SyncReport, SyncStore, run_sync
 from callbridge.domain.connectors import (
     CallPush,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from callbridge.store.db import Database
 
 log = logging.getLogger(__name__)
+
+CONNECTOR_RECHECK_SECONDS = 5.0
 
 
 def build_connector(record: ConnectorRecord, secrets: dict[str, str]) -> Connector:
@@ -80,6 +83,7 @@ class ConnectorHub:
         self.db = db
         self.settings = settings
         self._built: dict[int, tuple[str, Connector]] = {}
+        self._checked: dict[int, float] = {}
         self.pusher = Pusher(self, max_backoff=settings.connector_retry_max_seconds)
         self._scheduler: asyncio.Task[None] | None = None
         self._syncing: set[int] = set()
@@ -87,9 +91,18 @@ class ConnectorHub:
     # -- connectors -------------------------------------------------------------------------------
 
     async def connector(self, connector_id: int) -> Connector | None:
+        """The connector, built once and rebuilt when its record or credentials change (checked
+        at most every few seconds: the pusher asks for every call)."""
+        checked = self._checked.get(connector_id)
+        if checked is not None and time.monotonic() - checked < CONNECTOR_RECHECK_SECONDS:
+            known = self._built.get(connector_id)
+            if known is not None:
+                return known[1]
+        self._checked[connector_id] = time.monotonic()
         async with self.db.unit() as repos:
             record = await repos.connectors.by_id(connector_id)
             if record is None or not record.enabled:
+                self._checked.pop(connector_id, None)
                 return None
             secrets = await repos.connectors.secrets(record.name)
         digest = _fingerprint(record, secrets)
@@ -210,17 +223,23 @@ class ConnectorHub:
         async with self.db.unit() as repos:
             return await repos.connectors.next_due_at()
 
-    async def load(self, job: Job) -> CallPush | None:
+    async def load(self, jobs: list[Job]) -> dict[int, CallPush | None]:
+        out: dict[int, CallPush | None] = {}
         async with self.db.unit() as repos:
-            call = await repos.calls.find(job.call_id)
-            if call is None or call.direction not in (Direction.INBOUND, Direction.OUTBOUND):
-                return None
-            linked = [ref.id for ref in (call.contact, call.company) if ref is not None]
-            links = await repos.connectors.ext_ids_for(job.connector_id, linked)
-            recording_url = job.recording_url if isinstance(job, OutboxJob) else ""
-            if not recording_url and self.settings.public_url:
-                recording_url = await self._recording_link(repos, job.call_id)
-            transcript = await repos.transcripts.for_call(job.call_id)
+            for job in jobs:
+                out[job.id] = await self._load(repos, job)
+        return out
+
+    async def _load(self, repos: Any, job: Job) -> CallPush | None:
+        call = await repos.calls.find(job.call_id)
+        if call is None or call.direction not in (Direction.INBOUND, Direction.OUTBOUND):
+            return None
+        linked = [ref.id for ref in (call.contact, call.company) if ref is not None]
+        links = await repos.connectors.ext_ids_for(job.connector_id, linked)
+        recording_url = job.recording_url if isinstance(job, OutboxJob) else ""
+        if not recording_url and self.settings.public_url and call.recording:
+            recording_url = await self._recording_link(repos, job.call_id)
+        transcript = await repos.transcripts.for_call(job.call_id) if call.recording else None
         answered = call.answered_by_user
         return CallPush(
             call_id=call.id,
@@ -254,21 +273,24 @@ class ConnectorHub:
         await repos.shares.add(ready[0].id, digest, None, datetime.now(UTC) + timedelta(days=days))
         return self.settings.public_url.rstrip("/") + f"/shared/{token}"
 
-    async def pushed(self, job: Job, result: Pushed, recording_url: str, recovered: bool) -> None:
-        assert isinstance(job, OutboxJob)
+    async def finish(self, outcomes: list[Outcome], recovered: set[int]) -> None:
         async with self.db.unit() as repos:
-            await repos.connectors.pushed(job, result.ext_id, result.url, result.note, recording_url)
-            if recovered:
-                await repos.connectors.due_now(job.connector_id)
-                await repos.connectors.note_error(job.connector_id, "")
+            for o in outcomes:
+                assert isinstance(o.job, OutboxJob)
+                if o.result is not None:
+                    await repos.connectors.pushed(
+                        o.job, o.result.ext_id, o.result.url, o.result.note, o.recording_url
+                    )
+                elif o.retry_at is not None:
+                    await repos.connectors.retry(o.job, o.error, o.retry_at)
+            failed: dict[int, Outcome] = {o.job.connector_id: o for o in outcomes if o.result is None}
+            for connector_id, o in failed.items():
+                await repos.connectors.note_error(connector_id, f"call {o.job.call_id}: {o.error}")
+            for connector_id in recovered - set(failed):
+                await repos.connectors.due_now(connector_id)
+                await repos.connectors.note_error(connector_id, "")
         if recovered:
             self.pusher.wake()
-
-    async def retry(self, job: Job, error: str, at: datetime) -> None:
-        assert isinstance(job, OutboxJob)
-        async with self.db.unit() as repos:
-            await repos.connectors.retry(job, error, at)
-            await repos.connectors.note_error(job.connector_id, f"call {job.call_id}: {error}")
 
 
 def connector_settings(

@@ -17,8 +17,12 @@ Served on loopback. Strict where the real one is:
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import itertools
 import json
+import random
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -151,6 +155,8 @@ class FrappeSimulator(LoopbackServer):
         self._clock = datetime(2026, 1, 1, tzinfo=UTC)
         self._ids = itertools.count(1)
         self.writes: list[tuple[str, str, str]] = []  # (method, doctype, name)
+        # (name, status, wall-clock time) of every Call Log write: how long a call took to arrive.
+        self.call_log_times: list[tuple[str, str, float]] = []
         self.app = Starlette(
             routes=[
                 Route("/api/resource/{doctype}", self._resource, methods=["GET", "POST"]),
@@ -374,6 +380,8 @@ class FrappeSimulator(LoopbackServer):
             merged.pop("modified", None)
             saved = self.add_record(doctype, merged)
             self.writes.append(("PUT", doctype, name))
+            if doctype == "Call Log":
+                self.call_log_times.append((name, str(saved.get("status")), time.time()))
             return JSONResponse({"data": saved})
         except FrappeError as exc:
             return exc.response()
@@ -447,6 +455,8 @@ class FrappeSimulator(LoopbackServer):
         doc["owner"] = user.user
         saved = self.add_record(doctype, doc)
         self.writes.append(("POST", doctype, saved["name"]))
+        if doctype == "Call Log":
+            self.call_log_times.append((saved["name"], str(saved.get("status")), time.time()))
         return saved
 
     async def _method(self, request: Request) -> Response:
@@ -461,6 +471,8 @@ class FrappeSimulator(LoopbackServer):
             except FrappeError as exc:
                 return exc.response()
         try:
+            if method == "callbridge.simulator.call_log_times":
+                return JSONResponse({"message": self.call_log_times})
             if method == "frappe.auth.get_logged_user":
                 return JSONResponse({"message": user.user})
             if method == "frappe.client.get_count":
@@ -493,3 +505,60 @@ class FrappeSimulator(LoopbackServer):
             raise FrappeError(404, "DoesNotExistError", f"Method {method} not found")
         except FrappeError as exc:
             return exc.response()
+
+
+def populate(sim: FrappeSimulator, contacts: int, seed: int = 7) -> None:
+    """``contacts`` Contacts (one or two numbers each, most linked to one of contacts/20
+    Customers), for the bench and demos."""
+    rng = random.Random(seed)
+    customers = max(1, contacts // 20)
+    for n in range(customers):
+        sim.add_record(
+            "Customer",
+            {
+                "name": f"CUST-{n:06d}",
+                "customer_name": f"Customer {n}",
+                "customer_type": "Company",
+                "mobile_no": f"+1 212 555 {n % 10000:04d}" if n < 10000 else "",
+            },
+        )
+    for n in range(contacts):
+        phones = [{"phone": f"+1 415 {200 + n // 10000:03d} {n % 10000:04d}", "is_primary_phone": 1}]
+        if rng.random() < 0.3:
+            phones.append({"phone": f"+44 7700 {n % 1000000:06d}", "is_primary_mobile_no": 1})
+        links = [{"link_doctype": "Customer", "link_name": f"CUST-{rng.randrange(customers):06d}"}]
+        sim.add_record(
+            "Contact",
+            {
+                "name": f"CONT-{n:07d}",
+                "first_name": f"First{n}",
+                "last_name": f"Last{n}",
+                "email_id": f"p{n}@example.com",
+                "phone_nos": phones,
+                "links": links if rng.random() < 0.8 else [],
+            },
+        )
+
+
+def main() -> None:
+    """Serve a populated simulator on loopback until stopped (the bench runs it in its own process)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--contacts", type=int, default=1000)
+    parser.add_argument("--key", default="bench-key")
+    parser.add_argument("--secret", default="bench-secret")
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        sim = FrappeSimulator()
+        sim.add_key(args.key, args.secret)
+        populate(sim, args.contacts)
+        await sim.start(args.port)
+        print(f"ready on {sim.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

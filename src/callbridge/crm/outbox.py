@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -23,7 +24,7 @@ from callbridge.domain.connectors import CallPush, ConnectorError, ErpBusy
 
 log = logging.getLogger(__name__)
 
-BATCH = 100
+BATCH = 32
 LEASE = timedelta(seconds=60)
 PER_CONNECTOR = 8  # writes in flight to one ERP
 
@@ -41,20 +42,33 @@ class Job(Protocol):
     def ext_id(self) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one job: written (``result``) or to be tried again at ``retry_at``."""
+
+    job: Job
+    result: Pushed | None = None
+    recording_url: str = ""
+    error: str = ""
+    retry_at: datetime | None = None
+
+
 class OutboxHost(Protocol):
     """What the pusher needs from the hub (rows, calls, connectors)."""
 
     async def claim(self, at: datetime, limit: int, lease: timedelta) -> list[Job]: ...
 
-    async def load(self, job: Job) -> CallPush | None:
-        """The call as it is now; ``None`` when it is not to be written (gone, internal)."""
+    async def load(self, jobs: list[Job]) -> dict[int, CallPush | None]:
+        """Each job's call as it is now (by job id); ``None`` when it is not to be written
+        (gone, internal)."""
         ...
 
     async def connector(self, connector_id: int) -> Connector | None: ...
 
-    async def pushed(self, job: Job, result: Pushed, recording_url: str, recovered: bool) -> None: ...
-
-    async def retry(self, job: Job, error: str, at: datetime) -> None: ...
+    async def finish(self, outcomes: list[Outcome], recovered: set[int]) -> None:
+        """Record every outcome of a round in one transaction; ``recovered``: connectors that
+        answered again after failing (their waiting calls may go at once)."""
+        ...
 
     async def next_due_at(self) -> datetime | None: ...
 
@@ -91,6 +105,7 @@ class Pusher:
 
     async def _run(self) -> None:
         while True:
+            self._wake.clear()  # before the round: a wake during it means "look again"
             try:
                 worked = await self.run_once()
             except Exception as exc:  # the database is restarting: try again shortly
@@ -105,54 +120,65 @@ class Pusher:
                 due = None
             if due is not None:
                 wait = min(wait, max(0.05, (due - datetime.now(UTC)).total_seconds()))
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
     async def run_once(self) -> int:
-        """Claim and write the due calls; returns how many were taken."""
+        """Claim the due calls, write them, record the outcomes; returns how many were taken.
+
+        A round costs three short transactions whatever its size (claim, read the calls, record
+        the outcomes): on SQLite, where writers take turns, a write per call would make the
+        pusher and ingest queue behind each other."""
         jobs = await self.host.claim(datetime.now(UTC), BATCH, LEASE)
-        if jobs:
-            await asyncio.gather(*(self._push(job) for job in jobs))
+        if not jobs:
+            return 0
+        try:
+            calls = await self.host.load(jobs)
+        except Exception as exc:  # the database is away: the lease brings the jobs back
+            log.warning("connector outbox: could not read %d calls: %s", len(jobs), type(exc).__name__)
+            return len(jobs)
+        outcomes = await asyncio.gather(*(self._push(job, calls.get(job.id)) for job in jobs))
+        recovered = {o.job.connector_id for o in outcomes if o.result is not None} & self._failing
+        for o in outcomes:
+            if o.result is None:
+                self._failing.add(o.job.connector_id)
+        self._failing -= {o.job.connector_id for o in outcomes if o.result is not None} - {
+            o.job.connector_id for o in outcomes if o.result is None
+        }
+        try:
+            await self.host.finish(list(outcomes), recovered)
+        except Exception as exc:  # not recorded: the lease brings them back (writes are idempotent)
+            log.warning(
+                "connector outbox: could not record %d outcomes: %s", len(outcomes), type(exc).__name__
+            )
         return len(jobs)
 
-    async def _push(self, job: Job) -> None:
+    async def _push(self, job: Job, call: CallPush | None) -> Outcome:
         limit = self._limits.setdefault(job.connector_id, asyncio.Semaphore(PER_CONNECTOR))
         async with limit:
             try:
-                call = await self.host.load(job)
                 if call is None:
-                    await self.host.pushed(
-                        job, Pushed("", "", "not written (internal call or call gone)"), "", False
-                    )
-                    return
+                    return Outcome(job, Pushed("", "", "not written (internal call or call gone)"))
                 connector = await self.host.connector(job.connector_id)
                 if connector is None:
-                    await self.host.retry(job, "the connector is gone or disabled", self._later(job, None))
-                    return
+                    return Outcome(
+                        job, error="the connector is gone or disabled", retry_at=self._later(job, None)
+                    )
                 result = await connector.push(call, job.ext_id)
-                recovered = job.connector_id in self._failing
-                self._failing.discard(job.connector_id)
-                await self.host.pushed(job, result, call.recording_url, recovered)
+                return Outcome(job, result, call.recording_url)
             except ConnectorError as exc:
-                self._failing.add(job.connector_id)
                 wait = exc.retry_after if isinstance(exc, ErpBusy) else None
                 log.warning("connector %s: call %s not written: %s", job.connector_id, job.call_id, exc)
-                await self._retry(job, str(exc), self._later(job, wait))
+                return Outcome(job, error=str(exc), retry_at=self._later(job, wait))
             except Exception as exc:
-                self._failing.add(job.connector_id)
                 log.exception("connector %s: call %s not written", job.connector_id, job.call_id)
-                await self._retry(job, f"unexpected error: {type(exc).__name__}", self._later(job, None))
+                return Outcome(
+                    job, error=f"unexpected error: {type(exc).__name__}", retry_at=self._later(job, None)
+                )
 
     def _later(self, job: Job, retry_after: float | None) -> datetime:
         delay = backoff(job.attempts, self.max_backoff)
         if retry_after is not None:
             delay = min(max(delay, retry_after), 3600.0)
         return datetime.now(UTC) + timedelta(seconds=delay)
-
-    async def _retry(self, job: Job, error: str, at: datetime) -> None:
-        try:
-            await self.host.retry(job, error, at)
-        except Exception as exc:  # the lease expires and the row is taken again
-            log.warning("connector outbox: could not note a failure: %s", type(exc).__name__)

@@ -16,6 +16,7 @@ where it stopped): per stream a keyset cursor ``(since, after)``; the number of 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -29,13 +30,16 @@ from callbridge.domain.connectors import ExternalContact, PageResult, SyncedCont
 from callbridge.domain.directory import (
     ContactKind,
     Phone,
+    PhoneKind,
     clean_email,
     clean_name,
     clean_phones,
     clean_tags,
-    phone_from_input,
 )
 from callbridge.domain.errors import InvalidInput
+from callbridge.domain.numbers import NumberKind, parse_key
+
+_parse_key = parse_key.__wrapped__
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +96,30 @@ class SyncReport:
         return f"{kind}: " + ", ".join(parts) + f" in {self.seconds:.1f} s"
 
 
+def _phone(raw: str, region: str, kind: str) -> Phone | None:
+    """The number's key as every lookup computes it (:func:`parse_key`), without its cache: a
+    sync reads each number once, and would only push the hot numbers of calls out of it."""
+    number_kind, key = _parse_key(raw.strip(), region)
+    if number_kind is not NumberKind.E164:
+        return None  # junk, or an extension: neither is a number to look a caller up by
+    try:
+        phone_kind = PhoneKind(kind)
+    except ValueError:
+        phone_kind = PhoneKind.OTHER
+    return Phone(raw=raw.strip()[:64], key=key, kind=phone_kind)
+
+
 def to_synced(record: ExternalContact, region: str) -> tuple[SyncedContact, int]:
     """Clean one ERP record for the directory; returns it and how many of its numbers could not
     be read (those are left out, the record is kept)."""
     phones: list[Phone] = []
     bad = 0
     for raw, kind in record.phones:
-        try:
-            phones.append(phone_from_input(raw, region, kind))
-        except InvalidInput:
+        phone = _phone(raw, region, kind)
+        if phone is None:
             bad += 1
+        else:
+            phones.append(phone)
     try:
         name = clean_name(record.name)
     except InvalidInput:
@@ -167,35 +185,47 @@ async def run_sync(
         total = await connector.count(stream) if full and progress else 0
         done = 0
         cursor = dict(cursors.get(stream) or {"since": "", "after": ""})
-        while True:
-            page = await connector.page(stream, cursor["since"], cursor["after"], page_size)
-            if not page:
-                break
-            report.read += len(page)
-            live = [r for r in page if r.active]
-            gone = [r.ext_id for r in page if not r.active]
-            items = []
-            for record in live:
-                item, bad = to_synced(record, region)
-                items.append(item)
-                report.skipped_numbers += bad
-            last = page[-1]
-            cursor = {"since": last.modified, "after": _key(last.ext_id)}
-            cursors[stream] = cursor
-            async with units() as store:
-                result = await store.apply_page(connector_id, items, run)
-                if gone:
-                    report.removed += await store.remove_records(connector_id, gone)
-                await store.save_sync_state(connector_id, {**state, "run": run, "streams": cursors})
-            report.created += result.created
-            report.updated += result.updated
-            if not full:
-                report.keys |= result.keys
-            done += len(page)
-            if progress:
-                progress(stream, done, max(total, done))
-            if len(page) < page_size:
-                break
+        fetching = asyncio.ensure_future(connector.page(stream, cursor["since"], cursor["after"], page_size))
+        try:
+            while True:
+                page = await fetching
+                if not page:
+                    break
+                if len(page) >= page_size:
+                    # The next page travels while this one is cleaned and written (one page ahead,
+                    # never more: memory stays at two pages).
+                    last = page[-1]
+                    fetching = asyncio.ensure_future(
+                        connector.page(stream, last.modified, _key(last.ext_id), page_size)
+                    )
+                report.read += len(page)
+                live = [r for r in page if r.active]
+                gone = [r.ext_id for r in page if not r.active]
+                items = []
+                for record in live:
+                    item, bad = to_synced(record, region)
+                    items.append(item)
+                    report.skipped_numbers += bad
+                last = page[-1]
+                cursor = {"since": last.modified, "after": _key(last.ext_id)}
+                cursors[stream] = cursor
+                async with units() as store:
+                    result = await store.apply_page(connector_id, items, run)
+                    if gone:
+                        report.removed += await store.remove_records(connector_id, gone)
+                    await store.save_sync_state(connector_id, {**state, "run": run, "streams": cursors})
+                report.created += result.created
+                report.updated += result.updated
+                if not full:
+                    report.keys |= result.keys
+                done += len(page)
+                if progress:
+                    progress(stream, done, max(total, done))
+                if len(page) < page_size:
+                    break
+        finally:
+            if not fetching.done():
+                fetching.cancel()  # an error on this page: the next one is not wanted
     now = datetime.now(UTC)
     state = {**state, "run": run, "streams": cursors}
     if full:

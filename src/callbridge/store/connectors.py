@@ -8,6 +8,7 @@ executemany), so a first sync of 100,000 records is a few hundred transactions.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -120,6 +121,14 @@ class OutboxJob:
     ext_id: str
     recording_url: str
     changed_at: datetime
+
+
+def synced_external_id(connector: str, ext_id: str) -> str:
+    """``<connector>:<ext id>``, at most 200 characters (a long one ends with its digest)."""
+    text = f"{connector}:{ext_id}"
+    if len(text) <= 200:
+        return text
+    return text[:150] + "#" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 def _record(row: Any) -> ConnectorRecord:
@@ -288,6 +297,9 @@ class SqlConnectors:
         """Create or update one contact per record (the ERP's fields win), by the record's ext id."""
         if not items:
             return PageResult(0, 0, frozenset())
+        connector_name = (
+            await self.session.execute(select(connectors.c.name).where(connectors.c.id == connector_id))
+        ).scalar_one()
         # The last spelling of a record in the page wins (a page can list it twice when it changed).
         by_ext = {item.ext_id: item for item in items}
         ext_ids = list(by_ext)
@@ -336,12 +348,23 @@ class SqlConnectors:
         old = [i for i in by_ext.values() if i.ext_id in existing]
         ids: dict[str, int] = dict(existing)
         if new:
-            new_rows = [{**values(i), "notes": "", "created_at": stamp} for i in new]
+            # The contact's external id names its ERP record ("erp:Contact/CONT-0001"): unique,
+            # it also pairs each new row with its record in one multi-row INSERT … RETURNING.
+            labels = {synced_external_id(connector_name, i.ext_id): i.ext_id for i in new}
+            new_rows = [
+                {
+                    **values(i),
+                    "notes": "",
+                    "created_at": stamp,
+                    "external_id": synced_external_id(connector_name, i.ext_id),
+                }
+                for i in new
+            ]
             result = await self.session.execute(
-                insert(contacts).returning(contacts.c.id, sort_by_parameter_order=True), new_rows
+                insert(contacts).returning(contacts.c.id, contacts.c.external_id), new_rows
             )
-            for item, new_id in zip(new, result.scalars().all(), strict=True):
-                ids[item.ext_id] = int(new_id)
+            for new_id, label in result.all():
+                ids[labels[label]] = int(new_id)
             await self.session.execute(
                 insert(contact_externals),
                 [
