@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 
 from callbridge.config import Settings
 from callbridge.domain.connectors import ConnectorKind
@@ -44,25 +45,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_simulator(port: int, contacts: int) -> subprocess.Popen[str]:
+    """The Frappe site simulator in its own process (its memory is not ours)."""
+    command = [sys.executable, "-m", "callbridge.crm.frappe_simulator", "--port", str(port)]
+    return subprocess.Popen([*command, "--contacts", str(contacts)], stdout=subprocess.PIPE, text=True)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def run(args: argparse.Namespace) -> None:
     port = free_port()
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "callbridge.crm.frappe_simulator",
-            "--port",
-            str(port),
-            "--contacts",
-            str(args.contacts),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    sim = start_simulator(port, args.contacts)
     base = f"http://127.0.0.1:{port}"
     try:
         assert sim.stdout is not None
@@ -107,7 +102,8 @@ async def run(args: argparse.Namespace) -> None:
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(
-            f"hang-up -> Call Log stored, {len(latencies):,} calls at {args.rate:g} calls/s for {args.seconds:g} s:"
+            f"hang-up -> Call Log stored, {len(latencies):,} calls at {args.rate:g} calls/s"
+            f" for {args.seconds:g} s:"
         )
         print(f"  p50       : {p50 * 1000:>8.0f} ms")
         print(f"  p99       : {p99 * 1000:>8.0f} ms   (goal <= 2000 ms)")
@@ -175,11 +171,7 @@ async def calls(hub: Hub, base: str, rate: float, seconds: float) -> list[float]
     async with hub.db.unit() as repos:
         ids = {
             row.pbx_call_id: row.id
-            for row in (
-                await repos.session.execute(
-                    __import__("sqlalchemy").text("SELECT id, pbx_call_id FROM calls")
-                )
-            ).all()
+            for row in (await repos.session.execute(text("SELECT id, pbx_call_id FROM calls"))).all()
         }
     out = []
     for call_id, wall in hung_up.items():
