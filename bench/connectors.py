@@ -37,6 +37,7 @@ from callbridge.config import Settings
 from callbridge.domain.connectors import ConnectorKind
 from callbridge.domain.events import CallAnswered, CallEnded, CallRinging, CallStarted, Direction, Disposition
 from callbridge.hub import Hub
+from callbridge.services.pipeline import BatchingSink
 
 
 def free_port() -> int:
@@ -120,35 +121,36 @@ async def calls(hub: Hub, base: str, rate: float, seconds: float) -> list[float]
     count = int(rate * seconds)
     t0 = time.monotonic()
 
+    # Events go through the sink a PBX link feeds (one consumer, batches): as in production.
+    sink = BatchingSink(hub.handle_events)
+
     async def one(n: int) -> None:
         call_id = f"bench-{n}"
         number = f"+1415{200 + (n * 7919) % 10:03d}{(n * 7919) % 10000:04d}"
         at = datetime.now(UTC)
-        await hub.handle_events(
-            [
-                CallStarted(
-                    pbx="main",
-                    call_id=call_id,
-                    at=at,
-                    direction=Direction.INBOUND,
-                    from_number=number,
-                    to_number="100",
-                ),
-                CallRinging(pbx="main", call_id=call_id, at=at, extension="100"),
-                CallAnswered(pbx="main", call_id=call_id, at=at + timedelta(seconds=1), extension="100"),
-            ]
+        await sink(
+            CallStarted(
+                pbx="main",
+                call_id=call_id,
+                at=at,
+                direction=Direction.INBOUND,
+                from_number=number,
+                to_number="100",
+            )
         )
+        await sink(CallRinging(pbx="main", call_id=call_id, at=at, extension="100"))
+        await sink(CallAnswered(pbx="main", call_id=call_id, at=at + timedelta(seconds=1), extension="100"))
         await asyncio.sleep(2)
-        end = datetime.now(UTC)
-        wall = time.time()
-        await hub.handle_events(
-            [
-                CallEnded(
-                    pbx="main", call_id=call_id, at=end, disposition=Disposition.ANSWERED, answered_by="100"
-                )
-            ]
+        hung_up[call_id] = time.time()
+        await sink(
+            CallEnded(
+                pbx="main",
+                call_id=call_id,
+                at=datetime.now(UTC),
+                disposition=Disposition.ANSWERED,
+                answered_by="100",
+            )
         )
-        hung_up[call_id] = wall
 
     tasks = []
     for n in range(count):
@@ -157,6 +159,7 @@ async def calls(hub: Hub, base: str, rate: float, seconds: float) -> list[float]
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(n)))
     await asyncio.gather(*tasks)
+    await sink.close()
     # Wait until every call is stored as completed (or 30 s).
     async with httpx.AsyncClient(
         base_url=base, headers={"Authorization": "token bench-key:bench-secret"}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 from tests.crm.conftest import call_events, push_all
 
 from callbridge.crm.erpnext import ErpnextConnector
@@ -15,6 +15,7 @@ from callbridge.domain.connectors import ConnectorKind
 from callbridge.domain.events import Disposition
 from callbridge.hub import Hub
 from callbridge.services.directory import lookup
+from callbridge.store.connectors import connector_calls
 
 
 async def add_erpnext(hub: Hub, sim: FrappeSimulator, secret: str = "secret1") -> int:
@@ -240,6 +241,7 @@ async def test_erp_down_then_back_every_call_arrives_once(hub: Hub, frappe: Frap
     seed(frappe)
     await add_erpnext(hub, frappe)
     await hub.connectors.sync("erp")
+    hub.connectors.pusher.max_backoff = 60.0  # the production-like wait: only a success cuts it short
     frappe.down = True
     for n in range(5):
         await hub.handle_events(call_events(f"d{n}", "+14155550100", outcome=Disposition.MISSED))
@@ -251,6 +253,14 @@ async def test_erp_down_then_back_every_call_arrives_once(hub: Hub, frappe: Frap
     # Nothing is due again before its back-off: no fast loop.
     assert await hub.connectors.pusher.run_once() == 0
     frappe.down = False
+    async with hub.db.unit() as repos:
+        due = await repos.connectors.next_due_at()
+        assert due is not None and due > datetime.now(UTC) + timedelta(seconds=1)
+        # One call's back-off runs out: it goes through, and the others follow at once.
+        await repos.session.execute(
+            update(connector_calls).where(connector_calls.c.call_id == 3).values(next_at=datetime.now(UTC))
+        )
+    assert await hub.connectors.pusher.run_once() == 1
     await push_all(hub)
     posts = [w for w in frappe.writes if w[0] == "POST" and w[1] == "Call Log"]
     assert sorted(name for _, _, name in posts) == [f"callbridge-{n}" for n in range(1, 6)]

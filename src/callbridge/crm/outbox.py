@@ -88,6 +88,7 @@ class Pusher:
         self._task: asyncio.Task[None] | None = None
         self._limits: dict[int, asyncio.Semaphore] = {}
         self._failing: set[int] = set()
+        self._finishing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -102,17 +103,21 @@ class Pusher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await self._flushed()
 
     async def _run(self) -> None:
         while True:
             self._wake.clear()  # before the round: a wake during it means "look again"
             try:
-                worked = await self.run_once()
+                worked = await self.run_once(wait=False)
             except Exception as exc:  # the database is restarting: try again shortly
                 log.warning("connector outbox: could not read due calls: %s", type(exc).__name__)
                 worked = 0
             if worked:
                 continue
+            await self._flushed()
             wait = self.idle_poll
             try:
                 due = await self.host.next_due_at()
@@ -124,7 +129,7 @@ class Pusher:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
 
-    async def run_once(self) -> int:
+    async def run_once(self, *, wait: bool = True) -> int:
         """Claim the due calls, write them, record the outcomes; returns how many were taken.
 
         A round costs three short transactions whatever its size (claim, read the calls, record
@@ -146,13 +151,29 @@ class Pusher:
         self._failing -= {o.job.connector_id for o in outcomes if o.result is not None} - {
             o.job.connector_id for o in outcomes if o.result is None
         }
+        # The outcomes are recorded while the next round already claims and writes (one round
+        # behind at most): a slow commit (SQLite waiting for its write lock) does not hold the
+        # calls behind it. A call both rounds hold is written in order; its recorded version
+        # only moves forward.
+        await self._flushed()
+        self._finishing = asyncio.create_task(self._finish(list(outcomes), recovered))
+        if wait:
+            await self._flushed()
+        return len(jobs)
+
+    async def _finish(self, outcomes: list[Outcome], recovered: set[int]) -> None:
         try:
-            await self.host.finish(list(outcomes), recovered)
+            await self.host.finish(outcomes, recovered)
         except Exception as exc:  # not recorded: the lease brings them back (writes are idempotent)
             log.warning(
                 "connector outbox: could not record %d outcomes: %s", len(outcomes), type(exc).__name__
             )
-        return len(jobs)
+
+    async def _flushed(self) -> None:
+        """Wait until the last round's outcomes are recorded."""
+        if self._finishing is not None:
+            task, self._finishing = self._finishing, None
+            await task
 
     async def _push(self, job: Job, call: CallPush | None) -> Outcome:
         limit = self._limits.setdefault(job.connector_id, asyncio.Semaphore(PER_CONNECTOR))

@@ -582,7 +582,10 @@ class SqlConnectors:
             update(connector_calls)
             .where(connector_calls.c.id == job.id)
             .values(
-                pushed_version=job.version,
+                pushed_version=case(
+                    (connector_calls.c.pushed_version < job.version, job.version),
+                    else_=connector_calls.c.pushed_version,
+                ),
                 attempts=0,
                 next_at=now(),
                 pushed_at=now(),
