@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import resource
 import socket
 import statistics
@@ -77,6 +78,10 @@ async def run(args: argparse.Namespace) -> None:
             )
             hub = Hub.build(settings)
             await hub.prepare()
+            # As `callbridge serve` does once started (web/app.py): what start-up built stays out
+            # of the collector's full passes.
+            gc.collect()
+            gc.freeze()
             assert hub.connectors is not None
             async with hub.db.unit() as repos:
                 await repos.connectors.add(

@@ -36,6 +36,7 @@ from callbridge.domain.connectors import (
 from callbridge.domain.errors import Conflict, InvalidInput
 from callbridge.domain.events import Direction
 from callbridge.domain.recordings import RecordingStatus
+from callbridge.services.directory import relink_numbers
 from callbridge.store.connectors import OutboxJob, SqlConnectors
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECTOR_RECHECK_SECONDS = 5.0
+# An incremental sync re-links the past calls of the numbers it changed, up to this many.
+RELINK_MAX_NUMBERS = 2000
 
 
 def build_connector(record: ConnectorRecord, secrets: dict[str, str]) -> Connector:
@@ -148,7 +151,7 @@ class ConnectorHub:
             raise Conflict(f"connector {record.name} is syncing already")
         self._syncing.add(record.id)
         try:
-            return await run_sync(
+            report = await run_sync(
                 connector,
                 record.id,
                 self._sync_units,
@@ -157,6 +160,13 @@ class ConnectorHub:
                 progress=progress,
                 sweep_seconds=self.settings.connector_sweep_seconds,
             )
+            if report.keys and len(report.keys) <= RELINK_MAX_NUMBERS:
+                # Earlier calls of a number the ERP just gave a contact are linked to it.
+                async with self.db.unit() as repos:
+                    await relink_numbers(
+                        repos.directory, repos.calls, self.settings.default_region, report.keys
+                    )
+            return report
         except ConnectorError as exc:
             async with self.db.unit() as repos:
                 await repos.connectors.note_error(record.id, f"sync: {exc}")

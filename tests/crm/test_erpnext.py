@@ -335,3 +335,39 @@ async def test_a_write_whose_answer_was_lost_is_not_duplicated(hub: Hub, frappe:
     await push_all(hub)
     assert len(frappe.tables["Call Log"].rows) == 1
     assert frappe.doc("Call Log", "callbridge-1")["status"] == "Completed"  # type: ignore[index]
+
+
+async def test_a_slow_erp_is_said_as_such(frappe: FrappeSimulator) -> None:
+    frappe.delay = 0.5
+    connector = ErpnextConnector(
+        frappe.base_url, "key1", "secret1", client=httpx.AsyncClient(timeout=httpx.Timeout(0.1))
+    )
+    checks = await connector.test()
+    await connector.aclose()
+    assert (
+        not checks[0].ok
+        and "no answer from http://127.0.0.1" in checks[0].detail
+        and "in time" in checks[0].detail
+    )
+
+
+async def test_incremental_sync_links_earlier_calls_of_a_new_contact(
+    hub: Hub, frappe: FrappeSimulator
+) -> None:
+    assert hub.connectors is not None
+    await add_erpnext(hub, frappe)
+    await hub.connectors.sync("erp")  # the first (full) sync: nothing yet
+    await hub.handle_events(call_events("early", "+14155550177"))
+    frappe.add_record(
+        "Contact",
+        {
+            "name": "Newcomer",
+            "first_name": "New",
+            "last_name": "Comer",
+            "phone_nos": [{"phone": "+14155550177"}],
+        },
+    )
+    await hub.connectors.sync("erp")
+    async with hub.db.unit() as repos:
+        call = await repos.calls.find(1)
+    assert call is not None and call.contact is not None and call.contact.name == "New Comer"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import random
@@ -553,6 +554,10 @@ def main() -> None:
         sim = FrappeSimulator()
         sim.add_key(args.key, args.secret)
         populate(sim, args.contacts)
+        # 100,000 records are a million objects: out of the collector's full passes, which
+        # would otherwise stop the simulated site for a long while now and then.
+        gc.collect()
+        gc.freeze()
         await sim.start(args.port)
         print(f"ready on {sim.base_url}", flush=True)
         await asyncio.Event().wait()

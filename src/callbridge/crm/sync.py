@@ -67,6 +67,8 @@ class SyncStore(Protocol):
 
     async def sweep(self, connector_id: int, run: int) -> int: ...
 
+    async def analyze(self) -> None: ...
+
 
 Units = Callable[[], AbstractAsyncContextManager[SyncStore]]
 Progress = Callable[[str, int, int], None]  # stream, records done, total (0: unknown)
@@ -231,6 +233,8 @@ async def run_sync(
     if full:
         async with units() as store:
             report.removed += await store.sweep(connector_id, run)
+        async with units() as store:
+            await store.analyze()
         state.update(full_done=True, full_running=False, swept_at=now.timestamp())
     elif now.timestamp() - float(state.get("swept_at") or 0) >= sweep_seconds:
         run += 1
