@@ -467,6 +467,10 @@ class SqlConnectors:
         statistics until ANALYZE) may scan where an index would do."""
         for table in ("contacts", "contact_phones", "contact_tags", "contact_externals"):
             await self.session.execute(text(f"ANALYZE {table}"))
+        if self.session.get_bind().dialect.name == "sqlite":
+            # Fold the sync's pages into the database file now, not in the commit of some call
+            # later (SQLite checkpoints its write-ahead log in whichever commit crosses the mark).
+            await self.session.execute(text("PRAGMA wal_checkpoint(PASSIVE)"))
 
     async def sweep(self, connector_id: int, run: int) -> int:
         """Delete the contacts whose ERP record was not seen in run ``run`` (deleted or merged)."""
