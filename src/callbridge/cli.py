@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 import callbridge
-from callbridge import cli_directory
+from callbridge import cli_connectors, cli_directory
 from callbridge.config import Settings
 from callbridge.domain.errors import CallbridgeError, InvalidInput
 from callbridge.domain.pbx import PbxKind, PbxRecord
@@ -749,6 +749,8 @@ def _when(value: datetime | None) -> str:
 
 # The directory and call log: `contacts`, `extension`, `pbx token`.
 cli_directory.register(app, pbx_app, run)
+# ERP connectors: `connector add|list|test|sync|remove`.
+cli_connectors.register(app, run)
 
 
 def main() -> None:

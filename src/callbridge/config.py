@@ -89,6 +89,21 @@ class Settings(BaseSettings):
     login_delay_seconds: float = Field(default=0.25, description="First pause after a failed sign-in.")
     log_level: str = "INFO"
     start_pbx_links: bool = Field(default=True, description="Connect to configured PBXs on start.")
+    start_connectors: bool = Field(
+        default=True, description="Sync ERP connectors and write calls into them from this process."
+    )
+    connector_sync_seconds: float = Field(
+        default=60.0, gt=0, description="Time between two incremental directory syncs from an ERP."
+    )
+    connector_sweep_seconds: float = Field(
+        default=900.0, gt=0, description="Time between two looks for records deleted or merged in an ERP."
+    )
+    connector_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="The longest wait before writing a call into an ERP again."
+    )
+    connector_recording_link_days: int = Field(
+        default=30, ge=1, le=90, description="How long the recording link written into an ERP works."
+    )
     retention_purge_interval_seconds: float = Field(
         default=86400.0, gt=0, description="Time between two runs of the recordings' retention purge."
     )

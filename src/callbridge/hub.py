@@ -18,11 +18,13 @@ from argon2 import PasswordHasher
 
 from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
+from callbridge.connectors import ConnectorHub
 from callbridge.domain.events import (
     CallAnswered,
     CallEnded,
     CallEvent,
     CallStarted,
+    Direction,
     Event,
     PresenceChanged,
     QueueEvent,
@@ -125,6 +127,7 @@ class _EarlyDeskStore:
         self.user_label = fast.user_label
         self.colleague = fast.colleague
         self.owed = fast.owed  # a point read: no session, no transaction beside ingest's
+        self.external_links = fast.external_links
         self._db = db
 
     async def recent_calls(
@@ -235,6 +238,8 @@ class Hub:
     queue_board: QueueBoard = field(default_factory=QueueBoard)
     _board_changed: bool = False
     _previews: set[asyncio.Task[None]] = field(default_factory=set)
+    # ERP connectors: directory sync in, calls out (callbridge/connectors.py).
+    connectors: ConnectorHub | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -324,6 +329,7 @@ class Hub:
                 interval=settings.transcribe_interval_seconds,
                 summarizer=summarizer_for(settings),
             )
+        hub.connectors = ConnectorHub(hub.db, settings)
         return hub
 
     @asynccontextmanager
@@ -565,6 +571,8 @@ class Hub:
             async with self.db.unit() as repos:
                 await then(repos)
         self._count_ingested(sum(len(b) for b in buckets))
+        if self.connectors is not None:
+            self.connectors.wake()  # committed: calls for the ERPs are written now
         if self.fetcher is not None and any(isinstance(e, RecordingAvailable) for b in buckets for e in b):
             self.fetcher.wake()  # committed: the new pending recordings are fetched now
         return messages + [m for lane in results for m in lane] + await self._board_messages()
@@ -679,6 +687,7 @@ class Hub:
                 (n for e in events if isinstance(e, CallStarted) for n in (e.from_number, e.to_number)),
                 self.settings.default_region,
             )
+        to_erp: set[int] = set()
         for n, event in enumerate(events, start=1):
             if n % 20 == 0:
                 # Folding a big batch is pure CPU between queries: hand the event loop back now
@@ -720,6 +729,11 @@ class Hub:
                         "follow-up failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
                     )
             out.append((CALL_TOPIC, changed.payload()))
+            if changed.summary.direction in (Direction.INBOUND, Direction.OUTBOUND):
+                to_erp.add(changed.id)
+        if to_erp:
+            # In the call's transaction: a call the hub stored is a call the ERPs will get.
+            await repos.connectors.enqueue_calls(to_erp)
         return out
 
     @staticmethod
@@ -926,9 +940,17 @@ class Hub:
             except Exception as exc:  # the database may be restarting: try again next round
                 log.warning("could not look for changed PBXs: %s", type(exc).__name__)
 
+    def start_connectors(self) -> None:
+        """Sync the ERP connectors on their schedule and write calls into them (the lifespan
+        calls this; calls left waiting before a restart go first)."""
+        if self.connectors is not None and self.settings.start_connectors:
+            self.connectors.start()
+
     async def close(self) -> None:
         if self.mail is not None:
             await self.mail.close()
+        if self.connectors is not None:
+            await self.connectors.close()
         if self.fetcher is not None:
             await self.fetcher.close()
         if self.retention is not None:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from callbridge.bus import Payload
 from callbridge.domain.calls import CallRecord
@@ -112,6 +112,14 @@ class DeskStore(DeskReads, Protocol):
 PopLookups = Callable[[], AbstractAsyncContextManager[tuple[DeskReads, ContactFinder]]]
 Publish = Callable[[Sequence[tuple[str, Payload]]], Awaitable[None]]
 ExtensionMap = Callable[[], Awaitable[Mapping[tuple[str, str], int]]]
+
+
+@runtime_checkable
+class ExternalLinks(Protocol):
+    """A desk store that also knows where a contact lives in a connected ERP (for the pop
+    card's "Open in ERPNext/Odoo"); stores without ERP connectors need not."""
+
+    async def external_links(self, contact_id: int) -> list[dict[str, str]]: ...
 
 
 class PresenceBoard(Protocol):
@@ -452,6 +460,8 @@ class Desk:
                 details["tags"] = list(contact.tags)
                 if contact.owner_id is not None:
                     details["owner"] = await store.user_label(contact.owner_id)
+                if isinstance(store, ExternalLinks):
+                    details["external"] = await store.external_links(contact_id)
                 details["recent"] = await self._recent(card, contact_id, sorted(card.users), store)
         card.details = details
 
@@ -523,6 +533,8 @@ class Desk:
             "match": changed.link.match.value,
             "tags": card.details.get("tags", []),
             "owner": card.details.get("owner"),
+            # "Open in ERPNext/Odoo": the contact's records in connected ERPs.
+            "external": card.details.get("external", []),
             "recent": [],  # per user: see _card_messages
             "owed_since": None,  # per user: when they owe the caller a call (an open task)
             "extension": ", ".join(sorted(set(card.users.values()))) or None,

@@ -195,6 +195,10 @@ class DeskRepo:
     async def contact(self, contact_id: int) -> Contact | None:
         return await self.repos.directory.find(contact_id)
 
+    async def external_links(self, contact_id: int) -> list[dict[str, str]]:
+        found = await self.repos.connectors.externals_of_contacts([contact_id])
+        return [ref.as_dict() for ref in found.get(contact_id, [])]
+
     async def user_label(self, user_id: int) -> str:
         stored = await self.repos.users.get(user_id)
         return stored.user.label if stored is not None else ""

@@ -745,6 +745,10 @@ _CONTACT_SQL = (
 )
 _USER_LABEL_SQL = "SELECT display_name, name FROM users WHERE id = {0}"
 _EXTENSION_MAP_SQL = "SELECT pbx, extension, user_id FROM extension_users"
+_EXTERNAL_SQL = (
+    "SELECT n.name, n.kind, x.ext_id, x.url FROM contact_externals x "
+    "JOIN connectors n ON n.id = x.connector_id WHERE x.contact_id = {0} ORDER BY n.name, x.ext_id"
+)
 _OWNER_SQL = "SELECT owner_id FROM contacts WHERE id = {0}"
 _COLLEAGUE_SQL = (
     "SELECT u.display_name, u.name FROM extension_users e JOIN users u ON u.id = e.user_id "
@@ -858,6 +862,11 @@ class FastDirectory:
             return None
         found = _fast_contact(rows[0])
         return replace(found, tags=tuple(await self.tags_of(contact_id)))
+
+    async def external_links(self, contact_id: int) -> list[dict[str, str]]:
+        """Where the contact lives in connected ERPs: ``{"connector", "kind", "id", "url"}``."""
+        rows = await self._fetch(_EXTERNAL_SQL, contact_id)
+        return [{"connector": str(r[0]), "kind": str(r[1]), "id": str(r[2]), "url": str(r[3])} for r in rows]
 
     async def user_label(self, user_id: int) -> str:
         rows = await self._fetch(_USER_LABEL_SQL, user_id)

@@ -10,6 +10,7 @@ from callbridge.services.calllog import BatchStores
 from callbridge.store.agents import SqlAgentStore
 from callbridge.store.calls import SqlCalls, SqlCallTypes
 from callbridge.store.comments import SqlComments
+from callbridge.store.connectors import SqlConnectors
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
 from callbridge.store.mail import SqlMail
 from callbridge.store.pbxes import SqlPbxStore
@@ -49,6 +50,7 @@ class Repos:
         self.tasks = SqlTasks(session)
         self.teams = SqlTeams(session)
         self.mail = SqlMail(session)
+        self.connectors = SqlConnectors(session, box)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself

@@ -30,7 +30,7 @@ from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
 from callbridge.web.routes.recordings import RecordingOut
-from callbridge.web.schemas import MAX_ID, Id, Page
+from callbridge.web.schemas import MAX_ID, ExternalOut, Id, Page
 
 router = APIRouter(tags=["calls"])
 
@@ -186,6 +186,8 @@ class CallDetailOut(CallOut):
     transcript: TranscriptOut | None
     events: list[dict[str, object]]
     candidates: list[RefOut]
+    # Where the call was written in a connected ERP (ERPNext Call Log, Odoo chatter message).
+    external: list[ExternalOut] = Field(default_factory=list)
 
 
 class LinkIn(BaseModel):
@@ -373,6 +375,7 @@ async def get_call(call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep) 
         transcript=TranscriptOut.of(transcript) if transcript else None,
         events=[_event_dict(e) for e in events],
         candidates=candidates,
+        external=[ExternalOut.of(ref) for ref in await repos.connectors.externals_of_call(call_id)],
     )
 
 
@@ -690,6 +693,12 @@ async def call_page(
         choosing=bool(choose),
         colleagues=await colleagues(repos),
         colleague_call=call.direction is Direction.INTERNAL,
+        external=await repos.connectors.externals_of_call(call_id),
+        contact_external=(await repos.connectors.externals_of_contacts([call.contact.id])).get(
+            call.contact.id, []
+        )
+        if call.contact
+        else [],
         create_url=f"/contacts/new?{urlencode({'number': call.external_number})}"
         if call.external_number
         else "",

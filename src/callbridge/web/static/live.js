@@ -163,6 +163,10 @@
     const actions = el("div", { class: "pop-actions" });
     if (known) {
       actions.append(el("a", { class: "btn", href: `/contacts/${card.contact.id}`, text: "Open contact" }));
+      for (const ext of card.external || []) {
+        const label = ext.kind === "odoo" ? "Odoo" : "ERPNext";
+        actions.append(el("a", { class: "btn", href: ext.url, target: "_blank", rel: "noopener", text: `Open in ${label}` }));
+      }
     } else if (card.number && !colleague) {
       const q = new URLSearchParams({ number: card.number });
       if (card.name) q.set("name", card.name);
