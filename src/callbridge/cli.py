@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import callbridge
@@ -342,7 +343,7 @@ def agent_enroll(
         err.print(f"[red]Error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from exc
     except EnrollmentFailed as exc:
-        err.print(f"[red]Error:[/red] {exc}", highlight=False, markup=False)
+        err.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from exc
     ami = {"host": ami_host, "port": ami_port, "username": ami_username, "secret": ami_secret}
     text = config_text(
