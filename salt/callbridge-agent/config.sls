@@ -45,6 +45,24 @@ callbridge-agent-enroll:
       - file: callbridge-agent-dirs
 {%- endif %}
 
+# After enrollment the AMI settings stay those of pillar (a rotated secret reaches the agent's
+# config and restarts it); the token in the same file is never touched.
+{%- for key in ("host", "port", "username", "secret") %}
+{%-   set line = key ~ " = " ~ (cba.ami[key] | json) %}
+callbridge-agent-config-ami-{{ key }}:
+  file.replace:
+    - name: {{ cba.config }}
+    - pattern: {{ ("^" ~ key ~ " = .*$") | yaml_encode }}
+    - repl: {{ line | replace("\\", "\\\\") | yaml_encode }}
+    - ignore_if_missing: true
+    - backup: false
+    - show_changes: false
+    - require:
+      - callbridge-agent-enroll
+    - require_in:
+      - file: callbridge-agent-config
+{%- endfor %}
+
 # The file stays the agent's and private, whoever touches it later.
 callbridge-agent-config:
   file.managed:

@@ -38,4 +38,7 @@ callbridge-agent-service:
       - pip: callbridge-agent-package
       - callbridge-agent-enroll
       - file: callbridge-agent-config
+{%- for key in ("host", "port", "username", "secret") %}
+      - file: callbridge-agent-config-ami-{{ key }}
+{%- endfor %}
       - file: callbridge-agent-unit

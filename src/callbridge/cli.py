@@ -22,6 +22,7 @@ from callbridge.config import Settings
 from callbridge.domain.errors import CallbridgeError
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.users import parse_role
+from callbridge.domain.versions import older_than
 from callbridge.hub import Hub
 from callbridge.services.pbxes import (
     AsteriskSettings,
@@ -807,7 +808,9 @@ def pbx_list() -> None:
             if served_by_agent and agent is not None:
                 link = "agent up" if agent.connected else "agent down"
                 detail = (
-                    f"agent {agent.version or '?'}, AMI {'up' if agent.ami_up else 'down'}, "
+                    f"agent {agent.version or '?'}"
+                    + (" (older than the hub)" if older_than(agent.version, callbridge.__version__) else "")
+                    + f", AMI {'up' if agent.ami_up else 'down'}, "
                     f"outbox {agent.outbox_depth} (oldest {agent.outbox_age_seconds:.0f} s)"
                     + (f", {agent.outbox_dropped} DROPPED" if agent.outbox_dropped else "")
                     + ("" if not agent.revoked else ", no token")

@@ -206,7 +206,7 @@ async def test_agent_enroll_says_when_the_hub_cannot_be_reached(tmp_path: Path, 
 
 
 async def test_agents_list_shows_the_version_the_agent_reported_and_whether_it_is_older(
-    served: Served,
+    served: Served, settings: Settings
 ) -> None:
     token = await add_agent_pbx(served.hub)
     listed = (await served.api.get("/api/v1/agents")).json()["items"][0]
@@ -223,6 +223,11 @@ async def test_agents_list_shows_the_version_the_agent_reported_and_whether_it_i
             row = row[: row.index("</tr>")]
             assert f"v{version}" in row
             assert ("older than the hub" in row) is outdated
+            if outdated:
+                listing = await cli(settings, "pbx", "list")
+                assert f"agent {version} (older than the hub)" in listing.stdout, (
+                    listing.stdout + listing.stderr
+                )
 
 
 def test_systemd_unit_runs_this_venvs_agent_with_the_config(tmp_path: Path) -> None:

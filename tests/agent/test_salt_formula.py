@@ -336,9 +336,29 @@ def test_formula_installs_enrolls_is_idempotent_upgrades_and_refuses_a_spent_cod
         assert minion.installed_version() == f"callbridge {newer}"
         assert minion.systemd()["calls"][len(calls) :] == [["restart", SERVICE]]
         assert tomllib.loads(minion.config.read_text())["token"] == config["token"]  # not enrolled again
+
+        # 4. The AMI secret rotated in pillar: Asterisk's file and the agent's config follow (the
+        # token stays), Asterisk reloads, the agent restarts; then nothing changes again.
+        calls = minion.systemd()["calls"]
+        rotated_secret = 'new"sec\\ret'
+        minion.pillar["callbridge_agent"]["ami"]["secret"] = rotated_secret
+        rotated = minion.apply()
+        assert changed(rotated) == {
+            "callbridge-agent-config-ami-secret",
+            "callbridge-agent-ami-user",
+            "callbridge-agent-ami-reload",
+            "callbridge-agent-service",
+        }
+        after = tomllib.loads(minion.config.read_text())
+        assert after["ami"]["secret"] == rotated_secret and after["token"] == config["token"]
+        assert f"secret = {rotated_secret}\n" in Path(minion.cba["ami"]["manager_conf"]).read_text()
+        assert stat.S_IMODE(minion.config.stat().st_mode) == 0o600
+        assert not list(minion.config.parent.glob("*.bak"))  # no copy of the token left behind
+        assert minion.reloads() == ["reloaded", "reloaded"]
+        assert minion.systemd()["calls"][len(calls) :] == [["restart", SERVICE]]
         assert changed(minion.apply()) == set()
 
-        # 4. A rebuilt machine with the old pillar: the spent code is refused, with words.
+        # 5. A rebuilt machine with the old pillar: the spent code is refused, with words.
         minion.config.unlink()
         calls = minion.systemd()["calls"]
         refused = minion.apply(ok=False)
