@@ -252,3 +252,20 @@ def test_systemd_unit_runs_this_venvs_agent_with_the_config(tmp_path: Path) -> N
     ).stdout  # fmt: skip
     assert "CAP_NET_ADMIN" not in bare and "SupplementaryGroups" not in bare
     assert "ReadWritePaths=/var/lib/callbridge-agent\n" in bare  # before enrollment: the defaults
+
+
+async def test_a_code_is_spent_once_even_when_two_exchanges_race(served: Served) -> None:
+    await add_agent_pbx(served.hub)
+    async with served.hub.db.unit() as repos:
+        code, _ = await issue_enrollment(repos.agents, "office")
+    # Both read the code unused; only one conditional update spends it.
+    async with served.hub.db.unit() as first_reader:
+        assert (await first_reader.agents.enrollment(hash_agent_token(code))).used_at is None  # type: ignore[union-attr]
+    answers = await asyncio.gather(
+        *(served.api.post("/agent/v1/enroll", json={"code": code}) for _ in range(2))
+    )
+    assert sorted(a.status_code for a in answers) == [200, 401]
+    async with served.hub.db.unit() as repos:
+        assert await repos.agents.use_enrollment(hash_agent_token(code), datetime.now(UTC)) is False
+        winner = next(a for a in answers if a.status_code == 200).json()["token"]
+        assert (await authenticate(repos.agents, winner)).pbx == "office"
