@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import callbridge
@@ -21,6 +22,7 @@ from callbridge.config import Settings
 from callbridge.domain.errors import CallbridgeError, InvalidInput
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.users import parse_role
+from callbridge.domain.versions import older_than
 from callbridge.hub import Hub
 from callbridge.services.pbxes import (
     AsteriskSettings,
@@ -189,43 +191,91 @@ def demo(
         raise typer.Exit(1) from exc
 
 
-@app.command("agent")
+agent_app = typer.Typer(
+    help="The agent beside Asterisk: run it (the default), enroll it, print its systemd unit.",
+    invoke_without_command=True,
+)
+app.add_typer(agent_app, name="agent")
+
+HubOption = Annotated[
+    str | None, typer.Option(help="The hub's address, e.g. https://hub.example.com (dialed out to).")
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CALLBRIDGE_AGENT_TOKEN",
+        help="Agent token (written by `callbridge agent enroll`; or the env variable).",
+    ),
+]
+AmiHostOption = Annotated[str | None, typer.Option(help="AMI host (default 127.0.0.1).")]
+AmiPortOption = Annotated[int | None, typer.Option(help="AMI port (default 5038).")]
+AmiUserOption = Annotated[str | None, typer.Option(help="AMI user (a manager.conf section).")]
+AmiSecretOption = Annotated[
+    str | None,
+    typer.Option(envvar="CALLBRIDGE_AGENT_AMI_SECRET", help="AMI secret (or the env variable)."),
+]
+OutboxOption = Annotated[
+    Path | None, typer.Option(help="Outbox file (default /var/lib/callbridge-agent/outbox.sqlite3).")
+]
+OutboxRowsOption = Annotated[
+    int | None, typer.Option(help="Outbox bound; when full the oldest events are dropped, loudly.")
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML file with the same settings (options override it).")
+]
+LogLevelOption = Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+@agent_app.callback()
 def agent_command(
-    hub: Annotated[
-        str | None, typer.Option(help="The hub's address, e.g. https://hub.example.com (dialed out to).")
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="CALLBRIDGE_AGENT_TOKEN",
-            help="Agent token from `callbridge pbx add asterisk NAME --agent` (or the env variable).",
-        ),
-    ] = None,
-    ami_host: Annotated[str | None, typer.Option(help="AMI host (default 127.0.0.1).")] = None,
-    ami_port: Annotated[int | None, typer.Option(help="AMI port (default 5038).")] = None,
-    ami_username: Annotated[str | None, typer.Option(help="AMI user (a manager.conf section).")] = None,
-    ami_secret: Annotated[
-        str | None,
-        typer.Option(envvar="CALLBRIDGE_AGENT_AMI_SECRET", help="AMI secret (or the env variable)."),
-    ] = None,
-    outbox: Annotated[
-        Path | None,
-        typer.Option(help="Outbox file (default /var/lib/callbridge-agent/outbox.sqlite3)."),
-    ] = None,
-    outbox_max_rows: Annotated[
-        int | None, typer.Option(help="Outbox bound; when full the oldest events are dropped, loudly.")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file with the same settings (options override it).")
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    ctx: typer.Context,
+    hub: HubOption = None,
+    token: TokenOption = None,
+    ami_host: AmiHostOption = None,
+    ami_port: AmiPortOption = None,
+    ami_username: AmiUserOption = None,
+    ami_secret: AmiSecretOption = None,
+    outbox: OutboxOption = None,
+    outbox_max_rows: OutboxRowsOption = None,
+    config: ConfigOption = None,
+    log_level: LogLevelOption = "INFO",
 ) -> None:
     """Run the agent beside Asterisk: AMI events into a local outbox, then over a WebSocket to the hub.
 
     The agent dials out (the PBX needs no open port), resends whatever the hub has not
     acknowledged after any outage, carries out click-to-call for the hub, and applies the
-    settings (trunks, events map, guard) the hub pushes. See docs/agent.md.
+    settings (trunks, events map, guard) the hub pushes. `callbridge agent` with options runs
+    it, like `callbridge agent run`. See docs/agent.md and docs/fleet.md.
     """
+    if ctx.invoked_subcommand is None:
+        agent_run(
+            hub,
+            token,
+            ami_host,
+            ami_port,
+            ami_username,
+            ami_secret,
+            outbox,
+            outbox_max_rows,
+            config,
+            log_level,
+        )
+
+
+@agent_app.command("run")
+def agent_run(
+    hub: HubOption = None,
+    token: TokenOption = None,
+    ami_host: AmiHostOption = None,
+    ami_port: AmiPortOption = None,
+    ami_username: AmiUserOption = None,
+    ami_secret: AmiSecretOption = None,
+    outbox: OutboxOption = None,
+    outbox_max_rows: OutboxRowsOption = None,
+    config: ConfigOption = None,
+    log_level: LogLevelOption = "INFO",
+) -> None:
+    """Run the agent (what the systemd unit starts): AMI events → outbox → hub."""
     from callbridge.agent.config import AgentConfigError, build
     from callbridge.agent.runner import Agent
 
@@ -253,6 +303,129 @@ def agent_command(
     except OSError as exc:
         err.print(f"[red]Error:[/red] {exc}")
         raise typer.Exit(1) from exc
+
+
+def _agent_executable() -> Path:
+    """The `callbridge` script beside this interpreter (the venv's bin/), unresolved: a venv's
+    python is a symlink to the base interpreter."""
+    return Path(sys.executable).parent / "callbridge"
+
+
+@agent_app.command("enroll")
+def agent_enroll(
+    hub: Annotated[str, typer.Option(help="The hub's address, e.g. https://hub.example.com.")],
+    code: Annotated[
+        str,
+        typer.Option(
+            envvar="CALLBRIDGE_AGENT_ENROLL_CODE",
+            help="The single-use code from `callbridge pbx enroll NAME` (or the env variable).",
+        ),
+    ],
+    config: Annotated[Path, typer.Option("--config", help="The config file to write.")] = Path(
+        "/etc/callbridge-agent/agent.toml"
+    ),
+    ami_host: AmiHostOption = None,
+    ami_port: AmiPortOption = None,
+    ami_username: AmiUserOption = None,
+    ami_secret: AmiSecretOption = None,
+    outbox: OutboxOption = None,
+    recordings_dir: Annotated[
+        Path | None, typer.Option(help="MixMonitor's directory (default /var/spool/asterisk/monitor).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing config file.")] = False,
+) -> None:
+    """Exchange a one-time enrollment code for this agent's token and write its config file
+    (mode 600, owned by whoever runs this: run it as the agent's user)."""
+    from callbridge.agent.config import DEFAULT_OUTBOX, AgentConfigError
+    from callbridge.agent.enroll import EnrollmentFailed, config_text, exchange, write_private
+
+    if config.exists() and not force:
+        err.print(
+            f"[red]Error:[/red] {config} exists already (this host is enrolled); "
+            "give --force to enroll again and replace it.",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    try:
+        enrolled = exchange(hub, code)
+    except AgentConfigError as exc:
+        err.print(f"[red]Error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    except EnrollmentFailed as exc:
+        err.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from exc
+    ami = {"host": ami_host, "port": ami_port, "username": ami_username, "secret": ami_secret}
+    text = config_text(
+        hub,
+        enrolled.token,
+        outbox=outbox or DEFAULT_OUTBOX,
+        recordings_dir=recordings_dir,
+        ami=ami,
+        pbx=enrolled.pbx,
+    )
+    try:
+        write_private(config, text)
+    except OSError as exc:
+        err.print(
+            f"[red]Error:[/red] cannot write {config}: {exc.strerror or exc}. The code is spent: "
+            f"ask for a new one (`callbridge pbx enroll {enrolled.pbx}`).",
+            highlight=False,
+        )
+        raise typer.Exit(1) from exc
+    console.print(
+        f"Enrolled: this host's agent serves PBX [bold]{enrolled.pbx}[/bold] on {hub}"
+        f" (hub {enrolled.hub_version}). Wrote {config} (mode 600; it holds the agent's token).",
+        highlight=False,
+    )
+    steps = []
+    if not ami_username or not ami_secret:
+        steps.append(f"put the AMI user and secret in the [ami] section of {config} (see docs/agent.md)")
+    steps += [
+        f"{_agent_executable()} agent systemd-unit --config {config}"
+        " > /etc/systemd/system/callbridge-agent.service",
+        "systemctl daemon-reload && systemctl enable --now callbridge-agent",
+        f"check the hub's Settings → Agents page: {enrolled.pbx} connected",
+    ]
+    console.print(
+        "Next:\n" + "\n".join(f"  {n}. {step}" for n, step in enumerate(steps, 1)),
+        highlight=False,
+        markup=False,
+    )
+
+
+@agent_app.command("systemd-unit")
+def agent_systemd_unit(
+    config: Annotated[Path, typer.Option("--config", help="The agent's config file.")] = Path(
+        "/etc/callbridge-agent/agent.toml"
+    ),
+    user: Annotated[str, typer.Option(help="The agent's (unprivileged) user.")] = "callbridge-agent",
+    group: Annotated[
+        list[str] | None,
+        typer.Option(help="Supplementary group (repeatable; default asterisk, to read recordings)."),
+    ] = None,
+    firewall: Annotated[
+        bool,
+        typer.Option("--firewall/--no-firewall", help="Keep CAP_NET_ADMIN for the guard's nftables part."),
+    ] = True,
+) -> None:
+    """Print a systemd unit that runs this installation's agent with the given config file
+    (the outbox and recordings directories are read from it)."""
+    from callbridge.agent.enroll import paths_from_config, systemd_unit
+
+    state_dir, recordings_dir = paths_from_config(config)
+    groups = tuple(g for g in (["asterisk"] if group is None else group) if g)
+    print(
+        systemd_unit(
+            _agent_executable(),
+            config,
+            user=user,
+            groups=groups,
+            state_dir=state_dir,
+            recordings_dir=recordings_dir,
+            firewall=firewall,
+        ),
+        end="",
+    )
 
 
 @app.command()
@@ -528,6 +701,38 @@ def pbx_agent_token(
     in_unit(work)
 
 
+@pbx_app.command("enroll")
+def pbx_enroll(
+    name: Annotated[str, typer.Argument(help="The PBX served by an agent.")],
+    expires_hours: Annotated[int, typer.Option(min=1, max=720, help="How long the code is good for.")] = 24,
+) -> None:
+    """Print a single-use enrollment code for a PBX's agent (stored hashed; good for 24 hours by
+    default). On the Asterisk host, `callbridge agent enroll --hub URL --code CODE` exchanges it
+    for the agent's own token; the PBX's previous agent token then stops working."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        from callbridge.services.agents import issue_enrollment
+
+        record = await repos.pbxes.get(name)
+        if not record.config.get("agent"):
+            err.print(f"[red]Error:[/red] PBX {name} is not served by an agent (add it with --agent).")
+            raise typer.Exit(1)
+        code, enrollment = await issue_enrollment(repos.agents, record.name, expires_hours)
+        console.print(
+            f"Enrollment code for [bold]{record.name}[/bold] (works once, until "
+            f"{enrollment.expires_at:%Y-%m-%d %H:%M} UTC; shown only once, stored hashed):"
+        )
+        print(code)
+        hub_url = hub.settings.public_url or "https://<this hub>"
+        console.print(
+            "On the Asterisk host, as the agent's user:\n"
+            f"  callbridge agent enroll --hub {hub_url} --code <code>",
+            highlight=False,
+        )
+
+    in_unit(work)
+
+
 @pbx_add_app.command("yeastar")
 def pbx_add_yeastar(
     name: Annotated[str, typer.Argument(help="A short name for this PBX, e.g. cloud.")],
@@ -680,7 +885,9 @@ def pbx_list() -> None:
             if served_by_agent and agent is not None:
                 link = "agent up" if agent.connected else "agent down"
                 detail = (
-                    f"agent {agent.version or '?'}, AMI {'up' if agent.ami_up else 'down'}, "
+                    f"agent {agent.version or '?'}"
+                    + (" (older than the hub)" if older_than(agent.version, callbridge.__version__) else "")
+                    + f", AMI {'up' if agent.ami_up else 'down'}, "
                     f"outbox {agent.outbox_depth} (oldest {agent.outbox_age_seconds:.0f} s)"
                     + (f", {agent.outbox_dropped} DROPPED" if agent.outbox_dropped else "")
                     + ("" if not agent.revoked else ", no token")
