@@ -12,7 +12,7 @@ from alembic import op
 from callbridge.store.tables import UtcDateTime
 
 revision = "0021"
-down_revision = "0015"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
