@@ -16,6 +16,7 @@ from callbridge.store.recordings import SqlRecordings
 from callbridge.store.retention import SqlRetention
 from callbridge.store.secrets import SecretBox
 from callbridge.store.shares import SqlShares
+from callbridge.store.softphones import SqlSoftphones
 from callbridge.store.transcripts import SqlTranscripts
 from callbridge.store.users import SqlFailureStore, SqlSessionStore, SqlTokenStore, SqlUserStore
 
@@ -41,6 +42,7 @@ class Repos:
         self.comments = SqlComments(session)
         self.retention = SqlRetention(session)
         self.transcripts = SqlTranscripts(session)
+        self.softphones = SqlSoftphones(session, box)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself

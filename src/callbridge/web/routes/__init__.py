@@ -16,6 +16,7 @@ from callbridge.web.routes import (
     pages,
     pbxes,
     recordings,
+    softphone,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -29,5 +30,6 @@ ROUTERS: list[APIRouter] = [
     contacts.router,
     agent.router,
     agent_uploads.router,
+    softphone.router,
     pages.router,
 ]
