@@ -111,6 +111,7 @@ class Kamailio:
 
     def start(self) -> None:
         cfg = self.directory / "kamailio.cfg"
+        self.ctl.unlink(missing_ok=True)  # a restart waits for the new one
         cfg.write_text(CONFIG.format(port=self.port, modules=MODULES, ctl=self.ctl))
         self.log = open(self.directory / "kamailio.log", "ab")  # noqa: SIM115 - lives with the process
         self.process = subprocess.Popen(

@@ -325,3 +325,56 @@ def test_one_registration_per_user_across_tabs_and_handover(
     finally:
         context.close()
         bob_ctx.close()
+
+
+def test_blind_transfer_to_a_third_user(browser: Browser, phone_hub: LiveHub) -> None:
+    alice_ctx, alice = sign_in(browser, phone_hub.url, "alice")
+    bob_ctx, bob = sign_in(browser, phone_hub.url, "bob")
+    carol_ctx, carol = sign_in(browser, phone_hub.url, "carol")
+    try:
+        for page in (alice, bob, carol):
+            registered(page)
+        dial(alice, "bob")
+        expect(phone(bob)).to_have_attribute("data-softphone-state", "ringing")
+        bob.locator("#softphone [data-sp-answer]").click()
+        expect(phone(bob)).to_have_attribute("data-softphone-state", "in_call")
+
+        # Without a number, Transfer says what to do.
+        bob.locator("[data-sp-transfer]").click()
+        expect(bob.locator("[data-sp-error]")).to_contain_text("Type the number to transfer to")
+        bob.locator("#sp-number").fill("carol")
+        bob.locator("[data-sp-transfer]").click()
+
+        expect(phone(carol)).to_have_attribute("data-softphone-state", "ringing")
+        expect(carol.locator("#pop-list .pop-caller")).to_have_text("alice")
+        carol.locator("#pop-list [data-sp-answer]").click()
+        expect(phone(carol)).to_have_attribute("data-softphone-state", "in_call")
+        registered(bob)  # bob's leg hung up once carol took the call
+        expect(alice.locator("#softphone [data-sp-call]")).to_have_count(1)
+        expect(alice.locator("#softphone [data-sp-call]")).to_contain_text("carol")
+        audio_grows(carol)
+        audio_grows(alice)
+        carol.locator("[data-sp-hangup]").click()
+        registered(alice)
+    finally:
+        for ctx in (alice_ctx, bob_ctx, carol_ctx):
+            ctx.close()
+
+
+def test_network_lost_reconnects_by_itself(browser: Browser, phone_hub: LiveHub, kamailio: Kamailio) -> None:
+    # Last in the module: it restarts the SIP server.
+    context, alice = sign_in(browser, phone_hub.url, "alice")
+    try:
+        registered(alice)
+        kamailio.stop()
+        expect(phone(alice)).to_have_attribute("data-softphone-state", "error")
+        expect(alice.locator("[data-sp-error]")).to_have_text(
+            "The connection to the PBX was lost; reconnecting by itself…"
+        )
+        kamailio.start()
+        # JsSIP tries again 2 s after the loss, then less and less often (at most every 30 s).
+        expect(phone(alice)).to_have_attribute("data-softphone-state", "registered", timeout=15000)
+        expect(alice.locator("[data-sp-error]")).to_be_hidden()
+        assert len(kamailio.contacts("alice")) == 1
+    finally:
+        context.close()

@@ -96,6 +96,7 @@
       } else if (call.status === "in_call") {
         buttons.push(el("button", { type: "button", class: "btn", "data-sp-hold": call.id, text: "Hold" }));
         buttons.push(el("button", { type: "button", class: "btn", "data-sp-mute": call.id, "aria-pressed": String(!!call.muted), text: call.muted ? "Unmute" : "Mute" }));
+        buttons.push(el("button", { type: "button", class: "btn", "data-sp-transfer": call.id, title: "Blind transfer to the number in the box below", text: "Transfer" }));
       }
       buttons.push(el("button", { type: "button", class: "btn danger-btn", "data-sp-hangup": call.id, text: "Hang up" }));
     }
@@ -251,6 +252,38 @@
           break;
         }
         case "call": placeCall(cmd.number); break;
+        case "transfer": {
+          if (!session || !session.isEstablished()) return;
+          if (!cmd.number) {
+            view.message = "Type the number to transfer to in the Number box, then press Transfer.";
+            publish();
+            return;
+          }
+          const to = cmd.number;
+          // Blind transfer (REFER): once the far end took it, this leg hangs up.
+          session.refer(target(to), {
+            eventHandlers: {
+              accepted: () => {
+                view.message = `The call was transferred to ${to}.`;
+                if (!session.isEnded()) session.terminate();
+                publish();
+              },
+              requestFailed: (e) => {
+                const r = e && e.response;
+                view.message = `The other side refused the transfer${r ? ` (${r.status_code} ${r.reason_phrase})` : ""}.`;
+                publish();
+              },
+              failed: (e) => {
+                const code = e && e.status_line ? ` (${e.status_line.status_code} ${e.status_line.reason_phrase})` : "";
+                view.message = `The transfer to ${to} failed${code}.`;
+                publish();
+              },
+            },
+          });
+          view.message = `Transferring the call to ${to}…`;
+          publish();
+          break;
+        }
         default: break;
       }
     } catch (err) {
@@ -317,6 +350,10 @@
     session.on("accepted", () => update(id, { status: "in_call", answered_at: Date.now() }));
     session.on("hold", (e) => { if (e.originator === "local") update(id, { status: "on_hold" }); });
     session.on("unhold", (e) => { if (e.originator === "local") update(id, { status: "in_call" }); });
+    // Transferred by the other side (REFER): call the new party from here.
+    session.on("refer", (e) => {
+      e.accept(() => {}, { mediaConstraints: MEDIA, pcConfig: pcConfig() });
+    });
     session.on("newDTMF", (e) => {
       if (e.originator === "remote") { view.dtmf_received += e.dtmf.tone; publish(); }
     });
@@ -423,9 +460,15 @@
   }
 
   function clickedCommand(target) {
-    for (const op of ["answer", "decline", "hangup", "hold", "resume", "switch", "mute"]) {
+    for (const op of ["answer", "decline", "hangup", "hold", "resume", "switch", "mute", "transfer"]) {
       const node = target.closest(`[data-sp-${op}]`);
-      if (node) return { op, id: node.getAttribute(`data-sp-${op}`) };
+      if (!node) continue;
+      const cmd = { op, id: node.getAttribute(`data-sp-${op}`) };
+      if (op === "transfer") {
+        const box = document.getElementById("sp-number");
+        cmd.number = box ? box.value.trim() : "";
+      }
+      return cmd;
     }
     const key = target.closest("[data-sp-dtmf]");
     if (key) return { op: "dtmf", tone: key.dataset.spDtmf };
