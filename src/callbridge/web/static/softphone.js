@@ -131,8 +131,12 @@
       list.replaceChildren(...view.calls.map(callItem));
       const inCall = view.calls.some((c) => c.id === view.active && (c.status === "in_call" || c.status === "calling"));
       for (const key of panel.querySelectorAll("[data-sp-dtmf]")) key.disabled = !inCall;
+      // Without a softphone the panel only says so (no number box, no keypad).
+      const enabled = !!(config && config.enabled);
+      panel.querySelector("[data-sp-dial]").hidden = !enabled;
+      panel.querySelector("[data-sp-keypad]").hidden = !enabled;
       const dial = panel.querySelector("[data-sp-dial] button");
-      if (dial) dial.disabled = !(state === "registered" || state === "in_call" || state === "on_hold");
+      dial.disabled = !(state === "registered" || state === "in_call" || state === "on_hold");
       const heard = panel.querySelector("[data-sp-dtmf-received]");
       if (heard) heard.textContent = view.dtmf_received ? `Keys from the other side: ${view.dtmf_received}` : "";
     }
