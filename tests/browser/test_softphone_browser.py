@@ -37,7 +37,7 @@ async def _seed(data_dir: Path, ws_url: str) -> None:
         await hub.prepare()
         async with hub.db.unit() as repos:
             accounts = hub.accounts(repos)
-            for name in ("alice", "bob", "carol", "dave", "erin"):
+            for name in ("alice", "bob", "carol", "dave", "erin", "frank"):
                 user, _ = await accounts.create_user(name, Role.AGENT, PASSWORD, name.capitalize())
                 if name == "erin":
                     continue  # an agent with no softphone
@@ -45,11 +45,12 @@ async def _seed(data_dir: Path, ws_url: str) -> None:
                     user.id,
                     enabled=True,
                     ws_url=ws_url,
-                    sip_uri=f"sip:{name}@127.0.0.1",
-                    auth_user=name,
+                    # frank's SIP user is his extension, as on a PBX
+                    sip_uri="sip:1006@127.0.0.1" if name == "frank" else f"sip:{name}@127.0.0.1",
+                    auth_user="1006" if name == "frank" else name,
                     ice_servers=ALICE_ICE if name == "alice" else [],
                     # dave's secret is wrong: Kamailio refuses his registration.
-                    secret="wrong" if name == "dave" else f"pw-{name}",
+                    secret={"dave": "wrong", "frank": "pw-1006"}.get(name, f"pw-{name}"),
                 )
     finally:
         await hub.close()
@@ -225,6 +226,9 @@ def test_two_users_call_with_audio_hold_mute_dtmf_and_call_waiting(
         bob.locator("#softphone .sp-active [data-sp-hangup]").click()
         for page in (alice, bob, carol):
             registered(page)
+        # The SIP secrets never reach the hub's log.
+        log = (phone_hub.data_dir / "hub.log").read_text()
+        assert "pw-alice" not in log and "pw-bob" not in log
     finally:
         for ctx in (alice_ctx, bob_ctx, carol_ctx):
             ctx.close()
@@ -359,6 +363,44 @@ def test_blind_transfer_to_a_third_user(browser: Browser, phone_hub: LiveHub) ->
     finally:
         for ctx in (alice_ctx, bob_ctx, carol_ctx):
             ctx.close()
+
+
+def test_the_hubs_card_for_the_same_call_gets_the_softphones_answer(
+    browser: Browser, phone_hub: LiveHub
+) -> None:
+    """When the PBX link also pops the call, there is one card: the hub's, with Answer."""
+    frank_ctx, frank = sign_in(browser, phone_hub.url, "frank")
+    bob_ctx, bob = sign_in(browser, phone_hub.url, "bob")
+    try:
+        registered(frank)
+        registered(bob)
+        # The hub's card for a call from ext 1006, as live.js draws it from the PBX link's pop.
+        bob.evaluate(
+            """() => {
+              const card = document.createElement("article");
+              card.className = "pop pop-ringing";
+              card.dataset.state = "ringing";
+              card.dataset.key = "office/1700000000.1";
+              card.innerHTML = '<h2 class="pop-caller">Frank</h2>'
+                + '<p class="pop-number"><a class="dial" href="tel:1006" data-number="1006">ext 1006</a></p>'
+                + '<div class="pop-actions"></div>';
+              document.getElementById("pop-list").prepend(card);
+            }"""
+        )
+        dial(frank, "bob")
+        expect(phone(bob)).to_have_attribute("data-softphone-state", "ringing")
+        hub_card = bob.locator("#pop-list .pop[data-key='office/1700000000.1']")
+        expect(hub_card.get_by_role("button", name="Answer")).to_have_count(1)
+        expect(bob.locator("#pop-list .pop[data-softphone-card]")).to_have_count(0)
+        hub_card.get_by_role("button", name="Answer").click()
+        expect(phone(bob)).to_have_attribute("data-softphone-state", "in_call")
+        expect(hub_card.get_by_role("button", name="Answer")).to_have_count(0)
+        audio_grows(bob)
+        bob.locator("#softphone [data-sp-hangup]").click()
+        registered(frank)
+    finally:
+        frank_ctx.close()
+        bob_ctx.close()
 
 
 def test_network_lost_reconnects_by_itself(browser: Browser, phone_hub: LiveHub, kamailio: Kamailio) -> None:
