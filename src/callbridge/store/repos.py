@@ -19,6 +19,7 @@ from callbridge.store.recordings import SqlRecordings
 from callbridge.store.retention import SqlRetention
 from callbridge.store.secrets import SecretBox
 from callbridge.store.shares import SqlShares
+from callbridge.store.softphones import SqlSoftphones
 from callbridge.store.tasks import SqlTasks, SqlTeams
 from callbridge.store.transcripts import SqlTranscripts
 from callbridge.store.users import SqlFailureStore, SqlSessionStore, SqlTokenStore, SqlUserStore
@@ -51,6 +52,7 @@ class Repos:
         self.teams = SqlTeams(session)
         self.mail = SqlMail(session)
         self.connectors = SqlConnectors(session, box)
+        self.softphones = SqlSoftphones(session, box)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself

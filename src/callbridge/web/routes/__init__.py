@@ -18,6 +18,7 @@ from callbridge.web.routes import (
     pbxes,
     queues,
     recordings,
+    softphone,
     tasks,
     wallboard,
 )
@@ -37,5 +38,6 @@ ROUTERS: list[APIRouter] = [
     contacts.router,
     agent.router,
     agent_uploads.router,
+    softphone.router,
     pages.router,
 ]

@@ -224,6 +224,8 @@
     notify(card, fresh);
     layout();
     tick();
+    // A call ringing at the softphone too: the card gets its Answer button (softphone.js).
+    if (window.callbridgeSoftphone) window.callbridgeSoftphone.refresh();
   }
 
   // -- a note and a call type, written from the pop while the call runs or after it ------------
@@ -292,6 +294,7 @@
     document.documentElement.style.setProperty("--pops-h", `${Math.ceil(h)}px`);
   }).observe(popsBox);
   wide.addEventListener("change", layout);
+  window.callbridgeLayout = layout;
 
   // -- alerts: ring sound and desktop notification, each opted into on the Account page ----------
   let ringAudio = null;
@@ -540,7 +543,17 @@
   }
 
   // -- clicks ----------------------------------------------------------------------------------
+  function softphoneReady() {
+    return !!(window.callbridgeSoftphone && window.callbridgeSoftphone.ready());
+  }
+
   async function dial(number) {
+    if (softphoneReady()) {
+      // Click-to-call through the phone in the page rather than ringing a desk phone first.
+      showDial("dialing", `Calling ${number} from the softphone…`);
+      window.callbridgeSoftphone.call(number);
+      return;
+    }
     showDial("ringing_phone", `Calling ${number}…`);
     try {
       const placed = await api("POST", "/api/v1/calls/originate", { number });
@@ -554,7 +567,7 @@
     const target = event.target instanceof Element ? event.target : null;
     if (!target) return;
     const link = target.closest("a.dial[data-number]");
-    if (link && canDial) {
+    if (link && (canDial || softphoneReady())) {
       event.preventDefault();
       dial(link.dataset.number);
       return;
