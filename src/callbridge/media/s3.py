@@ -134,13 +134,14 @@ class S3Storage:
                     break
                 yield chunk
         finally:
+            # Not in a thread: this also runs as the generator is cancelled or finalised (see
+            # LocalStorage.read_range); closing the stream releases its connection.
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(body.close)
+                body.close()
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
+    def open(self, key: str) -> AsyncIterator[bytes]:
         """The whole object, in chunks."""
-        async for chunk in self.read_range(key):
-            yield chunk
+        return self.read_range(key)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -92,10 +92,12 @@ class LocalStorage:
                     left -= len(chunk)
                 yield chunk
         finally:
+            # Closed here, not in a thread: when the reader goes away mid-file (a seek, a closed
+            # tab) this runs as the generator is cancelled or finalised, where an await may not
+            # run, and the file would stay open until the garbage collector found it.
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(handle.close)
+                handle.close()
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
+    def open(self, key: str) -> AsyncIterator[bytes]:
         """The whole file, in chunks."""
-        async for chunk in self.read_range(key):
-            yield chunk
+        return self.read_range(key)
