@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from callbridge.web.routes import (
     agent,
     agent_uploads,
+    analytics,
     api_users,
     auth,
     calls,
@@ -25,6 +26,7 @@ ROUTERS: list[APIRouter] = [
     pbxes.router,
     api_users.router,
     calls.router,
+    analytics.router,
     recordings.router,
     contacts.router,
     agent.router,
