@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -96,14 +97,29 @@ class Counters:
         return cls(**values, ring_histogram=tuple(histogram))
 
     def __add__(self, other: Counters) -> Counters:
-        return Counters.of(
-            (getattr(self, name) + getattr(other, name) for name in COUNTER_NAMES),
-            (a + b for a, b in zip(self.ring_histogram, other.ring_histogram, strict=True)),
+        return Counters(
+            self.offered + other.offered,
+            self.answered + other.answered,
+            self.missed + other.missed,
+            self.abandoned + other.abandoned,
+            self.ring_seconds + other.ring_seconds,
+            self.talk_seconds + other.talk_seconds,
+            self.callbacks + other.callbacks,
+            self.callback_seconds + other.callback_seconds,
+            tuple(map(operator.add, self.ring_histogram, other.ring_histogram)),
         )
 
     def __neg__(self) -> Counters:
-        return Counters.of(
-            (-getattr(self, name) for name in COUNTER_NAMES), (-a for a in self.ring_histogram)
+        return Counters(
+            -self.offered,
+            -self.answered,
+            -self.missed,
+            -self.abandoned,
+            -self.ring_seconds,
+            -self.talk_seconds,
+            -self.callbacks,
+            -self.callback_seconds,
+            tuple(-a for a in self.ring_histogram),
         )
 
     @property
@@ -350,6 +366,7 @@ class Period:
     zone_name: str
     zone: tzinfo
     group: Group
+    parts: tuple[Segment, ...] = ()  # the segments, worked out once
 
     @property
     def start_at(self) -> datetime:
@@ -359,8 +376,8 @@ class Period:
     def end_at(self) -> datetime:
         return datetime.fromtimestamp(self.end, UTC)
 
-    def segments(self) -> list[Segment]:
-        return segments(self.zone, self.start, self.end)
+    def segments(self) -> tuple[Segment, ...]:
+        return self.parts or tuple(segments(self.zone, self.start, self.end))
 
     def grain(self) -> int:
         """The largest rollup bucket that never straddles a group boundary: local days start on
@@ -378,14 +395,13 @@ class Period:
         """Every time group of the period, in order (an empty hour, day or week is shown too)."""
         if self.group is Group.WEEKDAY_HOUR:
             return list(range(7 * 24))
-        seen: dict[int, None] = {}
+        keys: set[int] = set()
         for segment in self.segments():
-            at = segment.start
-            while at < segment.end:
-                seen[time_key(self.group, at + segment.offset)] = None
-                at += QUARTER if self.group.step == HOUR else HOUR
-            seen[time_key(self.group, segment.end - 1 + segment.offset)] = None
-        return sorted(seen)
+            # Hour, day and week numbers grow with time: a segment covers a run of them.
+            first = time_key(self.group, segment.start + segment.offset)
+            last = time_key(self.group, segment.end - 1 + segment.offset)
+            keys.update(range(first, last + 1))
+        return sorted(keys)
 
 
 def time_key(group: Group, local: int) -> int:
@@ -460,7 +476,7 @@ def make_period(start: int, end: int, zone_name: str, zone: tzinfo, group: Group
         )
     if days > MAX_PERIOD_DAYS:
         raise InvalidInput("a period covers at most three years")
-    return Period(start, end, zone_name, zone, group)
+    return Period(start, end, zone_name, zone, group, tuple(segments(zone, start, end)))
 
 
 def cover(start: int, end: int, grains: Sequence[int] = GRAINS) -> Iterator[tuple[int, int, int]]:

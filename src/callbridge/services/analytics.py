@@ -112,7 +112,13 @@ async def report(reader: RollupReader, query: Query, viewer: User) -> Report:
     # An agent's figures are their own calls', whatever they ask for.
     mine = None if viewer.sees_all_calls else viewer.id
     found = await reader.groups(period, user_id=mine, direction=query.direction, group=group)
-    totals_found = await reader.groups(period, user_id=mine, direction=query.direction, group=None)
+    if group.by_time or group in (Group.DIRECTION, Group.PBX, Group.QUEUE):
+        # Every call is in exactly one of these groups: the totals are their sum.
+        total = sum(found.values(), ZERO)
+    else:  # a call counts for each of its users and tags: the totals count it once
+        total = (await reader.groups(period, user_id=mine, direction=query.direction, group=None)).get(
+            None, ZERO
+        )
     rows: list[dict[str, Any]] = []
     if group.by_time:
         for key in period.group_keys():
@@ -140,7 +146,7 @@ async def report(reader: RollupReader, query: Query, viewer: User) -> Report:
     else:
         for key in sorted(found, key=lambda k: str(k)):
             rows.append({"key": key, **found[key].figures()})
-    return Report(query, rows, totals_found.get(None, ZERO).figures())
+    return Report(query, rows, total.figures())
 
 
 def table(rep: Report) -> tuple[list[str], list[list[Any]]]:

@@ -133,6 +133,15 @@ def counters_from(row: Any) -> Counters:
     )
 
 
+_SCALARS = len(COUNTER_NAMES)
+
+
+def counters_at(row: Any) -> Counters:
+    """The counters of a row whose first column is a key and the rest :func:`_sums` in order."""
+    v = [int(x or 0) for x in tuple(row)[1:]]
+    return Counters(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], tuple(v[_SCALARS:]))
+
+
 def _sums() -> list[Any]:
     return [func.sum(call_rollups.c[name]).label(name) for name in (*COUNTER_NAMES, *HISTOGRAM_COLUMNS)]
 
@@ -363,7 +372,8 @@ class SqlRollups:
                 )
                 for row in (await self.session.execute(query)).all():
                     k = int(row.key)
-                    out[k] = out.get(k, Counters()) + counters_from(row)
+                    found = counters_at(row)
+                    out[k] = out[k] + found if k in out else found
             return out
         ranges = [
             and_(call_rollups.c.grain == g, call_rollups.c.bucket >= a, call_rollups.c.bucket < b)
@@ -385,7 +395,7 @@ class SqlRollups:
         for row in (await self.session.execute(query)).all():
             if group not in (Group.USER, Group.DIRECTION, Group.PBX) and row.offered is None:
                 continue  # no rows at all: an aggregate over nothing
-            out[row.key if group in (Group.USER, Group.DIRECTION, Group.PBX) else None] = counters_from(row)
+            out[row.key if group in (Group.USER, Group.DIRECTION, Group.PBX) else None] = counters_at(row)
         return out
 
     async def user_names(self, ids: Sequence[int]) -> dict[int, str]:
@@ -449,7 +459,7 @@ class SqlRollups:
         if user_id is not None:
             mine = select(call_users.c.call_id).where(call_users.c.user_id == user_id)
             query = query.where(calls.c.id.in_(mine))
-        return {row.key: counters_from(row) for row in (await self.session.execute(query)).all()}
+        return {row.key: counters_at(row) for row in (await self.session.execute(query)).all()}
 
 
 def _time_key_sql(group: Group, local: Any) -> Any:
