@@ -103,7 +103,7 @@ class ThrowawayPostgres:
 def _sql(dialect: str, calls: int, agents: int) -> dict[str, str]:
     """The generating statements for ``dialect``. A call's numbers come from its index ``g``."""
     if dialect == "postgresql":
-        series = f"(SELECT g FROM generate_series(1, {calls}) AS g) AS s"
+        series = f"(SELECT g FROM generate_series(CAST(1 AS bigint), {calls}) AS g) AS s"
         started = f"to_timestamp({EPOCH0} + (g % 365) * 86400 + 28800 + (g * 7919) % 43200)"
         plus = "{t} + make_interval(secs => {s})"
         epoch = "CAST(extract(epoch FROM started_at) AS bigint)"
@@ -286,7 +286,7 @@ async def bench(url: str, calls: int, agents: int, runs: int, plain_runs: int) -
         f"  goal p99 <= {goal:.0f} ms"
     )
     for label, p50, p99, plain in results:
-        ratio = f"{plain / p99:7.0f}x" if plain else "      –"
+        ratio = f"{plain / p99:7.1f}x" if plain else "      –"
         plain_text = f"{plain:22.0f}" if plain else f"{'–':>22}"
         print(f"{label:32} {p50:8.1f} {p99:8.1f} {plain_text} {ratio}")
 

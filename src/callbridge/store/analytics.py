@@ -24,7 +24,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    ForeignKey,
     Integer,
     PrimaryKeyConstraint,
     String,
@@ -85,11 +84,13 @@ call_rollups = Table(
 )
 
 # A missed inbound call whose number was called back: seconds from its end to the first
-# outbound call to that number (within CALLBACK_WINDOW).
+# outbound call to that number (within CALLBACK_WINDOW). No foreign key on purpose: its check
+# would take a share lock on the call's row, which the unit ingesting that call holds for update
+# while it waits for this unit's advisory lock — a deadlock. Calls are never deleted.
 call_callbacks = Table(
     "call_callbacks",
     metadata,
-    Column("call_id", Integer, ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True),
+    Column("call_id", Integer, primary_key=True),
     Column("seconds", Integer, nullable=False),
 )
 
@@ -245,15 +246,38 @@ class SqlRollups:
             if previous.outbound and not new[call_id].outbound:
                 s = previous.facts.started_at
                 windows.append((previous.number, s - CALLBACK_WINDOW, s))
-        candidates = {i for i, s in new.items() if s.missed_inbound or s.facts.callback_seconds is not None}
-        if not candidates and not windows:
+        mine = {
+            i
+            for i, s in new.items()
+            if s.missed_inbound
+            or old[i].missed_inbound
+            or s.facts.callback_seconds is not None
+            or old[i].facts.callback_seconds is not None
+        }
+        if not mine and not windows:
             return
         if self._postgres:
-            numbers = sorted({w[0] for w in windows} | {new[i].number for i in candidates})
-            for number in numbers:  # one writer per number at a time (sorted: no waiting in a circle)
+            # A call's callback changes only under its number's advisory lock (taken here in one
+            # order: no waiting in a circle); the unit that writes an outbound call may change
+            # the callback of a missed call another unit is ingesting, without its row lock (to
+            # wait for that row could wait in a circle). So the callbacks these deltas start
+            # from are read again below, under the lock: the values the rollups hold now.
+            numbers = {w[0] for w in windows}
+            numbers.update(n for i in mine for n in (old[i].number, new[i].number) if n)
+            for number in sorted(numbers):
                 await self.session.execute(
                     text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": "callback:" + number}
                 )
+        if mine:
+            query = select(call_callbacks.c.call_id, call_callbacks.c.seconds).where(
+                in_list(self.session, call_callbacks.c.call_id, sorted(mine))
+            )
+            now_held = {int(r.call_id): int(r.seconds) for r in (await self.session.execute(query)).all()}
+            for i in mine:
+                held = now_held.get(i)
+                old[i] = StoredCall(_with_callback(old[i].facts, held), old[i].number, old[i].ended_at)
+                new[i] = StoredCall(_with_callback(new[i].facts, held), new[i].number, new[i].ended_at)
+        candidates = set(mine)
         for number, low, high in windows:
             query = select(calls.c.id).where(
                 calls.c.external_number == number,
@@ -263,7 +287,9 @@ class SqlRollups:
                 calls.c.ended_at <= high,
             )
             candidates.update(int(i) for i in (await self.session.execute(query)).scalars())
-        others = await self.read(candidates - set(new))
+        # Missed calls outside this unit: as committed now (under the lock), callback included.
+        outside = sorted(candidates - set(new))
+        others = await self.read(outside)
         old.update(others)
         new.update(others)
         missed = sorted(i for i in candidates if new[i].missed_inbound)
