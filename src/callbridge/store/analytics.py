@@ -205,11 +205,35 @@ class SqlRollups:
             )
         return out
 
-    async def changed(self, before: dict[int, StoredCall]) -> None:
-        """The calls read into ``before`` were written: move their contributions."""
-        after = await self.read(before)
-        old = dict(before)
-        new = dict(after)
+    async def changed(
+        self, before: dict[int, StoredCall], written: dict[int, tuple[dict[str, Any], frozenset[int]]]
+    ) -> None:
+        """The calls read into ``before`` were written with these column values and users: move
+        their contributions (only of the calls whose figures changed)."""
+        old: dict[int, StoredCall] = {}
+        new: dict[int, StoredCall] = {}
+        for call_id, (values, user_ids) in written.items():
+            previous = before.get(call_id)
+            if previous is None:
+                continue
+            now_stored = StoredCall(
+                CallFacts(
+                    pbx=previous.facts.pbx,
+                    direction=Direction(values["direction"]) if values["direction"] else None,
+                    disposition=Disposition(values["disposition"]) if values["disposition"] else None,
+                    started_at=values["started_at"],
+                    ring_seconds=int(values["ring_seconds"]),
+                    talk_seconds=int(values["talk_seconds"]),
+                    callback_seconds=previous.facts.callback_seconds,
+                    user_ids=frozenset(user_ids),
+                ),
+                values["external_number"],
+                values["ended_at"],
+            )
+            if now_stored != previous:  # most events change nothing the figures count
+                old[call_id], new[call_id] = previous, now_stored
+        if not old:
+            return
         await self._callbacks(old, new)
         delta = rollup_delta([c.facts for c in old.values()], [c.facts for c in new.values()])
         await self.add(delta)
@@ -237,15 +261,18 @@ class SqlRollups:
         the touched calls to ``old`` and ``new``."""
         windows: list[tuple[str, datetime, datetime]] = []
         for call_id, stored in new.items():
-            starts = [s.facts.started_at for s in (old.get(call_id), stored) if s is not None and s.outbound]
-            if starts:
-                windows.append(
-                    (stored.number or old[call_id].number, min(starts) - CALLBACK_WINDOW, max(starts))
-                )
-        for call_id, previous in old.items():
-            if previous.outbound and not new[call_id].outbound:
-                s = previous.facts.started_at
-                windows.append((previous.number, s - CALLBACK_WINDOW, s))
+            before = old[call_id]
+            if (before.outbound, before.number, before.facts.started_at) == (
+                stored.outbound,
+                stored.number,
+                stored.facts.started_at,
+            ):
+                continue  # the missed calls it may have called back stay as they are
+            # The missed calls it called back before, and those it calls back now.
+            for state in (before, stored):
+                if state.outbound:
+                    start = state.facts.started_at
+                    windows.append((state.number, start - CALLBACK_WINDOW, start))
         mine = {
             i
             for i, s in new.items()
@@ -278,13 +305,16 @@ class SqlRollups:
                 old[i] = StoredCall(_with_callback(old[i].facts, held), old[i].number, old[i].ended_at)
                 new[i] = StoredCall(_with_callback(new[i].facts, held), new[i].number, new[i].ended_at)
         candidates = set(mine)
-        for number, low, high in windows:
+        if windows:  # one statement for every outbound call of the batch
             query = select(calls.c.id).where(
-                calls.c.external_number == number,
                 calls.c.direction == Direction.INBOUND.value,
                 calls.c.disposition.in_(_NOT_ANSWERED),
-                calls.c.ended_at >= low,
-                calls.c.ended_at <= high,
+                or_(
+                    *(
+                        and_(calls.c.external_number == n, calls.c.ended_at >= low, calls.c.ended_at <= high)
+                        for n, low, high in sorted(set(windows))
+                    )
+                ),
             )
             candidates.update(int(i) for i in (await self.session.execute(query)).scalars())
         # Missed calls outside this unit: as committed now (under the lock), callback included.

@@ -456,7 +456,9 @@ class SqlCalls:
         if new_members:
             await self.session.execute(insert(call_users), new_members)
         # The analytics rollups move in the same unit of work as the rows they count.
-        await rollups.changed(before)
+        await rollups.changed(
+            before, {r["b_id"]: (r, link.user_ids) for r, (_, _, link) in zip(rows, items, strict=True)}
+        )
 
     # -- batched ingest: a few statements for a whole batch of events ------------------------------
 

@@ -223,9 +223,11 @@ class PgIngestBatch:
         before = await rollups.read([row for row, _, _ in items])
         rows: list[int] = []
         columns: dict[str, list[Any]] = {name: [] for name, _ in _RECORD_COLUMNS}
+        written: dict[int, tuple[dict[str, Any], frozenset[int]]] = {}
         for call_row, summary, link in items:
             rows.append(call_row)
             values = SqlCalls._record_values(summary, link)  # the same values as everywhere else
+            written[call_row] = (values, link.user_ids)
             for name, column in columns.items():
                 column.append(values[name])
         await self._execute(_SAVE_CALLS, rows, *columns.values(), now())
@@ -248,7 +250,7 @@ class PgIngestBatch:
             await self._execute(_DROP_MEMBERS, *gone)
         if new[0]:
             await self._execute(_ADD_MEMBERS, *new)
-        await rollups.changed(before)
+        await rollups.changed(before, written)
 
     # -- the directory's answers a batch needs -----------------------------------------------------
 
