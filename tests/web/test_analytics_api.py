@@ -263,6 +263,8 @@ async def test_csv_and_xlsx_have_the_json_numbers(hub: Hub, admin_client: httpx.
         ({"direction": "sideways"}, "unknown direction"),
         ({"from": "2026-03-01T10:07", "to": "2026-03-02"}, "quarter hour"),
         ({"from": "yesterday", "to": "2026-03-02"}, "is not a date"),
+        ({"from": "0001-01-01T00:00", "to": "2026-03-02", "tz": "Asia/Tokyo"}, "between 1970 and 2999"),
+        ({"from": "2020-01-01", "to": "2026-03-02"}, "at most three years"),
     ],
 )
 async def test_bad_questions_get_400_with_words(

@@ -445,6 +445,10 @@ def _local_midnight(day: date, zone: tzinfo) -> int:
     return epoch(moment.astimezone(UTC))
 
 
+EARLIEST = 0
+LATEST = 32503680000  # 3000-01-01T00:00Z
+
+
 def parse_moment(value: str, zone: tzinfo, name: str) -> int:
     """``from``/``to``: a date (``2026-03-01``: its local midnight) or a date and time, local
     unless it says its offset."""
@@ -453,7 +457,10 @@ def parse_moment(value: str, zone: tzinfo, name: str) -> int:
         raise InvalidInput(f"{name} is required: a date like 2026-03-01 or a time like 2026-03-01T08:00")
     try:
         if len(text) == 10:
-            return _local_midnight(date.fromisoformat(text), zone)
+            day = date.fromisoformat(text)
+            if not 1970 <= day.year <= 2999:
+                raise InvalidInput(f"{name} must be between 1970 and 2999")
+            return _local_midnight(day, zone)
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise InvalidInput(
@@ -462,6 +469,17 @@ def parse_moment(value: str, zone: tzinfo, name: str) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return epoch(moment)
+
+
+def parse_time(value: str, zone: tzinfo, name: str) -> int:
+    """:func:`parse_moment`, for times between 1970 and 2999 only."""
+    try:
+        at = parse_moment(value, zone, name)
+    except (OverflowError, OSError) as exc:  # year 1 or 9999 shifted out of range by the zone
+        raise InvalidInput(f"{name} must be between 1970 and 2999") from exc
+    if not EARLIEST <= at < LATEST:
+        raise InvalidInput(f"{name} must be between 1970 and 2999")
+    return at
 
 
 def make_period(start: int, end: int, zone_name: str, zone: tzinfo, group: Group) -> Period:

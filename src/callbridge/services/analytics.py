@@ -19,7 +19,7 @@ from callbridge.domain.analytics import (
     Period,
     make_period,
     parse_group,
-    parse_moment,
+    parse_time,
     time_label,
 )
 from callbridge.domain.errors import InvalidInput
@@ -91,8 +91,8 @@ def parse_query(
     if not end.strip():
         today = (now or datetime.now(UTC)).astimezone(where).date()
         end = (today + timedelta(days=1)).isoformat()
-    stop = parse_moment(end, where, "to")
-    begin = parse_moment(start, where, "from") if start.strip() else stop - 7 * DAY
+    stop = parse_time(end, where, "to")
+    begin = parse_time(start, where, "from") if start.strip() else stop - 7 * DAY
     period = make_period(begin, stop, zone_name, where, chosen)
     wanted = direction.strip().lower()
     if wanted == "all" or (not wanted and chosen is Group.DIRECTION):

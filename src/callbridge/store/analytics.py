@@ -60,7 +60,6 @@ from callbridge.domain.analytics import (
     cover,
     recount,
     rollup_delta,
-    time_key,
 )
 from callbridge.domain.events import Direction, Disposition
 from callbridge.store.calls import call_users, calls
@@ -542,4 +541,4 @@ def _with_callback(facts: CallFacts, seconds: int | None) -> CallFacts:
     )
 
 
-__all__ = ["HISTOGRAM_COLUMNS", "SqlRollups", "StoredCall", "call_rollups", "counters_from", "time_key"]
+__all__ = ["HISTOGRAM_COLUMNS", "SqlRollups", "StoredCall", "call_callbacks", "call_rollups", "counters_from"]
