@@ -100,11 +100,25 @@ class ThrowawayPostgres:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# A call's fields come from its index g through two multiplicative hashes, so that its day, time
+# of day, agent and outcome are independent of each other (as in a real centre: every agent has
+# calls in most quarter hours of most days, which is what makes the rollups big).
+_H1 = "((g * 2654435761) % 4294967296)"
+_H2 = "((g * 2246822519) % 4294967296)"
+DAY_OF = f"({_H1} % 365)"
+SECOND_OF = f"(({_H2} / 7) % 43200)"
+OUTCOME_OF = f"(({_H2} / 302400) % 20)"
+
+
+def agent_of(g: str, agents: int) -> str:
+    return f"(2 + ((({g} * 2654435761) % 4294967296) / 365) % {agents})"
+
+
 def _sql(dialect: str, calls: int, agents: int) -> dict[str, str]:
     """The generating statements for ``dialect``. A call's numbers come from its index ``g``."""
     if dialect == "postgresql":
         series = f"(SELECT g FROM generate_series(CAST(1 AS bigint), {calls}) AS g) AS s"
-        started = f"to_timestamp({EPOCH0} + (g % 365) * 86400 + 28800 + (g * 7919) % 43200)"
+        started = f"to_timestamp({EPOCH0} + {DAY_OF} * 86400 + 28800 + {SECOND_OF})"
         plus = "{t} + make_interval(secs => {s})"
         epoch = "CAST(extract(epoch FROM started_at) AS bigint)"
         concat = "'c' || g"
@@ -115,8 +129,7 @@ def _sql(dialect: str, calls: int, agents: int) -> dict[str, str]:
             " SELECT g FROM n) AS s"
         )
         started = (
-            f"strftime('%Y-%m-%d %H:%M:%f', {EPOCH0} + (g % 365) * 86400 + 28800 + (g * 7919) % 43200,"
-            " 'unixepoch')"
+            f"strftime('%Y-%m-%d %H:%M:%f', {EPOCH0} + {DAY_OF} * 86400 + 28800 + {SECOND_OF}, 'unixepoch')"
         )
         plus = "strftime('%Y-%m-%d %H:%M:%f', {t}, '+' || ({s}) || ' seconds')"
         epoch = "CAST(strftime('%s', started_at) AS INTEGER)"
@@ -124,12 +137,12 @@ def _sql(dialect: str, calls: int, agents: int) -> dict[str, str]:
         now = "CURRENT_TIMESTAMP"
     direction = "CASE WHEN g % 10 < 7 THEN 'inbound' WHEN g % 10 < 9 THEN 'outbound' ELSE 'internal' END"
     outcome = (
-        "CASE WHEN (g / 10) % 20 < 14 THEN 'answered' WHEN (g / 10) % 20 < 17 THEN 'missed' "
-        "WHEN (g / 10) % 20 < 19 THEN 'abandoned' ELSE 'busy' END"
+        f"CASE WHEN {OUTCOME_OF} < 14 THEN 'answered' WHEN {OUTCOME_OF} < 17 THEN 'missed' "
+        f"WHEN {OUTCOME_OF} < 19 THEN 'abandoned' ELSE 'busy' END"
     )
     ring = "(2 + (g * 13) % 40)"
     talk = "(30 + (g * 17) % 600)"
-    answered = "(g / 10) % 20 < 14"
+    answered = f"{OUTCOME_OF} < 14"
     insert_calls = (
         "INSERT INTO calls (pbx, pbx_call_id, direction, from_number, to_number, from_name, external_number,"
         " disposition, hangup_side, answered_by_extension, answered_by_user_id, placed_by_extension,"
@@ -137,7 +150,7 @@ def _sql(dialect: str, calls: int, agents: int) -> dict[str, str]:
         " manual_link, updated_at) "
         f"SELECT 'main', {concat}, {direction}, '+1415555' || (1000 + g % 9000), '100', '',"
         f" '+1415555' || (1000 + g % 9000), {outcome}, 'caller', '', "
-        f"CASE WHEN {answered} THEN 2 + (g * 31) % {agents} END, '', {started}, "
+        f"CASE WHEN {answered} THEN {agent_of('g', agents)} END, '', {started}, "
         f"CASE WHEN {answered} THEN {plus.format(t=started, s=ring)} END, "
         f"{plus.format(t=started, s=f'{ring} + {talk}')}, {ring},"
         f" CASE WHEN {answered} THEN {talk} ELSE 0 END,"
