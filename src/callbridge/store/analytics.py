@@ -79,7 +79,7 @@ call_rollups = Table(
     Column("pbx", String(64), nullable=False),
     *(Column(name, BigInteger, nullable=False, server_default="0") for name in COUNTER_NAMES),
     *(Column(name, Integer, nullable=False, server_default="0") for name in HISTOGRAM_COLUMNS),
-    PrimaryKeyConstraint("user_id", "grain", "bucket", "direction", "pbx", name="pk_call_rollups"),
+    PrimaryKeyConstraint("grain", "user_id", "direction", "bucket", "pbx", name="pk_call_rollups"),
 )
 
 # A missed inbound call whose number was called back: seconds from its end to the first
@@ -243,7 +243,7 @@ class SqlRollups:
         upsert = (postgresql.insert if self._postgres else sqlite.insert)(call_rollups)
         names = (*COUNTER_NAMES, *HISTOGRAM_COLUMNS)
         statement = upsert.on_conflict_do_update(
-            index_elements=["user_id", "grain", "bucket", "direction", "pbx"],
+            index_elements=["grain", "user_id", "direction", "bucket", "pbx"],
             set_={name: call_rollups.c[name] + upsert.excluded[name] for name in names},
         )
         # One order for every writer: two units adding to the same rows never wait on each other
@@ -407,8 +407,12 @@ class SqlRollups:
             scope.append(call_rollups.c.user_id > 0)
         else:
             scope.append(call_rollups.c.user_id == 0)
+        # Direction comes before the bucket in the primary key: naming it (or every one of them)
+        # lets the index go straight to the period's rows.
         if direction is not None:
             scope.append(call_rollups.c.direction == direction)
+        else:
+            scope.append(call_rollups.c.direction.in_(["", *(d.value for d in Direction)]))
         out: dict[Any, Counters] = {}
         if group is not None and group.by_time:
             grain = period.grain()

@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column("pbx", sa.String(64), nullable=False),
         *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in COUNTER_NAMES),
         *(sa.Column(name, sa.Integer, nullable=False, server_default="0") for name in _HISTOGRAM),
-        sa.PrimaryKeyConstraint("user_id", "grain", "bucket", "direction", "pbx", name="pk_call_rollups"),
+        sa.PrimaryKeyConstraint("grain", "user_id", "direction", "bucket", "pbx", name="pk_call_rollups"),
     )
     bind = op.get_bind()
     members: dict[int, set[int]] = {}
