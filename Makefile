@@ -30,6 +30,8 @@ lock:
 	test -x $(VENV)/bin/uv || PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
 	$(VENV)/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 \
 		--extra dev pyproject.toml requirements-build.in -o requirements.lock
+	$(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu requirements-salt.in -o requirements-salt.lock
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench

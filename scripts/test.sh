@@ -17,6 +17,9 @@ PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || tr
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)  # speech for the transcription tests
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+# the softphone's browser tests: a SIP-over-WebSocket registrar and proxy on loopback
+command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
+[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/websocket.so ] || need_apt+=(kamailio-websocket-modules)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages: ${need_apt[*]}"

@@ -96,3 +96,18 @@ def test_every_command_has_help(tmp_path: Path) -> None:
     ):
         out = run(tmp_path, *args).stdout
         assert "Usage" in out
+
+
+def test_teams_for_callbacks(tmp_path: Path) -> None:
+    run(tmp_path, "migrate")
+    for name in ("ann", "bob"):
+        run(tmp_path, "user", "add", name, "--password", "user-password-1")
+    assert "2 members" in run(tmp_path, "team", "add", "support", "--member", "ann", "--member", "bob").stdout
+    assert "ann, bob" in run(tmp_path, "team", "list").stdout
+    run(tmp_path, "team", "members", "support", "--member", "bob")
+    listing = run(tmp_path, "team", "list").stdout
+    assert "support" in listing and "bob" in listing and "ann" not in listing
+    refused = run(tmp_path, "team", "add", "x", "--member", "ghost", check=False)
+    assert refused.returncode == 1 and "no active user named 'ghost'" in refused.stderr
+    run(tmp_path, "team", "remove", "support")
+    assert "support" not in run(tmp_path, "team", "list").stdout

@@ -13,14 +13,16 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import callbridge
-from callbridge import cli_directory
+from callbridge import cli_connectors, cli_directory
 from callbridge.config import Settings
-from callbridge.domain.errors import CallbridgeError
+from callbridge.domain.errors import CallbridgeError, InvalidInput
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.users import parse_role
+from callbridge.domain.versions import older_than
 from callbridge.hub import Hub
 from callbridge.services.pbxes import (
     AsteriskSettings,
@@ -54,6 +56,14 @@ recordings_app = typer.Typer(
     help="Recordings: purge what the retention rules say; transcribe a call.", no_args_is_help=True
 )
 app.add_typer(recordings_app, name="recordings")
+wallboard_app = typer.Typer(
+    help="Read-only wallboard links for a TV: link, list, revoke.", no_args_is_help=True
+)
+app.add_typer(wallboard_app, name="wallboard")
+team_app = typer.Typer(
+    help="Teams that share callbacks round robin: add, members, list, remove.", no_args_is_help=True
+)
+app.add_typer(team_app, name="team")
 pbx_app.add_typer(pbx_add_app, name="add")
 
 
@@ -159,7 +169,7 @@ def serve(
         proxy_headers=False,
         # Live messages are small JSON: compressing each one costs more CPU than it saves bytes.
         ws_per_message_deflate=False,
-        **uvicorn_options(cfg),
+        **uvicorn_options(cfg, workers=workers),
     )
 
 
@@ -181,43 +191,91 @@ def demo(
         raise typer.Exit(1) from exc
 
 
-@app.command("agent")
+agent_app = typer.Typer(
+    help="The agent beside Asterisk: run it (the default), enroll it, print its systemd unit.",
+    invoke_without_command=True,
+)
+app.add_typer(agent_app, name="agent")
+
+HubOption = Annotated[
+    str | None, typer.Option(help="The hub's address, e.g. https://hub.example.com (dialed out to).")
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CALLBRIDGE_AGENT_TOKEN",
+        help="Agent token (written by `callbridge agent enroll`; or the env variable).",
+    ),
+]
+AmiHostOption = Annotated[str | None, typer.Option(help="AMI host (default 127.0.0.1).")]
+AmiPortOption = Annotated[int | None, typer.Option(help="AMI port (default 5038).")]
+AmiUserOption = Annotated[str | None, typer.Option(help="AMI user (a manager.conf section).")]
+AmiSecretOption = Annotated[
+    str | None,
+    typer.Option(envvar="CALLBRIDGE_AGENT_AMI_SECRET", help="AMI secret (or the env variable)."),
+]
+OutboxOption = Annotated[
+    Path | None, typer.Option(help="Outbox file (default /var/lib/callbridge-agent/outbox.sqlite3).")
+]
+OutboxRowsOption = Annotated[
+    int | None, typer.Option(help="Outbox bound; when full the oldest events are dropped, loudly.")
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML file with the same settings (options override it).")
+]
+LogLevelOption = Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+@agent_app.callback()
 def agent_command(
-    hub: Annotated[
-        str | None, typer.Option(help="The hub's address, e.g. https://hub.example.com (dialed out to).")
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="CALLBRIDGE_AGENT_TOKEN",
-            help="Agent token from `callbridge pbx add asterisk NAME --agent` (or the env variable).",
-        ),
-    ] = None,
-    ami_host: Annotated[str | None, typer.Option(help="AMI host (default 127.0.0.1).")] = None,
-    ami_port: Annotated[int | None, typer.Option(help="AMI port (default 5038).")] = None,
-    ami_username: Annotated[str | None, typer.Option(help="AMI user (a manager.conf section).")] = None,
-    ami_secret: Annotated[
-        str | None,
-        typer.Option(envvar="CALLBRIDGE_AGENT_AMI_SECRET", help="AMI secret (or the env variable)."),
-    ] = None,
-    outbox: Annotated[
-        Path | None,
-        typer.Option(help="Outbox file (default /var/lib/callbridge-agent/outbox.sqlite3)."),
-    ] = None,
-    outbox_max_rows: Annotated[
-        int | None, typer.Option(help="Outbox bound; when full the oldest events are dropped, loudly.")
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="TOML file with the same settings (options override it).")
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    ctx: typer.Context,
+    hub: HubOption = None,
+    token: TokenOption = None,
+    ami_host: AmiHostOption = None,
+    ami_port: AmiPortOption = None,
+    ami_username: AmiUserOption = None,
+    ami_secret: AmiSecretOption = None,
+    outbox: OutboxOption = None,
+    outbox_max_rows: OutboxRowsOption = None,
+    config: ConfigOption = None,
+    log_level: LogLevelOption = "INFO",
 ) -> None:
     """Run the agent beside Asterisk: AMI events into a local outbox, then over a WebSocket to the hub.
 
     The agent dials out (the PBX needs no open port), resends whatever the hub has not
     acknowledged after any outage, carries out click-to-call for the hub, and applies the
-    settings (trunks, events map, guard) the hub pushes. See docs/agent.md.
+    settings (trunks, events map, guard) the hub pushes. `callbridge agent` with options runs
+    it, like `callbridge agent run`. See docs/agent.md and docs/fleet.md.
     """
+    if ctx.invoked_subcommand is None:
+        agent_run(
+            hub,
+            token,
+            ami_host,
+            ami_port,
+            ami_username,
+            ami_secret,
+            outbox,
+            outbox_max_rows,
+            config,
+            log_level,
+        )
+
+
+@agent_app.command("run")
+def agent_run(
+    hub: HubOption = None,
+    token: TokenOption = None,
+    ami_host: AmiHostOption = None,
+    ami_port: AmiPortOption = None,
+    ami_username: AmiUserOption = None,
+    ami_secret: AmiSecretOption = None,
+    outbox: OutboxOption = None,
+    outbox_max_rows: OutboxRowsOption = None,
+    config: ConfigOption = None,
+    log_level: LogLevelOption = "INFO",
+) -> None:
+    """Run the agent (what the systemd unit starts): AMI events → outbox → hub."""
     from callbridge.agent.config import AgentConfigError, build
     from callbridge.agent.runner import Agent
 
@@ -247,6 +305,129 @@ def agent_command(
         raise typer.Exit(1) from exc
 
 
+def _agent_executable() -> Path:
+    """The `callbridge` script beside this interpreter (the venv's bin/), unresolved: a venv's
+    python is a symlink to the base interpreter."""
+    return Path(sys.executable).parent / "callbridge"
+
+
+@agent_app.command("enroll")
+def agent_enroll(
+    hub: Annotated[str, typer.Option(help="The hub's address, e.g. https://hub.example.com.")],
+    code: Annotated[
+        str,
+        typer.Option(
+            envvar="CALLBRIDGE_AGENT_ENROLL_CODE",
+            help="The single-use code from `callbridge pbx enroll NAME` (or the env variable).",
+        ),
+    ],
+    config: Annotated[Path, typer.Option("--config", help="The config file to write.")] = Path(
+        "/etc/callbridge-agent/agent.toml"
+    ),
+    ami_host: AmiHostOption = None,
+    ami_port: AmiPortOption = None,
+    ami_username: AmiUserOption = None,
+    ami_secret: AmiSecretOption = None,
+    outbox: OutboxOption = None,
+    recordings_dir: Annotated[
+        Path | None, typer.Option(help="MixMonitor's directory (default /var/spool/asterisk/monitor).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing config file.")] = False,
+) -> None:
+    """Exchange a one-time enrollment code for this agent's token and write its config file
+    (mode 600, owned by whoever runs this: run it as the agent's user)."""
+    from callbridge.agent.config import DEFAULT_OUTBOX, AgentConfigError
+    from callbridge.agent.enroll import EnrollmentFailed, config_text, exchange, write_private
+
+    if config.exists() and not force:
+        err.print(
+            f"[red]Error:[/red] {config} exists already (this host is enrolled); "
+            "give --force to enroll again and replace it.",
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    try:
+        enrolled = exchange(hub, code)
+    except AgentConfigError as exc:
+        err.print(f"[red]Error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    except EnrollmentFailed as exc:
+        err.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from exc
+    ami = {"host": ami_host, "port": ami_port, "username": ami_username, "secret": ami_secret}
+    text = config_text(
+        hub,
+        enrolled.token,
+        outbox=outbox or DEFAULT_OUTBOX,
+        recordings_dir=recordings_dir,
+        ami=ami,
+        pbx=enrolled.pbx,
+    )
+    try:
+        write_private(config, text)
+    except OSError as exc:
+        err.print(
+            f"[red]Error:[/red] cannot write {config}: {exc.strerror or exc}. The code is spent: "
+            f"ask for a new one (`callbridge pbx enroll {enrolled.pbx}`).",
+            highlight=False,
+        )
+        raise typer.Exit(1) from exc
+    console.print(
+        f"Enrolled: this host's agent serves PBX [bold]{enrolled.pbx}[/bold] on {hub}"
+        f" (hub {enrolled.hub_version}). Wrote {config} (mode 600; it holds the agent's token).",
+        highlight=False,
+    )
+    steps = []
+    if not ami_username or not ami_secret:
+        steps.append(f"put the AMI user and secret in the [ami] section of {config} (see docs/agent.md)")
+    steps += [
+        f"{_agent_executable()} agent systemd-unit --config {config}"
+        " > /etc/systemd/system/callbridge-agent.service",
+        "systemctl daemon-reload && systemctl enable --now callbridge-agent",
+        f"check the hub's Settings → Agents page: {enrolled.pbx} connected",
+    ]
+    console.print(
+        "Next:\n" + "\n".join(f"  {n}. {step}" for n, step in enumerate(steps, 1)),
+        highlight=False,
+        markup=False,
+    )
+
+
+@agent_app.command("systemd-unit")
+def agent_systemd_unit(
+    config: Annotated[Path, typer.Option("--config", help="The agent's config file.")] = Path(
+        "/etc/callbridge-agent/agent.toml"
+    ),
+    user: Annotated[str, typer.Option(help="The agent's (unprivileged) user.")] = "callbridge-agent",
+    group: Annotated[
+        list[str] | None,
+        typer.Option(help="Supplementary group (repeatable; default asterisk, to read recordings)."),
+    ] = None,
+    firewall: Annotated[
+        bool,
+        typer.Option("--firewall/--no-firewall", help="Keep CAP_NET_ADMIN for the guard's nftables part."),
+    ] = True,
+) -> None:
+    """Print a systemd unit that runs this installation's agent with the given config file
+    (the outbox and recordings directories are read from it)."""
+    from callbridge.agent.enroll import paths_from_config, systemd_unit
+
+    state_dir, recordings_dir = paths_from_config(config)
+    groups = tuple(g for g in (["asterisk"] if group is None else group) if g)
+    print(
+        systemd_unit(
+            _agent_executable(),
+            config,
+            user=user,
+            groups=groups,
+            state_dir=state_dir,
+            recordings_dir=recordings_dir,
+            firewall=firewall,
+        ),
+        end="",
+    )
+
+
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (also done on every start)."""
@@ -274,6 +455,75 @@ def user_add(
         console.print(f"User [bold]{user.name}[/bold] added with role {user.role.value}.")
         if generated:
             console.print(f"Password (shown once): [bold]{generated}[/bold]")
+
+    in_unit(work)
+
+
+async def _team_members(repos: Repos, names: list[str]) -> list[int]:
+    ids = []
+    for name in names:
+        stored = await repos.users.get_by_name(name)
+        if stored is None or not stored.user.active:
+            raise InvalidInput(f"no active user named {name!r}")
+        ids.append(stored.user.id)
+    return ids
+
+
+@team_app.command("add")
+def team_add(
+    name: Annotated[str, typer.Argument(help="The team's name.")],
+    member: Annotated[list[str] | None, typer.Option(help="A member's user name (repeat it).")] = None,
+) -> None:
+    """Add a team; members take turns with callbacks nobody else is for (docs/follow-up.md)."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        members = await _team_members(repos, member or [])
+        team_id = await repos.teams.create(name.strip())
+        await repos.teams.set_members(team_id, members)
+        console.print(f"Team [bold]{name.strip()}[/bold] added with {len(members)} members.")
+
+    in_unit(work)
+
+
+@team_app.command("members")
+def team_members(
+    name: Annotated[str, typer.Argument(help="The team's name.")],
+    member: Annotated[list[str] | None, typer.Option(help="A member's user name (repeat it).")] = None,
+) -> None:
+    """Set a team's members (replaces them)."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        team_id = await repos.teams.find(name)
+        if team_id is None:
+            raise InvalidInput(f"no team named {name!r}")
+        await repos.teams.set_members(team_id, await _team_members(repos, member or []))
+        console.print(f"Team [bold]{name}[/bold]: {', '.join(member or []) or 'no members'}.")
+
+    in_unit(work)
+
+
+@team_app.command("list")
+def team_list() -> None:
+    """List teams and their members."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        table = Table("team", "members")
+        for team in await repos.teams.all():
+            table.add_row(team.name, ", ".join(team.members) or "-")
+        console.print(table)
+
+    in_unit(work)
+
+
+@team_app.command("remove")
+def team_remove(name: Annotated[str, typer.Argument(help="The team's name.")]) -> None:
+    """Remove a team (its tasks stay with their assignees)."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        team_id = await repos.teams.find(name)
+        if team_id is None or not await repos.teams.delete(team_id):
+            raise InvalidInput(f"no team named {name!r}")
+        console.print(f"Team [bold]{name}[/bold] removed.")
 
     in_unit(work)
 
@@ -451,6 +701,38 @@ def pbx_agent_token(
     in_unit(work)
 
 
+@pbx_app.command("enroll")
+def pbx_enroll(
+    name: Annotated[str, typer.Argument(help="The PBX served by an agent.")],
+    expires_hours: Annotated[int, typer.Option(min=1, max=720, help="How long the code is good for.")] = 24,
+) -> None:
+    """Print a single-use enrollment code for a PBX's agent (stored hashed; good for 24 hours by
+    default). On the Asterisk host, `callbridge agent enroll --hub URL --code CODE` exchanges it
+    for the agent's own token; the PBX's previous agent token then stops working."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        from callbridge.services.agents import issue_enrollment
+
+        record = await repos.pbxes.get(name)
+        if not record.config.get("agent"):
+            err.print(f"[red]Error:[/red] PBX {name} is not served by an agent (add it with --agent).")
+            raise typer.Exit(1)
+        code, enrollment = await issue_enrollment(repos.agents, record.name, expires_hours)
+        console.print(
+            f"Enrollment code for [bold]{record.name}[/bold] (works once, until "
+            f"{enrollment.expires_at:%Y-%m-%d %H:%M} UTC; shown only once, stored hashed):"
+        )
+        print(code)
+        hub_url = hub.settings.public_url or "https://<this hub>"
+        console.print(
+            "On the Asterisk host, as the agent's user:\n"
+            f"  callbridge agent enroll --hub {hub_url} --code <code>",
+            highlight=False,
+        )
+
+    in_unit(work)
+
+
 @pbx_add_app.command("yeastar")
 def pbx_add_yeastar(
     name: Annotated[str, typer.Argument(help="A short name for this PBX, e.g. cloud.")],
@@ -603,7 +885,9 @@ def pbx_list() -> None:
             if served_by_agent and agent is not None:
                 link = "agent up" if agent.connected else "agent down"
                 detail = (
-                    f"agent {agent.version or '?'}, AMI {'up' if agent.ami_up else 'down'}, "
+                    f"agent {agent.version or '?'}"
+                    + (" (older than the hub)" if older_than(agent.version, callbridge.__version__) else "")
+                    + f", AMI {'up' if agent.ami_up else 'down'}, "
                     f"outbox {agent.outbox_depth} (oldest {agent.outbox_age_seconds:.0f} s)"
                     + (f", {agent.outbox_dropped} DROPPED" if agent.outbox_dropped else "")
                     + ("" if not agent.revoked else ", no token")
@@ -634,7 +918,8 @@ def recordings_purge(
         for c in sorted(found, key=lambda c: c.recording_id):
             console.print(
                 f"{verb} recording {c.recording_id} (call {c.call_id}, {c.pbx},"
-                f" {c.started_at:%Y-%m-%d}): {c.reason}",
+                f" {c.started_at:%Y-%m-%d}): {c.reason}"
+                + ("; the PBX's copy: asked of its agent" if c.via_agent else ""),
                 highlight=False,
                 soft_wrap=True,
             )
@@ -671,6 +956,8 @@ def _when(value: datetime | None) -> str:
 
 # The directory and call log: `contacts`, `extension`, `pbx token`.
 cli_directory.register(app, pbx_app, run)
+# ERP connectors: `connector add|list|test|sync|remove`.
+cli_connectors.register(app, run)
 
 
 def main() -> None:
@@ -678,3 +965,56 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+@wallboard_app.command("link")
+def wallboard_link(
+    name: Annotated[str, typer.Option("--name", help="Where the screen hangs (shown in the list).")] = "",
+) -> None:
+    """Make a read-only wallboard link: opened on a TV, it shows the wallboard with nobody
+    signed in. The URL is printed once (only its hash is kept)."""
+    from callbridge.services.queues import new_wallboard_token, wallboard_url
+
+    async def work(hub: Hub, repos: Repos) -> tuple[int, str]:
+        token, digest = new_wallboard_token()
+        link_id = await repos.queues.add_wallboard_link(digest, name.strip())
+        await repos.commit()
+        return link_id, wallboard_url(hub.settings.public_url, token)
+
+    link_id, url = in_unit(work)
+    print(url)
+    console.print(
+        f"Wallboard link {link_id} made. Revoke it with: callbridge wallboard revoke {link_id}",
+        highlight=False,
+    )
+
+
+@wallboard_app.command("list")
+def wallboard_list() -> None:
+    """The wallboard links, revoked ones too (their tokens are never shown again)."""
+
+    async def work(hub: Hub, repos: Repos) -> None:
+        table = Table("id", "name", "created", "revoked")
+        for link in await repos.queues.wallboard_links():
+            revoked = f"{link.revoked_at:%Y-%m-%d %H:%M}" if link.revoked_at else ""
+            table.add_row(str(link.id), link.name, f"{link.created_at:%Y-%m-%d %H:%M}", revoked)
+        console.print(table)
+
+    in_unit(work)
+
+
+@wallboard_app.command("revoke")
+def wallboard_revoke(
+    link_id: Annotated[int, typer.Argument(help="The link's id (see list).", min=1)],
+) -> None:
+    """Revoke a wallboard link: screens showing it go dark within seconds."""
+
+    async def work(hub: Hub, repos: Repos) -> bool:
+        done = await repos.queues.revoke_wallboard_link(link_id)
+        await repos.commit()
+        return done
+
+    if not in_unit(work):
+        err.print(f"[red]Error:[/red] no wallboard link {link_id}, or it is revoked already")
+        raise typer.Exit(1)
+    console.print(f"Wallboard link {link_id} revoked.", highlight=False)

@@ -89,6 +89,21 @@ class Settings(BaseSettings):
     login_delay_seconds: float = Field(default=0.25, description="First pause after a failed sign-in.")
     log_level: str = "INFO"
     start_pbx_links: bool = Field(default=True, description="Connect to configured PBXs on start.")
+    start_connectors: bool = Field(
+        default=True, description="Sync ERP connectors and write calls into them from this process."
+    )
+    connector_sync_seconds: float = Field(
+        default=60.0, gt=0, description="Time between two incremental directory syncs from an ERP."
+    )
+    connector_sweep_seconds: float = Field(
+        default=900.0, gt=0, description="Time between two looks for records deleted or merged in an ERP."
+    )
+    connector_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="The longest wait before writing a call into an ERP again."
+    )
+    connector_recording_link_days: int = Field(
+        default=30, ge=1, le=90, description="How long the recording link written into an ERP works."
+    )
     retention_purge_interval_seconds: float = Field(
         default=86400.0, gt=0, description="Time between two runs of the recordings' retention purge."
     )
@@ -143,6 +158,31 @@ class Settings(BaseSettings):
     pbx_watch_seconds: float = Field(
         default=5.0,
         description="How often to look for PBXs added, edited, disabled or removed by another process.",
+    )
+    followup_min_ring_seconds: int = Field(
+        default=5,
+        ge=0,
+        description="A missed call that rang for less (a short abandon) leaves no callback task.",
+    )
+    followup_close_by_anyone: bool = Field(
+        default=False,
+        description="Any answered call with the number closes its tasks (else: the assignee's only).",
+    )
+    followup_team: str = Field(
+        default="",
+        description="The team that shares unassigned callbacks round robin; empty: the first team.",
+    )
+    smtp_host: str = Field(default="", description="SMTP server for e-mail (digests); empty: no e-mail.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="587 with STARTTLS, 465 with TLS.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="starttls, tls (implicit, port 465) or none (a local relay only)."
+    )
+    smtp_username: str = Field(default="", description="Empty: the server takes mail without signing in.")
+    smtp_password: SecretStr | None = Field(default=None, description="Never logged.")
+    smtp_from: str = Field(default="callbridge@localhost", description="The sender address of e-mails.")
+    smtp_timeout_seconds: float = Field(default=20.0, gt=0, description="Per SMTP step.")
+    email_digest_hour: int = Field(
+        default=8, ge=0, le=23, description="The hour (each user's local time) the daily digest is sent."
     )
     auto_create_contacts: bool = Field(default=False, description="Unknown inbound callers become contacts.")
     link_lease_seconds: float = Field(default=15.0, description="With Redis: TTL of a PBX link's lease.")

@@ -18,9 +18,22 @@ from argon2 import PasswordHasher
 
 from callbridge.bus import Bus, LocalBus
 from callbridge.config import Settings
-from callbridge.domain.events import CallEvent, CallStarted, Event, PresenceChanged, RecordingAvailable
+from callbridge.connectors import ConnectorHub
+from callbridge.domain.events import (
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallStarted,
+    Direction,
+    Event,
+    PresenceChanged,
+    QueueEvent,
+    QueueMemberChanged,
+    RecordingAvailable,
+)
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import PurgeCandidate, RecordingStatus, parse_recordings_url
+from callbridge.domain.tasks import Task, TaskStatus
 from callbridge.domain.transcripts import TranscribeRules
 from callbridge.media.s3 import S3Storage
 from callbridge.media.storage import LocalStorage
@@ -47,11 +60,21 @@ from callbridge.services.live import (
     PresenceBoard,
     RecentCall,
 )
+from callbridge.services.mail import MailStore, MailWorker, SmtpConfig, SmtpSender
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
+from callbridge.services.queues import WALLBOARD_TOPIC, QueueBoard
 from callbridge.services.recording_uploads import AgentUploads, UploadRows
 from callbridge.services.recordings import RecordingFetcher, RecordingRows, RecordingSource, RecordingStorage
-from callbridge.services.retention import PurgeStore, RetentionWorker, purge
+from callbridge.services.retention import (
+    AgentCaller,
+    PbxCopyDeleter,
+    PbxCopyRows,
+    PurgeStore,
+    RetentionWorker,
+    purge,
+)
+from callbridge.services.tasks import FollowUpRules, FollowUps, FollowUpStore
 from callbridge.services.transcription import (
     Heard,
     Summarizer,
@@ -103,6 +126,8 @@ class _EarlyDeskStore:
         self.contact = fast.contact
         self.user_label = fast.user_label
         self.colleague = fast.colleague
+        self.owed = fast.owed  # a point read: no session, no transaction beside ingest's
+        self.external_links = fast.external_links
         self._db = db
 
     async def recent_calls(
@@ -114,6 +139,40 @@ class _EarlyDeskStore:
     async def call_ended(self, pbx: str, call_id: str) -> bool:
         async with self._db.unit() as repos:
             return await DeskRepo(repos).call_ended(pbx, call_id)
+
+
+class _MailStore:
+    """The mail worker's reads and writes within one unit of work."""
+
+    def __init__(self, repos: Repos) -> None:
+        mail = repos.mail
+        self.enqueue = mail.enqueue
+        self.due = mail.due
+        self.next_due = mail.next_due
+        self.mark_sent = mail.mark_sent
+        self.mark_failed = mail.mark_failed
+        self.digest_users = mail.digest_users
+        self.missed_calls = mail.missed_calls
+        self._tasks = repos.tasks
+
+    async def open_tasks(self, user_id: int, today: datetime) -> list[Task]:
+        found, _ = await self._tasks.search(
+            status=TaskStatus.OPEN, assignee_id=user_id, any_assignee=False, limit=200, today=today
+        )
+        return found
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+    return SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.smtp_from,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=password,
+        timeout=settings.smtp_timeout_seconds,
+    )
 
 
 def summarizer_for(settings: Settings) -> Summarizer | None:
@@ -149,6 +208,10 @@ class Hub:
     # Live desk (screen pop, presence): see services/live.py.
     board: PresenceBoard = field(default_factory=MemoryBoard)
     desk: Desk | None = None
+    # Follow-up tasks made and closed by calls: see services/tasks.py.
+    followups: FollowUps | None = None
+    # E-mail through the durable outbox (none when no SMTP server is configured).
+    mail: MailWorker | None = None
     commands: LinkCommands | None = None
     leases: LinkLeases | None = None
     _background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -168,8 +231,15 @@ class Hub:
     storage: RecordingStorage | None = None
     fetcher: RecordingFetcher | None = None
     retention: RetentionWorker | None = None
+    pbx_copies: PbxCopyDeleter | None = None
     uploads: AgentUploads | None = None
     transcription: TranscriptionWorker | None = None
+    # Queues: the live state the wallboard shows (see services/queues.py).
+    queue_board: QueueBoard = field(default_factory=QueueBoard)
+    _board_changed: bool = False
+    _previews: set[asyncio.Task[None]] = field(default_factory=set)
+    # ERP connectors: directory sync in, calls out (callbridge/connectors.py).
+    connectors: ConnectorHub | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, hasher: PasswordHasher | None = None) -> Hub:
@@ -200,6 +270,7 @@ class Hub:
             hasher=hasher,
             board=board,
         )
+        hub.queue_board = QueueBoard(time_zone=settings.time_zone)
         hub.desk = Desk(
             board,
             lookups=hub._pop_lookups,
@@ -207,17 +278,37 @@ class Hub:
             extension_map=hub._extension_map,
             region=settings.default_region,
         )
+        hub.followups = FollowUps(
+            FollowUpRules(
+                min_ring_seconds=settings.followup_min_ring_seconds,
+                close_by_anyone=settings.followup_close_by_anyone,
+                team=settings.followup_team,
+                time_zone=settings.time_zone,
+                region=settings.default_region,
+            )
+        )
+        if settings.smtp_host:
+            hub.mail = MailWorker(
+                hub._mail_units,
+                SmtpSender(smtp_config(settings)),
+                digest_hour=settings.email_digest_hour,
+                default_zone=settings.time_zone,
+                region=settings.default_region,
+                desk_url=f"{settings.public_url.rstrip('/')}/desk" if settings.public_url else "",
+            )
         hub.commands = LinkCommands(hub.bus, hub._local_link, remote=bool(settings.redis_url))
         hub.storage = make_storage(settings)
         transcode = Transcoder(settings.recordings_transcode) if settings.recordings_transcode else None
         hub.fetcher = RecordingFetcher(
             hub._recording_rows, hub.storage, hub.recording_source, transcode=transcode
         )
+        hub.pbx_copies = PbxCopyDeleter(hub._pbx_copy_rows, hub._connected_agent)
         hub.retention = RetentionWorker(
             hub._purge_store,
             hub.storage,
             interval=settings.retention_purge_interval_seconds,
             first_delay=settings.retention_first_purge_seconds,
+            on_purged=hub.pbx_copies.wake,
         )
         hub.uploads = AgentUploads(
             hub._upload_rows,
@@ -225,6 +316,7 @@ class Hub:
             max_bytes=settings.recording_max_bytes,
             # A chunk and its request fit the hub's body limit.
             chunk_bytes=max(64 * 1024, min(1024 * 1024, settings.max_body_bytes - 4096)),
+            transcode=transcode,
         )
         if settings.transcribe:
             hub.transcription = TranscriptionWorker(
@@ -237,7 +329,14 @@ class Hub:
                 interval=settings.transcribe_interval_seconds,
                 summarizer=summarizer_for(settings),
             )
+        hub.connectors = ConnectorHub(hub.db, settings)
         return hub
+
+    @asynccontextmanager
+    async def _mail_units(self) -> AsyncIterator[MailStore]:
+        async with self.db.unit() as repos:
+            yield _MailStore(repos)
+            await repos.commit()
 
     # --- recordings ----------------------------------------------------------------------------
     @asynccontextmanager
@@ -276,7 +375,21 @@ class Hub:
     async def purge_recordings(self, *, dry_run: bool = False) -> list[PurgeCandidate]:
         """What the retention rules purge now (``callbridge recordings purge``; the daily run)."""
         assert self.storage is not None
-        return await purge(self._purge_store, self.storage, at=datetime.now(UTC), dry_run=dry_run)
+        found = await purge(self._purge_store, self.storage, at=datetime.now(UTC), dry_run=dry_run)
+        if self.pbx_copies is not None and not dry_run and any(c.via_agent for c in found):
+            self.pbx_copies.wake()
+        return found
+
+    @asynccontextmanager
+    async def _pbx_copy_rows(self) -> AsyncIterator[PbxCopyRows]:
+        async with self.db.unit() as repos:
+            yield repos.recordings
+
+    def _connected_agent(self, pbx: str) -> AgentCaller | None:
+        from callbridge.services.agents import AgentLink
+
+        link = self._local_link(pbx)
+        return link if isinstance(link, AgentLink) and link.connected else None
 
     @asynccontextmanager
     async def _upload_rows(self) -> AsyncIterator[UploadRows]:
@@ -316,8 +429,12 @@ class Hub:
             self.fetcher.start()
         if self.retention is not None:
             self.retention.start()
+        if self.pbx_copies is not None:
+            self.pbx_copies.start()
         if self.transcription is not None:
             self.transcription.start()
+        if self.mail is not None:
+            self.mail.start()
 
     def _token_used(self) -> None:
         if self._token_flush is None or self._token_flush.done():
@@ -374,6 +491,13 @@ class Hub:
         pops its user's card without waiting for the call log (see :meth:`Desk.preview`)."""
         if self.desk is not None:
             self.desk.preview(events)
+        if self.queue_board.day and self.queue_board.preview(events):
+            # The wallboard shows a caller joining or a member's pause at once (a snapshot
+            # carries its version: a screen drops one older than what it shows).
+            snapshot = self.queue_board.snapshot(datetime.now(UTC))
+            task = asyncio.get_running_loop().create_task(self.publish([(WALLBOARD_TOPIC, snapshot)]))
+            self._previews.add(task)
+            task.add_done_callback(self._previews.discard)
 
     @property
     def fast_directory(self) -> FastDirectory:
@@ -413,6 +537,11 @@ class Hub:
         the same transaction when the batch takes one, else in one more after the others."""
         messages: list[tuple[str, Payload]] = []
         by_call: dict[tuple[str, str], list[CallEvent]] = {}
+        members = [e for e in events if isinstance(e, QueueMemberChanged)]
+        if members:
+            async with self.db.unit() as repos:
+                for member in await repos.queues.add_member_events(members):
+                    self._board_changed |= self.queue_board.member_changed(member)
         for event in events:
             if isinstance(event, PresenceChanged):
                 if self.desk is not None:
@@ -425,7 +554,7 @@ class Hub:
             if then is not None:
                 async with self.db.unit() as repos:
                     await then(repos)
-            return messages
+            return messages + await self._board_messages()
         # Each lane costs a transaction and its handful of statements whatever its size: a small
         # batch (a steady trickle of calls) goes in one, a big one is spread over a few.
         lanes = 1 if self.db.is_sqlite else max(1, min(INGEST_LANES, len(by_call) // LANE_MIN_CALLS))
@@ -442,9 +571,41 @@ class Hub:
             async with self.db.unit() as repos:
                 await then(repos)
         self._count_ingested(sum(len(b) for b in buckets))
+        if self.connectors is not None:
+            self.connectors.wake()  # committed: calls for the ERPs are written now
         if self.fetcher is not None and any(isinstance(e, RecordingAvailable) for b in buckets for e in b):
             self.fetcher.wake()  # committed: the new pending recordings are fetched now
-        return messages + [m for lane in results for m in lane]
+        return messages + [m for lane in results for m in lane] + await self._board_messages()
+
+    # --- queues and the wallboard ---------------------------------------------------------------
+    async def seed_queue_board(self, now: datetime | None = None) -> None:
+        """Give the wallboard today's figures from the call log (once a day, or on demand)."""
+        now = now or datetime.now(UTC)
+        board = self.queue_board
+        start = board.day_start(now)
+        async with self.db.unit() as repos:
+            visits = await repos.queues.visits_by_call(start, now + timedelta(minutes=1))
+            members = await repos.queues.recent_member_events(now - timedelta(days=1))
+            settings = await repos.queues.all_settings()
+        board.seed(now, visits, members, settings)
+
+    async def wallboard_snapshot(self) -> Payload:
+        now = datetime.now(UTC)
+        if self.queue_board.needs_seed(now):
+            await self.seed_queue_board(now)
+        return self.queue_board.snapshot(now)
+
+    async def _board_messages(self) -> list[tuple[str, Payload]]:
+        """The wallboard's new snapshot when the batch changed it (published after commit)."""
+        if not self._board_changed:
+            return []
+        self._board_changed = False
+        now = datetime.now(UTC)
+        if self.queue_board.needs_seed(now):
+            await self.seed_queue_board(now)
+        snapshot = self.queue_board.snapshot(now)
+        self.queue_board.forget_finished()
+        return [(WALLBOARD_TOPIC, snapshot)]
 
     def _count_ingested(self, count: int) -> None:
         if self.db.is_sqlite:
@@ -526,6 +687,7 @@ class Hub:
                 (n for e in events if isinstance(e, CallStarted) for n in (e.from_number, e.to_number)),
                 self.settings.default_region,
             )
+        to_erp: set[int] = set()
         for n, event in enumerate(events, start=1):
             if n % 20 == 0:
                 # Folding a big batch is pure CPU between queries: hand the event loop back now
@@ -543,6 +705,13 @@ class Hub:
                 continue
             if isinstance(event, RecordingAvailable) and event.recording:
                 await repos.recordings.add_pending(changed.id, event.pbx, event.recording)
+            if isinstance(event, QueueEvent | CallEnded):
+                self._board_changed |= self.queue_board.call_changed(
+                    f"{event.pbx}/{event.call_id}",
+                    changed.summary.queue_visits,
+                    changed.summary.disposition is not None,
+                    datetime.now(UTC),
+                )
             if self.desk is not None:
                 try:
                     out += await self.desk.observe(event, changed, desk_store)
@@ -551,8 +720,25 @@ class Hub:
                     log.exception(
                         "live desk failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
                     )
+            if self.followups is not None and isinstance(event, CallAnswered | CallEnded):
+                # In the call's unit of work: a task and its call are stored together.
+                try:
+                    out += await self.followups.on_call(changed, self.followup_store(repos))
+                except Exception:
+                    log.exception(
+                        "follow-up failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
+                    )
             out.append((CALL_TOPIC, changed.payload()))
+            if changed.summary.direction in (Direction.INBOUND, Direction.OUTBOUND):
+                to_erp.add(changed.id)
+        if to_erp:
+            # In the call's transaction: a call the hub stored is a call the ERPs will get.
+            await repos.connectors.enqueue_calls(to_erp)
         return out
+
+    @staticmethod
+    def followup_store(repos: Repos) -> FollowUpStore:
+        return FollowUpStore(repos.tasks, repos.teams, repos.directory)
 
     # --- PBX links -----------------------------------------------------------------------------
     def _batching_sink(self) -> EventSink:
@@ -754,11 +940,23 @@ class Hub:
             except Exception as exc:  # the database may be restarting: try again next round
                 log.warning("could not look for changed PBXs: %s", type(exc).__name__)
 
+    def start_connectors(self) -> None:
+        """Sync the ERP connectors on their schedule and write calls into them (the lifespan
+        calls this; calls left waiting before a restart go first)."""
+        if self.connectors is not None and self.settings.start_connectors:
+            self.connectors.start()
+
     async def close(self) -> None:
+        if self.mail is not None:
+            await self.mail.close()
+        if self.connectors is not None:
+            await self.connectors.close()
         if self.fetcher is not None:
             await self.fetcher.close()
         if self.retention is not None:
             await self.retention.close()
+        if self.pbx_copies is not None:
+            await self.pbx_copies.close()
         if self.transcription is not None:
             await self.transcription.close()
         if isinstance(self.storage, S3Storage):

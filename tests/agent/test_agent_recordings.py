@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import shutil
 import sqlite3
 import wave
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from tests.agent.test_agent_link import SECRET, eventually
 from callbridge.agent.config import AgentConfig
 from callbridge.agent.runner import Agent
 from callbridge.domain.recordings import Recording
+from callbridge.media.transcode import Transcoder
 from callbridge.pbx.asterisk.simulator import AmiSimulator
 from callbridge.services.recording_uploads import AgentUploads, Announced
 
@@ -419,3 +421,25 @@ async def test_the_upload_endpoints_refuse_bad_input_and_other_agents(
         rec = await recording_of(served, linkedid, str(path))
         assert rec is not None and rec.status.value == "pending" and rec.storage_key == ""
         assert (await put(0, b"x" * (2 * 1024 * 1024))).status_code == 413  # the hub's body limit
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (scripts/test.sh installs it)")
+async def test_an_uploaded_recording_is_transcoded_keeping_the_originals_checksum_and_duration(
+    served: Served, sim: AmiSimulator, tmp_path: Path
+) -> None:
+    assert served.hub.uploads is not None
+    served.hub.uploads.transcode = Transcoder("opus")  # CALLBRIDGE_RECORDINGS_TRANSCODE=opus
+    token = await add_agent_pbx(served.hub)
+    async with running(config(served.url, token, sim, tmp_path)):
+        linkedid, path, data = await recorded_call(sim, 4)
+        recording = await until_status(served, linkedid, str(path), "ready")
+    assert recording.sha256 == hashlib.sha256(data).hexdigest()  # the original's
+    assert recording.duration_seconds == 4.0  # the original's
+    assert recording.content_type == "audio/ogg" and recording.storage_key.endswith(".opus")
+    stored = served.hub.settings.data_dir / "recordings" / recording.storage_key
+    assert recording.size_bytes == stored.stat().st_size < len(data) / 4
+    audio = await served.api.get(f"/api/v1/recordings/{recording.id}/audio")
+    assert audio.status_code == 200 and audio.content == stored.read_bytes()
+    assert audio.headers["content-type"] == "audio/ogg" and audio.content.startswith(b"OggS")
+    # Neither the partial upload nor the converted file is left behind.
+    assert not [p for p in (served.hub.settings.data_dir / "recordings" / ".incoming").iterdir()]

@@ -309,3 +309,108 @@ def test_two_workers_with_redis_deliver_the_pop(
         stop_hub(first)
         stop_hub(second)
         sim.close()
+
+
+def _stored_recording(hub: LiveHub, seconds: int = 6) -> int:
+    """Give Ada's latest ended call a stored recording (a tone WAV); returns the recording's id."""
+    import hashlib
+    import math
+    import struct
+    import wave
+    from datetime import UTC, datetime
+
+    from sqlalchemy import create_engine, insert, select
+
+    from callbridge.store.calls import calls
+    from callbridge.store.recordings import recordings
+
+    engine = create_engine(f"sqlite:///{hub.data_dir / 'callbridge.db'}")
+    try:
+        with engine.begin() as conn:
+            call_id = conn.execute(
+                select(calls.c.id)
+                .where(calls.c.from_number == ADA, calls.c.disposition.is_not(None))
+                .order_by(calls.c.started_at.desc())
+                .limit(1)
+            ).scalar_one()
+            now = datetime.now(UTC)
+            key = f"office/{now:%Y/%m}/desk-{call_id}.wav"
+            file = hub.data_dir / "recordings" / key
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with wave.open(str(file), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(8000)
+                w.writeframes(
+                    b"".join(
+                        struct.pack("<h", int(8000 * math.sin(i * 2 * math.pi * 440 / 8000)))
+                        for i in range(8000 * seconds)
+                    )
+                )
+            return int(
+                conn.execute(
+                    insert(recordings)
+                    .values(
+                        call_id=call_id,
+                        pbx="office",
+                        reference=f"desk-{call_id}.wav",
+                        status="ready",
+                        storage_key=key,
+                        size_bytes=file.stat().st_size,
+                        duration_seconds=float(seconds),
+                        content_type="audio/wav",
+                        sha256=hashlib.sha256(file.read_bytes()).hexdigest(),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .returning(recordings.c.id)
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+POP_AUDIO = "document.querySelector('#pops audio.pop-audio')"
+
+
+def test_the_pops_last_calls_play_a_stored_recording(
+    browser: Browser, desk_hub: LiveHub, sim: SimThread
+) -> None:
+    ctx, alice = sign_in(browser, desk_hub.url, "alice")
+    # Ada called before (Alice answered); the hub stored that call's recording.
+    earlier = sim.submit(
+        sim.sim.start_call("inbound", caller=ADA, caller_name="", extension="1001", ring=0.2)
+    )
+    call = earlier.result(10)
+    threading.Event().wait(1.1)
+    sim.run(call.hangup("caller"))
+    expect(alice.locator("#pops .pop")).to_have_count(0, timeout=15000)
+    recording_id = _stored_recording(desk_hub)
+
+    # She calls again: the pop's "Last calls" has a player for the recorded call.
+    ringing = sim.submit(sim.sim.start_call("inbound", caller=ADA, caller_name="", extension="1001", ring=4))
+    pop = alice.locator("#pops .pop")
+    expect(pop).to_have_attribute("data-state", "ringing")
+    recent = pop.locator("details.pop-recent")
+    if recent.get_attribute("open") is None:
+        recent.locator("summary").click()
+    player = recent.locator("audio.pop-audio")
+    expect(player).to_have_count(1)
+    expect(player).to_have_attribute("src", f"/api/v1/recordings/{recording_id}/audio")
+    pop.get_by_role("heading").click()  # the page has the user's attention: it may play sound
+    player.evaluate("a => a.play()")
+    alice.wait_for_function(
+        f"() => {{ const a = {POP_AUDIO}; return a && a.currentTime > 0.3; }}",
+        timeout=15000,
+    )
+    # The call is answered: the card is renewed, the recording plays on (the same element).
+    answered = ringing.result(15)
+    expect(pop).to_have_attribute("data-state", "talking")
+    at = player.evaluate("a => a.currentTime")
+    alice.wait_for_function(
+        f"(t) => {{ const a = {POP_AUDIO}; return !a.paused && a.currentTime > t + 0.3; }}",
+        arg=at,
+        timeout=15000,
+    )
+    sim.run(answered.hangup("caller"))
+    ctx.close()

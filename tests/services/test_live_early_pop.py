@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callbridge.domain.directory import Contact, ContactKind
@@ -58,6 +58,10 @@ class Reads:
     async def call_ended(self, pbx: str, call_id: str) -> bool:
         return False
 
+    async def owed(self, number: str) -> Sequence[tuple[int | None, datetime]]:
+        # Alice (3) owes Ada a call: the early pop says so.
+        return [(3, T0 - timedelta(hours=1))] if number == "+14155550100" else []
+
 
 def ring(call_id: str, extension: str, caller: str = "+14155550100") -> list[Any]:
     return [
@@ -89,6 +93,7 @@ async def test_a_mapped_phone_pops_at_once_and_an_unmapped_one_costs_no_lookup()
     assert topic == "desk" and payload["users"] == [3]
     assert card["id"] is None and card["state"] == "ringing" and card["caller"] == "Ada Lovelace"
     assert card["tags"] == ["VIP"] and card["owner"] == "alice" and card["extension"] == "1001"
+    assert card["owed_since"] == (T0 - timedelta(hours=1)).isoformat()  # alice owes Ada a call
     assert reads.maps == 1 and reads.numbers == ["+14155550100"]
     # Rings at phones nobody has: with a fresh map, not even a task.
     for n in range(50):

@@ -190,7 +190,34 @@ async def test_users_queue_and_tags(hub: Hub, admin_client: httpx.AsyncClient) -
         ("bob", ids["bob"], 1, 0),
     ]
     queue = await figures(admin_client, **period, group="queue")
-    assert queue["groups"] == [{"key": None, **queue["totals"]}]
+    assert queue["groups"] == [{"key": None, **queue["totals"]}]  # no queue calls yet
+    # Two inbound calls went through the queue "sales"; one got the call type "Support".
+    from sqlalchemy import select, update
+
+    from callbridge.store.calls import calls
+
+    async with hub.db.session() as s:
+        inbound = (
+            (
+                await s.execute(
+                    select(calls.c.id)
+                    .where(
+                        calls.c.direction == "inbound", calls.c.started_at < datetime(2026, 3, 2, tzinfo=UTC)
+                    )
+                    .order_by(calls.c.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        await s.execute(update(calls).where(calls.c.id.in_(inbound[:2])).values(queue="sales"))
+        await s.execute(update(calls).where(calls.c.id == inbound[0]).values(call_type="Support"))
+    queue = await figures(admin_client, **period, group="queue")
+    assert [g["key"] for g in queue["groups"]] == ["sales", None]
+    assert queue["groups"][0]["offered"] == 2
+    assert sum(g["offered"] for g in queue["groups"]) == queue["totals"]["offered"] == len(inbound)
+    types = await figures(admin_client, **period, group="call_type")
+    assert [(g["key"], g["offered"]) for g in types["groups"]] == [("Support", 1), (None, len(inbound) - 1)]
     tags = await figures(admin_client, **period, group="tag")
     assert [(g["key"], g["offered"], g["answered"]) for g in tags["groups"]] == [("vip", 2, 2)]
 
@@ -212,7 +239,7 @@ async def test_an_agent_who_owns_nothing_sees_zeros(hub: Hub, client: httpx.Asyn
     ids = await world(hub)
     await as_user(client, "dave")
     period = {"from": "2026-03-01", "to": "2026-03-03", "tz": "UTC"}
-    for group in ("day", "hour", "weekday_hour", "direction", "pbx", "queue", "tag", "user"):
+    for group in ("day", "hour", "weekday_hour", "direction", "pbx", "queue", "tag", "user", "call_type"):
         body = await figures(client, **period, group=group, direction="all")
         assert body["totals"]["offered"] == 0, group
         assert all(g["offered"] == 0 for g in body["groups"]), group

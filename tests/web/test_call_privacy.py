@@ -222,3 +222,45 @@ async def test_an_agent_who_owns_nothing_sees_no_one_elses_call_anywhere(
     assert (await client.get("/desk/calls", headers=html)).status_code == 403
     carol = {"authorization": f"Bearer {await api_token(hub, 'carol')}"}
     assert [c["id"] for c in (await client.get("/api/v1/calls/live", headers=carol)).json()] == [live.id]
+
+
+async def test_the_last_calls_offer_the_recording_to_those_who_may_see_the_call(
+    hub: Hub, client: httpx.AsyncClient
+) -> None:
+    ids = await world(hub)
+    await hub.ingest_batch(answered("pending", 2, "1002"))  # a later call, its recording not in yet
+    async with hub.db.unit() as repos:
+        found, _ = await repos.calls.search(_all())
+        by_key = {c.pbx_call_id: c.id for c in found}
+        for key in ("earlier", "pending"):
+            await repos.recordings.add_pending(by_key[key], "main", f"{key}.wav")
+        (stored,) = await repos.recordings.for_call(by_key["earlier"])
+        await repos.recordings.mark_ready(
+            stored.id,
+            storage_key="main/earlier.wav",
+            size_bytes=4,
+            sha256="0" * 64,
+            content_type="audio/wav",
+            duration_seconds=None,
+        )
+    (hub.settings.data_dir / "recordings" / "main").mkdir(parents=True)
+    (hub.settings.data_dir / "recordings" / "main" / "earlier.wav").write_bytes(b"RIFF")
+    audio_url = f"/api/v1/recordings/{stored.id}/audio"
+
+    cards = cards_by_user(
+        await hub.ingest_batch([started("now", 5), *rings("now", 5, "1001", "1002", "1003")])
+    )
+    for user in ("bob", "carol"):  # Ada's owner; a manager
+        recent = {r["id"]: r["audio_url"] for r in cards[ids[user]]["recent"]}
+        assert recent == {by_key["earlier"]: audio_url, by_key["pending"]: None}, user
+    assert cards[ids["alice"]]["recent"] == []  # owns nothing: neither the call nor its audio
+    # A page opened mid-call gets the same.
+    (bobs,) = await hub.board.cards(ids["bob"])
+    assert {r["id"]: r["audio_url"] for r in bobs["recent"]}[by_key["earlier"]] == audio_url
+
+    # The URL plays for Bob (Range too) and is a 404 for Alice, as a recording that does not exist.
+    for name, status in (("bob", 200), ("alice", 404)):
+        token = await api_token(hub, name)
+        answer = await client.get(audio_url, headers={"authorization": f"Bearer {token}"})
+        assert answer.status_code == status, name
+    assert answer.json()["error"]["code"] == "not_found"

@@ -147,6 +147,9 @@ async def test_list_has_every_field(hub: Hub, admin_client: httpx.AsyncClient) -
         "match": "contact",
         "transferred_to": "1009",
         "recording": "rec/a1.wav",
+        "queue": None,  # not a queue call
+        "note": "",
+        "call_type": None,
     }
     one = (await admin_client.get(f"/api/v1/calls/{a1['id']}")).json()
     assert one["pbx_call_id"] == "a1"
@@ -436,3 +439,71 @@ async def test_a_shared_number_shows_the_chooser_or_the_choice_never_both(
     assert f"/calls/{call['id']}?choose=1" in after  # the choice can still be changed
     again = (await admin_client.get(f"/calls/{call['id']}", params={"choose": "1"}, headers=html)).text
     assert 'id="choose"' in again and "Yvonne" in again
+
+
+def test_the_list_serialises_calls_exactly_as_the_call_model_does() -> None:
+    """``GET /api/v1/calls`` writes its JSON straight from the views (the busiest read); the
+    document must be byte for byte what the documented ``CallOut`` model gives, for every shape
+    a call takes: no direction, no disposition, empty strings, fractions of seconds, links."""
+    import itertools
+
+    import orjson
+
+    from callbridge.domain.directory import MatchKind
+    from callbridge.domain.events import QueueOutcome
+    from callbridge.domain.queues import QueueVisit
+    from callbridge.store.calls import CallView, Ref
+    from callbridge.web.routes.calls import CallOut, plain_call
+
+    shapes = itertools.product(
+        [None, *Direction],
+        [None, *Disposition],
+        ["", "1002"],
+        [None, Ref(7, "Acme Ltd")],
+        [T0, T0.replace(microsecond=400_000), T0.replace(microsecond=123)],
+        [
+            (),
+            (QueueVisit("sales", T0),),
+            (
+                QueueVisit("sales", T0, QueueOutcome.TIMEOUT, 30, missed=("1001",)),
+                QueueVisit(
+                    "support", T0, QueueOutcome.ANSWERED, 4, "1002", 61, True, ("1002", "1003"), ("1003",)
+                ),
+            ),
+        ],
+    )
+    seen = 0
+    for direction, disposition, extension, ref, at, visits in shapes:
+        view = CallView(
+            id=seen + 1,
+            pbx="pbx1",
+            pbx_call_id=f"c{seen}",
+            direction=direction,
+            from_number="+14155550100",
+            to_number=extension,
+            from_name='Ann "quoted" \u00e9',
+            external_number="+14155550100",
+            disposition=disposition,
+            hangup_side=HangupSide.CALLER,
+            answered_by_extension=extension,
+            answered_by_user=extension and "ann",
+            started_at=at,
+            answered_at=at + timedelta(seconds=3) if extension else None,
+            ended_at=None if ref else at + timedelta(seconds=61),
+            ring_seconds=3,
+            talk_seconds=58,
+            contact=ref,
+            company=ref,
+            match=MatchKind.CONTACT if ref else MatchKind.NONE,
+            transferred_to=extension,
+            recording=extension and "rec.wav",
+            placed_by_extension=extension,
+            placed_by_user=extension and "bob",
+            queue_visits=visits,
+            note=extension and 'Wants a "quote" =1+1',
+            call_type=extension and "Sales",
+        )
+        ours = orjson.dumps(plain_call(view), option=orjson.OPT_UTC_Z)
+        assert ours == CallOut.of(view).model_dump_json().encode(), view
+        seen += 1
+    assert seen > 100

@@ -119,6 +119,7 @@ async def test_a_recorded_call_plays_with_ranges_for_whoever_may_see_it(
         "audio_url": f"/api/v1/recordings/{recording['id']}/audio",
         "reason": None,
         "held": False,
+        "pbx_copy": None,
     }
     detail = (await api.get(f"/api/v1/calls/{call}")).json()
     assert detail["transcript"] is None and detail["recording_file"] == str(file)

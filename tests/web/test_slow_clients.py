@@ -130,3 +130,56 @@ def test_serve_options_bound_connections_and_idle_time() -> None:
     options = uvicorn_options(Settings(max_connections=200, keep_alive_seconds=7, header_timeout_seconds=3))
     assert options["limit_concurrency"] == 200 and options["timeout_keep_alive"] == 7
     assert options["http"].header_timeout == 3
+
+
+async def test_serve_with_several_workers_starts_and_bounds_headers(tmp_path: Path) -> None:
+    """``callbridge serve --workers 2`` (several processes share a bus in Redis): uvicorn sends
+    its configuration to each worker process, so the protocol must be importable by name; a class
+    made at run time crashed the start. Each worker keeps the header timeout of the settings."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REDIS_URL
+
+    if not REDIS_URL:
+        pytest.skip("several workers need Redis (scripts/test.sh starts one)")
+    env = {
+        **os.environ,
+        "CALLBRIDGE_DATA_DIR": str(tmp_path / "data"),
+        "CALLBRIDGE_REDIS_URL": REDIS_URL,
+        "CALLBRIDGE_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
+        "CALLBRIDGE_START_PBX_LINKS": "false",
+    }
+    env.pop("CALLBRIDGE_DATABASE_URL", None)
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "callbridge", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        answer = b""
+        for _ in range(300):
+            if server.returncode is not None:
+                assert server.stderr is not None
+                raise AssertionError(f"serve --workers 2 exited: {(await server.stderr.read())[-2000:]!r}")
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)
+                continue
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            await writer.wait_closed()
+            break
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        for _ in range(2):  # each connection may reach either worker
+            answer, closed_after = await _dribble(port, b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 408")
+            assert closed_after < HEADER_TIMEOUT + 2, f"connection still open after {closed_after:.1f} s"
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.communicate(), 20)

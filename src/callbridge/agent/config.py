@@ -61,7 +61,7 @@ class AgentConfig:
     # Recordings: only files inside this directory are ever read and uploaded.
     recordings_dir: Path = DEFAULT_RECORDINGS_DIR
     recordings_max_bytes: int = 2 * 1024**3  # a larger file is refused (the hub is told why)
-    upload_chunk_bytes: int = 512 * 1024  # at most; the hub may ask for smaller chunks
+    upload_chunk_bytes: int = 1024 * 1024  # at most; the hub may ask for smaller chunks
     # A file is sent once it has not changed for this long (Asterisk closes it after the hang-up).
     upload_settle_seconds: float = 1.0
     upload_timeout: float = 30.0  # per request

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 import callbridge
 from callbridge.agent.config import AgentConfig
 from callbridge.agent.outbox import Outbox, Row
-from callbridge.agent.uploads import Uploader
+from callbridge.agent.uploads import Uploader, delete_copy
 from callbridge.domain.errors import CallbridgeError, InvalidInput, PbxRejected, PbxUnavailable
 from callbridge.domain.events import CallEnded, Disposition, Event, HangupSide
 from callbridge.pbx.asterisk.codec import Message
@@ -592,6 +592,11 @@ class Agent:
         if name == "redirect":
             await self.ami.redirect(str(args.get("call_id", "")), str(args.get("destination", "")))
             return None
+        if name == "delete_recording":
+            # The hub purged a recording this agent uploaded: the PBX's copy goes too.
+            return await asyncio.to_thread(
+                delete_copy, self.uploader.directory, str(args.get("reference", ""))
+            )
         if name == "unban":
             if self.guard is None:
                 raise PbxUnavailable("the security guard is not running on this agent")

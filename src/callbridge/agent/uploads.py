@@ -29,7 +29,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -180,8 +180,7 @@ class Uploader:
         bad = 0
         with path.open("rb") as handle:
             while offset < size:
-                await asyncio.to_thread(handle.seek, offset)
-                data = await asyncio.to_thread(handle.read, min(chunk, size - offset))
+                data = await asyncio.to_thread(_read_at, handle, offset, min(chunk, size - offset))
                 if not data:
                     raise _Later("the file became shorter while it was sent")
                 sent = await self._put(client, recording_id, offset, data, query)
@@ -219,12 +218,13 @@ class Uploader:
     ) -> httpx.Response:
         """Send one chunk (a seam for tests that corrupt a chunk on its way)."""
         self.sent_bytes += len(data)
+        chunk_sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         return await client.put(
             f"/agent/v1/recordings/{recording_id}/data",
             params={**query, "offset": str(offset)},
             content=data,
             headers={
-                "X-Chunk-SHA256": hashlib.sha256(data).hexdigest(),
+                "X-Chunk-SHA256": chunk_sha256,
                 "Content-Type": "application/octet-stream",
             },
         )
@@ -238,6 +238,41 @@ class Uploader:
         if answer.status_code in (204, 404):
             raise _Done
         _expect(answer, 204)
+
+
+def delete_copy(directory: DirectoryRecordings, reference: str) -> dict[str, str]:
+    """The hub purged a recording this agent uploaded: delete the PBX's copy, only when it is a
+    file inside the recordings directory. ``{"result": "deleted"|"not_found"|"refused",
+    "detail"}``."""
+    if not reference or "\x00" in reference:
+        return {"result": "refused", "detail": "no file name"}
+    try:
+        path = directory.locate(reference)
+    except RecordingUnavailable as exc:
+        return {"result": "refused", "detail": exc.message}
+    except (OSError, RuntimeError, ValueError):  # a symbolic link loop, a name too long
+        return {"result": "refused", "detail": "the file name cannot be resolved"}
+    if path == directory.root.resolve():
+        return {"result": "refused", "detail": "the recordings directory itself is not deleted"}
+    try:
+        if not path.exists():
+            return {"result": "not_found", "detail": f"no file {path.name} in the recordings directory"}
+        if not path.is_file():
+            return {"result": "refused", "detail": f"{path.name} is not a regular file"}
+        path.unlink()
+    except FileNotFoundError:
+        return {"result": "not_found", "detail": f"no file {path.name} in the recordings directory"}
+    except PermissionError:
+        return {"result": "refused", "detail": f"the agent may not delete {path.name} (permissions)"}
+    except OSError as exc:
+        return {"result": "refused", "detail": f"{path.name} could not be deleted ({type(exc).__name__})"}
+    log.info("recording %s deleted: the hub purged it", path.name)
+    return {"result": "deleted", "detail": path.name}
+
+
+def _read_at(handle: BinaryIO, offset: int, count: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(count)
 
 
 def _sha256(path: Path) -> str:

@@ -50,6 +50,13 @@ class Group(StrEnum):
     DIRECTION = "direction"
     PBX = "pbx"
     TAG = "tag"
+    CALL_TYPE = "call_type"
+
+    @property
+    def from_call_log(self) -> bool:
+        """Counted from the call log rather than the rollups: what a call's row says about it
+        (its queue, its type) or its contact's tags as they are now."""
+        return self in (Group.QUEUE, Group.TAG, Group.CALL_TYPE)
 
     @property
     def by_time(self) -> bool:

@@ -38,9 +38,11 @@ from callbridge.domain.events import (
     Disposition,
     Event,
     HangupSide,
+    QueueEvent,
     RecordingAvailable,
     TransferKind,
 )
+from callbridge.domain.queues import QueueVisit, fold_visits
 
 _T = TypeVar("_T")
 
@@ -101,6 +103,7 @@ class CallRecord:
     rings: frozenset[Ring] = frozenset()
     transfers: frozenset[tuple[Stamp, Transfer]] = frozenset()
     recordings: frozenset[tuple[Stamp, Recording]] = frozenset()
+    queue_events: frozenset[QueueEvent] = frozenset()
     applied: frozenset[str] = frozenset()
 
     @classmethod
@@ -139,6 +142,8 @@ class CallRecord:
             changes["end"] = _latest(self.end, stamp, event)
         elif isinstance(event, RecordingAvailable):
             changes["recordings"] = self.recordings | {(stamp, Recording(event.at, event.recording))}
+        elif isinstance(event, QueueEvent):
+            changes["queue_events"] = self.queue_events | {event}
         else:  # pragma: no cover - a new event type must be given a rule here
             raise InvalidEvent(f"no call-log rule for {event.kind}")
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -324,6 +329,11 @@ class CallRecord:
                 seen.setdefault(item, None)
         return tuple(seen)
 
+    @property
+    def queue_visits(self) -> tuple[QueueVisit, ...]:
+        """The caller's stays in queues, in order (see :mod:`callbridge.domain.queues`)."""
+        return tuple(fold_visits(self.queue_events)) if self.queue_events else ()
+
     def summary(self) -> CallSummary:
         return CallSummary(
             pbx=self.pbx,
@@ -345,6 +355,7 @@ class CallRecord:
             transferred_to=self.transferred_to,
             recording=self.recording,
             participants=self.participants,
+            queue_visits=self.queue_visits,
         )
 
 
@@ -371,3 +382,9 @@ class CallSummary:
     transferred_to: str
     recording: str
     participants: tuple[str, ...]
+    queue_visits: tuple[QueueVisit, ...] = ()
+
+    @property
+    def queue(self) -> QueueVisit | None:
+        """The last queue the caller was in (where the call was answered or given up)."""
+        return self.queue_visits[-1] if self.queue_visits else None

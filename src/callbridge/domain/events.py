@@ -51,6 +51,28 @@ class TransferKind(StrEnum):
     ATTENDED = "attended"
 
 
+class QueueOutcome(StrEnum):
+    """How a caller's stay in a queue ended (see docs/queues.md for each definition)."""
+
+    ANSWERED = "answered"
+    ABANDONED = "abandoned"  # the caller hung up while waiting
+    TIMEOUT = "timeout"  # the queue's (or Queue()'s) time limit ran out
+    FULL = "full"  # refused: the queue had its maximum of callers
+    JOIN_EMPTY = "join_empty"  # refused: no member could take calls
+    LEAVE_EMPTY = "leave_empty"  # put out while waiting: no member could take calls any more
+    LEFT = "left"  # left another way (a key pressed, a transfer away, unknown)
+
+
+class MemberState(StrEnum):
+    """What a queue member's phone is doing (pause is told apart, see QueueMemberChanged)."""
+
+    AVAILABLE = "available"
+    RINGING = "ringing"
+    ON_CALL = "on_call"
+    OFFLINE = "offline"
+    UNKNOWN = "unknown"
+
+
 class Presence(StrEnum):
     AVAILABLE = "available"
     RINGING = "ringing"
@@ -85,6 +107,9 @@ _FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 _ADDED_FIELDS: dict[str, object] = {"placed_by": "", "started_at": None, "answered_at": None}
 # Datetime fields besides ``at`` (optional: ``None`` when unknown).
 _TIME_FIELDS = frozenset({"started_at", "answered_at"})
+# Whole numbers (seconds, positions) and flags of the queue events.
+_INT_FIELDS = frozenset({"position", "wait_seconds", "ring_seconds", "talk_seconds", "ring_ms"})
+_BOOL_FIELDS = frozenset({"paused"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,18 +229,110 @@ class PresenceChanged(Event):
     presence: Presence
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls
-    for cls in (
-        CallStarted,
-        CallRinging,
-        CallAnswered,
-        CallTransferred,
-        CallEnded,
-        RecordingAvailable,
-        PresenceChanged,
-    )
-}
+@dataclass(frozen=True, kw_only=True)
+class QueueEvent(CallEvent):
+    """An event about one caller's stay in a queue (``call_id`` is the caller's call)."""
+
+    queue: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.queue:
+            raise InvalidEvent(f"{self.kind}: queue must not be empty")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueJoined(QueueEvent):
+    kind: ClassVar[str] = "queue_joined"
+    position: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueAgentRang(QueueEvent):
+    kind: ClassVar[str] = "queue_agent_rang"
+    extension: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueAgentMissed(QueueEvent):
+    """A member's phone rang for this caller and nobody picked up (``AgentRingNoAnswer``)."""
+
+    kind: ClassVar[str] = "queue_agent_missed"
+    extension: str
+    ring_ms: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueConnected(QueueEvent):
+    """A member answered: the caller waited ``wait_seconds`` in the queue."""
+
+    kind: ClassVar[str] = "queue_connected"
+    extension: str
+    wait_seconds: int = 0
+    ring_seconds: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueCompleted(QueueEvent):
+    """The conversation a queue connected has ended (``reason``: caller | agent | transfer)."""
+
+    kind: ClassVar[str] = "queue_completed"
+    extension: str
+    wait_seconds: int = 0
+    talk_seconds: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueLeft(QueueEvent):
+    """The caller left the queue without being answered there (or was never let in)."""
+
+    kind: ClassVar[str] = "queue_left"
+    outcome: QueueOutcome
+    wait_seconds: int = 0
+    position: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueMemberChanged(Event):
+    """A queue member's state: ``change`` is status | added | removed | paused | unpaused."""
+
+    kind: ClassVar[str] = "queue_member_changed"
+    queue: str
+    extension: str
+    change: str
+    state: MemberState = MemberState.UNKNOWN
+    paused: bool = False
+    reason: str = ""
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.queue or not self.extension:
+            raise InvalidEvent(f"{self.kind}: queue and extension must not be empty")
+
+
+QUEUE_CALL_EVENTS: tuple[type[QueueEvent], ...] = (
+    QueueJoined,
+    QueueAgentRang,
+    QueueAgentMissed,
+    QueueConnected,
+    QueueCompleted,
+    QueueLeft,
+)
+
+_ALL_TYPES: tuple[type[Event], ...] = (
+    CallStarted,
+    CallRinging,
+    CallAnswered,
+    CallTransferred,
+    CallEnded,
+    RecordingAvailable,
+    PresenceChanged,
+    *QUEUE_CALL_EVENTS,
+    QueueMemberChanged,
+)
+EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in _ALL_TYPES}
 
 _ENUM_FIELDS: dict[str, type[StrEnum]] = {
     "direction": Direction,
@@ -223,6 +340,8 @@ _ENUM_FIELDS: dict[str, type[StrEnum]] = {
     "hangup_side": HangupSide,
     "transfer": TransferKind,
     "presence": Presence,
+    "outcome": QueueOutcome,
+    "state": MemberState,
 }
 
 
@@ -245,6 +364,12 @@ def event_from_dict(data: Mapping[str, Any]) -> Event:
                 value = None if value is None else datetime.fromisoformat(str(value))
             elif name in _ENUM_FIELDS:
                 value = _ENUM_FIELDS[name](value)
+            elif name in _INT_FIELDS:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise InvalidEvent(f"{kind}: field {name} must be a whole number")
+            elif name in _BOOL_FIELDS:
+                if not isinstance(value, bool):
+                    raise InvalidEvent(f"{kind}: field {name} must be true or false")
             elif not isinstance(value, str):
                 raise InvalidEvent(f"{kind}: field {name} must be a string")
             values[name] = value

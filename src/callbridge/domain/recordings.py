@@ -44,6 +44,11 @@ class Recording:
     held: bool = False
     held_by: str = ""
     held_at: datetime | None = None
+    via_agent: bool = False  # uploaded by the PBX's agent
+    # After a purge: the PBX's copy ("" not asked, "waiting", "deleted", "not_found", "refused").
+    pbx_copy: str = ""
+    pbx_copy_detail: str = ""
+    pbx_copy_at: datetime | None = None
 
 
 class RangeNotSatisfiable(CallbridgeError):
@@ -221,6 +226,8 @@ class PurgeCandidate:
     storage_key: str
     started_at: datetime
     reason: str
+    via_agent: bool = False  # uploaded by the PBX's agent: ask it to delete the PBX's copy
+    reference: str = ""
 
 
 class UploadOffsetMismatch(CallbridgeError):

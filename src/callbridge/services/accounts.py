@@ -341,6 +341,15 @@ class Accounts:
         await self.users.touch_login(stored.user.id, now)
         return stored.user
 
+    # --- other secrets guessed over the network (enrollment codes) ------------------------------
+    async def check_guesses(self, key: str, what: str) -> None:
+        """Refuse (RateLimited) while ``key`` is locked by recent failures, as sign-in is."""
+        await self._check_locks([_Limit(key, self.policy.max_failures)], datetime.now(UTC), what)
+
+    async def failed_guess(self, key: str) -> int:
+        """Count a failure under ``key`` (with sign-in's growing pause); returns the recent count."""
+        return await self._failed([_Limit(key, self.policy.max_failures)], datetime.now(UTC))
+
     # --- browser sessions ------------------------------------------------------------------
     async def start_session(self, user: User) -> str:
         """Record a new signed-in browser; returns the random id its cookie carries."""

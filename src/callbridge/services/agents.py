@@ -17,7 +17,7 @@ hub → agent
                that covers them): the agent logs them and, with the ack, drops them.
     ``ack``     {seq}: every row up to ``seq`` is committed in the hub's database (or rejected).
     ``settings`` {…}: new settings, applied at once.
-    ``action``  {id, name: originate|hangup|redirect|unban, args}.
+    ``action``  {id, name: originate|hangup|redirect|unban|delete_recording, args}.
 
 Nothing here runs code from the hub on the PBX: the events map is data (header comparisons).
 
@@ -37,7 +37,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from callbridge.domain.errors import (
@@ -55,6 +55,9 @@ from callbridge.domain.events import Event, event_from_dict
 from callbridge.services.ports import LinkStatus, Originate
 
 AGENT_TOKEN_PREFIX = "cbagent_"  # noqa: S105 - a prefix, not a secret
+ENROLLMENT_CODE_PREFIX = "cbenroll_"
+DEFAULT_ENROLLMENT_HOURS = 24
+MAX_ENROLLMENT_HOURS = 24 * 30
 PROTOCOL_VERSION = 1
 
 # WebSocket close codes the agent understands (4000-4999 are for applications).
@@ -357,6 +360,80 @@ async def authenticate(store: AgentStore, secret: str) -> AgentRecord:
     if found is None or found.revoked:
         raise AuthenticationFailed("agent token refused: unknown or revoked; issue a new one in the hub")
     return found
+
+
+# -- enrollment: a short-lived, single-use code exchanged for the agent's token ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    pbx: str
+    code_prefix: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class EnrollmentStore(AgentStore, Protocol):
+    async def add_enrollment(
+        self, pbx: str, prefix: str, code_hash: str, created_at: datetime, expires_at: datetime
+    ) -> None: ...
+    async def enrollment(self, code_hash: str) -> Enrollment | None: ...
+    async def use_enrollment(self, code_hash: str, at: datetime) -> bool: ...
+
+
+_UNKNOWN_CODE = (
+    "enrollment code refused: unknown code; ask the hub's admin for a new one (`callbridge pbx enroll NAME`)"
+)
+
+
+async def issue_enrollment(
+    store: EnrollmentStore, pbx: str, hours: float = DEFAULT_ENROLLMENT_HOURS, now: datetime | None = None
+) -> tuple[str, Enrollment]:
+    """A new enrollment code for ``pbx`` (shown once, stored hashed), good once until it expires.
+    Codes issued before stay good: each machine being set up may hold its own."""
+    if not 0 < hours <= MAX_ENROLLMENT_HOURS:
+        raise InvalidInput(f"an enrollment code lives from 1 hour to {MAX_ENROLLMENT_HOURS} hours")
+    now = now or datetime.now(UTC)
+    code = ENROLLMENT_CODE_PREFIX + secrets.token_urlsafe(15)
+    expires = now + timedelta(hours=hours)
+    prefix = code[: len(ENROLLMENT_CODE_PREFIX) + 4]
+    await store.add_enrollment(pbx, prefix, hash_agent_token(code), now, expires)
+    return code, Enrollment(pbx, prefix, now, expires)
+
+
+async def redeem_enrollment(
+    store: EnrollmentStore, code: str, now: datetime | None = None
+) -> tuple[str, str]:
+    """Exchange an enrollment code for a new agent token of its PBX: ``(pbx, token)``.
+
+    Raises AuthenticationFailed, with words, for an unknown (or forged) code, a used one and an
+    expired one. The code is spent by a conditional update, so two machines racing with the same
+    code cannot both get a token. The PBX's previous token, if any, stops working."""
+    now = now or datetime.now(UTC)
+    code = code.strip()
+    if not code.startswith(ENROLLMENT_CODE_PREFIX) or len(code) > 100:
+        raise AuthenticationFailed(_UNKNOWN_CODE)
+    code_hash = hash_agent_token(code)
+    found = await store.enrollment(code_hash)
+    if found is None:
+        raise AuthenticationFailed(_UNKNOWN_CODE)
+    if found.used_at is not None:
+        raise AuthenticationFailed(
+            f"enrollment code refused: it was already used ({found.used_at:%Y-%m-%d %H:%M} UTC); a code "
+            f"works once: ask for a new one (`callbridge pbx enroll {found.pbx}`)"
+        )
+    if found.expires_at <= now:
+        raise AuthenticationFailed(
+            f"enrollment code refused: it expired at {found.expires_at:%Y-%m-%d %H:%M} UTC; ask for a "
+            f"new one (`callbridge pbx enroll {found.pbx}`)"
+        )
+    if not await store.use_enrollment(code_hash, now):
+        raise AuthenticationFailed(
+            f"enrollment code refused: it was already used; a code works once: ask for a new one "
+            f"(`callbridge pbx enroll {found.pbx}`)"
+        )
+    return found.pbx, await issue_token(store, found.pbx)
 
 
 def bounded(value: Any, cap: float) -> float:

@@ -112,7 +112,7 @@ async def report(reader: RollupReader, query: Query, viewer: User) -> Report:
     # An agent's figures are their own calls', whatever they ask for.
     mine = None if viewer.sees_all_calls else viewer.id
     found = await reader.groups(period, user_id=mine, direction=query.direction, group=group)
-    if group.by_time or group in (Group.DIRECTION, Group.PBX, Group.QUEUE):
+    if group.by_time or group in (Group.DIRECTION, Group.PBX, Group.QUEUE, Group.CALL_TYPE):
         # Every call is in exactly one of these groups: the totals are their sum.
         total = sum(found.values(), ZERO)
     else:  # a call counts for each of its users and tags: the totals count it once
@@ -140,11 +140,8 @@ async def report(reader: RollupReader, query: Query, viewer: User) -> Report:
         extra = sorted(k for k in found if k not in keys)
         for key in [*keys, *extra]:
             rows.append({"key": key or None, **found.get(key, ZERO).figures()})
-    elif group is Group.QUEUE:
-        # Calls carry no queue yet: every call is under one key, null.
-        rows.append({"key": None, **found.get(None, ZERO).figures()})
-    else:
-        for key in sorted(found, key=lambda k: str(k)):
+    else:  # by name; calls without a queue or a type last, under null
+        for key in sorted(found, key=lambda k: (k is None, str(k))):
             rows.append({"key": key, **found[key].figures()})
     return Report(query, rows, total.figures())
 

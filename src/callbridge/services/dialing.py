@@ -21,7 +21,7 @@ from callbridge.domain.errors import InvalidInput, InvalidNumber, PbxUnavailable
 from callbridge.domain.numbers import NumberKind, parse_number
 from callbridge.services.agents import AgentLink
 from callbridge.services.live import DESK_TOPIC
-from callbridge.services.ports import Originate, PbxLink
+from callbridge.services.ports import Originate, PbxLink, Supervision
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,23 @@ class LinkCommands:
             await link.hangup(call_id)
             return
         await self._ask(pbx, "hangup", {"call_id": call_id}, 15.0)
+
+    async def queue_pause(self, pbx: str, queue: str, extension: str, paused: bool, reason: str) -> None:
+        """Pause or unpause a queue member (a supervisor's command)."""
+        link = self.local(pbx)
+        if link is not None:
+            await _supervised(link).queue_pause(queue, extension, paused, reason)
+            return
+        args = {"queue": queue, "extension": extension, "paused": paused, "reason": reason}
+        await self._ask(pbx, "queue_pause", args, 15.0)
+
+    async def spy(self, pbx: str, call_id: str, extension: str, mode: str) -> None:
+        """Ring ``extension`` and let it listen to, whisper in or barge into the call."""
+        link = self.local(pbx)
+        if link is not None:
+            await _supervised(link).spy(call_id, extension, mode)
+            return
+        await self._ask(pbx, "spy", {"call_id": call_id, "extension": extension, "mode": mode}, 15.0)
 
     async def unban(self, pbx: str, address: str) -> None:
         """Lift a ban of the security guard on the agent of ``pbx`` (whichever worker has it)."""
@@ -185,6 +202,15 @@ class LinkCommands:
                 await link.hangup(str(args["call_id"]))
             elif message.get("op") == "unban":
                 await _guarded(link).unban(str(args["address"]))
+            elif message.get("op") == "queue_pause":
+                await _supervised(link).queue_pause(
+                    str(args["queue"]),
+                    str(args["extension"]),
+                    bool(args["paused"]),
+                    str(args.get("reason", "")),
+                )
+            elif message.get("op") == "spy":
+                await _supervised(link).spy(str(args["call_id"]), str(args["extension"]), str(args["mode"]))
             elif message.get("op") in AGENT_OPS:
                 await _agent_op(_guarded(link), str(message["op"]), args)
             else:
@@ -210,6 +236,15 @@ async def _agent_op(link: AgentLink, op: str, args: Payload) -> None:
         await link.disconnect(str(args.get("reason") or "disconnected by the hub"))
     else:
         raise InvalidInput(f"unknown agent command {op!r}")
+
+
+def _supervised(link: PbxLink) -> Supervision:
+    if not isinstance(link, Supervision):
+        raise errors.PbxRejected(
+            f"PBX {link.name} does not let callbridge pause queue members or join calls "
+            "(Asterisk with an embedded AMI link only)"
+        )
+    return link
 
 
 def _guarded(link: PbxLink) -> AgentLink:

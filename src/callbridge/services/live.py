@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from callbridge.bus import Payload
 from callbridge.domain.calls import CallRecord
@@ -67,6 +67,7 @@ class RecentCall:
     disposition: str
     talk_seconds: int
     user: str
+    recording_id: int | None = None  # the call's stored (ready) recording, played on the card
 
 
 class DeskReads(Protocol):
@@ -91,6 +92,11 @@ class DeskReads(Protocol):
         """Whether the call log has this call, ended."""
         ...
 
+    async def owed(self, number: str) -> Sequence[tuple[int | None, datetime]]:
+        """(assignee id, since when) of the open follow-up tasks for ``number``: a pop tells
+        its user they owe the caller a call."""
+        ...
+
 
 class DeskStore(DeskReads, Protocol):
     """What the desk reads and writes, inside the ingest's unit of work."""
@@ -106,6 +112,14 @@ class DeskStore(DeskReads, Protocol):
 PopLookups = Callable[[], AbstractAsyncContextManager[tuple[DeskReads, ContactFinder]]]
 Publish = Callable[[Sequence[tuple[str, Payload]]], Awaitable[None]]
 ExtensionMap = Callable[[], Awaitable[Mapping[tuple[str, str], int]]]
+
+
+@runtime_checkable
+class ExternalLinks(Protocol):
+    """A desk store that also knows where a contact lives in a connected ERP (for the pop
+    card's "Open in ERPNext/Odoo"); stores without ERP connectors need not."""
+
+    async def external_links(self, contact_id: int) -> list[dict[str, str]]: ...
 
 
 class PresenceBoard(Protocol):
@@ -426,7 +440,14 @@ class Desk:
     async def _look_up_details(self, card: _Card, changed: Ingested, store: DeskReads) -> None:
         contact_id = changed.link.contact_id
         card.contact_id = contact_id
-        details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": {}}
+        details: dict[str, Any] = {"contact": None, "tags": [], "owner": None, "recent": {}, "owed": {}}
+        number = changed.summary.external_number
+        if number:
+            owed: dict[int, str] = {}
+            for assignee, since in await store.owed(number):
+                if assignee is not None:
+                    owed.setdefault(assignee, since.isoformat())
+            details["owed"] = owed
         party = _internal_party(changed)
         if party:
             # A colleague calling (or called): shown by name and extension, never as a stranger.
@@ -439,6 +460,8 @@ class Desk:
                 details["tags"] = list(contact.tags)
                 if contact.owner_id is not None:
                     details["owner"] = await store.user_label(contact.owner_id)
+                if isinstance(store, ExternalLinks):
+                    details["external"] = await store.external_links(contact_id)
                 details["recent"] = await self._recent(card, contact_id, sorted(card.users), store)
         card.details = details
 
@@ -460,6 +483,8 @@ class Desk:
                     "disposition": r.disposition,
                     "talk_seconds": r.talk_seconds,
                     "user": r.user,
+                    # Only calls the user may see are here, so is their audio (which checks again).
+                    "audio_url": f"/api/v1/recordings/{r.recording_id}/audio" if r.recording_id else None,
                 }
                 for r in found.get(user_id, [])
                 if r.key != this_call
@@ -508,7 +533,10 @@ class Desk:
             "match": changed.link.match.value,
             "tags": card.details.get("tags", []),
             "owner": card.details.get("owner"),
+            # "Open in ERPNext/Odoo": the contact's records in connected ERPs.
+            "external": card.details.get("external", []),
             "recent": [],  # per user: see _card_messages
+            "owed_since": None,  # per user: when they owe the caller a call (an open task)
             "extension": ", ".join(sorted(set(card.users.values()))) or None,
             "answered_by": s.answered_by_extension or None,
             "placed_by": s.placed_by_extension or None,
@@ -537,11 +565,14 @@ def _card_messages(card: _Card, body: dict[str, Any]) -> list[Payload]:
     """The card for each of its users, with that user's own "Last calls"; users who see the
     same ones share a message."""
     recent: dict[int, list[dict[str, Any]]] = card.details.get("recent", {})
-    groups: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
+    # Once the caller has been talked to, the call they were owed is being (or was) paid.
+    owed: dict[int, str] = {} if body["answered_at"] else card.details.get("owed", {})
+    groups: dict[str, tuple[list[int], list[dict[str, Any]], str | None]] = {}
     for user_id in sorted(card.users):
         theirs = recent.get(user_id, [])
-        groups.setdefault(repr([r["id"] for r in theirs]), ([], theirs))[0].append(user_id)
+        since = owed.get(user_id)
+        groups.setdefault(repr(([r["id"] for r in theirs], since)), ([], theirs, since))[0].append(user_id)
     return [
-        {"users": users, "msg": {"type": "card", "card": {**body, "recent": theirs}}}
-        for users, theirs in groups.values()
+        {"users": users, "msg": {"type": "card", "card": {**body, "recent": theirs, "owed_since": since}}}
+        for users, theirs, since in groups.values()
     ]

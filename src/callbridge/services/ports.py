@@ -66,3 +66,13 @@ class PbxLink(CallControl, Protocol):
         """Connect, reconnect with capped backoff, forward events; returns only when cancelled
         or on an error no retry can fix (wrong credentials), which it raises."""
         ...
+
+
+@runtime_checkable
+class Supervision(Protocol):
+    """What a supervisor may do on PBXs that allow it (Asterisk): pause a queue member with a
+    reason, and join a live call (``mode``: listen | whisper | barge) from their own phone."""
+
+    async def queue_pause(self, queue: str, extension: str, paused: bool, reason: str) -> None: ...
+
+    async def spy(self, call_id: str, extension: str, mode: str) -> None: ...

@@ -32,7 +32,7 @@ from callbridge.domain.recordings import (
     UploadTooLarge,
     content_type_for,
 )
-from callbridge.services.recordings import RecordingStorage, digest, storage_key
+from callbridge.services.recordings import RecordingStorage, Transcode, digest, storage_key
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class UploadRows(Protocol):
         sha256: str,
         content_type: str,
         duration_seconds: float | None,
+        via_agent: bool = False,
     ) -> None: ...
 
     async def mark_failed(self, recording_id: int, reason: str) -> None: ...
@@ -88,9 +89,18 @@ class UploadState:
 
 class AgentUploads:
     def __init__(
-        self, units: UploadUnits, storage: RecordingStorage, *, max_bytes: int, chunk_bytes: int
+        self,
+        units: UploadUnits,
+        storage: RecordingStorage,
+        *,
+        max_bytes: int,
+        chunk_bytes: int,
+        transcode: Transcode | None = None,
     ) -> None:
         self._units = units
+        # Optional transcoding (CALLBRIDGE_RECORDINGS_TRANSCODE), as for fetched recordings: the
+        # row keeps the original's checksum and duration, the stored file's size and type.
+        self.transcode = transcode
         self._storage = storage
         self.max_bytes = max_bytes
         self.chunk_bytes = chunk_bytes
@@ -142,13 +152,13 @@ class AgentUploads:
             raise NotFound(f"recording {recording_id} is {recording.status.value}; it takes no upload")
         if not data:
             raise InvalidInput("an empty chunk")
-        if hashlib.sha256(data).hexdigest() != chunk_sha256.strip().lower():
-            raise UploadChecksumMismatch(
-                f"the chunk at byte {offset} does not match its SHA-256; send it again"
-            )
         partial = self._partial(recording_id, announced)
         async with self._lock(recording_id):
-            return await asyncio.to_thread(_append, partial, offset, data, announced.size)
+            # The chunk's checksum and the append in one trip to a thread: a megabyte's SHA-256
+            # takes milliseconds that the event loop (other agents, the web pages) should not wait.
+            return await asyncio.to_thread(
+                _append, partial, offset, data, announced.size, chunk_sha256.strip().lower()
+            )
 
     async def complete(self, pbx: str, recording_id: int, announced: Announced) -> Recording:
         """Check the whole file and store it: the recording is ready."""
@@ -176,26 +186,40 @@ class AgentUploads:
                     f"the file the hub received ({found.size} bytes) does not match the announced "
                     f"size ({announced.size} bytes) and SHA-256; send it again"
                 )
-            key = storage_key(recording, recording.reference)
-            await self._storage.put(key, partial)
+            name, stored, size = recording.reference, partial, found.size
+            converted: Path | None = None
+            try:
+                if self.transcode is not None:
+                    converted = await self.transcode(partial, recording.reference)
+                    if converted is not None:
+                        stored, name = converted, converted.name
+                        size = (await asyncio.to_thread(converted.stat)).st_size
+                key = storage_key(recording, name)
+                await self._storage.put(key, stored)
+            finally:
+                if converted is not None:
+                    converted.unlink(missing_ok=True)
+                    partial.unlink(missing_ok=True)
         async with self._units() as rows:
             await rows.mark_ready(
                 recording_id,
                 storage_key=key,
-                size_bytes=found.size,
+                size_bytes=size,
                 sha256=found.sha256,
-                content_type=content_type_for(recording.reference),
+                content_type=content_type_for(name),
                 duration_seconds=found.duration_seconds,
+                via_agent=True,
             )
             ready = await rows.get(recording_id)
         assert ready is not None
         self._locks.pop(recording_id, None)
         log.info(
-            "recording %s of call %s (%s) uploaded: %d bytes",
+            "recording %s of call %s (%s) uploaded: %d bytes%s",
             recording_id,
             recording.call_id,
             pbx,
             found.size,
+            f", stored as {size} bytes of {content_type_for(name)}" if size != found.size else "",
         )
         return ready
 
@@ -223,7 +247,9 @@ def _prepare(partial: Path, recording_id: int) -> int:
         return 0
 
 
-def _append(partial: Path, offset: int, data: bytes, size: int) -> int:
+def _append(partial: Path, offset: int, data: bytes, size: int, chunk_sha256: str) -> int:
+    if hashlib.sha256(data).hexdigest() != chunk_sha256:
+        raise UploadChecksumMismatch(f"the chunk at byte {offset} does not match its SHA-256; send it again")
     partial.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("ab") as handle:
         held = handle.seek(0, 2)

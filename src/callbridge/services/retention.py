@@ -6,19 +6,25 @@ reason kept). Purging deletes the stored file and marks the row ``purged`` with 
 row, the call and its comments stay. The database is marked first, then the file is deleted: a
 hold set at that very moment wins (the mark refuses a held row), and a crash in between leaves
 no row that points to a deleted file.
+
+A recording an agent uploaded also has a copy on the PBX (Asterisk's MixMonitor file). Its purge
+marks that copy ``waiting`` in the same commit; the :class:`PbxCopyDeleter` asks the PBX's agent
+to delete it (action ``delete_recording``) when the agent is connected to this hub process, now
+or when it connects again, and keeps the answer (deleted, not_found, refused) in the row.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from callbridge.domain.errors import StorageUnavailable
-from callbridge.domain.recordings import PurgeCandidate, RetentionRule
+from callbridge.domain.errors import CallbridgeError, PbxTimeout, PbxUnavailable, StorageUnavailable
+from callbridge.domain.recordings import PurgeCandidate, Recording, RetentionRule
 from callbridge.services.background import BackgroundWorker
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,7 @@ class PurgeStore(Protocol):
         self, rule: RetentionRule, at: datetime, limit: int
     ) -> list[PurgeCandidate]: ...
 
-    async def mark_purged(self, recording_id: int, reason: str) -> bool: ...
+    async def mark_purged(self, recording_id: int, reason: str, *, pbx_copy: bool = False) -> bool: ...
 
 
 class FileDeleter(Protocol):
@@ -67,7 +73,9 @@ async def purge(
                 break
             for found in batch:
                 async with units() as store:
-                    marked = await store.mark_purged(found.recording_id, found.reason)
+                    marked = await store.mark_purged(
+                        found.recording_id, found.reason, pbx_copy=found.via_agent
+                    )
                 done[found.recording_id] = found
                 if not marked:  # put on hold (or purged by another worker) meanwhile
                     del done[found.recording_id]
@@ -84,11 +92,12 @@ async def purge(
                         type(exc).__name__,
                     )
                 log.info(
-                    "recording %s of call %s (%s) purged: %s",
+                    "recording %s of call %s (%s) purged: %s%s",
                     found.recording_id,
                     found.call_id,
                     found.pbx,
                     found.reason,
+                    "; the PBX's agent is asked to delete its copy" if found.via_agent else "",
                 )
             if len(batch) < BATCH:
                 break
@@ -107,9 +116,11 @@ class RetentionWorker(BackgroundWorker):
         interval: float,
         first_delay: float,
         clock: Callable[[], datetime] | None = None,
+        on_purged: Callable[[], None] | None = None,
     ) -> None:
         self._units = units
         self._storage = storage
+        self._on_purged = on_purged
         self.interval = interval
         self.first_delay = first_delay
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -125,5 +136,114 @@ class RetentionWorker(BackgroundWorker):
             else:
                 if purged:
                     log.info("recording retention: %d recordings purged", len(purged))
+                if self._on_purged is not None and any(p.via_agent for p in purged):
+                    self._on_purged()  # PBX copies to delete: ask the agents now
             self.runs += 1
             await asyncio.sleep(self.interval)
+
+
+# -- the PBX's copy ---------------------------------------------------------------------------------
+
+PBX_COPY_ANSWERS = ("deleted", "not_found", "refused")
+
+
+class PbxCopyRows(Protocol):
+    async def pbx_copies_waiting_pbxes(self) -> list[str]: ...
+
+    async def pbx_copies_waiting(self, pbx: str, limit: int) -> list[Recording]: ...
+
+    async def record_pbx_copy(self, recording_id: int, status: str, detail: str) -> None: ...
+
+
+class AgentCaller(Protocol):
+    """The connected agent of a PBX (:class:`~callbridge.services.agents.AgentLink`)."""
+
+    async def call(self, name: str, args: dict[str, Any], wait: float | None = None) -> Any: ...
+
+
+PbxCopyUnits = Callable[[], AbstractAsyncContextManager[PbxCopyRows]]
+# The connected agent of a PBX in this process, or None.
+AgentFor = Callable[[str], "AgentCaller | None"]
+
+
+class PbxCopyDeleter(BackgroundWorker):
+    """Asks agents to delete the PBX's copy of purged recordings; requests wait in the database
+    (``recordings.pbx_copy = 'waiting'``) until the agent answers. It looks when woken (a purge,
+    an agent that connects) and every ``interval`` seconds (a purge by the CLI, an agent
+    connected to another hub worker)."""
+
+    task_name = "recording-pbx-copies"
+
+    def __init__(self, units: PbxCopyUnits, agent_for: AgentFor, *, interval: float = 60.0) -> None:
+        self._units = units
+        self._agent_for = agent_for
+        self.interval = interval
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except Exception as exc:  # the database may be restarting: the next round tries again
+                log.warning("PBX copies of purged recordings: not asked now (%s)", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+
+    async def run_once(self) -> int:
+        """Ask the connected agents about every waiting copy; returns how many were answered."""
+        async with self._units() as rows:
+            pbxes = await rows.pbx_copies_waiting_pbxes()
+        answered = 0
+        for pbx in pbxes:
+            agent = self._agent_for(pbx)
+            if agent is not None:
+                answered += await self.deliver(pbx, agent)
+        return answered
+
+    async def deliver(self, pbx: str, agent: AgentCaller) -> int:
+        answered = 0
+        while True:
+            async with self._units() as rows:
+                waiting = await rows.pbx_copies_waiting(pbx, 100)
+            for recording in waiting:
+                try:
+                    value = await agent.call("delete_recording", {"reference": recording.reference})
+                except (PbxUnavailable, PbxTimeout) as exc:
+                    log.info(
+                        "recording %s (%s): the PBX's copy stays to be deleted; the agent did not "
+                        "answer (%s)",
+                        recording.id,
+                        pbx,
+                        exc.message,
+                    )
+                    return answered  # asked again when the agent connects, or next round
+                except CallbridgeError as exc:  # e.g. an agent too old to know the action
+                    status, detail = "refused", exc.message
+                else:
+                    status, detail = _answer(value)
+                async with self._units() as rows:
+                    await rows.record_pbx_copy(recording.id, status, detail)
+                answered += 1
+                log.log(
+                    logging.INFO if status != "refused" else logging.WARNING,
+                    "recording %s of call %s (%s): the PBX's copy %s%s",
+                    recording.id,
+                    recording.call_id,
+                    pbx,
+                    {"deleted": "was deleted by the agent", "not_found": "was not found by the agent"}.get(
+                        status, "was not deleted: the agent refused"
+                    ),
+                    f" ({detail})" if detail else "",
+                )
+            if len(waiting) < 100:
+                return answered
+
+
+def _answer(value: Any) -> tuple[str, str]:
+    if isinstance(value, dict) and value.get("result") in PBX_COPY_ANSWERS:
+        return str(value["result"]), str(value.get("detail") or "")[:500]
+    return "refused", "the agent gave an answer the hub does not understand"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -25,11 +25,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callbridge.services.agents import AgentHealth, AgentRecord, Ban, RawEvent
+from callbridge.services.agents import AgentHealth, AgentRecord, Ban, Enrollment, RawEvent
 from callbridge.store.tables import UtcDateTime, metadata, now
 
 # Forwarded raw AMI events kept in the hub (newest first); older ones are pruned.
 RAW_EVENTS_KEEP = 10_000
+# Used or expired enrollment codes are kept this long after they expire (so a reused code is
+# answered "already used", not "unknown"), then pruned when a new code is issued.
+ENROLLMENTS_KEPT = timedelta(days=30)
 
 agents = Table(
     "agents",
@@ -52,6 +55,19 @@ agents = Table(
     Column("outbox_dropped", Integer, nullable=False, server_default="0"),
     Column("ami_up", Boolean, nullable=False, server_default="0"),
     Column("ami_detail", String(500), nullable=False, server_default=""),
+)
+
+# Enrollment codes (`callbridge pbx enroll`): stored hashed, good once until they expire.
+agent_enrollments = Table(
+    "agent_enrollments",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pbx", String(64), ForeignKey("pbxes.name", ondelete="CASCADE"), nullable=False, index=True),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("code_prefix", String(32), nullable=False, server_default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
 )
 
 agent_events = Table(
@@ -125,6 +141,40 @@ class SqlAgentStore:
             await self.session.execute(insert(agents).values(pbx=pbx, **values))
         else:
             await self.session.execute(update(agents).where(agents.c.pbx == pbx).values(**values))
+
+    # -- enrollment codes ---------------------------------------------------------------------
+
+    async def add_enrollment(
+        self, pbx: str, prefix: str, code_hash: str, created_at: datetime, expires_at: datetime
+    ) -> None:
+        # Spent and long-expired codes mean nothing any more: keep the table small.
+        await self.session.execute(
+            delete(agent_enrollments).where(agent_enrollments.c.expires_at < created_at - ENROLLMENTS_KEPT)
+        )
+        await self.session.execute(
+            insert(agent_enrollments).values(
+                pbx=pbx, code_hash=code_hash, code_prefix=prefix, created_at=created_at, expires_at=expires_at
+            )
+        )
+
+    async def enrollment(self, code_hash: str) -> Enrollment | None:
+        row = (
+            await self.session.execute(
+                select(agent_enrollments).where(agent_enrollments.c.code_hash == code_hash)
+            )
+        ).first()
+        if row is None:
+            return None
+        return Enrollment(row.pbx, row.code_prefix, row.created_at, row.expires_at, row.used_at)
+
+    async def use_enrollment(self, code_hash: str, at: datetime) -> bool:
+        """Spend a code; False when someone else spent it first (the update is conditional)."""
+        result = await self.session.execute(
+            update(agent_enrollments)
+            .where(agent_enrollments.c.code_hash == code_hash, agent_enrollments.c.used_at.is_(None))
+            .values(used_at=at)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
 
     async def advance(self, pbx: str, epoch: str, high_water: int, last_event_at: datetime | None) -> None:
         """Record that every row up to ``high_water`` of outbox ``epoch`` is committed."""

@@ -398,8 +398,8 @@ class SqlRollups:
     ) -> dict[Any, Counters]:
         """Counters per group key over ``period`` (``group=None``: one total under key None).
         ``user_id``: that user's calls only; ``None``: every call (group=user: each user's)."""
-        if group is Group.TAG:
-            return await self._tags(period, user_id=user_id, direction=direction)
+        if group is not None and group.from_call_log:
+            return await self._from_call_log(group, period, user_id=user_id, direction=direction)
         scope: list[ColumnElement[bool]] = []
         if user_id is not None:
             scope.append(call_rollups.c.user_id == user_id)
@@ -446,7 +446,7 @@ class SqlRollups:
             column = call_rollups.c.direction
         elif group is Group.PBX:
             column = call_rollups.c.pbx
-        else:  # the totals, and queues (no call carries a queue yet: all under one key)
+        else:  # the totals
             column = literal_column("NULL")
         query = select(column.label("key"), *_sums()).where(*where)
         if column is not None and group in (Group.USER, Group.DIRECTION, Group.PBX):
@@ -463,19 +463,28 @@ class SqlRollups:
         query = select(users.c.id, users.c.name, users.c.display_name).where(users.c.id.in_(list(ids)))
         return {int(r.id): r.display_name or r.name for r in (await self.session.execute(query)).all()}
 
-    async def _tags(
-        self, period: Period, *, user_id: int | None, direction: str | None
+    async def _from_call_log(
+        self, group: Group, period: Period, *, user_id: int | None, direction: str | None
     ) -> dict[Any, Counters]:
-        """Tags are the contact's and company's tags as they are now (a contact's tags change),
-        so tag figures are counted from the call log itself, not from rollups."""
-        tagged = union(
-            select(calls.c.id.label("call_id"), contact_tags.c.tag_folded.label("tag")).join(
-                contact_tags, contact_tags.c.contact_id == calls.c.contact_id
-            ),
-            select(calls.c.id.label("call_id"), contact_tags.c.tag_folded.label("tag")).join(
-                contact_tags, contact_tags.c.contact_id == calls.c.company_id
-            ),
-        ).subquery()
+        """Figures by what the call's row says (its queue, its call type) or by its contact's and
+        company's tags as they are now (a contact's tags change), counted from the call log
+        itself, not from rollups. A call without a queue or a type is under the key ``None``."""
+        source: Any = calls
+        key: Any
+        if group is Group.TAG:
+            tagged = union(
+                select(calls.c.id.label("call_id"), contact_tags.c.tag_folded.label("tag")).join(
+                    contact_tags, contact_tags.c.contact_id == calls.c.contact_id
+                ),
+                select(calls.c.id.label("call_id"), contact_tags.c.tag_folded.label("tag")).join(
+                    contact_tags, contact_tags.c.contact_id == calls.c.company_id
+                ),
+            ).subquery()
+            source, key = calls.join(tagged, tagged.c.call_id == calls.c.id), tagged.c.tag
+        elif group is Group.QUEUE:
+            key = calls.c.queue
+        else:
+            key = func.nullif(calls.c.call_type, "")
         answered = calls.c.disposition == Disposition.ANSWERED.value
         abandoned = calls.c.disposition == Disposition.ABANDONED.value
 
@@ -500,18 +509,14 @@ class SqlRollups:
                 condition = and_(condition, calls.c.ring_seconds < RING_BOUNDS[index])
             columns.append(count(condition).label(name))
         query = (
-            select(tagged.c.tag.label("key"), *columns)
-            .select_from(
-                calls.join(tagged, tagged.c.call_id == calls.c.id).outerjoin(
-                    call_callbacks, call_callbacks.c.call_id == calls.c.id
-                )
-            )
+            select(key.label("key"), *columns)
+            .select_from(source.outerjoin(call_callbacks, call_callbacks.c.call_id == calls.c.id))
             .where(
                 calls.c.disposition.is_not(None),
                 calls.c.started_at >= period.start_at,
                 calls.c.started_at < period.end_at,
             )
-            .group_by(tagged.c.tag)
+            .group_by(key)
         )
         if direction is not None:
             query = query.where(calls.c.direction == direction)

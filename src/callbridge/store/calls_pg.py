@@ -84,6 +84,10 @@ _RECORD_COLUMNS = (
     ("company_id", "int"),
     ("match", "varchar"),
     ("manual_link", "bool"),
+    ("queue", "varchar"),
+    ("queue_wait_seconds", "int"),
+    ("queue_outcome", "varchar"),
+    ("queue_visits", "text"),
 )
 _SAVE_CALLS = (
     "UPDATE calls AS c SET "  # noqa: S608 - built once, from the constant column list above

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -195,6 +195,10 @@ class DeskRepo:
     async def contact(self, contact_id: int) -> Contact | None:
         return await self.repos.directory.find(contact_id)
 
+    async def external_links(self, contact_id: int) -> list[dict[str, str]]:
+        found = await self.repos.connectors.externals_of_contacts([contact_id])
+        return [ref.as_dict() for ref in found.get(contact_id, [])]
+
     async def user_label(self, user_id: int) -> str:
         stored = await self.repos.users.get(user_id)
         return stored.user.label if stored is not None else ""
@@ -202,6 +206,9 @@ class DeskRepo:
     async def call_ended(self, pbx: str, call_id: str) -> bool:
         stmt = select(calls.c.disposition).where(calls.c.pbx == pbx, calls.c.pbx_call_id == call_id)
         return (await self.repos.session.execute(stmt)).scalar() is not None
+
+    async def owed(self, number: str) -> Sequence[tuple[int | None, datetime]]:
+        return await self.repos.tasks.owed(number)
 
     async def colleague(self, pbx: str, extension: str) -> str:
         users = await self.repos.extensions.users_for(pbx, [extension])
@@ -230,6 +237,13 @@ class DeskRepo:
             out[user_id] = [_recent(c) for c in found]
             if viewer.sees_all_calls:
                 everything = out[user_id]
+        # The calls' stored recordings (one query for all viewers): the card offers a player.
+        ready = await self.repos.recordings.ready_for_calls({r.id for calls in out.values() for r in calls})
+        if ready:
+            out = {
+                user_id: [replace(r, recording_id=ready.get(r.id)) for r in calls]
+                for user_id, calls in out.items()
+            }
         return out
 
     async def add_notification(

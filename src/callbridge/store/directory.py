@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -744,10 +745,18 @@ _CONTACT_SQL = (
 )
 _USER_LABEL_SQL = "SELECT display_name, name FROM users WHERE id = {0}"
 _EXTENSION_MAP_SQL = "SELECT pbx, extension, user_id FROM extension_users"
+_EXTERNAL_SQL = (
+    "SELECT n.name, n.kind, x.ext_id, x.url FROM contact_externals x "
+    "JOIN connectors n ON n.id = x.connector_id WHERE x.contact_id = {0} ORDER BY n.name, x.ext_id"
+)
 _OWNER_SQL = "SELECT owner_id FROM contacts WHERE id = {0}"
 _COLLEAGUE_SQL = (
     "SELECT u.display_name, u.name FROM extension_users e JOIN users u ON u.id = e.user_id "
     "WHERE e.pbx = {0} AND e.extension = {1}"
+)
+# The open follow-up tasks for a number (store/tasks.py's table): a pop says a call is owed.
+_OWED_SQL = (
+    "SELECT assignee_id, created_at FROM tasks WHERE status = 'open' AND number = {0} ORDER BY created_at, id"
 )
 _EXTENSION_SQL = (
     "SELECT e.extension, u.name FROM extension_users e JOIN users u ON u.id = e.user_id "
@@ -771,6 +780,12 @@ def _config(value: Any) -> dict[str, Any]:
         loaded = json.loads(value or "{}")
         return loaded if isinstance(loaded, dict) else {}
     return dict(value or {})
+
+
+def _utc(value: Any) -> datetime:
+    """A timestamp as the driver gives it (SQLite: text, naive UTC) as an aware UTC datetime."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class FastDirectory:
@@ -848,6 +863,11 @@ class FastDirectory:
         found = _fast_contact(rows[0])
         return replace(found, tags=tuple(await self.tags_of(contact_id)))
 
+    async def external_links(self, contact_id: int) -> list[dict[str, str]]:
+        """Where the contact lives in connected ERPs: ``{"connector", "kind", "id", "url"}``."""
+        rows = await self._fetch(_EXTERNAL_SQL, contact_id)
+        return [{"connector": str(r[0]), "kind": str(r[1]), "id": str(r[2]), "url": str(r[3])} for r in rows]
+
     async def user_label(self, user_id: int) -> str:
         rows = await self._fetch(_USER_LABEL_SQL, user_id)
         return str(rows[0][0] or rows[0][1]) if rows else ""
@@ -855,6 +875,12 @@ class FastDirectory:
     async def colleague(self, pbx: str, extension: str) -> str:
         rows = await self._fetch(_COLLEAGUE_SQL, pbx, extension)
         return str(rows[0][0] or rows[0][1]) if rows else ""
+
+    async def owed(self, number: str) -> list[tuple[int | None, datetime]]:
+        return [
+            (int(r[0]) if r[0] is not None else None, _utc(r[1]))
+            for r in await self._fetch(_OWED_SQL, number)
+        ]
 
     async def close(self) -> None:
         if self._sqlite is not None:

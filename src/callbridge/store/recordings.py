@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,6 +55,13 @@ recordings = Table(
     Column("held_by", String(64), nullable=False, server_default=""),
     Column("held_at", UtcDateTime, nullable=True),
     Column("purged_at", UtcDateTime, nullable=True),
+    # Uploaded by the PBX's agent (so a purge asks that agent to delete the PBX's copy).
+    Column("via_agent", Boolean, nullable=False, server_default=false()),
+    # The PBX's copy after a purge: "" (not asked), "waiting" (the agent has not answered yet),
+    # "deleted", "not_found", "refused"; with the agent's detail and when it answered.
+    Column("pbx_copy", String(16), nullable=False, server_default="", index=True),
+    Column("pbx_copy_detail", String(500), nullable=False, server_default=""),
+    Column("pbx_copy_at", UtcDateTime, nullable=True),
     UniqueConstraint("call_id", "reference", name="uq_recordings_call_id_reference"),
 )
 
@@ -78,6 +86,10 @@ def _recording(row: Any) -> Recording:
         held=bool(row.held),
         held_by=row.held_by,
         held_at=row.held_at,
+        via_agent=bool(row.via_agent),
+        pbx_copy=row.pbx_copy,
+        pbx_copy_detail=row.pbx_copy_detail,
+        pbx_copy_at=row.pbx_copy_at,
     )
 
 
@@ -130,6 +142,19 @@ class SqlRecordings:
         query = select(recordings).where(recordings.c.call_id == call_id).order_by(recordings.c.id)
         return [_recording(r) for r in (await self.session.execute(query)).all()]
 
+    async def ready_for_calls(self, call_ids: Collection[int]) -> dict[int, int]:
+        """call id → the id of its first stored (ready) recording, for the calls that have one."""
+        if not call_ids:
+            return {}
+        query = (
+            select(recordings.c.call_id, func.min(recordings.c.id))
+            .where(
+                recordings.c.call_id.in_(sorted(call_ids)), recordings.c.status == RecordingStatus.READY.value
+            )
+            .group_by(recordings.c.call_id)
+        )
+        return {int(c): int(r) for c, r in (await self.session.execute(query)).all()}
+
     async def due(self, at: datetime, limit: int) -> list[Recording]:
         """Pending recordings whose next attempt is due, oldest first."""
         query = (
@@ -170,11 +195,13 @@ class SqlRecordings:
         sha256: str,
         content_type: str,
         duration_seconds: float | None,
+        via_agent: bool = False,
     ) -> None:
         await self.session.execute(
             update(recordings)
             .where(recordings.c.id == recording_id)
             .values(
+                via_agent=via_agent,
                 status=RecordingStatus.READY.value,
                 reason="",
                 storage_key=storage_key,
@@ -244,6 +271,8 @@ class SqlRecordings:
                 recordings.c.call_id,
                 recordings.c.pbx,
                 recordings.c.storage_key,
+                recordings.c.via_agent,
+                recordings.c.reference,
                 calls.c.started_at,
             )
             .select_from(recordings.join(calls, calls.c.id == recordings.c.call_id))
@@ -270,13 +299,20 @@ class SqlRecordings:
                 storage_key=r.storage_key,
                 started_at=r.started_at,
                 reason=reason,
+                via_agent=bool(r.via_agent),
+                reference=r.reference,
             )
             for r in (await self.session.execute(query)).all()
         ]
 
-    async def mark_purged(self, recording_id: int, reason: str) -> bool:
-        """Purged (its file deleted), unless it was put on hold meanwhile; ``False`` then."""
+    async def mark_purged(self, recording_id: int, reason: str, *, pbx_copy: bool = False) -> bool:
+        """Purged (its file deleted), unless it was put on hold meanwhile; ``False`` then.
+        With ``pbx_copy``, the PBX's agent is to be asked to delete its copy (``waiting``), in
+        the same commit."""
         stamp = now()
+        extra: dict[str, Any] = (
+            {"pbx_copy": "waiting", "pbx_copy_detail": "", "pbx_copy_at": None} if pbx_copy else {}
+        )
         result = await self.session.execute(
             update(recordings)
             .where(
@@ -285,7 +321,35 @@ class SqlRecordings:
                 recordings.c.held.is_(False),
             )
             .values(
-                status=RecordingStatus.PURGED.value, reason=reason[:500], purged_at=stamp, updated_at=stamp
+                status=RecordingStatus.PURGED.value,
+                reason=reason[:500],
+                purged_at=stamp,
+                updated_at=stamp,
+                **extra,
             )
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # -- the PBX's copy of purged recordings (asked of the PBX's agent) ---------------------------
+
+    async def pbx_copies_waiting_pbxes(self) -> list[str]:
+        """The PBXs with purged recordings whose agent has not answered yet."""
+        query = select(recordings.c.pbx).where(recordings.c.pbx_copy == "waiting").distinct()
+        return sorted(str(r) for r in (await self.session.execute(query)).scalars())
+
+    async def pbx_copies_waiting(self, pbx: str, limit: int) -> list[Recording]:
+        query = (
+            select(recordings)
+            .where(recordings.c.pbx_copy == "waiting", recordings.c.pbx == pbx)
+            .order_by(recordings.c.id)
+            .limit(limit)
+        )
+        return [_recording(r) for r in (await self.session.execute(query)).all()]
+
+    async def record_pbx_copy(self, recording_id: int, status: str, detail: str) -> None:
+        """The agent's answer about the PBX's copy of a purged recording."""
+        await self.session.execute(
+            update(recordings)
+            .where(recordings.c.id == recording_id, recordings.c.pbx_copy == "waiting")
+            .values(pbx_copy=status[:16], pbx_copy_detail=detail[:500], pbx_copy_at=now())
+        )

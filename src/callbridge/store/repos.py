@@ -8,14 +8,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callbridge.domain.errors import StoreUnavailable
 from callbridge.services.calllog import BatchStores
 from callbridge.store.agents import SqlAgentStore
-from callbridge.store.calls import SqlCalls
+from callbridge.store.calls import SqlCalls, SqlCallTypes
 from callbridge.store.comments import SqlComments
+from callbridge.store.connectors import SqlConnectors
 from callbridge.store.directory import SqlDialplanTokens, SqlDirectory, SqlExtensions
+from callbridge.store.mail import SqlMail
 from callbridge.store.pbxes import SqlPbxStore
+from callbridge.store.queues import SqlQueues
 from callbridge.store.recordings import SqlRecordings
 from callbridge.store.retention import SqlRetention
 from callbridge.store.secrets import SecretBox
 from callbridge.store.shares import SqlShares
+from callbridge.store.softphones import SqlSoftphones
+from callbridge.store.tasks import SqlTasks, SqlTeams
 from callbridge.store.transcripts import SqlTranscripts
 from callbridge.store.users import SqlFailureStore, SqlSessionStore, SqlTokenStore, SqlUserStore
 
@@ -32,6 +37,7 @@ class Repos:
         self.sessions = SqlSessionStore(session)
         self.pbxes = SqlPbxStore(session, box)
         self.calls = SqlCalls(session)
+        self.call_types = SqlCallTypes(session)
         self.directory = SqlDirectory(session)
         self.extensions = SqlExtensions(session)
         self.dialplan_tokens = SqlDialplanTokens(session, box)
@@ -41,6 +47,12 @@ class Repos:
         self.comments = SqlComments(session)
         self.retention = SqlRetention(session)
         self.transcripts = SqlTranscripts(session)
+        self.queues = SqlQueues(session)
+        self.tasks = SqlTasks(session)
+        self.teams = SqlTeams(session)
+        self.mail = SqlMail(session)
+        self.connectors = SqlConnectors(session, box)
+        self.softphones = SqlSoftphones(session, box)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself

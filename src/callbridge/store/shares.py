@@ -66,7 +66,9 @@ class SqlShares:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, recording_id: int, token_hash: str, created_by: int, expires_at: datetime) -> Share:
+    async def add(
+        self, recording_id: int, token_hash: str, created_by: int | None, expires_at: datetime
+    ) -> Share:
         share_id = (
             await self.session.execute(
                 insert(recording_shares)

@@ -92,6 +92,9 @@ users = Table(
     # The live desk's alerts for an incoming call, each opted into by the user (Account page).
     Column("ring_sound", Boolean, nullable=False, server_default=false()),
     Column("desktop_notifications", Boolean, nullable=False, server_default=false()),
+    # E-mail (migration 0019): where, and whether the user wants the daily digest.
+    Column("email", String(254), nullable=False, server_default=""),
+    Column("email_digest", Boolean, nullable=False, server_default=false()),
 )
 
 api_tokens = Table(

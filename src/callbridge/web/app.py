@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, hub: Hub | None = None) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await the_hub.prepare()
         the_hub.start_recordings()
+        the_hub.start_connectors()
         if the_hub.settings.start_pbx_links:
             await the_hub.start_links()
         for start in app.state.on_start:

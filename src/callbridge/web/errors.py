@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callbridge.domain import errors
+from callbridge.domain.connectors import ConnectorError
 from callbridge.domain.recordings import (
     RangeNotSatisfiable,
     UploadChecksumMismatch,
@@ -44,6 +45,8 @@ STATUS: dict[type[errors.CallbridgeError], int] = {
     errors.PbxTimeout: 504,
     errors.PbxUnavailable: 503,
     errors.PbxError: 502,
+    # An ERP that is down, slow or refusing: the hub's gateway failed, not the request.
+    ConnectorError: 502,
 }
 
 _HTTP_CODES = {

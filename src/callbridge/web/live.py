@@ -25,6 +25,7 @@ from callbridge.domain.users import User
 from callbridge.hub import Hub
 from callbridge.services.calllog import CALL_TOPIC
 from callbridge.services.live import DESK_TOPIC, PRESENCE_TOPIC
+from callbridge.services.queues import WALLBOARD_TOPIC, wallboard_token_hash
 from callbridge.store.desk import SqlDesk
 from callbridge.web.frames import FrameRefused, receive_text
 
@@ -42,6 +43,10 @@ MAX_FRAME_MESSAGES = 64
 SESSION_RECHECK_SECONDS = 10.0
 # Presence and live-call rows reach a tab at most this often (seconds); pops never wait for it.
 STATE_INTERVAL = 0.2
+# Wallboards opened with a link are closed within this many seconds of the link's revocation
+# (at once when it is revoked through this hub's API or another worker's).
+WALLBOARD_RECHECK_SECONDS = 2.0
+CLOSE_REVOKED = 4410
 
 
 class Connection:
@@ -50,9 +55,10 @@ class Connection:
     at most every :data:`STATE_INTERVAL` per tab, so a busy PBX costs each tab a few frames a
     second and can never bury or slow a pop under a pile of states nobody will see."""
 
-    def __init__(self, ws: WebSocket, user: User) -> None:
+    def __init__(self, ws: WebSocket, user: User | None, link_id: int | None = None) -> None:
         self.ws = ws
-        self.user = user
+        self.user = user  # None: a wallboard opened with a read-only link
+        self.link_id = link_id
         self.queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
         self.latest: dict[tuple[str, str], str] = {}
         self.wake = asyncio.Event()
@@ -116,6 +122,7 @@ class Sockets:
         self.by_user: dict[int, set[Connection]] = {}
         self.all: set[Connection] = set()
         self.managers: set[Connection] = set()  # the tabs that see every live call
+        self.wallboards: set[Connection] = set()  # wallboard screens (signed in or by link)
         self.ready = asyncio.Event()
 
     @property
@@ -123,6 +130,7 @@ class Sockets:
         return len(self.all)
 
     def add(self, conn: Connection) -> None:
+        assert conn.user is not None
         self.by_user.setdefault(conn.user.id, set()).add(conn)
         self.all.add(conn)
         if conn.user.sees_all_calls:
@@ -131,6 +139,9 @@ class Sockets:
     def remove(self, conn: Connection) -> None:
         self.all.discard(conn)
         self.managers.discard(conn)
+        self.wallboards.discard(conn)
+        if conn.user is None:
+            return
         conns = self.by_user.get(conn.user.id)
         if conns is not None:
             conns.discard(conn)
@@ -160,6 +171,16 @@ class Sockets:
                 for conn in self.all:
                     conn.push_latest(key, text)
             sent = len(self.all)
+        elif topic == WALLBOARD_TOPIC:
+            if message.get("type") == "revoked":
+                for conn in [c for c in self.wallboards if c.link_id == message.get("link")]:
+                    self._revoke(conn)
+                return 0
+            if self.wallboards:
+                text = json.dumps(message)
+                for conn in self.wallboards:
+                    conn.push(text)  # in order and at once: the wallboard shows every change
+            sent = len(self.wallboards)
         elif topic == CALL_TOPIC and self.managers:
             text = json.dumps({"type": "live_call", "call": message})
             key = ("call", str(message.get("id")))
@@ -168,17 +189,56 @@ class Sockets:
             sent = len(self.managers)
         return sent
 
+    def _revoke(self, conn: Connection) -> None:
+        self.remove(conn)
+        conn.push('{"type":"revoked"}')
+
+        async def close() -> None:
+            await asyncio.sleep(0.2)  # let the sender hand the word over first
+            with contextlib.suppress(Exception):
+                await conn.ws.close(CLOSE_REVOKED, "this wallboard link was revoked")
+
+        asyncio.get_running_loop().create_task(close())
+
+    async def recheck_wallboards(self, hub: Hub) -> int:
+        """Close wallboards whose link was revoked (also by `callbridge wallboard revoke` in
+        another process); returns how many were closed."""
+        linked = [c for c in self.wallboards if c.link_id is not None]
+        if not linked:
+            return 0
+        async with hub.db.unit() as repos:
+            good = {link.id for link in await repos.queues.wallboard_links() if link.revoked_at is None}
+        gone = [c for c in linked if c.link_id not in good]
+        for conn in gone:
+            self._revoke(conn)
+        return len(gone)
+
+    async def recheck_wallboards_every(self, hub: Hub, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await self.recheck_wallboards(hub)
+            except Exception as exc:  # the database is away: try again next round
+                log.warning("wallboards: link re-check failed (%s)", type(exc).__name__)
+
     async def recheck(self, hub: Hub) -> int:
         """Close the tabs of users disabled or signed out everywhere since they connected (also
         when that happened in another process, such as ``callbridge user disable``); returns
         how many were closed."""
-        checked = list(self.all)  # tabs opened while the query runs are not part of this round
-        held = {(c.user.id, c.user.session_version) for c in checked}
+        # Tabs opened while the query runs are not part of this round.
+        checked = [c for c in self.all | self.wallboards if c.user is not None]
+        held = {(c.user.id, c.user.session_version) for c in checked if c.user is not None}
         if not held:
             return 0
         async with hub.db.unit() as repos:
             good = await repos.users.signed_in(held)
-        ended = [c for c in checked if c in self.all and (c.user.id, c.user.session_version) not in good]
+        ended = [
+            c
+            for c in checked
+            if c.user is not None
+            and (c in self.all or c in self.wallboards)
+            and (c.user.id, c.user.session_version) not in good
+        ]
         for conn in ended:
             self.remove(conn)
             with contextlib.suppress(Exception):
@@ -199,7 +259,9 @@ class Sockets:
     async def run(self, hub: Hub) -> None:
         while True:
             try:
-                async with hub.bus.subscribe(DESK_TOPIC, PRESENCE_TOPIC, CALL_TOPIC) as messages:
+                async with hub.bus.subscribe(
+                    DESK_TOPIC, PRESENCE_TOPIC, CALL_TOPIC, WALLBOARD_TOPIC
+                ) as messages:
                     self.ready.set()
                     async for message in messages:
                         self.deliver(message)
@@ -231,6 +293,11 @@ def install(app: FastAPI) -> None:
         tasks.append(asyncio.create_task(sockets.run(hub), name="live-fanout"))
         tasks.append(
             asyncio.create_task(sockets.recheck_every(hub, SESSION_RECHECK_SECONDS), name="live-recheck")
+        )
+        tasks.append(
+            asyncio.create_task(
+                sockets.recheck_wallboards_every(hub, WALLBOARD_RECHECK_SECONDS), name="wallboard-recheck"
+            )
         )
         hub.start_background()
         with contextlib.suppress(TimeoutError):
@@ -309,6 +376,52 @@ async def live_socket(ws: WebSocket) -> None:
     except FrameRefused as exc:
         peer = ws.client.host if ws.client else "?"
         log.warning("live socket of user %s from %s: %s; closing (%d)", user.id, peer, exc.reason, exc.code)
+        with contextlib.suppress(Exception):
+            await ws.close(exc.code, exc.reason)
+    finally:
+        sockets.remove(conn)
+        conn.close()
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await sender
+
+
+@router.websocket("/live/wallboard")
+async def wallboard_socket(ws: WebSocket) -> None:
+    """The wallboard's live feed: a manager's (or admin's) session, or ``?token=`` of a
+    read-only wallboard link. Sends the board's snapshot at once, then every change."""
+    hub: Hub = ws.app.state.hub
+    sockets = sockets_of(ws.app)
+    await ws.accept()
+    if not _same_origin(ws):
+        await ws.close(CLOSE_FORBIDDEN_ORIGIN, "this page is not from this hub")
+        return
+    token = ws.query_params.get("token", "")
+    user: User | None = None
+    link_id: int | None = None
+    if token:
+        async with hub.db.unit() as repos:
+            link_id = await repos.queues.wallboard_link_id(wallboard_token_hash(token))
+        if link_id is None:
+            await ws.close(CLOSE_REVOKED, "this wallboard link was revoked or never existed")
+            return
+    else:
+        user = await _session_user(ws, hub)
+        if user is None or not user.sees_all_calls:
+            await ws.close(CLOSE_UNAUTHENTICATED, "sign in as a manager first")
+            return
+    conn = Connection(ws, user, link_id)
+    sockets.wallboards.add(conn)
+    sender = asyncio.create_task(_send(conn), name="wallboard-send")
+    try:
+        conn.push(json.dumps(await hub.wallboard_snapshot()))
+        while True:
+            text = await receive_text(ws, MAX_CLIENT_FRAME)
+            if text == "ping" or '"ping"' in text:
+                conn.push('{"type":"pong"}')
+    except WebSocketDisconnect:
+        pass
+    except FrameRefused as exc:
         with contextlib.suppress(Exception):
             await ws.close(exc.code, exc.reason)
     finally:

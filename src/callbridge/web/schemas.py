@@ -8,6 +8,7 @@ from typing import Annotated, Generic, TypeVar
 from annotated_types import Interval
 from pydantic import BaseModel, ConfigDict, Field
 
+from callbridge.domain.connectors import ExternalRef
 from callbridge.domain.users import ApiToken, Role, User
 
 T = TypeVar("T")
@@ -121,3 +122,16 @@ class TokenCreated(BaseModel):
 class PasswordChange(Strict):
     current: str = Field(max_length=1000)
     new: str = Field(max_length=1000)
+
+
+class ExternalOut(BaseModel):
+    """A record in a connected ERP: ``{"connector", "kind", "id", "url"}`` (``url``: its page)."""
+
+    connector: str
+    kind: str
+    id: str
+    url: str
+
+    @classmethod
+    def of(cls, ref: ExternalRef) -> ExternalOut:
+        return cls(connector=ref.connector, kind=ref.kind.value, id=ref.id, url=ref.url)

@@ -28,16 +28,20 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with a bound on the time from the connection opening (or
     the first byte of a following keep-alive request) to the end of the request headers."""
 
-    header_timeout: float = 10.0
+    # ``None``: the hub's setting, read from the environment (a worker process that uvicorn
+    # spawns imports this class by name; a class made at run time could not be sent to it).
+    header_timeout: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.header_timeout is None:
+            type(self).header_timeout = _configured_header_timeout()
         self._header_timer: asyncio.TimerHandle | None = None
         self._awaiting_headers = True
         self._arm_header_timer()
 
     def _arm_header_timer(self) -> None:
-        if self._header_timer is None and self.header_timeout > 0:
+        if self._header_timer is None and self.header_timeout:
             self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def _disarm_header_timer(self) -> None:
@@ -70,15 +74,27 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
+def _configured_header_timeout() -> float:
+    return Settings().header_timeout_seconds
+
+
 def http_protocol(header_timeout: float) -> type[HeaderTimeoutProtocol]:
     """The protocol class with ``header_timeout`` seconds (uvicorn builds one per connection)."""
     return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout})
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` from the hub's settings."""
+def uvicorn_options(settings: Settings, *, workers: int = 1) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` from the hub's settings.
+
+    With several worker processes the protocol is named by its import path: uvicorn sends its
+    configuration to each worker, and a class made here could not be; the workers then read
+    the header timeout from the same environment as ``settings``."""
     return {
-        "http": http_protocol(settings.header_timeout_seconds),
+        "http": (
+            "callbridge.web.server:HeaderTimeoutProtocol"
+            if workers > 1
+            else http_protocol(settings.header_timeout_seconds)
+        ),
         "timeout_keep_alive": settings.keep_alive_seconds,
         # Over this many connections and running requests, new requests get 503 at once
         # instead of piling up until memory or file descriptors run out.

@@ -26,8 +26,10 @@ from callbridge.domain.events import (
     Disposition,
     Event,
     HangupSide,
+    MemberState,
     Presence,
     PresenceChanged,
+    QueueMemberChanged,
 )
 from callbridge.pbx.asterisk.codec import Message, parse_stream
 from callbridge.pbx.asterisk.tracker import CallTracker, TrackerConfig
@@ -66,7 +68,7 @@ def test_capture_gives_one_exact_call_record(
     assert rec.talk_seconds == pytest.approx(talk, abs=1.0)
     assert tracker.live_calls == 0
     # The normalized events tell the same story, in order, one call id.
-    call_events = [e for e in events if not isinstance(e, PresenceChanged)]
+    call_events = [e for e in events if not isinstance(e, PresenceChanged | QueueMemberChanged)]
     assert isinstance(call_events[0], CallStarted)
     assert isinstance(call_events[-1], CallEnded)
     assert {getattr(e, "call_id", None) for e in call_events} == {rec.call_id}
@@ -99,6 +101,19 @@ def test_answered_capture_presence_of_1001() -> None:
         ("1001", Presence.RINGING),
         ("1001", Presence.ON_CALL),
         ("1001", Presence.AVAILABLE),
+    ]
+
+
+def test_answered_capture_queue_member_states_of_1001() -> None:
+    # A real Asterisk 22: member PJSIP/1001 ("Alice") of queue sales rings, talks, is free again.
+    _, events = replay("answered.ami")
+    members = [
+        (e.queue, e.extension, e.name, e.state, e.paused) for e in events if isinstance(e, QueueMemberChanged)
+    ]
+    assert members == [
+        ("sales", "1001", "Alice", MemberState.RINGING, False),
+        ("sales", "1001", "Alice", MemberState.ON_CALL, False),
+        ("sales", "1001", "Alice", MemberState.AVAILABLE, False),
     ]
 
 

@@ -134,6 +134,46 @@ async def redirect(client: AmiClient, channel: str, destination: str, context: s
         raise PbxRejected(f"the PBX could not transfer the call: {message or 'no reason given'}")
 
 
+# ChanSpy options (app_chanspy): q = no beep; w = whisper (the agent hears the supervisor, the
+# caller does not); B = barge (both hear the supervisor). Neither w nor B: listen only.
+SPY_OPTIONS = {"listen": "q", "whisper": "qw", "barge": "qB"}
+
+
+async def queue_pause(client: AmiClient, interface: str, queue: str, paused: bool, reason: str) -> None:
+    """``QueuePause`` one member (in ``queue``, or every queue when empty) with a reason."""
+    fields: dict[str, str] = {"Interface": interface, "Paused": "true" if paused else "false"}
+    if queue:
+        fields["Queue"] = queue
+    if reason and paused:
+        fields["Reason"] = reason
+    reply = await client.send_action("QueuePause", fields)
+    if reply.get("Response") != "Success":
+        message = reply.get("Message")
+        if "not found" in message.lower():
+            raise PbxRejected(f"{interface} is not a member of queue {queue or '(any)'}")
+        raise PbxRejected(f"the PBX could not pause the member: {message or 'no reason given'}")
+
+
+async def spy(client: AmiClient, supervisor: str, channel: str, mode: str, context: str) -> None:
+    """Ring the supervisor's phone ``supervisor`` (``PJSIP/1005``); when answered it runs
+    ``ChanSpy(<channel>,<options>)`` on the call's channel."""
+    options = SPY_OPTIONS.get(mode)
+    if options is None:
+        raise PbxRejected(f"unknown way to join a call: {mode!r} (listen, whisper or barge)")
+    fields = {
+        "Channel": supervisor,
+        "Application": "ChanSpy",
+        "Data": f"{channel},{options}",
+        "CallerID": f'"{mode.title()}" <{supervisor.rsplit("/", 1)[-1]}>',
+        "Async": "true",
+        "Timeout": "30000",
+        "Context": context,
+    }
+    reply = await client.send_action("Originate", fields)
+    if reply.get("Response") != "Success":
+        raise PbxRejected(f"the PBX could not ring {supervisor}: {reply.get('Message') or 'no reason given'}")
+
+
 __all__ = [
     "ORIGINATE_REASONS",
     "OriginateOptions",
@@ -143,5 +183,7 @@ __all__ = [
     "new_channel_id",
     "originate",
     "originate_fields",
+    "queue_pause",
     "redirect",
+    "spy",
 ]

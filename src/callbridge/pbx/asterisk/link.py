@@ -144,6 +144,23 @@ class AsteriskLink:
             raise PbxRejected("the call has already ended or is not known")
         await actions.redirect(self.client, channel, destination, self.config.redirect_context)
 
+    async def queue_pause(self, queue: str, extension: str, paused: bool, reason: str) -> None:
+        # Only a member the PBX has reported: its interface is then the one Asterisk knows it by
+        # (PJSIP/1001, Local/1001@from-queue/n), and nothing is sent for a mistyped one.
+        interface = self.tracker.member_interface(queue, extension)
+        if not interface:
+            raise PbxRejected(
+                f"{extension} is not a member of queue {queue} as far as the PBX has told callbridge"
+            )
+        await actions.queue_pause(self.client, interface, queue, paused, reason)
+
+    async def spy(self, call_id: str, extension: str, mode: str) -> None:
+        channel = self.tracker.spy_target(call_id)
+        if channel is None:
+            raise PbxRejected("the call has already ended or is not known")
+        supervisor = f"{self.config.channel_tech}/{extension}"
+        await actions.spy(self.client, supervisor, channel, mode, self.config.originate_context)
+
     # -- wiring --------------------------------------------------------------------------------
 
     def _on_ami_event(self, msg: Message, received_at: datetime) -> None:
@@ -163,6 +180,27 @@ class AsteriskLink:
         for event in self.tracker.reconcile(items, datetime.now(UTC)):
             self._queue.put_nowait(event)
         log.info("pbx %s: reconciled %d live channels", self.name, len(items))
+        await self._queue_snapshot()
+
+    async def _queue_snapshot(self) -> None:
+        """Queues at start and after a reconnect: members' states and callers waiting
+        (``QueueStatus``), and the queues there are (``QueueSummary``)."""
+        found: list[Message] = []
+        for action in ("QueueStatus", "QueueSummary"):
+            try:
+                response, items = await self.client.send_list_action(action)
+            except PbxUnavailable as exc:
+                log.warning("pbx %s: could not ask %s after connect: %s", self.name, action, exc.message)
+                return
+            if response.get("Response") != "Success":
+                # No app_queue loaded, or the AMI user lacks read=agent: no queues, not an error.
+                log.info("pbx %s: %s refused: %s", self.name, action, response.get("Message"))
+                continue
+            found += items
+        for event in self.tracker.queue_snapshot(found, datetime.now(UTC)):
+            self._queue.put_nowait(event)
+        if self.tracker.queues:
+            log.info("pbx %s: %d queues known", self.name, len(self.tracker.queues))
 
     async def _forward(self) -> None:
         while True:

@@ -75,6 +75,16 @@ class SimChannel:
         ]
 
 
+@dataclass
+class SimMember:
+    interface: str
+    name: str
+    status: str = "1"  # AST_DEVICE_NOT_INUSE
+    paused: bool = False
+    reason: str = ""
+    calls_taken: int = 0
+
+
 class _Session:
     def __init__(self, sim: AmiSimulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.sim = sim
@@ -163,6 +173,7 @@ class AmiSimulator:
         trunk: str = "trunk",
         system_name: str = "",
         direction_variable: str = "",
+        virtual_time: bool = False,
     ) -> None:
         self.username = username
         self.secret = secret
@@ -198,6 +209,18 @@ class AmiSimulator:
         # Clear it to keep originated phones ringing (e.g. to cut the link meanwhile).
         self.originate_gate = asyncio.Event()
         self.originate_gate.set()
+        # Scripted pauses advance a clock instead of sleeping (with ``timestamps``, the events'
+        # Timestamp headers and queue_log lines are dated by it): minutes of waiting in a test
+        # that takes milliseconds.
+        self.virtual_time = virtual_time
+        self._skew = 0.0
+        # A virtual clock stands still between pauses, on a whole second (as queue_log dates).
+        self._base = float(int(time.time())) if virtual_time else 0.0
+        # app_queue: queue → interface → member; Asterisk's queue_log lines as written; and the
+        # ChanSpy originates received (supervisor listen / whisper / barge), as checked.
+        self.queues: dict[str, dict[str, SimMember]] = {}
+        self.queue_log: list[str] = []
+        self.spies: list[dict[str, str]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -424,6 +447,9 @@ class AmiSimulator:
         if msg.get("Exten") and not (msg.get("Context") and msg.get("Priority")):
             s.respond(aid, "Error", "Originate with 'Exten' requires 'Context' and 'Priority'")
             return
+        if msg.get("Application").lower() == "chanspy":
+            self._spy(s, msg, aid)
+            return
         if msg.get("Async").lower() in ("true", "yes", "1"):
             s.respond(aid, "Success", "Originate successfully queued")
             self._spawn(self._originate(msg, aid, s, sync=False))
@@ -431,12 +457,26 @@ class AmiSimulator:
             # Synchronous: the session is blocked until the first leg is answered or fails.
             await self._originate(msg, aid, s, sync=True)
 
+    def _spy(self, s: _Session, msg: Message, aid: str) -> None:
+        """Originate(Channel=<supervisor phone>, Application=ChanSpy, Data=<channel>,<options>):
+        checked as Asterisk would run it: the spied channel must exist; options q (quiet) with
+        w (whisper) or B (barge) or neither (listen)."""
+        target, _, options = msg.get("Data").partition(",")
+        if not any(c.name == target for c in self.channels.values()):
+            s.respond(aid, "Error", "Originate failed")
+            return
+        if options not in ("q", "qw", "qB"):
+            s.respond(aid, "Error", f"Unexpected ChanSpy options {options!r}")
+            return
+        self.spies.append({"supervisor": msg.get("Channel"), "channel": target, "options": options})
+        s.respond(aid, "Success", "Originate successfully queued")
+
     # -- events --------------------------------------------------------------------------------
 
     def _event_pairs(self, name: str, body: Sequence[tuple[str, str]], privilege: str) -> Pairs:
         pairs: Pairs = [("Event", name), ("Privilege", f"{privilege},all")]
         if self.timestamps:
-            pairs.append(("Timestamp", f"{time.time():.6f}"))
+            pairs.append(("Timestamp", f"{self.now():.6f}"))
         if self.system_name:
             pairs.append(("SystemName", self.system_name))
         pairs += body
@@ -501,7 +541,7 @@ class AmiSimulator:
             [
                 ("EventName", name),
                 ("Channel", ch.name),
-                ("EventTime", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())),
+                ("EventTime", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.now()))),
                 ("UniqueID", ch.uniqueid),
                 ("LinkedID", ch.linkedid),
             ],
@@ -574,8 +614,15 @@ class AmiSimulator:
         if self.cel:
             self._cel("LINKEDID_END", ch)
 
+    def now(self) -> float:
+        return (self._base if self.virtual_time else time.time()) + self._skew
+
     async def _pause(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        if self.virtual_time:
+            self._skew += seconds
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(seconds)
 
     # -- scripted calls ------------------------------------------------------------------------
 
@@ -830,6 +877,429 @@ class AmiSimulator:
         self._hangup(a, "16", "Normal Clearing")
         self._linkedid_end(a)
         return a.linkedid
+
+    # -- app_queue -------------------------------------------------------------------------------
+
+    def add_queue_member(self, queue: str, ext: str, *, dynamic: bool = False) -> SimMember:
+        """A member ``PJSIP/<ext>`` (its member name is its interface, Asterisk's default when
+        queues.conf names none). ``dynamic``: added now (QueueMemberAdded, ADDMEMBER)."""
+        interface = f"PJSIP/{ext}"
+        member = self.queues.setdefault(queue, {}).setdefault(interface, SimMember(interface, interface))
+        if dynamic:
+            self.emit("QueueMemberAdded", self._member_pairs(queue, member), privilege="agent")
+            self._log_queue("NONE", queue, interface, "ADDMEMBER", "")
+        return member
+
+    def remove_queue_member(self, queue: str, ext: str) -> None:
+        member = self.queues.get(queue, {}).pop(f"PJSIP/{ext}", None)
+        if member is not None:
+            self.emit("QueueMemberRemoved", self._member_pairs(queue, member), privilege="agent")
+            self._log_queue("NONE", queue, member.interface, "REMOVEMEMBER", "")
+
+    def pause_member(self, queue: str, ext: str, paused: bool, reason: str = "") -> bool:
+        """What ``QueuePause`` (or PauseQueueMember) does to one member; False when unknown."""
+        member = self.queues.get(queue, {}).get(f"PJSIP/{ext}")
+        if member is None:
+            return False
+        member.paused, member.reason = paused, reason if paused else ""
+        self.emit("QueueMemberPause", self._member_pairs(queue, member), privilege="agent")
+        self._log_queue("NONE", queue, member.interface, "PAUSE" if paused else "UNPAUSE", reason)
+        return True
+
+    def _member_pairs(self, queue: str, m: SimMember) -> Pairs:
+        return [
+            ("Queue", queue),
+            ("MemberName", m.name),
+            ("Interface", m.interface),
+            ("StateInterface", m.interface),
+            ("Membership", "static"),
+            ("Penalty", "0"),
+            ("CallsTaken", str(m.calls_taken)),
+            ("LastCall", "0"),
+            ("LastPause", "0"),
+            ("LoginTime", str(int(self.now()))),
+            ("InCall", "1" if m.status == "2" else "0"),
+            ("Status", m.status),
+            ("Paused", "1" if m.paused else "0"),
+            ("PausedReason", m.reason),
+            ("Ringinuse", "0"),
+            ("Wrapuptime", "0"),
+        ]
+
+    def _member_status(self, queue: str, m: SimMember, status: str) -> None:
+        m.status = status
+        self.emit("QueueMemberStatus", self._member_pairs(queue, m), privilege="agent")
+
+    def _log_queue(self, callid: str, queue: str, agent: str, event: str, *data: str) -> None:
+        """One line of Asterisk's queue_log: ``epoch|callid|queue|agent|EVENT|data1|…``."""
+        self.queue_log.append("|".join((str(int(self.now())), callid, queue, agent, event, *data)))
+
+    async def queue_call(
+        self,
+        queue: str = "sales",
+        outcome: str = "answered",
+        *,
+        wait: float = 0.0,
+        talk: float = 0.0,
+        answer_by: str = "",
+        missed: Sequence[str] = (),
+        miss_ring: float = 15.0,
+        caller: str = "+15551230000",
+        caller_name: str = "Carrier",
+        did: str = "5551000",
+        hangup_by: str = "caller",
+    ) -> str:
+        """One caller through app_queue ``queue`` (members: :meth:`add_queue_member`).
+
+        ``outcome``: answered (by ``answer_by`` after ``wait`` seconds; each of ``missed`` rang
+        ``miss_ring`` seconds first without answering), abandoned (the caller hangs up after
+        ``wait``), timeout (Queue() gives up after ``wait``), full or joinempty (refused at the
+        door). Events follow ``reference/asterisk_ami.md`` §2.7; the queue_log lines are those
+        app_queue writes for the same call. Returns the linkedid."""
+        members = self.queues.setdefault(queue, {})
+        a = self._new_channel(f"PJSIP/{self.trunk}", "", caller, caller_name, "from-trunk", did, state="Ring")
+        self._mark_direction(a, "inbound")
+        self._state(a, "Up")
+        uid = a.uniqueid
+        self.emit(
+            "Newexten",
+            [*a.snapshot(), ("Extension", did), ("Application", "Queue"), ("AppData", f"{queue},,,,60")],
+            privilege="dialplan",
+        )
+        if outcome in ("full", "joinempty"):
+            status = "FULL" if outcome == "full" else "JOINEMPTY"
+            self._log_queue(uid, queue, "NONE", status, "1", "1", "0")
+            self.emit(
+                "VarSet",
+                [*a.snapshot(), ("Variable", "QUEUESTATUS"), ("Value", status)],
+                privilege="dialplan",
+            )
+            self._hangup(a, "16", "Normal Clearing", soft=True)
+            self._linkedid_end(a)
+            return a.linkedid
+        self.emit(
+            "QueueCallerJoin",
+            [*a.snapshot(), ("Queue", queue), ("Position", "1"), ("Count", "1")],
+            privilege="agent",
+        )
+        self._log_queue(uid, queue, "NONE", "ENTERQUEUE", "", caller, "1")
+        spent = 0.0
+        for ext in missed:
+            member = members.get(f"PJSIP/{ext}") or self.add_queue_member(queue, ext)
+            phone = self._ring_member(a, queue, member, ext)
+            await self._pause(miss_ring)
+            spent += miss_ring
+            self.emit(
+                "AgentRingNoAnswer",
+                [
+                    *a.snapshot(),
+                    *phone.snapshot("Dest"),
+                    ("Queue", queue),
+                    ("Interface", member.interface),
+                    ("MemberName", member.name),
+                    ("RingTime", str(int(miss_ring * 1000))),
+                ],
+                privilege="agent",
+            )
+            self._log_queue(uid, queue, member.interface, "RINGNOANSWER", str(int(miss_ring * 1000)))
+            self._dial_end(a, phone, "NOANSWER")
+            self._hangup(phone, "26", "Answered elsewhere")
+            self._member_status(queue, member, "1")
+        if outcome == "answered":
+            ext = answer_by or next(iter(members), "PJSIP/1001").split("/", 1)[1]
+            member = members.get(f"PJSIP/{ext}") or self.add_queue_member(queue, ext)
+            phone = self._ring_member(a, queue, member, ext)
+            ring = max(0.0, wait - spent)
+            await self._pause(ring)
+            self._state(phone, "Up")
+            self._dial_end(a, phone, "ANSWER")
+            hold = int(wait)
+            self.emit(
+                "QueueCallerLeave",
+                [*a.snapshot(), ("Queue", queue), ("Position", "1"), ("Count", "0")],
+                privilege="agent",
+            )
+            self.emit(
+                "AgentConnect",
+                [
+                    *a.snapshot(),
+                    *phone.snapshot("Dest"),
+                    ("Queue", queue),
+                    ("Interface", member.interface),
+                    ("MemberName", member.name),
+                    ("HoldTime", str(hold)),
+                    ("RingTime", str(int(ring))),
+                ],
+                privilege="agent",
+            )
+            self._log_queue(
+                uid, queue, member.interface, "CONNECT", str(hold), phone.uniqueid, str(int(ring))
+            )
+            member.calls_taken += 1
+            self._member_status(queue, member, "2")
+            call = SimCall(self, [a, phone])
+            call.bridge = self._bridge(phone, a)
+            await self._pause(talk)
+            first, other = (a, phone) if hangup_by == "caller" else (phone, a)
+            self.emit("HangupRequest", [*first.snapshot(), ("Cause", "16")])
+            reason = "caller" if hangup_by == "caller" else "agent"
+            self.emit(
+                "AgentComplete",
+                [
+                    *a.snapshot(),
+                    *phone.snapshot("Dest"),
+                    ("Queue", queue),
+                    ("Interface", member.interface),
+                    ("MemberName", member.name),
+                    ("HoldTime", str(hold)),
+                    ("TalkTime", str(int(talk))),
+                    ("Reason", reason),
+                ],
+                privilege="agent",
+            )
+            self._log_queue(
+                uid,
+                queue,
+                member.interface,
+                "COMPLETECALLER" if reason == "caller" else "COMPLETEAGENT",
+                str(hold),
+                str(int(talk)),
+                "1",
+            )
+            self._unbridge([a, phone])
+            self._hangup(first, "16", "Normal Clearing")
+            self._hangup(other, "16", "Normal Clearing")
+            self._member_status(queue, member, "1")
+            self._linkedid_end(a)
+            return a.linkedid
+        ringing = []
+        for interface, member in list(members.items()):
+            if member.paused:
+                continue
+            ringing.append((member, self._ring_member(a, queue, member, interface.split("/", 1)[1])))
+        await self._pause(max(0.0, wait - spent))
+        hold = int(wait)
+        if outcome == "abandoned":
+            self.emit("HangupRequest", [*a.snapshot(), ("Cause", "16")])
+        for member, phone in ringing:
+            self._dial_end(a, phone, "CANCEL")
+            self._hangup(phone, "26", "Answered elsewhere")
+            self._member_status(queue, member, "1")
+        if outcome == "abandoned":
+            self.emit(
+                "QueueCallerAbandon",
+                [
+                    *a.snapshot(),
+                    ("Queue", queue),
+                    ("Position", "1"),
+                    ("OriginalPosition", "1"),
+                    ("HoldTime", str(hold)),
+                ],
+                privilege="agent",
+            )
+            self._log_queue(uid, queue, "NONE", "ABANDON", "1", "1", str(hold))
+            self.emit(
+                "QueueCallerLeave",
+                [*a.snapshot(), ("Queue", queue), ("Position", "1"), ("Count", "0")],
+                privilege="agent",
+            )
+            self._hangup(a, "16", "Normal Clearing")
+        elif outcome == "timeout":
+            self.emit(
+                "QueueCallerLeave",
+                [*a.snapshot(), ("Queue", queue), ("Position", "1"), ("Count", "0")],
+                privilege="agent",
+            )
+            self._log_queue(uid, queue, "NONE", "EXITWITHTIMEOUT", "1", "1", str(hold))
+            self.emit(
+                "VarSet",
+                [*a.snapshot(), ("Variable", "QUEUESTATUS"), ("Value", "TIMEOUT")],
+                privilege="dialplan",
+            )
+            self._hangup(a, "16", "Normal Clearing", soft=True)
+        else:
+            raise ValueError(f"unknown queue outcome {outcome!r}")
+        self._linkedid_end(a)
+        return a.linkedid
+
+    def queue_join(self, queue: str = "sales", caller: str = "+15551230000") -> SimChannel:
+        """A caller enters ``queue`` and stays there (until :meth:`queue_abandon`)."""
+        a = self._new_channel(
+            f"PJSIP/{self.trunk}", "", caller, "Carrier", "from-trunk", "5551000", state="Ring"
+        )
+        self._state(a, "Up")
+        count = 1 + sum(1 for c in self.channels.values() if c.exten == "5551000" and c is not a)
+        self.emit(
+            "QueueCallerJoin",
+            [*a.snapshot(), ("Queue", queue), ("Position", str(count)), ("Count", str(count))],
+            privilege="agent",
+        )
+        self._log_queue(a.uniqueid, queue, "NONE", "ENTERQUEUE", "", caller, str(count))
+        return a
+
+    def queue_abandon(self, a: SimChannel, queue: str = "sales", held: int = 0) -> None:
+        self.emit("HangupRequest", [*a.snapshot(), ("Cause", "16")])
+        self.emit(
+            "QueueCallerAbandon",
+            [
+                *a.snapshot(),
+                ("Queue", queue),
+                ("Position", "1"),
+                ("OriginalPosition", "1"),
+                ("HoldTime", str(held)),
+            ],
+            privilege="agent",
+        )
+        self._log_queue(a.uniqueid, queue, "NONE", "ABANDON", "1", "1", str(held))
+        self.emit(
+            "QueueCallerLeave",
+            [*a.snapshot(), ("Queue", queue), ("Position", "1"), ("Count", "0")],
+            privilege="agent",
+        )
+        self._hangup(a, "16", "Normal Clearing")
+        self._linkedid_end(a)
+
+    def _ring_member(self, a: SimChannel, queue: str, member: SimMember, ext: str) -> SimChannel:
+        phone = self._new_channel(f"PJSIP/{ext}", a.linkedid, ext, f"Ext {ext}", "internal", "s")
+        self.emit(
+            "AgentCalled",
+            [
+                *a.snapshot(),
+                *phone.snapshot("Dest"),
+                ("Queue", queue),
+                ("Interface", member.interface),
+                ("MemberName", member.name),
+            ],
+            privilege="agent",
+        )
+        self._dial_begin(a, phone, ext)
+        self._state(phone, "Ringing")
+        self._member_status(queue, member, "6")
+        return phone
+
+    async def _action_queuestatus(self, s: _Session, msg: Message, aid: str) -> None:
+        wanted = msg.get("Queue")
+        s.send(
+            [
+                ("Response", "Success"),
+                ("ActionID", aid),
+                ("EventList", "start"),
+                ("Message", "Queue status will follow"),
+            ]
+        )
+        count = 0
+        for queue, members in self.queues.items():
+            if wanted and queue != wanted:
+                continue
+            s.send(
+                [
+                    ("Event", "QueueParams"),
+                    ("ActionID", aid),
+                    ("Queue", queue),
+                    ("Max", "0"),
+                    ("Strategy", "ringall"),
+                    ("Calls", "0"),
+                    ("Holdtime", "0"),
+                    ("TalkTime", "0"),
+                    ("Completed", "0"),
+                    ("Abandoned", "0"),
+                    ("ServiceLevel", "60"),
+                    ("ServicelevelPerf", "0.0"),
+                    ("Weight", "0"),
+                ]
+            )
+            count += 1
+            for m in members.values():
+                pairs = dict(self._member_pairs(queue, m))
+                s.send(
+                    [
+                        ("Event", "QueueMember"),
+                        ("ActionID", aid),
+                        ("Queue", queue),
+                        ("Name", m.name),
+                        ("Location", m.interface),
+                        ("StateInterface", m.interface),
+                        ("Membership", "static"),
+                        ("Penalty", "0"),
+                        ("CallsTaken", str(m.calls_taken)),
+                        ("LastCall", "0"),
+                        ("LastPause", "0"),
+                        ("LoginTime", pairs["LoginTime"]),
+                        ("InCall", pairs["InCall"]),
+                        ("Status", m.status),
+                        ("Paused", pairs["Paused"]),
+                        ("PausedReason", m.reason),
+                        ("Wrapuptime", "0"),
+                    ]
+                )
+                count += 1
+        s.send(
+            [
+                ("Event", "QueueStatusComplete"),
+                ("ActionID", aid),
+                ("EventList", "Complete"),
+                ("ListItems", str(count)),
+            ]
+        )
+
+    async def _action_queuesummary(self, s: _Session, msg: Message, aid: str) -> None:
+        s.send(
+            [
+                ("Response", "Success"),
+                ("ActionID", aid),
+                ("EventList", "start"),
+                ("Message", "Queue summary will follow"),
+            ]
+        )
+        for queue, members in self.queues.items():
+            available = sum(1 for m in members.values() if not m.paused and m.status == "1")
+            s.send(
+                [
+                    ("Event", "QueueSummary"),
+                    ("ActionID", aid),
+                    ("Queue", queue),
+                    ("LoggedIn", str(len(members))),
+                    ("Available", str(available)),
+                    ("Callers", "0"),
+                    ("HoldTime", "0"),
+                    ("TalkTime", "0"),
+                    ("LongestHoldTime", "0"),
+                ]
+            )
+        s.send(
+            [
+                ("Event", "QueueSummaryComplete"),
+                ("ActionID", aid),
+                ("EventList", "Complete"),
+                ("ListItems", str(len(self.queues))),
+            ]
+        )
+
+    async def _action_queuepause(self, s: _Session, msg: Message, aid: str) -> None:
+        interface = msg.get("Interface")
+        paused = msg.get("Paused").lower()
+        if not interface:
+            s.respond(aid, "Error", "Need 'Interface' parameter")
+            return
+        if paused not in ("true", "false", "yes", "no", "1", "0"):
+            s.respond(aid, "Error", "Need 'Paused' parameter")
+            return
+        queue = msg.get("Queue")
+        ext = interface.split("/", 1)[-1]
+        names = [queue] if queue else [q for q, m in self.queues.items() if interface in m]
+        done = [
+            q for q in names if self.pause_member(q, ext, paused in ("true", "yes", "1"), msg.get("Reason"))
+        ]
+        if not done:
+            s.respond(aid, "Error", "Interface not found")
+            return
+        s.respond(
+            aid,
+            "Success",
+            "Interface paused successfully"
+            if paused in ("true", "yes", "1")
+            else "Interface unpaused successfully",
+        )
 
     async def _end(self, call: SimCall, side: str) -> None:
         if self.calls.pop(call.linkedid, None) is None:

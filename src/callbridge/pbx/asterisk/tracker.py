@@ -43,8 +43,17 @@ from callbridge.domain.events import (
     Disposition,
     Event,
     HangupSide,
+    MemberState,
     Presence,
     PresenceChanged,
+    QueueAgentMissed,
+    QueueAgentRang,
+    QueueCompleted,
+    QueueConnected,
+    QueueJoined,
+    QueueLeft,
+    QueueMemberChanged,
+    QueueOutcome,
     RecordingAvailable,
     TransferKind,
 )
@@ -85,6 +94,27 @@ _EXTENSION_PRESENCE = {
     "9": Presence.ON_CALL,
     "16": Presence.ON_HOLD,
     "17": Presence.ON_HOLD,
+}
+# QueueMember* ``Status``: the numeric device state (AST_DEVICE_*).
+_MEMBER_STATE = {
+    "1": MemberState.AVAILABLE,
+    "2": MemberState.ON_CALL,
+    "3": MemberState.ON_CALL,
+    "4": MemberState.OFFLINE,
+    "5": MemberState.OFFLINE,
+    "6": MemberState.RINGING,
+    "7": MemberState.ON_CALL,
+    "8": MemberState.ON_CALL,
+}
+# QUEUESTATUS, set on the caller's channel when Queue() returns without an answer.
+_QUEUE_STATUS = {
+    "TIMEOUT": QueueOutcome.TIMEOUT,
+    "FULL": QueueOutcome.FULL,
+    "JOINEMPTY": QueueOutcome.JOIN_EMPTY,
+    "JOINUNAVAIL": QueueOutcome.JOIN_EMPTY,
+    "LEAVEEMPTY": QueueOutcome.LEAVE_EMPTY,
+    "LEAVEUNAVAIL": QueueOutcome.LEAVE_EMPTY,
+    "CONTINUE": QueueOutcome.LEFT,
 }
 _PHONE_TECHS = {"PJSIP", "SIP", "IAX2", "DAHDI", "WEBRTC", "MOTIF", "UNISTIM", "SKINNY"}
 
@@ -208,6 +238,16 @@ class Call:
     ended_linkedids: set[str] = field(default_factory=set)
 
 
+@dataclass(slots=True)
+class QueueStay:
+    """A caller channel's stay in one queue, as far as the tracker needs it."""
+
+    queue: str
+    joined_at: datetime
+    left_at: datetime | None = None  # QueueCallerLeave came; the reason (QUEUESTATUS) not yet
+    done: bool = False  # answered, abandoned, or its QueueLeft was emitted
+
+
 class CallTracker:
     """Stateful AMI → normalized-event translator for one PBX (see the module docstring)."""
 
@@ -225,6 +265,14 @@ class CallTracker:
         self._bridges: dict[str, set[str]] = {}
         self.records: deque[CallRecord] = deque(maxlen=config.keep_records)
         self.events_seen = 0
+        # Queue events about a caller channel the tracker had never seen (joined before a
+        # reconnect, …): they are still turned into queue events, and counted here.
+        self.queue_orphans = 0
+        self.queues: set[str] = set()
+        self._stays: dict[str, QueueStay] = {}  # caller Uniqueid → current stay
+        self._queue_app: dict[str, str] = {}  # Uniqueid → queue named by its last Queue() app
+        self._members: dict[tuple[str, str], tuple[MemberState, bool, str]] = {}
+        self._interfaces: dict[tuple[str, str], str] = {}  # (queue, extension) → Interface
         dv = config.direction_variable
         self._direction_names = {dv, f"_{dv}", f"__{dv}"} if dv else set()
         self._handlers: dict[str, Callable[[Message, datetime, list[Event]], None]] = {
@@ -243,8 +291,16 @@ class CallTracker:
             "CEL": self._on_cel,
             "Cdr": self._on_cdr,
             "QueueCallerAbandon": self._on_queue_abandon,
+            "QueueCallerJoin": self._on_queue_join,
+            "QueueCallerLeave": self._on_queue_leave,
+            "AgentCalled": self._on_agent_called,
+            "AgentRingNoAnswer": self._on_agent_ring_no_answer,
             "AgentConnect": self._on_agent_connect,
             "AgentComplete": self._on_agent_complete,
+            "QueueMemberStatus": self._on_queue_member,
+            "QueueMemberPause": self._on_queue_member,
+            "QueueMemberAdded": self._on_queue_member,
+            "QueueMemberRemoved": self._on_queue_member,
             "BlindTransfer": self._on_blind_transfer,
             "AttendedTransfer": self._on_attended_transfer,
             "DeviceStateChange": self._on_device_state,
@@ -290,6 +346,22 @@ class CallTracker:
         if call.first is not None and not call.first.hungup:
             return call.first.name
         return live[0].name if live else None
+
+    def member_interface(self, queue: str, extension: str) -> str:
+        """The interface queue ``queue`` knows member ``extension`` by (``""`` if never seen)."""
+        return self._interfaces.get((queue, extension), "")
+
+    def spy_target(self, call_id: str) -> str | None:
+        """The channel a supervisor listens to: the phone of whoever answered, else any phone
+        in the call, else its first live channel."""
+        call = self._find(call_id)
+        if call is None:
+            return None
+        live = [ch for ch in call.channels.values() if not ch.hungup and not ch.is_local]
+        phones = [ch for ch in live if ch.is_phone and ch is not call.first]
+        agent = next((ch for ch in phones if self._extension(ch) == call.answered_by), None)
+        chosen = agent or (phones[0] if phones else None) or (live[0] if live else None)
+        return chosen.name if chosen is not None else None
 
     def expect_originate(self, channel_id: str, extension: str, number: str) -> None:
         """Tell the tracker that a channel with this Uniqueid is our click-to-call."""
@@ -722,6 +794,9 @@ class CallTracker:
             ch = self._channels.get(uid)
             if ch is not None and ch.call is call:
                 del self._channels[uid]
+            # A stay whose Hangup never came (a call closed as stale or after a reconnect).
+            self._stays.pop(uid, None)
+            self._queue_app.pop(uid, None)
         for key in [k for k, v in self._calls.items() if v is call]:
             del self._calls[key]
 
@@ -890,6 +965,11 @@ class CallTracker:
         ch.up = False
         self._leave_bridge(ch)
         call = ch.call
+        self._queue_app.pop(ch.uniqueid, None)
+        stay = self._stays.pop(ch.uniqueid, None)
+        if stay is not None and not stay.done:
+            # Left the queue and no QUEUESTATUS told why (or never left it: the link missed it).
+            self._queue_left(ch, stay, QueueOutcome.LEFT, 0, stay.left_at or at, out)
         self._maybe_finish(call, at, out)
 
     def _on_varset(self, msg: Message, at: datetime, out: list[Event]) -> None:
@@ -898,6 +978,8 @@ class CallTracker:
             ch = self._channel(msg, at, out)
             if ch is not None and ch.call is not None:
                 self._set_direction(ch.call, msg.unescaped("Value"))
+        elif var == "QUEUESTATUS":
+            self._on_queue_status_var(msg, at, out)
         elif var == "MIXMONITOR_FILENAME":
             ch = self._channel(msg, at, out)
             value = msg.unescaped("Value")
@@ -910,6 +992,11 @@ class CallTracker:
             call.direction_var = direction
 
     def _on_newexten(self, msg: Message, at: datetime, out: list[Event]) -> None:
+        if msg.get("Application").lower() == "queue":
+            uid = msg.get("Uniqueid")
+            name = msg.unescaped("AppData").split(",", 1)[0].strip()
+            if uid and name:
+                self._queue_app[uid] = name
         if msg.get("Application").lower() == "voicemail":
             ch = self._channel(msg, at, out, create=False)
             if ch is not None and ch.call is not None:
@@ -950,21 +1037,176 @@ class CallTracker:
         if self._inband(msg):
             self._advance_clock(self._text_time(msg.get("EndTime")))
 
-    def _on_queue_abandon(self, msg: Message, at: datetime, out: list[Event]) -> None:
-        ch = self._channel(msg, at, out)
-        if ch is not None and ch.call is not None:
-            ch.call.abandoned = True
-            ch.call.hangup_side = ch.call.hangup_side or HangupSide.CALLER
+    # -- queues ----------------------------------------------------------------------------------
 
-    def _on_agent_connect(self, msg: Message, at: datetime, out: list[Event]) -> None:
+    def _queue_channel(self, msg: Message, at: datetime, out: list[Event]) -> Channel | None:
+        """The caller channel a queue event is about; one the tracker never saw is created from
+        the event's own snapshot (and counted) so the event still reaches the call log."""
+        known = msg.get("Uniqueid") in self._channels
+        ch = self._channel(msg, at, out)
+        if ch is None or ch.call is None:
+            return None
+        if not known:
+            self.queue_orphans += 1
+            log.info(
+                "pbx %s: %s for channel %s the tracker had not seen; counted",
+                self.config.pbx,
+                msg.get("Event"),
+                msg.get("Uniqueid"),
+            )
+        self._ensure_started(ch.call, out)
+        queue = msg.get("Queue")
+        if queue:
+            self.queues.add(queue)
+        return ch
+
+    def _stay(self, ch: Channel, queue: str, at: datetime, wait: int = 0) -> QueueStay:
+        stay = self._stays.get(ch.uniqueid)
+        if stay is None or stay.queue != queue:
+            stay = self._stays[ch.uniqueid] = QueueStay(queue, at - timedelta(seconds=wait))
+        return stay
+
+    def _queue_left(
+        self, ch: Channel, stay: QueueStay, outcome: QueueOutcome, wait: int, at: datetime, out: list[Event]
+    ) -> None:
+        stay.done = True
+        assert ch.call is not None
+        if not wait:
+            wait = max(0, round(((stay.left_at or at) - stay.joined_at).total_seconds()))
+        out.append(
+            QueueLeft(
+                pbx=self.config.pbx,
+                at=at,
+                call_id=ch.call.call_id,
+                queue=stay.queue,
+                outcome=outcome,
+                wait_seconds=wait,
+            )
+        )
+
+    def _on_queue_join(self, msg: Message, at: datetime, out: list[Event]) -> None:
+        ch = self._queue_channel(msg, at, out)
+        queue = msg.get("Queue")
+        if ch is None or ch.call is None or not queue:
+            return
+        self._stays[ch.uniqueid] = QueueStay(queue, at)
+        out.append(
+            QueueJoined(
+                pbx=self.config.pbx,
+                at=at,
+                call_id=ch.call.call_id,
+                queue=queue,
+                position=_int(msg.get("Position")),
+            )
+        )
+
+    def _on_queue_leave(self, msg: Message, at: datetime, out: list[Event]) -> None:
+        # Sent on every way out; only the reason-less ones (timeout, empty, a key) wait here
+        # for the QUEUESTATUS that Queue() sets as it returns.
+        stay = self._stays.get(msg.get("Uniqueid"))
+        if stay is not None and stay.queue == msg.get("Queue") and not stay.done:
+            stay.left_at = at
+
+    def _on_queue_status_var(self, msg: Message, at: datetime, out: list[Event]) -> None:
+        outcome = _QUEUE_STATUS.get(msg.get("Value").strip().upper())
+        uid = msg.get("Uniqueid")
+        if outcome is None or not uid:
+            return
         ch = self._channel(msg, at, out)
         if ch is None or ch.call is None:
             return
-        self._ensure_started(ch.call, out)
-        self._mark_answered(ch.call, _interface_extension(msg), at, out)
+        stay = self._stays.get(uid)
+        if stay is not None and not stay.done:
+            self._queue_left(ch, stay, outcome, 0, stay.left_at or at, out)
+            return
+        queue = self._queue_app.get(uid, "")
+        if queue and (stay is None or stay.done) and outcome in (QueueOutcome.FULL, QueueOutcome.JOIN_EMPTY):
+            # Refused at the door: no QueueCallerJoin was ever sent.
+            self._ensure_started(ch.call, out)
+            self.queues.add(queue)
+            self._queue_left(ch, QueueStay(queue, at), outcome, 0, at, out)
+
+    def _on_queue_abandon(self, msg: Message, at: datetime, out: list[Event]) -> None:
+        ch = self._queue_channel(msg, at, out)
+        if ch is None or ch.call is None:
+            return
+        ch.call.abandoned = True
+        ch.call.hangup_side = ch.call.hangup_side or HangupSide.CALLER
+        queue = msg.get("Queue")
+        if not queue:
+            return
+        wait = _int(msg.get("HoldTime"))
+        stay = self._stay(ch, queue, at, wait)
+        stay.done = True
+        out.append(
+            QueueLeft(
+                pbx=self.config.pbx,
+                at=at,
+                call_id=ch.call.call_id,
+                queue=queue,
+                outcome=QueueOutcome.ABANDONED,
+                wait_seconds=wait,
+                position=_int(msg.get("Position")),
+            )
+        )
+
+    def _on_agent_called(self, msg: Message, at: datetime, out: list[Event]) -> None:
+        ch = self._queue_channel(msg, at, out)
+        queue = msg.get("Queue")
+        if ch is None or ch.call is None or not queue:
+            return
+        self._stay(ch, queue, at)
+        out.append(
+            QueueAgentRang(
+                pbx=self.config.pbx,
+                at=at,
+                call_id=ch.call.call_id,
+                queue=queue,
+                extension=_interface_extension(msg),
+            )
+        )
+
+    def _on_agent_ring_no_answer(self, msg: Message, at: datetime, out: list[Event]) -> None:
+        ch = self._queue_channel(msg, at, out)
+        queue = msg.get("Queue")
+        if ch is None or ch.call is None or not queue:
+            return
+        out.append(
+            QueueAgentMissed(
+                pbx=self.config.pbx,
+                at=at,
+                call_id=ch.call.call_id,
+                queue=queue,
+                extension=_interface_extension(msg),
+                ring_ms=_int(msg.get("RingTime")),
+            )
+        )
+
+    def _on_agent_connect(self, msg: Message, at: datetime, out: list[Event]) -> None:
+        ch = self._queue_channel(msg, at, out)
+        if ch is None or ch.call is None:
+            return
+        extension = _interface_extension(msg)
+        self._mark_answered(ch.call, extension, at, out)
+        queue = msg.get("Queue")
+        if not queue:
+            return
+        wait = _int(msg.get("HoldTime"))
+        self._stay(ch, queue, at, wait).done = True
+        out.append(
+            QueueConnected(
+                pbx=self.config.pbx,
+                at=at,
+                call_id=ch.call.call_id,
+                queue=queue,
+                extension=extension,
+                wait_seconds=wait,
+                ring_seconds=_int(msg.get("RingTime")),
+            )
+        )
 
     def _on_agent_complete(self, msg: Message, at: datetime, out: list[Event]) -> None:
-        ch = self._channel(msg, at, out, create=False)
+        ch = self._queue_channel(msg, at, out)
         if ch is None or ch.call is None:
             return
         reason = msg.get("Reason")
@@ -972,6 +1214,97 @@ class CallTracker:
             ch.call.hangup_side = HangupSide.CALLER
         elif reason == "agent":
             ch.call.hangup_side = HangupSide.CALLEE
+        queue = msg.get("Queue")
+        if not queue:
+            return
+        out.append(
+            QueueCompleted(
+                pbx=self.config.pbx,
+                at=at,
+                call_id=ch.call.call_id,
+                queue=queue,
+                extension=_interface_extension(msg),
+                wait_seconds=_int(msg.get("HoldTime")),
+                talk_seconds=_int(msg.get("TalkTime")),
+                reason=reason,
+            )
+        )
+
+    def _on_queue_member(self, msg: Message, at: datetime, out: list[Event]) -> None:
+        self._member(msg, at, out, msg.get("Event"))
+
+    def _member(self, msg: Message, at: datetime, out: list[Event], event: str) -> None:
+        queue = msg.get("Queue")
+        extension = _member_extension(msg)
+        if not queue or not extension:
+            return
+        self.queues.add(queue)
+        key = (queue, extension)
+        interface = msg.get("Interface") or msg.get("Location")
+        if interface:
+            self._interfaces[key] = interface
+        state = _MEMBER_STATE.get(msg.get("Status"), MemberState.UNKNOWN)
+        paused = msg.get("Paused") == "1"
+        reason = msg.unescaped("PausedReason") or msg.unescaped("Reason") if paused else ""
+        change = {
+            "QueueMemberAdded": "added",
+            "QueueMemberRemoved": "removed",
+            "QueueMemberPause": "paused" if paused else "unpaused",
+        }.get(event, "status")
+        if change == "removed":
+            self._members.pop(key, None)
+        else:
+            now = (state, paused, reason)
+            if change == "status" and self._members.get(key) == now:
+                return  # a status repeating what we know (every device change sends one)
+            self._members[key] = now
+        out.append(
+            QueueMemberChanged(
+                pbx=self.config.pbx,
+                at=at,
+                queue=queue,
+                extension=extension,
+                change=change,
+                state=state,
+                paused=paused,
+                reason=reason[:100],
+                name=_name(msg.get("MemberName") or msg.get("Name"))[:100],
+            )
+        )
+
+    def queue_snapshot(self, items: Iterable[Message], now: datetime) -> list[Event]:
+        """After a connect: the items of ``QueueStatus`` (QueueParams, QueueMember, QueueEntry)
+        and ``QueueSummary``. Members' states are brought up to date; callers waiting that the
+        tracker does not know are picked up, joined as long ago as they have waited."""
+        out: list[Event] = []
+        self._inband_now = False
+        for msg in items:
+            name = msg.get("Event")
+            queue = msg.get("Queue")
+            if queue:
+                self.queues.add(queue)
+            if name == "QueueMember":
+                self._member(msg, now, out, "QueueMemberStatus")
+            elif name == "QueueEntry" and queue and msg.get("Uniqueid"):
+                if msg.get("Uniqueid") in self._stays:
+                    continue
+                wait = _int(msg.get("Wait"))
+                joined = now - timedelta(seconds=wait)
+                ch = self._queue_channel(msg, joined, out)
+                if ch is None or ch.call is None:
+                    continue
+                ch.call.started_at = min(ch.call.started_at, joined)
+                self._stays[ch.uniqueid] = QueueStay(queue, joined)
+                out.append(
+                    QueueJoined(
+                        pbx=self.config.pbx,
+                        at=joined,
+                        call_id=ch.call.call_id,
+                        queue=queue,
+                        position=_int(msg.get("Position")),
+                    )
+                )
+        return out
 
     def _on_blind_transfer(self, msg: Message, at: datetime, out: list[Event]) -> None:
         if msg.get("Result") != "Success":
@@ -1053,6 +1386,25 @@ def _uniqueid_time(uid: str) -> datetime | None:
         return datetime.fromtimestamp(int(match.group(1)), UTC)
     except (OverflowError, ValueError, OSError):
         return None
+
+
+def _int(text: str) -> int:
+    try:
+        return max(0, int(text.strip() or 0))
+    except ValueError:
+        return 0
+
+
+def _member_extension(msg: Message) -> str:
+    """A queue member's extension from its interfaces (``PJSIP/1001``, ``Local/1001@from-queue/n``)."""
+    for key in ("StateInterface", "Interface", "Location"):
+        value = msg.get(key)
+        if value and "/" in value:
+            rest = value.partition("/")[2]
+            ext = _CHANNEL_SUFFIX.sub("", rest.split("@", 1)[0].split(";", 1)[0].split("/", 1)[0])
+            if ext:
+                return ext
+    return ""
 
 
 def _parse_duration(text: str) -> timedelta:

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Form, Query, Request, WebSocket, WebSocketDisconn
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+import callbridge
 from callbridge.domain.errors import (
     AuthenticationFailed,
     CallbridgeError,
@@ -32,6 +33,7 @@ from callbridge.domain.errors import (
 )
 from callbridge.domain.events import Event, PresenceChanged
 from callbridge.domain.pbx import PbxKind, PbxRecord
+from callbridge.domain.versions import older_than
 from callbridge.hub import Hub
 from callbridge.services.agents import (
     CLOSE_PROTOCOL,
@@ -52,11 +54,12 @@ from callbridge.services.agents import (
     parse_ban_items,
     parse_batch,
     parse_rules,
+    redeem_enrollment,
     revoke_token,
 )
 from callbridge.services.calllog import IngestFailed
 from callbridge.store.repos import Repos
-from callbridge.web.deps import AdminUser, HubDep, RepoDep
+from callbridge.web.deps import AccountsDep, AdminUser, HubDep, RepoDep, client_address
 from callbridge.web.frames import CLOSE_INVALID, CLOSE_POLICY, FrameRefused, receive_text
 from callbridge.web.pages import flash, render
 from callbridge.web.schemas import Id
@@ -283,6 +286,8 @@ async def agent_socket(ws: WebSocket) -> None:
                 "settings": agent_settings(pbx_record.config),
             }
         )
+        if hub.pbx_copies is not None:
+            hub.pbx_copies.wake()  # copies of purged recordings it was to delete while away
         while True:
             receive = asyncio.ensure_future(receive_text(ws, MAX_FRAME_BYTES))
             done, _ = await asyncio.wait({receive, worker}, return_when=asyncio.FIRST_COMPLETED)
@@ -372,7 +377,12 @@ class AgentOut(BaseModel):
     token_prefix: str
     token_active: bool
     connected: bool
-    version: str
+    version: str = Field(
+        description="The callbridge version the agent reported when it connected ('' before)."
+    )
+    outdated: bool | None = Field(
+        None, description="Older than this hub's version; null while the agent's version is unknown."
+    )
     ami_up: bool
     ami_detail: str
     last_event_at: datetime | None
@@ -408,7 +418,20 @@ class AgentOut(BaseModel):
             out.outbox_age_seconds = h.outbox_age_seconds
             out.outbox_dropped = h.outbox_dropped
             out.last_event_at = link.last_event_at or out.last_event_at
+        out.outdated = older_than(out.version, callbridge.__version__) if out.version else None
         return out
+
+
+class EnrollIn(BaseModel):
+    code: str = Field(max_length=200, description="The code `callbridge pbx enroll NAME` printed.")
+
+
+class EnrollOut(BaseModel):
+    pbx: str
+    token: str = Field(
+        description="The agent's own token; `callbridge agent enroll` writes it to its config."
+    )
+    hub_version: str
 
 
 class TokenOut(BaseModel):
@@ -450,6 +473,29 @@ async def _agent_pbx(repos: Any, name: str) -> PbxRecord:
 @router.get("/api/v1/agents")
 async def list_agents(user: AdminUser, hub: HubDep, repos: RepoDep) -> dict[str, list[AgentOut]]:
     return {"items": [AgentOut.of(hub, r) for r in await repos.agents.all()]}
+
+
+@router.post("/agent/v1/enroll")
+async def enroll_agent(
+    body: EnrollIn, request: Request, hub: HubDep, repos: RepoDep, accounts: AccountsDep
+) -> EnrollOut:
+    """Exchange a single-use enrollment code for the agent's token (no sign-in: the code is the
+    credential). Wrong codes are throttled per address like sign-ins: a growing pause, then 429."""
+    key = f"enroll:{client_address(request)}"
+    await accounts.check_guesses(key, "enrollment codes")
+    try:
+        name, token = await redeem_enrollment(repos.agents, body.code)
+        await _agent_pbx(repos, name)
+    except (AuthenticationFailed, InvalidInput) as exc:
+        await repos.rollback()  # nothing of the attempt stays but its count
+        count = await accounts.failed_guess(key)
+        await repos.commit()
+        log.warning("enrollment refused from %s (%d recent): %s", client_address(request), count, exc.message)
+        raise
+    await repos.commit()
+    await _kick(hub, repos, name, "agent enrolled again (new token)")
+    log.info("agent of PBX %s enrolled from %s", name, client_address(request))
+    return EnrollOut(pbx=name, token=token, hub_version=callbridge.__version__)
 
 
 @router.post("/api/v1/pbxes/{name}/agent-token", status_code=201)
@@ -580,6 +626,7 @@ async def _page(request: Request, hub: Hub, repos: Any, status_code: int = 200, 
         rows=rows,
         bans=await repos.agents.bans(),
         raw_events=await repos.agents.raw_events(None, 20),
+        hub_version=callbridge.__version__,
         **extra,
     )
 

@@ -82,7 +82,7 @@ async def call_figures(
 ) -> Response:
     """Calls offered, answered, missed and abandoned, answer rate, average and 90th-percentile
     ring time, average talk time and callbacks of missed calls, per hour, day, week,
-    weekday × hour, user, queue, direction, PBX or tag (definitions: docs/analytics.md)."""
+    weekday × hour, user, queue, direction, PBX, tag or call type (definitions: docs/analytics.md)."""
     kind = format.strip().lower()
     if kind not in ("json", "csv", "xlsx"):
         raise InvalidInput(f"unknown format {kind[:10]!r}; use json, csv or xlsx")

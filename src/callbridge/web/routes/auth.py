@@ -12,10 +12,12 @@ from fastapi.responses import RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from callbridge.domain.errors import AuthenticationFailed, InvalidInput, RateLimited
+from callbridge.domain.mail import validate_address
 from callbridge.domain.times import time_zones
 from callbridge.domain.users import User
 from callbridge.hub import Hub
 from callbridge.store.desk import SqlDesk
+from callbridge.store.mail import MailPrefs
 from callbridge.store.repos import Repos
 from callbridge.web.deps import (
     AccountsDep,
@@ -145,8 +147,30 @@ async def _account(
         hub_zone=hub.settings.time_zone,
         now=datetime.now(UTC),
         alerts=await SqlDesk(repos.session).alerts(user.id),
+        mail=await repos.mail.prefs(user.id),
+        mail_on=bool(hub.settings.smtp_host),
         **context,
     )
+
+
+@router.post("/account/email")
+async def set_email_form(
+    request: Request,
+    user: CurrentUser,
+    hub: HubDep,
+    repos: RepoDep,
+    email: Annotated[str, Form(max_length=254)] = "",
+    daily_digest: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    try:
+        address = validate_address(email) if email.strip() else ""
+        if daily_digest and not address:
+            raise InvalidInput("the daily digest needs an e-mail address")
+    except InvalidInput as exc:
+        return await _account(request, hub, repos, user, status_code=400, mail_error=exc.message)
+    await repos.mail.set_prefs(user.id, MailPrefs(address, bool(daily_digest)))
+    flash(request, "Your e-mail settings were saved.")
+    return RedirectResponse("/account", status_code=303)
 
 
 @router.get("/account")

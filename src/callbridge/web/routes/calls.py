@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from callbridge.domain.directory import Match, search_key
 from callbridge.domain.errors import InvalidInput, NotFound
 from callbridge.domain.events import Direction, Disposition
+from callbridge.domain.queues import QueueVisit
 from callbridge.domain.recordings import COMMENT_MAX_CHARS, Comment, mentions
 from callbridge.domain.times import in_zone, validate_time_zone
 from callbridge.domain.transcripts import Transcript
@@ -25,20 +27,59 @@ from callbridge.services.live import DESK_TOPIC
 from callbridge.store.calls import CallFilter, CallView, StoredEvent
 from callbridge.store.desk import SqlDesk
 from callbridge.store.repos import Repos
-from callbridge.web.deps import CurrentUser, HubDep, RepoDep
+from callbridge.web.deps import AdminUser, CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import flash, render
 from callbridge.web.routes.recordings import RecordingOut
-from callbridge.web.schemas import MAX_ID, Id, Page
+from callbridge.web.schemas import MAX_ID, ExternalOut, Id, Page
 
 router = APIRouter(tags=["calls"])
 
 MAX_LIMIT = 500
+MAX_NOTE = 10_000
 EXPORT_BATCH = 500
 
 
 class RefOut(BaseModel):
     id: int
     name: str
+
+
+class QueueOut(BaseModel):
+    """The last queue the caller was in (``outcome``: answered | abandoned | timeout | full |
+    join_empty | leave_empty | left, or waiting while the caller still waits)."""
+
+    name: str
+    wait_seconds: int
+    outcome: str
+    entered_at: datetime
+    answered_by_extension: str | None
+    talk_seconds: int
+    agents_rung: list[str]
+    rings_unanswered: list[str]  # one entry per ring nobody picked up
+    visits: int  # how many queues (or stays in a queue) the call went through
+
+    @classmethod
+    def of(cls, visits: tuple[QueueVisit, ...]) -> QueueOut | None:
+        plain = plain_queue(visits)
+        return None if plain is None else cls(**plain)
+
+
+def plain_queue(visits: tuple[QueueVisit, ...]) -> dict[str, Any] | None:
+    """:class:`QueueOut`'s fields in plain values (see :func:`plain_call`)."""
+    if not visits:
+        return None
+    v = visits[-1]
+    return {
+        "name": v.queue,
+        "wait_seconds": v.wait_seconds,
+        "outcome": v.outcome.value if v.outcome else "waiting",
+        "entered_at": v.entered_at,
+        "answered_by_extension": v.agent or None,
+        "talk_seconds": v.talk_seconds,
+        "agents_rung": list(v.rang),
+        "rings_unanswered": list(v.missed),
+        "visits": len(visits),
+    }
 
 
 class CallOut(BaseModel):
@@ -66,35 +107,48 @@ class CallOut(BaseModel):
     match: str
     transferred_to: str | None
     recording: str | None
+    queue: QueueOut | None = None
+    note: str = Field(default="", description="What a user wrote about the call.")
+    call_type: str | None = Field(default=None, description="A type from GET /api/v1/call-types.")
 
     @classmethod
     def of(cls, c: CallView) -> CallOut:
-        return cls(
-            id=c.id,
-            pbx=c.pbx,
-            pbx_call_id=c.pbx_call_id,
-            direction=c.direction,
-            from_number=c.from_number,
-            to_number=c.to_number,
-            from_name=c.from_name,
-            external_number=c.external_number,
-            disposition=c.disposition,
-            hangup_side=c.hangup_side.value,
-            answered_by_extension=c.answered_by_extension or None,
-            answered_by_user=c.answered_by_user or None,
-            placed_by_extension=c.placed_by_extension or None,
-            placed_by_user=c.placed_by_user or None,
-            started_at=c.started_at,
-            answered_at=c.answered_at,
-            ended_at=c.ended_at,
-            ring_seconds=c.ring_seconds,
-            talk_seconds=c.talk_seconds,
-            contact=RefOut(id=c.contact.id, name=c.contact.name) if c.contact else None,
-            company=RefOut(id=c.company.id, name=c.company.name) if c.company else None,
-            match=c.match.value,
-            transferred_to=c.transferred_to or None,
-            recording=c.recording or None,
-        )
+        return cls(**plain_call(c))
+
+
+def plain_call(c: CallView) -> dict[str, object]:
+    """A call as :class:`CallOut`'s fields, in plain values: what the list serialises straight to
+    JSON (``tests/web/test_calls_api.py`` checks that both give the same document)."""
+    contact, company = c.contact, c.company
+    return {
+        "id": c.id,
+        "pbx": c.pbx,
+        "pbx_call_id": c.pbx_call_id,
+        "direction": c.direction.value if c.direction else None,
+        "from_number": c.from_number,
+        "to_number": c.to_number,
+        "from_name": c.from_name,
+        "external_number": c.external_number,
+        "disposition": c.disposition.value if c.disposition else None,
+        "hangup_side": c.hangup_side.value,
+        "answered_by_extension": c.answered_by_extension or None,
+        "answered_by_user": c.answered_by_user or None,
+        "placed_by_extension": c.placed_by_extension or None,
+        "placed_by_user": c.placed_by_user or None,
+        "started_at": c.started_at,
+        "answered_at": c.answered_at,
+        "ended_at": c.ended_at,
+        "ring_seconds": c.ring_seconds,
+        "talk_seconds": c.talk_seconds,
+        "contact": {"id": contact.id, "name": contact.name} if contact else None,
+        "company": {"id": company.id, "name": company.name} if company else None,
+        "match": c.match.value,
+        "transferred_to": c.transferred_to or None,
+        "recording": c.recording or None,
+        "queue": plain_queue(c.queue_visits),
+        "note": c.note,
+        "call_type": c.call_type or None,
+    }
 
 
 class TranscriptSegmentOut(BaseModel):
@@ -132,6 +186,8 @@ class CallDetailOut(CallOut):
     transcript: TranscriptOut | None
     events: list[dict[str, object]]
     candidates: list[RefOut]
+    # Where the call was written in a connected ERP (ERPNext Call Log, Odoo chatter message).
+    external: list[ExternalOut] = Field(default_factory=list)
 
 
 class LinkIn(BaseModel):
@@ -261,7 +317,7 @@ Cursor = Annotated[str | None, Query(max_length=200)]
 # -- JSON API ----------------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/calls")
+@router.get("/api/v1/calls", response_model=Page[CallOut])
 async def list_calls(
     params: ParamsDep,
     user: CurrentUser,
@@ -269,12 +325,15 @@ async def list_calls(
     hub: HubDep,
     limit: Limit = 50,
     cursor: Cursor = None,
-) -> Page[CallOut]:
+) -> Response:
     """Calls, newest first. Filters: since, until (dates or ISO times), direction, disposition,
     user (name), contact_id, company_id (all its people), tag, has_recording, q (number or name)."""
     f = await build_filter(params, user, repos, hub.settings.default_region)
     items, next_cursor = await repos.calls.search(f, limit, cursor)
-    return Page(items=[CallOut.of(c) for c in items], next=next_cursor)
+    # The busiest read of the API: serialised straight from the views (the documented schema is
+    # ``Page[CallOut]``; building and checking 50 models per page cost more than the query).
+    body = {"items": [plain_call(c) for c in items], "next": next_cursor}
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 async def _visible_call(call_id: Id, user: User, repos: Repos) -> CallView:
@@ -316,7 +375,66 @@ async def get_call(call_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep) 
         transcript=TranscriptOut.of(transcript) if transcript else None,
         events=[_event_dict(e) for e in events],
         candidates=candidates,
+        external=[ExternalOut.of(ref) for ref in await repos.connectors.externals_of_call(call_id)],
     )
+
+
+class CallNoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=MAX_NOTE, description="Replaces the call's note.")
+    call_type: str | None = Field(
+        default=None, max_length=64, description='A name from GET /api/v1/call-types; "" clears it.'
+    )
+
+
+class CallTypeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+
+
+class CallTypeOut(BaseModel):
+    id: int
+    name: str
+
+
+@router.patch("/api/v1/calls/{call_id:int}")
+async def update_call(call_id: Id, body: CallNoteIn, user: CurrentUser, repos: RepoDep) -> CallOut:
+    """Write the call's note and pick its type (anyone who may see the call)."""
+    call = await _visible_call(call_id, user, repos)
+    if body.note is None and body.call_type is None:
+        raise InvalidInput("nothing to change: give note or call_type")
+    call_type = body.call_type
+    # A type taken off the list since stays on the calls that have it.
+    if call_type and call_type != call.call_type:
+        named = await repos.call_types.named(call_type.strip())
+        if named is None:
+            known = ", ".join(n for _, n in await repos.call_types.all()) or "none yet; an admin adds them"
+            raise InvalidInput(f"unknown call type {call_type!r}; the types are: {known}")
+        call_type = named
+    await repos.calls.set_note(call_id, body.note.strip() if body.note is not None else None, call_type)
+    return CallOut.of(await _visible_call(call_id, user, repos))
+
+
+@router.get("/api/v1/call-types", tags=["calls"])
+async def list_call_types(user: CurrentUser, repos: RepoDep) -> Page[CallTypeOut]:
+    return Page(items=[CallTypeOut(id=i, name=n) for i, n in await repos.call_types.all()])
+
+
+@router.post("/api/v1/call-types", status_code=201, tags=["calls"])
+async def add_call_type(body: CallTypeIn, user: AdminUser, repos: RepoDep) -> CallTypeOut:
+    """Add a type to the list users pick from (admins)."""
+    name = " ".join(body.name.split())
+    if not name:
+        raise InvalidInput("the call type's name is empty")
+    return CallTypeOut(id=await repos.call_types.add(name), name=name)
+
+
+@router.delete("/api/v1/call-types/{type_id:int}", status_code=204, tags=["calls"])
+async def remove_call_type(type_id: Id, user: AdminUser, repos: RepoDep) -> Response:
+    """Take a type off the list; calls that have it keep it."""
+    if not await repos.call_types.remove(type_id):
+        raise NotFound(f"no call type with id {type_id}")
+    return Response(status_code=204)
 
 
 @router.put("/api/v1/calls/{call_id:int}/contact")
@@ -433,6 +551,8 @@ CSV_COLUMNS = [
     "transferred_to",
     "recording",
     "time_zone",
+    "call_type",
+    "note",
 ]
 
 
@@ -463,6 +583,8 @@ def _csv_row(c: CallView, time_zone: str) -> list[str]:
         c.transferred_to,
         c.recording,
         time_zone,
+        c.call_type,
+        c.note,
     ]
 
 
@@ -563,12 +685,20 @@ async def call_page(
         transcript=await repos.transcripts.for_call(call_id),
         comments=await repos.comments.for_call(call_id),
         comment_max=COMMENT_MAX_CHARS,
+        call_types=[n for _, n in await repos.call_types.all()],
+        note_max=MAX_NOTE,
         events=events,
         candidates=list(match.candidates) if match else [],
         # A chosen contact hides the chooser; "?choose=1" brings it back to change the choice.
         choosing=bool(choose),
         colleagues=await colleagues(repos),
         colleague_call=call.direction is Direction.INTERNAL,
+        external=await repos.connectors.externals_of_call(call_id),
+        contact_external=(await repos.connectors.externals_of_contacts([call.contact.id])).get(
+            call.contact.id, []
+        )
+        if call.contact
+        else [],
         create_url=f"/contacts/new?{urlencode({'number': call.external_number})}"
         if call.external_number
         else "",
@@ -614,6 +744,29 @@ async def comment_form(
     else:
         flash(request, "Comment added.")
     return RedirectResponse(f"/calls/{call_id}#comments", status_code=303)
+
+
+@router.post("/calls/{call_id:int}/note", include_in_schema=False)
+async def note_form(request: Request, call_id: Id, user: CurrentUser, repos: RepoDep) -> Response:
+    form = await request.form()
+    note, call_type = form.get("note"), form.get("call_type")
+    try:
+        await update_call(
+            call_id,
+            CallNoteIn(
+                note=note if isinstance(note, str) else "",
+                call_type=call_type if isinstance(call_type, str) else "",
+            ),
+            user,
+            repos,
+        )
+    except InvalidInput as exc:
+        flash(request, f"The note was not saved: {exc.message}")
+    except ValueError:
+        flash(request, f"The note was not saved: it is longer than {MAX_NOTE} characters")
+    else:
+        flash(request, "Note saved.")
+    return RedirectResponse(f"/calls/{call_id}#note", status_code=303)
 
 
 @router.post("/calls/{call_id:int}/contact", include_in_schema=False)

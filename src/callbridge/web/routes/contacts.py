@@ -31,7 +31,7 @@ from callbridge.store.repos import Repos
 from callbridge.web.deps import AdminUser, CurrentUser, HubDep, ManagerUser, RepoDep
 from callbridge.web.pages import flash, render
 from callbridge.web.routes.calls import CallOut, colleagues
-from callbridge.web.schemas import Id, Page
+from callbridge.web.schemas import ExternalOut, Id, Page
 
 router = APIRouter(tags=["contacts"])
 
@@ -72,6 +72,9 @@ class ContactOut(BaseModel):
     owner: str | None
     notes: str
     external_id: str | None
+    external: list[ExternalOut] = Field(
+        default_factory=list, description="Where the contact lives in a connected ERP (ERPNext, Odoo)."
+    )
 
 
 class ContactIn(BaseModel):
@@ -155,7 +158,14 @@ async def _owner_names(repos: Repos, contacts: list[Contact]) -> dict[int, str]:
     return names
 
 
-def _out(c: Contact, owners: dict[int, str]) -> ContactOut:
+async def _external(repos: Repos, contacts: list[Contact]) -> dict[int, list[ExternalOut]]:
+    found = await repos.connectors.externals_of_contacts([c.id for c in contacts])
+    return {cid: [ExternalOut.of(ref) for ref in refs] for cid, refs in found.items()}
+
+
+def _out(
+    c: Contact, owners: dict[int, str], external: dict[int, list[ExternalOut]] | None = None
+) -> ContactOut:
     return ContactOut(
         id=c.id,
         kind=c.kind,
@@ -167,6 +177,7 @@ def _out(c: Contact, owners: dict[int, str]) -> ContactOut:
         owner=owners.get(c.owner_id) if c.owner_id is not None else None,
         notes=c.notes,
         external_id=c.external_id or None,
+        external=(external or {}).get(c.id, []),
     )
 
 
@@ -276,7 +287,8 @@ async def list_contacts(
         _query(q, tag, kind, hub.settings.default_region), limit, cursor
     )
     owners = await _owner_names(repos, items)
-    return Page(items=[_out(c, owners) for c in items], next=next_cursor)
+    external = await _external(repos, items)
+    return Page(items=[_out(c, owners, external) for c in items], next=next_cursor)
 
 
 @router.post("/api/v1/contacts", status_code=201)
@@ -297,13 +309,13 @@ async def create_contact(body: ContactIn, user: CurrentUser, repos: RepoDep, hub
     directory = repos.directory
     contact = await directory.get(await directory.create(data))
     await _relink(repos, hub.settings.default_region, {p.key for p in contact.phones})
-    return _out(contact, await _owner_names(repos, [contact]))
+    return _out(contact, await _owner_names(repos, [contact]), await _external(repos, [contact]))
 
 
 @router.get("/api/v1/contacts/{contact_id}")
 async def get_contact(contact_id: Id, user: CurrentUser, repos: RepoDep) -> ContactOut:
     contact = await repos.directory.get(contact_id)
-    return _out(contact, await _owner_names(repos, [contact]))
+    return _out(contact, await _owner_names(repos, [contact]), await _external(repos, [contact]))
 
 
 @router.patch("/api/v1/contacts/{contact_id}")
@@ -336,7 +348,7 @@ async def update_contact(
     await _relink(
         repos, hub.settings.default_region, {p.key for p in current.phones} | {p.key for p in contact.phones}
     )
-    return _out(contact, await _owner_names(repos, [contact]))
+    return _out(contact, await _owner_names(repos, [contact]), await _external(repos, [contact]))
 
 
 @router.delete("/api/v1/contacts/{contact_id}", status_code=204)
@@ -740,6 +752,7 @@ async def contact_page(request: Request, contact_id: Id, user: CurrentUser, repo
         grouped=grouped,
         colleagues=await colleagues(repos),
         history_url=f"/calls?{urlencode({history_key: contact.id})}",
+        external=(await repos.connectors.externals_of_contacts([contact.id])).get(contact.id, []),
     )
 
 

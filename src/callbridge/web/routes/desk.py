@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -10,9 +10,11 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from callbridge.domain.errors import NotFound
+from callbridge.domain.tasks import TaskStatus
 from callbridge.domain.users import User
 from callbridge.hub import Hub
 from callbridge.services.dialing import click_to_call
+from callbridge.services.tasks import task_title
 from callbridge.store.calls import CallView
 from callbridge.store.desk import Alerts, SqlDesk
 from callbridge.store.repos import Repos
@@ -229,7 +231,45 @@ async def desk_page(request: Request, user: CurrentUser, hub: HubDep, repos: Rep
         notifications=await SqlDesk(repos.session).notifications(user.id, limit=30),
         unread=await SqlDesk(repos.session).unread(user.id),
         extensions=await SqlDesk(repos.session).extensions_of(user.id),
+        **await _followups(hub, repos, user),
     )
+
+
+def _age(seconds: float) -> str:
+    minutes = max(0, int(seconds // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours < 24 else f"{hours // 24} d {hours % 24} h"
+
+
+async def _followups(hub: Hub, repos: Repos, user: User) -> dict[str, Any]:
+    """The user's open tasks, the most owed first (overdue ones, then snoozed ones)."""
+    assert hub.followups is not None
+    found, _ = await repos.tasks.search(
+        status=TaskStatus.OPEN,
+        assignee_id=user.id,
+        any_assignee=False,
+        limit=100,
+        today=hub.followups.today(),
+    )
+    at = datetime.now(UTC)
+    rows = [
+        {
+            "task": t,
+            "title": task_title(t, hub.settings.default_region),
+            "overdue": t.due_at <= at,
+            "age": _age((at - t.due_at).total_seconds()),
+        }
+        for t in found
+    ]
+    return {"followups": rows, "overdue": sum(1 for r in rows if r["overdue"])}
+
+
+@router.get("/desk/follow-ups", include_in_schema=False)
+async def followups_fragment(request: Request, user: CurrentUser, hub: HubDep, repos: RepoDep) -> Response:
+    """The desk's "My follow-ups" section alone: the page reloads it when a task changes."""
+    return render(request, "desk/_followups.html", **await _followups(hub, repos, user))
 
 
 @router.get("/desk/calls", include_in_schema=False)

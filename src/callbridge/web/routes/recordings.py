@@ -32,6 +32,16 @@ from callbridge.web.schemas import Id
 router = APIRouter(tags=["recordings"])
 
 
+class PbxCopyOut(BaseModel):
+    """After a purge of a recording an agent uploaded: what became of the PBX's own copy."""
+
+    # waiting: the agent has not answered yet (it is asked when it connects); deleted;
+    # not_found: the agent found no such file; refused: the agent would not delete it (detail).
+    status: str
+    detail: str | None
+    at: datetime | None
+
+
 class RecordingOut(BaseModel):
     id: int
     status: RecordingStatus
@@ -45,6 +55,8 @@ class RecordingOut(BaseModel):
     reason: str | None
     # Under legal hold: retention never purges it.
     held: bool = False
+    # Purged recordings an agent uploaded: the PBX's copy (null otherwise).
+    pbx_copy: PbxCopyOut | None = None
 
     @classmethod
     def of(cls, r: Recording) -> RecordingOut:
@@ -58,6 +70,9 @@ class RecordingOut(BaseModel):
             audio_url=f"/api/v1/recordings/{r.id}/audio" if ready else None,
             reason=r.reason or None,
             held=r.held,
+            pbx_copy=PbxCopyOut(status=r.pbx_copy, detail=r.pbx_copy_detail or None, at=r.pbx_copy_at)
+            if r.pbx_copy
+            else None,
         )
 
 

@@ -163,6 +163,10 @@
     const actions = el("div", { class: "pop-actions" });
     if (known) {
       actions.append(el("a", { class: "btn", href: `/contacts/${card.contact.id}`, text: "Open contact" }));
+      for (const ext of card.external || []) {
+        const label = ext.kind === "odoo" ? "Odoo" : "ERPNext";
+        actions.append(el("a", { class: "btn", href: ext.url, target: "_blank", rel: "noopener", text: `Open in ${label}` }));
+      }
     } else if (card.number && !colleague) {
       const q = new URLSearchParams({ number: card.number });
       if (card.name) q.set("name", card.name);
@@ -175,9 +179,15 @@
       actions.append(el("button", { type: "button", class: "btn danger-btn", "data-hangup": String(card.id), text: "Hang up" }));
     }
     actions.append(el("button", { type: "button", class: "btn quiet", "data-dismiss": card.key, text: "Dismiss" }));
+    // A past call with a stored recording offers a player (the hub's own audio URL, served with
+    // Range; only calls this user may see are listed, and the audio checks that again).
     const recent = (card.recent || []).map((r) => el("li", {},
       el("a", { href: `/calls/${r.id}`, text: when.dateTime(r.started_at) }),
-      ` ${r.direction || ""} · ${r.disposition}${r.talk_seconds ? " · " + clock(r.talk_seconds) : ""}${r.user ? " · " + r.user : ""}`));
+      ` ${r.direction || ""} · ${r.disposition}${r.talk_seconds ? " · " + clock(r.talk_seconds) : ""}${r.user ? " · " + r.user : ""}`,
+      r.audio_url ? el("audio", {
+        class: "pop-audio", controls: true, preload: "none", src: r.audio_url,
+        "data-audio": r.audio_url, "aria-label": `Recording of the call of ${when.dateTime(r.started_at)}`,
+      }) : null));
     let company = card.company || "";
     if (!company && !known) company = colleague ? "" : "Unknown caller: not in your contacts";
     const node = el("article", {
@@ -195,21 +205,61 @@
       company ? el("p", { class: "pop-company", text: company }) : null,
       card.tags && card.tags.length ? el("ul", { class: "tags", "aria-label": "Tags" }, ...card.tags.map((t) => el("li", { text: t }))) : null,
       card.owner ? el("p", { class: "pop-owner", text: `Owner: ${card.owner}` }) : null,
+      card.owed_since ? el("p", { class: "pop-owed", "data-owed": card.owed_since,
+        text: `You owe them a call since ${when.time(card.owed_since).replace(/:\d\d$/, "")}` }) : null,
       recent.length ? el("details", { class: "pop-recent", open: wide.matches },
         el("summary", { text: "Last calls" }), el("ol", {}, ...recent)) : null,
       actions);
+    if (card.id && !colleague) node.append(noteForm(card));
     const old = document.getElementById(id);
     if (old) updateInPlace(old, node); else pops.prepend(node);
     if (fresh && card.state !== "ended") expand(true);
     if (card.state === "ended") {
       setTimeout(() => {
         const cur = document.getElementById(id);
-        if (cur && cur.dataset.state === "ended") { cur.remove(); layout(); }
+        // An open note form keeps the card until the user dismisses it: the note is written after the call.
+        if (cur && cur.dataset.state === "ended" && !cur.querySelector(".pop-note[open]")) { cur.remove(); layout(); }
       }, ENDED_LINGER_MS);
     }
     notify(card, fresh);
     layout();
     tick();
+    // A call ringing at the softphone too: the card gets its Answer button (softphone.js).
+    if (window.callbridgeSoftphone) window.callbridgeSoftphone.refresh();
+  }
+
+  // -- a note and a call type, written from the pop while the call runs or after it ------------
+  let callTypes = [];
+  function typeOptions(select) {
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "", text: "Call type…" }),
+      ...callTypes.map((t) => el("option", { value: t, text: t })));
+    select.value = chosen;
+  }
+  if (popsBox) {
+    api("GET", "/api/v1/call-types").then((page) => {
+      callTypes = (page.items || []).map((t) => t.name);
+      for (const select of document.querySelectorAll(".pop-note select")) typeOptions(select);
+    }).catch(() => {});
+  }
+  function noteForm(card) {
+    const select = el("select", { name: "call_type", "aria-label": "Call type" });
+    typeOptions(select);
+    const status = el("span", { class: "muted", role: "status" });
+    const form = el("form", { class: "pop-note-form", "data-call": String(card.id) },
+      el("textarea", { name: "note", rows: "2", maxlength: "10000", "aria-label": "Note", placeholder: "What is the call about?" }),
+      select,
+      el("button", { type: "submit", class: "btn", text: "Save note" }),
+      status);
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = new FormData(form);
+      try {
+        await api("PATCH", `/api/v1/calls/${form.dataset.call}`, { note: String(data.get("note") || ""), call_type: String(data.get("call_type") || "") });
+        status.textContent = "Saved.";
+      } catch (err) { status.textContent = `Not saved: ${err.message}`; }
+    });
+    return el("details", { class: "pop-note" }, el("summary", { text: "Note & type" }), form);
   }
 
   // -- the pops' place on the page ---------------------------------------------------------------
@@ -244,6 +294,7 @@
     document.documentElement.style.setProperty("--pops-h", `${Math.ceil(h)}px`);
   }).observe(popsBox);
   wide.addEventListener("change", layout);
+  window.callbridgeLayout = layout;
 
   // -- alerts: ring sound and desktop notification, each opted into on the Account page ----------
   let ringAudio = null;
@@ -303,9 +354,18 @@
     const activeSig = active ? signature(active) : null;
     const recent = old.querySelector("details.pop-recent");
     const recentOpen = recent ? recent.open : null;
+    // A recording being played in "Last calls" keeps playing: its element moves to the new card.
+    for (const audio of node.querySelectorAll("audio[data-audio]")) {
+      const playing = [...old.querySelectorAll("audio[data-audio]")].find((a) => a.dataset.audio === audio.dataset.audio);
+      if (playing) audio.replaceWith(playing);
+    }
     for (const attr of [...old.attributes]) if (!node.hasAttribute(attr.name)) old.removeAttribute(attr.name);
     for (const attr of node.attributes) old.setAttribute(attr.name, attr.value);
-    old.replaceChildren(...node.childNodes);
+    // The note form stays as it is (what the user is typing, the focus in it): the rest is renewed.
+    const keep = old.querySelector(":scope > .pop-note");
+    const incoming = [...node.childNodes].filter((n) => !(keep && n.classList && n.classList.contains("pop-note")));
+    for (const child of [...old.childNodes]) if (child !== keep) child.remove();
+    if (keep) for (const n of incoming) old.insertBefore(n, keep); else old.append(...incoming);
     const nextRecent = old.querySelector("details.pop-recent");
     if (nextRecent && recentOpen !== null) nextRecent.open = recentOpen;
     if (activeSig) {
@@ -330,6 +390,33 @@
     }
   }
   setInterval(tick, 1000);
+
+  // -- follow-ups: the desk's "My follow-ups", reloaded from the hub when a task changes --------
+  const followups = document.getElementById("followups");
+  let followupsLoading = null;
+  async function reloadFollowups() {
+    if (!followups) return;
+    if (followupsLoading) { followupsLoading.again = true; return; }
+    followupsLoading = { again: false };
+    try {
+      const res = await fetch("/desk/follow-ups", { credentials: "same-origin", headers: { accept: "text/html" } });
+      if (res.ok) { followups.innerHTML = await res.text(); formatTimes(followups); }
+    } catch (_) { /* the next message or minute tries again */ }
+    const again = followupsLoading.again;
+    followupsLoading = null;
+    if (again) reloadFollowups();
+  }
+  if (followups) setInterval(reloadFollowups, 60000); // ages move on
+  function onTask(msg) {
+    reloadFollowups();
+    if (msg.change !== "created") return;
+    // A new call owed: the same opt-in alerts as a ringing phone, once.
+    if (alerts.ring_sound) { playRing(); setTimeout(() => { if (!ringTimer && ringAudio) ringAudio.pause(); }, 2500); }
+    if (alerts.desktop_notifications && "Notification" in window && Notification.permission === "granted") {
+      const note = new Notification(msg.title, { body: "A call to return", tag: `task-${msg.task.id}` });
+      note.onclick = () => { window.focus(); note.close(); };
+    }
+  }
 
   // -- other messages --------------------------------------------------------------------------
   function onNotification(note, unread) {
@@ -418,6 +505,7 @@
       case "dial": showDial(msg.state, msg.message); break;
       case "presence": onPresence(msg); break;
       case "live_call": onLiveCall(msg.call); break;
+      case "task": onTask(msg); break;
       default: break;
     }
   }
@@ -455,7 +543,17 @@
   }
 
   // -- clicks ----------------------------------------------------------------------------------
+  function softphoneReady() {
+    return !!(window.callbridgeSoftphone && window.callbridgeSoftphone.ready());
+  }
+
   async function dial(number) {
+    if (softphoneReady()) {
+      // Click-to-call through the phone in the page rather than ringing a desk phone first.
+      showDial("dialing", `Calling ${number} from the softphone…`);
+      window.callbridgeSoftphone.call(number);
+      return;
+    }
     showDial("ringing_phone", `Calling ${number}…`);
     try {
       const placed = await api("POST", "/api/v1/calls/originate", { number });
@@ -469,7 +567,7 @@
     const target = event.target instanceof Element ? event.target : null;
     if (!target) return;
     const link = target.closest("a.dial[data-number]");
-    if (link && canDial) {
+    if (link && (canDial || softphoneReady())) {
       event.preventDefault();
       dial(link.dataset.number);
       return;
@@ -513,6 +611,15 @@
         catch (_) { /* still open it */ }
         location.href = open.getAttribute("href");
       }
+      return;
+    }
+    const done = target.closest("[data-task-done]");
+    const snooze = target.closest("[data-task-snooze]");
+    if (done || snooze) {
+      const id = (done || snooze).dataset.taskDone || (done || snooze).dataset.taskSnooze;
+      const change = done ? { status: "done" } : { snooze_until: new Date(when.now() + 3600 * 1000).toISOString() };
+      try { await api("PATCH", `/api/v1/tasks/${id}`, change); } catch (err) { window.alert(err.message); }
+      reloadFollowups();
       return;
     }
     if (target.closest("[data-read-all]")) {

@@ -19,7 +19,7 @@ from callbridge.domain.analytics import COUNTER_NAMES, RING_BUCKETS, CallFacts, 
 from callbridge.domain.events import Direction, Disposition
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
