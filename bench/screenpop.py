@@ -18,8 +18,6 @@ import contextlib
 import gc
 import json
 import os
-import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,17 +28,10 @@ from typing import Any
 
 import httpx
 import websockets
-from argon2 import PasswordHasher
 
-from callbridge.config import Settings
-from callbridge.domain.pbx import PbxKind
-from callbridge.domain.users import Role
-from callbridge.hub import Hub
+from benchkit import SECRET, free_port, pct, seed, sign_in
 from callbridge.pbx.asterisk.simulator import AmiSimulator
-from callbridge.services.pbxes import AsteriskSettings, add_pbx
 
-PASSWORD = "bench-password-1"
-SECRET = "bench-ami-secret"
 GOAL_P99_MS = 25.0
 
 
@@ -56,48 +47,6 @@ class TimedSimulator(AmiSimulator):
         if name == "DialBegin":
             linkedid = dict(body).get("Linkedid", "")
             self.rang_at.setdefault(linkedid, time.monotonic())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def seed(data_dir: Path, users: int, sim_port: int, redis_url: str) -> None:
-    hub = Hub.build(
-        Settings(data_dir=data_dir, redis_url=redis_url),
-        hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    try:
-        await hub.prepare()
-        async with hub.db.unit() as repos:
-            await add_pbx(
-                repos.pbxes,
-                "bench",
-                PbxKind.ASTERISK,
-                AsteriskSettings(
-                    host="127.0.0.1", port=sim_port, username="hub", secret=SECRET, trunks=("trunk*",)
-                ),
-            )
-            accounts = hub.accounts(repos)
-            for i in range(users):
-                user, _ = await accounts.create_user(f"u{i}", Role.AGENT, PASSWORD)
-                await repos.extensions.map("bench", str(2000 + i), user.id)
-    finally:
-        await hub.close()
-
-
-async def sign_in(url: str, name: str) -> str:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as c:
-        page = await c.get("/login", headers={"accept": "text/html"})
-        match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-        assert match
-        answer = await c.post(
-            "/login", data={"username": name, "password": PASSWORD, "csrf_token": match.group(1), "next": "/"}
-        )
-        assert answer.status_code == 303, answer.text
-        return "; ".join(f"{k}={v}" for k, v in c.cookies.items())
 
 
 class Browsers:
@@ -178,11 +127,6 @@ async def run_rate(
     return latencies
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -197,7 +141,7 @@ async def main() -> None:
         data_dir = Path(tmp)
         sim = TimedSimulator(username="hub", secret=SECRET, cel=True)
         await sim.start()
-        await seed(data_dir, args.users, sim.port, args.redis)
+        await seed(data_dir, sim.port, users=args.users, redis_url=args.redis)
         port = free_port()
         env = {
             **os.environ,

@@ -20,8 +20,6 @@ import contextlib
 import gc
 import json
 import os
-import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,17 +30,11 @@ from typing import Any
 
 import httpx
 import websockets
-from argon2 import PasswordHasher
 
-from callbridge.config import Settings
-from callbridge.domain.pbx import PbxKind
+from benchkit import SECRET, free_port, pct, seed, sign_in
 from callbridge.domain.users import Role
-from callbridge.hub import Hub
 from callbridge.pbx.asterisk.simulator import AmiSimulator, SimChannel
-from callbridge.services.pbxes import AsteriskSettings, add_pbx
 
-PASSWORD = "bench-password-1"
-SECRET = "bench-ami-secret"
 GOAL_P99_MS = 100.0
 MEMBERS = 20
 
@@ -60,46 +52,6 @@ class TimedSimulator(AmiSimulator):
             fields = dict(body)
             if fields.get("Paused") == "1":
                 self.sent_at.setdefault(fields.get("PausedReason", ""), time.monotonic())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def seed(data_dir: Path, sim_port: int, screens: int) -> None:
-    hub = Hub.build(
-        Settings(data_dir=data_dir), hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    )
-    try:
-        await hub.prepare()
-        async with hub.db.unit() as repos:
-            await add_pbx(
-                repos.pbxes,
-                "bench",
-                PbxKind.ASTERISK,
-                AsteriskSettings(
-                    host="127.0.0.1", port=sim_port, username="hub", secret=SECRET, trunks=("trunk*",)
-                ),
-            )
-            accounts = hub.accounts(repos)
-            for i in range(screens):
-                await accounts.create_user(f"m{i}", Role.MANAGER, PASSWORD)
-    finally:
-        await hub.close()
-
-
-async def sign_in(url: str, name: str) -> str:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as c:
-        page = await c.get("/login", headers={"accept": "text/html"})
-        match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-        assert match
-        answer = await c.post(
-            "/login", data={"username": name, "password": PASSWORD, "csrf_token": match.group(1), "next": "/"}
-        )
-        assert answer.status_code == 303, answer.text
-        return "; ".join(f"{k}={v}" for k, v in c.cookies.items())
 
 
 class Screens:
@@ -183,11 +135,6 @@ async def run_rate(
     return latencies
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -203,7 +150,7 @@ async def main() -> None:
         for m in range(MEMBERS):
             sim.add_queue_member("sales", f"30{m:02d}")
         await sim.start()
-        await seed(data_dir, sim.port, args.screens)
+        await seed(data_dir, sim.port, users=args.screens, role=Role.MANAGER, prefix="m", extensions=False)
         port = free_port()
         env = {**os.environ, "CALLBRIDGE_DATA_DIR": str(data_dir), "CALLBRIDGE_LOG_LEVEL": "WARNING"}
         log = open(data_dir / "hub.log", "wb")  # noqa: ASYNC230, SIM115 - before the clock starts

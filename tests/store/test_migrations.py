@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -163,3 +165,66 @@ async def test_0007_moves_the_placer_of_outbound_calls_out_of_answered_by(
         "internal": ("1003", None, "1004", None),
         "inbound": ("", None, "1001", 5),
     }
+
+
+async def test_0017_counts_the_calls_already_logged(tmp_path: object, backend: str) -> None:
+    """0017: the rollups start with every call the log had, and missed calls already called back
+    have their callback."""
+    url = await _fresh_url(tmp_path, backend)
+    await upgrade(url, "0015")
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO users (id, name, display_name, role, password_hash, active, session_version,"
+                " created_at) VALUES (5, 'alice', 'Alice', 'agent', 'x', true, 1, CURRENT_TIMESTAMP)"
+            )
+        )
+        rows = [
+            # (call id, direction, disposition, start, end, ring, talk)
+            ("answered", "inbound", "answered", "2026-03-01 09:00:00", "2026-03-01 09:01:05", 5, 60),
+            ("missed", "inbound", "missed", "2026-03-01 10:00:00", "2026-03-01 10:00:20", 20, 0),
+            ("back", "outbound", "answered", "2026-03-01 10:30:20", "2026-03-01 10:32:00", 8, 92),
+            ("open", "inbound", None, "2026-03-01 11:00:00", None, 0, 0),
+        ]
+        for n, (call_id, direction, disposition, start, end, ring, talk) in enumerate(rows, start=1):
+            await conn.execute(
+                text(
+                    "INSERT INTO calls (id, pbx, pbx_call_id, direction, disposition, external_number,"
+                    " started_at, ended_at, ring_seconds, talk_seconds, updated_at) VALUES (:id, 'main', :c,"
+                    " :d, :o, '+14155550100', :s, :e, :r, :t, CURRENT_TIMESTAMP)"
+                ),
+                {
+                    "id": n,
+                    "c": call_id,
+                    "d": direction,
+                    "o": disposition,
+                    "s": datetime.fromisoformat(start).replace(tzinfo=UTC),
+                    "e": datetime.fromisoformat(end).replace(tzinfo=UTC) if end else None,
+                    "r": ring,
+                    "t": talk,
+                },
+            )
+        await conn.execute(text("INSERT INTO call_users (call_id, user_id) VALUES (1, 5), (2, 5)"))
+    await engine.dispose()
+    await upgrade(url, "0017")
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            day = (
+                await conn.execute(
+                    text(
+                        "SELECT user_id, direction, offered, answered, missed, ring_seconds, callbacks,"
+                        " callback_seconds FROM call_rollups WHERE grain = 86400 ORDER BY user_id, direction"
+                    )
+                )
+            ).all()
+            callbacks = (await conn.execute(text("SELECT call_id, seconds FROM call_callbacks"))).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in day] == [
+        (0, "inbound", 2, 1, 1, 5, 1, 1800),
+        (0, "outbound", 1, 1, 0, 8, 0, 0),
+        (5, "inbound", 2, 1, 1, 5, 1, 1800),
+    ]
+    assert [tuple(r) for r in callbacks] == [(2, 1800)]

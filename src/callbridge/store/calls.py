@@ -475,6 +475,10 @@ class SqlCalls:
         """Write each call's record and its participants: one UPDATE for all the calls."""
         if not items:
             return
+        from callbridge.store.analytics import SqlRollups  # it reads this module's tables
+
+        rollups = SqlRollups(self.session)
+        before = await rollups.read([row for row, _, _ in items])
         rows = [{"b_id": row, **self._record_values(summary, link)} for row, summary, link in items]
         columns = [key for key in rows[0] if key != "b_id"]
         statement = (
@@ -499,6 +503,10 @@ class SqlCalls:
             new_members += [{"call_id": row, "user_id": u} for u in sorted(link.user_ids - current)]
         if new_members:
             await self.session.execute(insert(call_users), new_members)
+        # The analytics rollups move in the same unit of work as the rows they count.
+        await rollups.changed(
+            before, {r["b_id"]: (r, link.user_ids) for r, (_, _, link) in zip(rows, items, strict=True)}
+        )
 
     # -- batched ingest: a few statements for a whole batch of events ------------------------------
 

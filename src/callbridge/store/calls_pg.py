@@ -129,7 +129,8 @@ class PgIngestBatch:
     """What ingest of one batch asks the database, for one unit of work on PostgreSQL: the call
     log's ``BulkEvents`` (with ``save_many``), ``ExtensionUsers`` and ``BulkContactFinder``."""
 
-    def __init__(self, conn: Any, begin: AsyncConnection | None = None) -> None:
+    def __init__(self, session: AsyncSession, conn: Any, begin: AsyncConnection | None = None) -> None:
+        self._session = session
         self._conn = conn
         # The unit's SQLAlchemy connection while its transaction is not begun yet.
         self._begin = begin
@@ -141,7 +142,7 @@ class PgIngestBatch:
         """On the asyncpg connection under ``session``, inside the session's transaction."""
         connection = await session.connection()
         driver: Any = (await connection.get_raw_connection()).driver_connection
-        return cls(driver, None if driver.is_in_transaction() else connection)
+        return cls(session, driver, None if driver.is_in_transaction() else connection)
 
     async def _execute(self, sql: str, *args: Any) -> None:
         """A statement without rows. The dialect begins the unit's transaction with the first
@@ -215,11 +216,22 @@ class PgIngestBatch:
         """Each call's record in one UPDATE, and its participants in at most three statements."""
         if not items:
             return
+        from callbridge.store.analytics import SqlRollups
+
+        # The analytics rollups move in the same unit of work (through the session: the same
+        # connection and transaction as the driver's statements).
+        begin, self._begin = self._begin, None
+        if begin is not None:
+            await begin.exec_driver_sql("SELECT 1")
+        rollups = SqlRollups(self._session)
+        before = await rollups.read([row for row, _, _ in items])
         rows: list[int] = []
         columns: dict[str, list[Any]] = {name: [] for name, _ in _RECORD_COLUMNS}
+        written: dict[int, tuple[dict[str, Any], frozenset[int]]] = {}
         for call_row, summary, link in items:
             rows.append(call_row)
             values = SqlCalls._record_values(summary, link)  # the same values as everywhere else
+            written[call_row] = (values, link.user_ids)
             for name, column in columns.items():
                 column.append(values[name])
         await self._execute(_SAVE_CALLS, rows, *columns.values(), now())
@@ -242,6 +254,7 @@ class PgIngestBatch:
             await self._execute(_DROP_MEMBERS, *gone)
         if new[0]:
             await self._execute(_ADD_MEMBERS, *new)
+        await rollups.changed(before, written)
 
     # -- the directory's answers a batch needs -----------------------------------------------------
 

@@ -10,7 +10,13 @@ from fastapi.responses import HTMLResponse
 from callbridge.domain.users import User
 from callbridge.web.deps import csrf_token
 
-NAV = [("Desk", "/desk"), ("Calls", "/calls"), ("Contacts", "/contacts"), ("Settings", "/settings")]
+NAV = [
+    ("Desk", "/desk"),
+    ("Calls", "/calls"),
+    ("Contacts", "/contacts"),
+    ("Analytics", "/analytics"),
+    ("Settings", "/settings"),
+]
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:

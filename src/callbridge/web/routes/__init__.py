@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from callbridge.web.routes import (
     agent,
     agent_uploads,
+    analytics,
     api_users,
     auth,
     calls,
@@ -31,6 +32,7 @@ ROUTERS: list[APIRouter] = [
     connectors.router,
     api_users.router,
     calls.router,
+    analytics.router,
     queues.router,
     wallboard.router,
     recordings.router,

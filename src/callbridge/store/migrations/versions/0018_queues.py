@@ -13,7 +13,7 @@ from alembic import op
 from callbridge.store.tables import UtcDateTime
 
 revision = "0018"
-down_revision = "0016"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
