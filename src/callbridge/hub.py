@@ -45,6 +45,7 @@ from callbridge.services.calllog import (
     CachedExtensions,
     CallStore,
     ExtensionUsers,
+    Ingested,
     IngestFailed,
     ingest,
 )
@@ -565,7 +566,15 @@ class Hub:
             out, done = await self._ingest_lane(buckets[0], then)
             results = [out]
         else:
-            results = [out for out, _ in await asyncio.gather(*(self._ingest_lane(b) for b in buckets if b))]
+            # Follow-up tasks are keyed by the caller's number, which calls in different lanes
+            # share: done inside the lanes, two lanes lock one number's tasks in opposite orders
+            # and PostgreSQL kills one of them as a deadlock. They run after the lanes commit.
+            after: list[Ingested] = []
+            results = [
+                out
+                for out, _ in await asyncio.gather(*(self._ingest_lane(b, None, after) for b in buckets if b))
+            ]
+            results.append(await self._followups_after(after))
             done = then is None
         if not done and then is not None:
             async with self.db.unit() as repos:
@@ -621,22 +630,50 @@ class Hub:
         except Exception as exc:  # statistics are an optimisation: never fail ingest for them
             log.warning("could not refresh the call log's planner statistics: %s", type(exc).__name__)
 
+    async def _followups_after(self, changed: list[Ingested]) -> list[tuple[str, Payload]]:
+        """Follow-up tasks for calls the lanes stored (and committed), one call after another."""
+        out: list[tuple[str, Payload]] = []
+        if self.followups is None or not changed:
+            return out
+        async with self.db.unit() as repos:
+            for call in changed:
+                try:
+                    async with repos.session.begin_nested():
+                        out += await self.followups.on_call(call, self.followup_store(repos))
+                except Exception:
+                    log.exception("follow-up failed for call %s/%s", call.summary.pbx, call.summary.call_id)
+        return out
+
     async def _ingest_lane(
-        self, events: list[CallEvent], then: Callable[[Repos], Awaitable[None]] | None = None
+        self,
+        events: list[CallEvent],
+        then: Callable[[Repos], Awaitable[None]] | None = None,
+        followups_after: list[Ingested] | None = None,
     ) -> tuple[list[tuple[str, Payload]], bool]:
         """Store one lane in one transaction (with ``then`` at its end); when that fails, event
-        by event. Returns the messages and whether ``then`` was committed with them."""
+        by event. Returns the messages and whether ``then`` was committed with them. With
+        ``followups_after``, the calls that need follow-up work are added to it instead."""
         try:
+            lane: list[Ingested] = []
             async with self.db.unit() as repos:
                 stores = await repos.batch_stores()
                 calls = BatchedCalls(repos.calls, stores.calls)
                 extensions = CachedExtensions(stores.extensions)
                 await calls.prefetch(events)
                 await extensions.prefetch(itertools.chain(calls.known_events(), events))
-                out = await self._ingest_events(repos, events, calls, extensions, stores.directory)
+                out = await self._ingest_events(
+                    repos,
+                    events,
+                    calls,
+                    extensions,
+                    stores.directory,
+                    None if followups_after is None else lane,
+                )
                 await calls.flush()
                 if then is not None:
                     await then(repos)
+            if followups_after is not None:
+                followups_after.extend(lane)
             return out, True
         except Exception:
             if len(events) == 1:
@@ -675,6 +712,7 @@ class Hub:
         calls: CallStore,
         extensions: ExtensionUsers,
         directory: BulkContactFinder,
+        followups_after: list[Ingested] | None = None,
     ) -> list[tuple[str, Payload]]:
         out: list[tuple[str, Payload]] = []
         desk_store = _DeskStore(DeskRepo(repos), extensions)
@@ -721,13 +759,16 @@ class Hub:
                         "live desk failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
                     )
             if self.followups is not None and isinstance(event, CallAnswered | CallEnded):
-                # In the call's unit of work: a task and its call are stored together.
-                try:
-                    out += await self.followups.on_call(changed, self.followup_store(repos))
-                except Exception:
-                    log.exception(
-                        "follow-up failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
-                    )
+                if followups_after is not None:
+                    followups_after.append(changed)  # after the lanes commit (see ingest_batch)
+                else:
+                    # In the call's unit of work: a task and its call are stored together.
+                    try:
+                        out += await self.followups.on_call(changed, self.followup_store(repos))
+                    except Exception:
+                        log.exception(
+                            "follow-up failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
+                        )
             out.append((CALL_TOPIC, changed.payload()))
             if changed.summary.direction in (Direction.INBOUND, Direction.OUTBOUND):
                 to_erp.add(changed.id)
