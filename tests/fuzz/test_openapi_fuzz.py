@@ -2,7 +2,7 @@
 `callbridge serve` on loopback (SQLite, and PostgreSQL when the test run has it).
 
 The run fails on any 5xx answer and on any answer that does not match the documented schema.
-It is bounded in time (``CALLBRIDGE_FUZZ_SECONDS``, 60 s per database by default; `make fuzz`
+It is bounded in time (``CALLBRIDGE_FUZZ_SECONDS``, 30 s per database by default; `make fuzz`
 runs longer). Each run draws a new seed, which the output prints, so a failure can be replayed
 with ``--seed``.
 """
@@ -19,7 +19,7 @@ import pytest
 from tests.agent.procs import HubProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-SECONDS = int(os.environ.get("CALLBRIDGE_FUZZ_SECONDS", "60"))
+SECONDS = int(os.environ.get("CALLBRIDGE_FUZZ_SECONDS", "30"))
 CHECKS = "not_a_server_error,response_schema_conformance,content_type_conformance"
 
 
