@@ -5,9 +5,14 @@ The benches run as scripts (``python bench/x.py``), so this module is imported b
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 from argon2 import PasswordHasher
@@ -80,3 +85,24 @@ async def sign_in(url: str, name: str) -> str:
         )
         assert answer.status_code == 303, answer.text
         return "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+
+
+def start_hub(data_dir: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``callbridge serve`` in its own process, its output in ``<data_dir>/hub.log``."""
+    with open(data_dir / "hub.log", "wb") as log:  # the child keeps its own copy of the file
+        return subprocess.Popen(
+            [sys.executable, "-m", "callbridge", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_ready(url: str, sim: Any) -> None:
+    """Until the hub answers /readyz and has signed in to the simulator (at most 30 s)."""
+    async with httpx.AsyncClient() as probe:
+        for _ in range(300):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await probe.get(url + "/readyz")).status_code == 200 and sim.logins:
+                    return
+            await asyncio.sleep(0.1)

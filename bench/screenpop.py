@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import websockets
 
-from benchkit import SECRET, free_port, pct, seed, sign_in
+from benchkit import SECRET, free_port, pct, seed, sign_in, start_hub, wait_ready
 from callbridge.pbx.asterisk.simulator import AmiSimulator
 
 GOAL_P99_MS = 25.0
@@ -149,22 +148,11 @@ async def main() -> None:
             "CALLBRIDGE_LOG_LEVEL": "WARNING",
             "CALLBRIDGE_REDIS_URL": args.redis,
         }
-        log = open(data_dir / "hub.log", "wb")  # noqa: ASYNC230, SIM115 - before the clock starts
-        hub = subprocess.Popen(  # noqa: ASYNC220 - started once, before the clock starts
-            [sys.executable, "-m", "callbridge", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        hub = start_hub(data_dir, port, env)
         url = f"http://127.0.0.1:{port}"
         browsers = Browsers()
         try:
-            async with httpx.AsyncClient() as probe:
-                for _ in range(300):
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await probe.get(url + "/readyz")).status_code == 200 and sim.logins:
-                            break
-                    await asyncio.sleep(0.1)
+            await wait_ready(url, sim)
             cookies = await asyncio.gather(*(sign_in(url, f"u{i}") for i in range(args.users)))
             ws_url = url.replace("http://", "ws://") + "/live/ws"
             for cookie in cookies:
@@ -203,7 +191,6 @@ async def main() -> None:
                 hub.wait(10)
             except subprocess.TimeoutExpired:
                 hub.kill()
-            log.close()
             await sim.stop()
 
 

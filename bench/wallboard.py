@@ -28,10 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import websockets
 
-from benchkit import SECRET, free_port, pct, seed, sign_in
+from benchkit import SECRET, free_port, pct, seed, sign_in, start_hub, wait_ready
 from callbridge.domain.users import Role
 from callbridge.pbx.asterisk.simulator import AmiSimulator, SimChannel
 
@@ -153,22 +152,11 @@ async def main() -> None:
         await seed(data_dir, sim.port, users=args.screens, role=Role.MANAGER, prefix="m", extensions=False)
         port = free_port()
         env = {**os.environ, "CALLBRIDGE_DATA_DIR": str(data_dir), "CALLBRIDGE_LOG_LEVEL": "WARNING"}
-        log = open(data_dir / "hub.log", "wb")  # noqa: ASYNC230, SIM115 - before the clock starts
-        hub = subprocess.Popen(  # noqa: ASYNC220 - started once, before the clock starts
-            [sys.executable, "-m", "callbridge", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        hub = start_hub(data_dir, port, env)
         url = f"http://127.0.0.1:{port}"
         screens = Screens()
         try:
-            async with httpx.AsyncClient() as probe:
-                for _ in range(300):
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await probe.get(url + "/readyz")).status_code == 200 and sim.logins:
-                            break
-                    await asyncio.sleep(0.1)
+            await wait_ready(url, sim)
             ws_url = url.replace("http://", "ws://") + "/live/wallboard"
             for i in range(args.screens):
                 await screens.open(ws_url, await sign_in(url, f"m{i}"))
@@ -206,7 +194,6 @@ async def main() -> None:
                 hub.wait(10)
             except subprocess.TimeoutExpired:
                 hub.kill()
-            log.close()
             await sim.stop()
 
 
