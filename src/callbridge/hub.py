@@ -86,7 +86,7 @@ from callbridge.services.transcription import (
     transcribe_recording,
 )
 from callbridge.store.calls import CALL_LOG_TABLES
-from callbridge.store.db import Database
+from callbridge.store.db import Database, finish_anyway
 from callbridge.store.desk import DeskRepo
 from callbridge.store.directory import FastDirectory
 from callbridge.store.inbox import SqlInbox, SqliteInbox
@@ -528,6 +528,15 @@ class Hub:
         self, events: Sequence[Event], *, then: Callable[[Repos], Awaitable[None]] | None = None
     ) -> list[tuple[str, Payload]]:
         """Store a batch of events; returns the messages to publish once the caller may.
+
+        A caller cancelled meanwhile does not stop the batch: it ends, committed or rolled back
+        (see :func:`~callbridge.store.db.finish_anyway`)."""
+        return await finish_anyway(self._ingest_batch(events, then=then))
+
+    async def _ingest_batch(
+        self, events: Sequence[Event], *, then: Callable[[Repos], Awaitable[None]] | None = None
+    ) -> list[tuple[str, Payload]]:
+        """The work of :meth:`ingest_batch`.
 
         Call events are grouped by call: each call's row, events and link are read once and its
         record written once per batch. On PostgreSQL, calls are spread over a few transactions

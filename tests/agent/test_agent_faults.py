@@ -44,6 +44,14 @@ async def _wait_for_calls(database_url: str, expected: int, limit: float) -> tup
     return counts
 
 
+def _logs(counts: tuple[int, ...], agent: AgentProcess, hub: HubProcess) -> str:
+    """What a failure shows: the counts, then the ends of the agent's and the hub's logs."""
+    return (
+        f"counts {counts}\n--- agent log ---\n{agent.log_text()[-2000:]}\n"
+        f"--- hub log ---\n{hub.log_text()[-2000:]}"
+    )
+
+
 async def _wait_agent_connected(agent: AgentProcess, times: int, limit: float = 20) -> None:
     """Until the agent's ``times``-th start is connected to the hub and logged in to AMI."""
     deadline = time.monotonic() + limit
@@ -114,7 +122,7 @@ async def test_1000_calls_survive_hub_kills_and_link_cuts(rig, database_url: str
     counts = await _wait_for_calls(database_url, 1000, limit=60)
     calls, distinct, still_open, ended_events = counts
     assert hub.starts == 4 and proxy.cuts >= 5
-    assert (calls, distinct, still_open) == (1000, 1000, 0), (counts, agent.log_text()[-3000:])
+    assert (calls, distinct, still_open) == (1000, 1000, 0), _logs(counts, agent, hub)
     assert ended_events == 1000
     assert "ERROR" not in agent.log_text()
     # Health as `callbridge pbx list` shows it: agent up, AMI up, nothing waiting in the outbox.
@@ -151,5 +159,5 @@ async def test_agent_killed_mid_stream_and_restarted(rig, database_url: str) -> 
     await _place(sim, 299, 700)
     counts = await _wait_for_calls(database_url, 1000, limit=60)
     calls, distinct, still_open, ended_events = counts
-    assert (calls, distinct, still_open) == (1000, 1000, 0), (counts, agent.log_text()[-3000:])
+    assert (calls, distinct, still_open) == (1000, 1000, 0), _logs(counts, agent, hub)
     assert ended_events == 1000

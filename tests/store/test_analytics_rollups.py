@@ -3,13 +3,16 @@ events came in, however often they came, and however the calls were folded again
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tests.conftest import add_user
 
 from callbridge.domain.analytics import Counters, LoggedCall, RollupKey, recount
@@ -243,3 +246,40 @@ async def test_rollups_stay_exact_when_lanes_ingest_side_by_side(
     assert await stored_callbacks(hub) == delays
     assert len(delays) > 20
     assert "failed; storing them one by one" not in caplog.text
+
+
+async def test_a_caller_cancelled_mid_batch_neither_stops_the_batch_nor_leaves_the_database_locked(
+    hub: Hub,
+) -> None:
+    """An agent's link that goes away cancels whoever waits for its batch. The batch ends anyway
+    (stored whole) and the next write goes through at once: a write cancelled midway could
+    leave SQLite's write lock held by a pooled connection, and later writes failed."""
+    await people(hub)
+    rng = random.Random(5)
+    slow = []
+    for k in range(12):
+        events = [e for i in range(200) for e in random_call(rng, f"x{k}-{i}")]
+        task = asyncio.create_task(hub.ingest_batch(events))
+        await asyncio.sleep(rng.uniform(0.01, 0.4))
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        started = time.monotonic()
+        if not await hub.db.can_write() or time.monotonic() - started > 3.0:
+            slow.append(k)
+        assert await _calls_stored(hub, (k + 1) * 200) == (k + 1) * 200
+    assert slow == []
+    _delays, expected = await recount_from_log(hub)
+    assert await stored_rollups(hub) == expected
+
+
+async def _calls_stored(hub: Hub, expected: int, limit: float = 30) -> int:
+    """The number of calls stored, once it reaches ``expected`` (or ``limit`` seconds passed)."""
+    deadline, stored = time.monotonic() + limit, 0
+    while time.monotonic() < deadline:
+        async with hub.db.unit() as repos:
+            stored = (await repos.session.execute(select(func.count()).select_from(calls))).scalar_one()
+        if stored >= expected:
+            break
+        await asyncio.sleep(0.05)
+    return int(stored)

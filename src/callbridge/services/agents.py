@@ -588,6 +588,19 @@ _ERRORS: dict[str, type[CallbridgeError]] = {
 }
 
 
+@dataclass(slots=True)
+class IngestTurn:
+    """Whose turn it is to store an agent's events, in this hub process.
+
+    One batch of a PBX's events is stored at a time, whichever connection of its agent sent it.
+    A connection that goes away lets the batch it was storing finish (a write cancelled midway
+    can leave SQLite's write lock held), and the next connection starts where it ended:
+    ``committed`` is the (outbox epoch, high-water mark) of the last batch stored here."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    committed: tuple[str, int] | None = None
+
+
 class AgentLink:
     """The :class:`~callbridge.services.ports.PbxLink` of a PBX served by an agent.
 

@@ -7,9 +7,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -90,6 +90,27 @@ POSTGRES_POOL = (10, 20)
 POOL_TIMEOUT_SECONDS = 10.0
 # Connections the requests' units of work leave to the hub's own work (ingest, the live desk).
 RESERVED_CONNECTIONS = 2
+
+
+_T = TypeVar("_T")
+
+
+async def finish_anyway(work: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``work``, which writes; should the caller be cancelled meanwhile, ``work`` still
+    runs to its end (committed or rolled back) and what it raises then is logged.
+
+    A write cancelled midway is not safe on SQLite: the driver's connection can be dropped with
+    its transaction open, and the database's write lock then stays held; every later write
+    waits for it and fails. Callers that are cancelled as a matter of course (a WebSocket that
+    goes away while its batch is stored) go through here."""
+    task = asyncio.ensure_future(work)
+
+    def done(t: asyncio.Task[_T]) -> None:
+        if not t.cancelled() and (exc := t.exception()) is not None:
+            log.warning("a write whose caller had gone failed: %s", type(exc).__name__)
+
+    task.add_done_callback(done)
+    return await asyncio.shield(task)
 
 
 class FairGate:

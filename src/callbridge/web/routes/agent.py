@@ -30,11 +30,12 @@ from callbridge.domain.errors import (
     CallbridgeError,
     InvalidInput,
     PbxUnavailable,
+    StoreUnavailable,
 )
 from callbridge.domain.events import Event, PresenceChanged
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.versions import older_than
-from callbridge.hub import Hub
+from callbridge.hub import Hub, Payload
 from callbridge.services.agents import (
     CLOSE_PROTOCOL,
     CLOSE_REPLACED,
@@ -45,6 +46,7 @@ from callbridge.services.agents import (
     AgentLink,
     AgentRecord,
     BatchItem,
+    IngestTurn,
     RawItem,
     agent_settings,
     authenticate,
@@ -58,6 +60,7 @@ from callbridge.services.agents import (
     revoke_token,
 )
 from callbridge.services.calllog import IngestFailed
+from callbridge.store.db import DatabaseError, finish_anyway
 from callbridge.store.repos import Repos
 from callbridge.web.deps import AccountsDep, AdminUser, HubDep, RepoDep, client_address
 from callbridge.web.frames import CLOSE_INVALID, CLOSE_POLICY, FrameRefused, receive_text
@@ -69,6 +72,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["agents"])
 
 SOCKETS_KEY = "agent_sockets"
+INGEST_TURNS_KEY = "agent_ingest_turns"
 MAX_MERGED_ITEMS = 3000
 # Rejected items logged one by one per batch; the rest are counted in one more line.
 MAX_REJECT_LINES = 10
@@ -82,6 +86,12 @@ def agent_link(hub: Hub, name: str) -> AgentLink:
         link = AgentLink(name)
         links[name] = link
     return link
+
+
+def ingest_turn(hub: Hub, name: str) -> IngestTurn:
+    """The :class:`IngestTurn` of ``name``'s agent (it outlives the agent's connections)."""
+    turns: dict[str, IngestTurn] = hub.extras.setdefault(INGEST_TURNS_KEY, {})
+    return turns.setdefault(name, IngestTurn())
 
 
 def _serves_agent(record: PbxRecord) -> bool:
@@ -106,8 +116,40 @@ class _Session:
             await self.ws.send_text(json.dumps(msg))
 
     async def store(self, items: Sequence[BatchItem]) -> None:
-        """Commit one batch and acknowledge it. Items the hub can never take are rejected for
-        good: acknowledged with the rest (so the agent drops them) and named in a ``reject``."""
+        """Commit one batch, then acknowledge it. The commit is shielded: should the link go
+        while it runs, it still ends (stored, or rolled back) before the next connection of this
+        agent reads where to start; only the acknowledgement is lost, and the agent resends."""
+        stored = await finish_anyway(self._commit(items))
+        if stored is None:
+            return
+        top, rejected, changed = stored
+        if rejected:
+            await self.send({"type": "reject", "items": rejected})
+        await self.send({"type": "ack", "seq": top})
+        for topic, payload in changed:
+            await self.hub.bus.publish(topic, payload)
+
+    async def _commit(
+        self, items: Sequence[BatchItem]
+    ) -> tuple[int, list[dict[str, Any]], list[tuple[str, Payload]]] | None:
+        """Store the items past the high-water mark; returns (new mark, items rejected for good,
+        messages to publish), or ``None`` when a newer outbox of this agent has taken over.
+        Items the hub can never take are rejected for good: acknowledged with the rest (so the
+        agent drops them) and named in a ``reject``."""
+        turn = ingest_turn(self.hub, self.pbx)
+        async with turn.lock:
+            if turn.committed is not None:
+                epoch, mark = turn.committed
+                if epoch != self.epoch:
+                    return None  # the agent started a new outbox since: these rows are not its
+                self.high_water = max(self.high_water, mark)
+            stored = await self._commit_locked(items)
+            turn.committed = (self.epoch, stored[0])
+            return stored
+
+    async def _commit_locked(
+        self, items: Sequence[BatchItem]
+    ) -> tuple[int, list[dict[str, Any]], list[tuple[str, Payload]]]:
         events: list[Event] = []
         raws: list[RawItem] = []
         rejected: list[dict[str, Any]] = []
@@ -139,9 +181,7 @@ class _Session:
                 len(rejected) - MAX_REJECT_LINES,
             )
         if top == self.high_water:
-            if items:
-                await self.send({"type": "ack", "seq": self.high_water})
-            return
+            return top, rejected, []
         self.hub.preview(events)
         last_at = max((e.at for e in events), default=None)
 
@@ -155,17 +195,12 @@ class _Session:
             [e for e in events if not isinstance(e, PresenceChanged)], then=advance
         )
         self.high_water = top
-        link = agent_link(self.hub, self.pbx)
         if last_at is not None:
-            link.last_event_at = last_at
-        if rejected:
-            await self.send({"type": "reject", "items": rejected})
-        await self.send({"type": "ack", "seq": top})
+            agent_link(self.hub, self.pbx).last_event_at = last_at
         for event in events:
             if isinstance(event, PresenceChanged):
                 await self.hub.handle_event(event)  # no database work: straight to the desk
-        for topic, payload in changed:
-            await self.hub.bus.publish(topic, payload)
+        return top, rejected, changed
 
     async def on_status(self, msg: dict[str, Any], link: AgentLink) -> None:
         link.health = AgentHealth.of(msg)
@@ -214,6 +249,23 @@ def _bearer(ws: WebSocket) -> str:
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
+async def _starting_mark(hub: Hub, turn: IngestTurn, record: AgentRecord, epoch: str) -> int:
+    """The high-water mark a new connection of this agent starts from, once any batch an earlier
+    connection was storing has ended (its rows are then not stored twice)."""
+    async with turn.lock:
+        if record.epoch == epoch:
+            high_water = record.high_water
+            if turn.committed is not None and turn.committed[0] == epoch:
+                high_water = max(high_water, turn.committed[1])
+        else:
+            # A new outbox (the agent's file was replaced): its numbering starts again.
+            high_water = 0
+            async with hub.db.unit() as repos:
+                await repos.agents.advance(record.pbx, epoch, 0, None)
+        turn.committed = (epoch, high_water)
+        return high_water
+
+
 @router.websocket("/agent/v1/link")
 async def agent_socket(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
@@ -244,10 +296,13 @@ async def agent_socket(ws: WebSocket) -> None:
         return
     except WebSocketDisconnect:
         return
-    high_water = record.high_water if record.epoch == epoch else 0
-    if record.epoch != epoch:
-        async with hub.db.unit() as repos:
-            await repos.agents.advance(name, epoch, 0, None)
+    try:
+        high_water = await _starting_mark(hub, ingest_turn(hub, name), record, epoch)
+    except (StoreUnavailable, DatabaseError) as exc:
+        log.warning("agent of PBX %s: could not start its link (%s); it will retry", name, type(exc).__name__)
+        with contextlib.suppress(Exception):
+            await ws.close(code=CLOSE_STORE_FAILED, reason="the hub could not store events; resend later")
+        return
     session = _Session(hub, ws, name, epoch, high_water)
 
     sockets: dict[str, WebSocket] = hub.extras.setdefault(SOCKETS_KEY, {})
@@ -256,16 +311,19 @@ async def agent_socket(ws: WebSocket) -> None:
     if old is not None:
         with contextlib.suppress(Exception):
             await old.close(code=CLOSE_REPLACED, reason="replaced by a newer connection of this agent")
-    link = agent_link(hub, name)
 
     async def close(reason: str) -> None:
         with contextlib.suppress(Exception):
             await ws.close(code=CLOSE_TOKEN_REFUSED, reason=reason[:120])
 
+    link = agent_link(hub, name)
     generation = link.attach(session.send, version, close)
     log.info("agent of PBX %s connected (version %s, high-water %d)", name, version, high_water)
-    async with hub.db.unit() as repos:
-        await repos.agents.record_connection(name, True, version)
+    try:
+        async with hub.db.unit() as repos:
+            await repos.agents.record_connection(name, True, version)
+    except (StoreUnavailable, DatabaseError) as exc:  # shown as connected at its next status
+        log.warning("agent of PBX %s: could not record its connection (%s)", name, type(exc).__name__)
     queue: asyncio.Queue[list[BatchItem]] = asyncio.Queue(maxsize=64)
 
     async def process() -> None:
