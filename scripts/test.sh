@@ -78,4 +78,9 @@ if [ "${LINT:-1}" != 0 ]; then  # LINT=0 skips ruff and mypy while iterating on 
 fi
 say "pytest (SQLite and PostgreSQL)"
 mkdir -p "$ROOT/test-artifacts"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+# Spread over the cores (pytest-xdist): TEST_WORKERS=0 runs in this process, one test at a time.
+WORKERS=${TEST_WORKERS:-$(nproc)}
+if [ "$WORKERS" -gt 0 ]; then
+  set -- -n "$WORKERS" --dist loadgroup "$@"
+fi
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider --durations=20 "$@"

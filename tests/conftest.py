@@ -32,8 +32,15 @@ ADMIN_PASSWORD = "admin-password-1"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests run last: they are the slowest, and a failure elsewhere shows sooner."""
+    """Browser tests run last: they are the slowest, and a failure elsewhere shows sooner.
+
+    ``make test`` spreads the tests over the machine's cores (pytest-xdist, ``--dist
+    loadgroup``). Tests that use the throwaway Redis share its publish/subscribe channels, which
+    are global to the server: they run one after another, on one worker."""
     items.sort(key=lambda item: "/tests/browser/" in str(item.path))
+    for item in items:
+        if item.get_closest_marker("redis") is not None:
+            item.add_marker(pytest.mark.xdist_group("redis"))
 
 
 def _backends() -> list[str]:
@@ -41,6 +48,8 @@ def _backends() -> list[str]:
 
 
 _template_ready = False
+# One template per pytest-xdist worker: each worker makes (and drops) its own.
+_TEMPLATE = "cb_template_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 async def _pg_database(name: str) -> str:
@@ -54,11 +63,11 @@ async def _pg_database(name: str) -> str:
     conn = await asyncpg.connect(admin_dsn)
     try:
         if not _template_ready:
-            await conn.execute("DROP DATABASE IF EXISTS cb_template")
-            await conn.execute("CREATE DATABASE cb_template")
-            await upgrade(_with_db(PG_URL, "cb_template"))
+            await conn.execute(f'DROP DATABASE IF EXISTS "{_TEMPLATE}"')
+            await conn.execute(f'CREATE DATABASE "{_TEMPLATE}"')
+            await upgrade(_with_db(PG_URL, _TEMPLATE))
             _template_ready = True
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE cb_template')
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE}"')
     finally:
         await conn.close()
     return _with_db(PG_URL, name)

@@ -132,6 +132,7 @@ def test_serve_options_bound_connections_and_idle_time() -> None:
     assert options["http"].header_timeout == 3
 
 
+@pytest.mark.redis
 async def test_serve_with_several_workers_starts_and_bounds_headers(tmp_path: Path) -> None:
     """``callbridge serve --workers 2`` (several processes share a bus in Redis): uvicorn sends
     its configuration to each worker process, so the protocol must be importable by name; a class
