@@ -86,7 +86,7 @@ from callbridge.services.transcription import (
     transcribe_recording,
 )
 from callbridge.store.calls import CALL_LOG_TABLES
-from callbridge.store.db import Database, finish_anyway
+from callbridge.store.db import Database, finish_anyway, lost_a_race
 from callbridge.store.desk import DeskRepo
 from callbridge.store.directory import FastDirectory
 from callbridge.store.inbox import SqlInbox, SqliteInbox
@@ -639,6 +639,20 @@ class Hub:
         except Exception as exc:  # statistics are an optimisation: never fail ingest for them
             log.warning("could not refresh the call log's planner statistics: %s", type(exc).__name__)
 
+    async def _ingest_one(self, event: CallEvent, tries: int = 3) -> list[tuple[str, Payload]]:
+        """One event in its own transaction; tried again when it lost a race (a deadlock)."""
+        for attempt in range(1, tries + 1):
+            try:
+                async with self.db.unit() as repos:
+                    return await self._ingest_events(
+                        repos, [event], repos.calls, repos.extensions, repos.directory
+                    )
+            except Exception as exc:
+                if attempt == tries or not lost_a_race(exc):
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
     async def _followups_after(self, changed: list[Ingested]) -> list[tuple[str, Payload]]:
         """Follow-up tasks for calls the lanes stored (and committed), one call after another."""
         out: list[tuple[str, Payload]] = []
@@ -646,12 +660,22 @@ class Hub:
             return out
         async with self.db.unit() as repos:
             for call in changed:
-                try:
-                    async with repos.session.begin_nested():
-                        out += await self.followups.on_call(call, self.followup_store(repos))
-                except Exception:
-                    log.exception("follow-up failed for call %s/%s", call.summary.pbx, call.summary.call_id)
+                out += await self._follow_up(call, repos, savepoint=True)
         return out
+
+    async def _follow_up(self, call: Ingested, repos: Repos, *, savepoint: bool) -> list[tuple[str, Payload]]:
+        """The follow-up work of one stored call. Should it fail, only the follow-up is lost (and
+        logged): with ``savepoint`` it runs in one, so the rest of the transaction stands where
+        the database would refuse it after an error (PostgreSQL)."""
+        assert self.followups is not None
+        try:
+            if not savepoint:
+                return await self.followups.on_call(call, self.followup_store(repos))
+            async with repos.session.begin_nested():
+                return await self.followups.on_call(call, self.followup_store(repos))
+        except Exception:
+            log.exception("follow-up failed for call %s/%s", call.summary.pbx, call.summary.call_id)
+            return []
 
     async def _ingest_lane(
         self,
@@ -697,10 +721,7 @@ class Hub:
         failed = 0
         for event in events:
             try:
-                async with self.db.unit() as repos:
-                    out += await self._ingest_events(
-                        repos, [event], repos.calls, repos.extensions, repos.directory
-                    )
+                out += await self._ingest_one(event)
             except Exception as exc:
                 failed += 1
                 log.error(
@@ -772,12 +793,7 @@ class Hub:
                     followups_after.append(changed)  # after the lanes commit (see ingest_batch)
                 else:
                     # In the call's unit of work: a task and its call are stored together.
-                    try:
-                        out += await self.followups.on_call(changed, self.followup_store(repos))
-                    except Exception:
-                        log.exception(
-                            "follow-up failed on %s for call %s/%s", event.kind, event.pbx, event.call_id
-                        )
+                    out += await self._follow_up(changed, repos, savepoint=not self.db.is_sqlite)
             out.append((CALL_TOPIC, changed.payload()))
             if changed.summary.direction in (Direction.INBOUND, Direction.OUTBOUND):
                 to_erp.add(changed.id)

@@ -63,6 +63,17 @@ def connection_lost(exc: BaseException) -> bool:
     )
 
 
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction lost a race and
+# was rolled back whole; the same work, tried again, normally goes through.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def lost_a_race(exc: BaseException) -> bool:
+    """Whether ``exc`` says the transaction was chosen to end a deadlock (or could not be
+    serialised): nothing of it was kept, and trying again is the remedy."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
 def _ping_when_idle(engine: AsyncEngine) -> None:
     dialect = engine.dialect
 
