@@ -254,3 +254,22 @@ async def test_the_assignee_desk_is_told_of_the_new_task(hub: Hub) -> None:
     assert tasks[0]["msg"]["change"] == "created"
     assert tasks[0]["msg"]["task"]["number"] == ADA
     assert tasks[0]["msg"]["title"].startswith("call back (415) 555-0100")
+
+
+async def test_two_missed_calls_of_one_number_in_one_big_batch_fold_into_one_task(hub: Hub) -> None:
+    """A big batch is spread over parallel transactions on PostgreSQL (its "lanes"), so one
+    caller's two missed calls can be stored side by side; their follow-up still folds into one
+    task (it runs once the lanes have committed, call after call)."""
+    await setup(hub)
+    events: list[Event] = []
+    for n in range(400):  # enough calls for several lanes
+        events += missed(f"+1415556{n:04d}", ("1002",), T0 + timedelta(seconds=n))
+    first, second = missed(ADA, ("1001",), T0), missed(ADA, ("1001",), T0 + timedelta(minutes=1))
+    events += first + second  # consecutive calls: different lanes
+    await hub.ingest_batch(events)
+    async with hub.db.unit() as repos:
+        ada = await repos.tasks.open_ids_for_number(ADA)
+        assert len(ada) == 1, ada
+        task = await repos.tasks.get(ada[0][0])
+        assert task is not None and len(task.calls) == 2
+        assert len(await repos.tasks.open_ids_for_number("+14155560399")) == 1  # the others, each theirs
