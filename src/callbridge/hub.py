@@ -38,7 +38,7 @@ from callbridge.domain.transcripts import TranscribeRules
 from callbridge.media.s3 import S3Storage
 from callbridge.media.storage import LocalStorage
 from callbridge.media.transcode import Transcoder
-from callbridge.services.accounts import Accounts, LoginPolicy, TokenUses
+from callbridge.services.accounts import Accounts, LoginPolicy, TokenCache, TokenUses
 from callbridge.services.calllog import (
     CALL_TOPIC,
     BatchedCalls,
@@ -227,6 +227,7 @@ class Hub:
     _next_analyze: int = ANALYZE_FIRST
     _analyzer: asyncio.Task[None] | None = None
     token_uses: TokenUses = field(default_factory=TokenUses)
+    token_cache: TokenCache = field(default_factory=TokenCache)
     _token_flush: asyncio.Task[None] | None = None
     # Recordings: where their bytes are stored, and the worker that fetches them from the PBXs.
     storage: RecordingStorage | None = None
@@ -470,6 +471,7 @@ class Hub:
             hasher=self.hasher,
             token_uses=self.token_uses,
             token_used=self._token_used,
+            token_cache=self.token_cache,
         )
 
     async def prepare(self) -> str | None:

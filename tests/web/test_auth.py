@@ -379,3 +379,37 @@ async def test_token_use_is_recorded_off_the_request_and_once_a_minute(
         assert (await client.get("/api/v1/me", headers=auth)).status_code == 200
     await hub.flush_token_uses()
     assert await last_used() == first  # within the minute: not written again
+
+
+async def test_a_token_is_taken_on_trust_for_two_seconds_at_most(hub: Hub, client: httpx.AsyncClient) -> None:
+    """A valid token is looked up once and then trusted for TOKEN_CACHE_SECONDS: a change made
+    through this hub (role, deactivation) counts at once; one made by another process (the CLI,
+    a second worker: here, straight in the database) within those seconds."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from callbridge.services.accounts import TOKEN_CACHE_SECONDS
+    from callbridge.store.tables import api_tokens
+
+    await add_user(hub, "alice", Role.AGENT)
+    secret = await api_token(hub, "alice")
+    auth = {"authorization": f"Bearer {secret}"}
+    assert (await client.get("/api/v1/me", headers=auth)).json()["role"] == "agent"
+    # Through this hub: at once.
+    async with hub.db.unit() as repos:
+        await hub.accounts(repos).set_role("alice", Role.MANAGER)
+    assert (await client.get("/api/v1/me", headers=auth)).json()["role"] == "manager"
+    async with hub.db.unit() as repos:
+        await hub.accounts(repos).set_active("alice", False)
+    assert (await client.get("/api/v1/me", headers=auth)).status_code == 401
+    async with hub.db.unit() as repos:
+        await hub.accounts(repos).set_active("alice", True)
+    assert (await client.get("/api/v1/me", headers=auth)).status_code == 200
+    # Behind its back (another process revokes the token): within the trust period.
+    async with hub.db.unit() as repos:
+        await repos.session.execute(update(api_tokens).values(revoked_at=datetime.now(UTC)))
+    await asyncio.sleep(TOKEN_CACHE_SECONDS + 0.1)
+    refused = await client.get("/api/v1/me", headers=auth)
+    assert refused.status_code == 401

@@ -12,8 +12,9 @@ import hashlib
 import logging
 import math
 import secrets
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -138,6 +139,50 @@ class TokenUses:
             self.pending.setdefault(token_id, at)
 
 
+# How long a checked API token is taken on trust before it is looked up again (see TokenCache).
+TOKEN_CACHE_SECONDS = 2.0
+TOKEN_CACHE_SIZE = 10_000
+
+
+class TokenCache:
+    """API tokens recently found valid, with their user: a client asking many times a second is
+    looked up once every :data:`TOKEN_CACHE_SECONDS`, not on every request (the lookup cost
+    more than the rest of a call-list request).
+
+    A change to a user or a token made through this process (revoked, role, deactivated,
+    password) empties the cache at once; one made by another process (a second worker, the CLI)
+    takes effect within :data:`TOKEN_CACHE_SECONDS`. Only valid tokens are kept: a wrong one is
+    looked up (and refused) every time."""
+
+    def __init__(self, seconds: float = TOKEN_CACHE_SECONDS, size: int = TOKEN_CACHE_SIZE) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._entries: dict[str, tuple[float, ApiToken, User]] = {}
+
+    def get(self, token_hash: str) -> tuple[ApiToken, User] | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if time.monotonic() >= entry[0]:
+            del self._entries[token_hash]
+            return None
+        return entry[1], entry[2]
+
+    def put(self, token_hash: str, token: ApiToken, user: User) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[token_hash] = (time.monotonic() + self.seconds, token, user)
+
+    def used(self, token_hash: str, at: datetime) -> None:
+        """The token's use at ``at`` was noted: keep its copy in step (not its time to live)."""
+        entry = self._entries.get(token_hash)
+        if entry is not None:
+            self._entries[token_hash] = (entry[0], replace(entry[1], last_used_at=at), entry[2])
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
@@ -162,11 +207,13 @@ class Accounts:
         hasher: PasswordHasher | None = None,
         token_uses: TokenUses | None = None,
         token_used: Callable[[], None] | None = None,
+        token_cache: TokenCache | None = None,
     ) -> None:
         # With ``token_uses``, token use is noted in memory and ``token_used`` is told (the hub
         # writes it shortly after, in its own transaction); without, it is written here.
         self.token_uses = token_uses
         self.token_used = token_used
+        self.token_cache = token_cache
         self.users = users
         self.tokens = tokens
         self.failures = failures
@@ -218,6 +265,7 @@ class Accounts:
             password = generated = generate_password()
         validate_password(password)
         await self.users.set_password(user.id, await self._hash(password))
+        self._forget_tokens()
         return generated
 
     async def change_password(self, user: User, current: str, new: str) -> None:
@@ -233,6 +281,7 @@ class Accounts:
         validate_password(new)
         await self.failures.clear(limits[0].key)
         await self.users.set_password(user.id, await self._hash(new))
+        self._forget_tokens()
 
     async def _keep_an_admin(self, user: User) -> None:
         """Refuse to leave the hub without an active admin: nobody could manage it any more."""
@@ -244,6 +293,7 @@ class Accounts:
         if not active:
             await self._keep_an_admin(user)
         await self.users.set_active(user.id, active)
+        self._forget_tokens()
         if not active:
             await self.sessions.remove_for_user(user.id)
         return user
@@ -253,12 +303,14 @@ class Accounts:
         if role is not Role.ADMIN:
             await self._keep_an_admin(user)
         await self.users.set_role(user.id, role)
+        self._forget_tokens()
         return await self.get_user(name)
 
     async def set_time_zone(self, user: User, time_zone: str | None) -> User:
         """Set the zone ``user`` sees times in; empty or None: follow the hub's default."""
         chosen = validate_time_zone(time_zone) if time_zone and time_zone.strip() else ""
         await self.users.set_time_zone(user.id, chosen)
+        self._forget_tokens()
         stored = await self.users.get(user.id)
         if stored is None:
             raise NotFound(f"no user {user.name!r}")
@@ -269,6 +321,7 @@ class Accounts:
         user = await self.get_user(name)
         password = generate_password()
         await self.users.set_password(user.id, await self._hash(password))
+        self._forget_tokens()
         await self.sessions.remove_for_user(user.id)
         log.info("password of user %s reset by an admin", user.name)
         return user, password
@@ -385,21 +438,38 @@ class Accounts:
         return token, secret
 
     async def user_for_token(self, secret: str) -> User:
-        found = await self.tokens.find(hash_token(secret)) if secret.startswith(TOKEN_PREFIX) else None
-        if found is None:
+        if not secret.startswith(TOKEN_PREFIX):
             raise AuthenticationFailed("the API token is not valid")
-        token, stored = found
-        if not token.active or not stored.user.active:
-            raise AuthenticationFailed("the API token is not valid")
+        key = hash_token(secret)
+        cached = self.token_cache.get(key) if self.token_cache is not None else None
+        if cached is not None:
+            token, user = cached
+        else:
+            found = await self.tokens.find(key)
+            if found is None:
+                raise AuthenticationFailed("the API token is not valid")
+            token, stored = found
+            user = stored.user
+            if not token.active or not user.active:
+                raise AuthenticationFailed("the API token is not valid")
+            if self.token_cache is not None:
+                self.token_cache.put(key, token, user)
         now = datetime.now(UTC)
         if self.token_uses is None:
             if token.last_used_at is None or now - token.last_used_at >= TOKEN_USE_RESOLUTION:
                 await self.tokens.touch(token.id, now)
         elif self.token_uses.due(token, now):
             self.token_uses.pending[token.id] = now
+            if self.token_cache is not None:
+                self.token_cache.used(key, now)
             if self.token_used is not None:
                 self.token_used()
-        return stored.user
+        return user
+
+    def _forget_tokens(self) -> None:
+        """A user or a token changed: no token is taken on trust any more (see TokenCache)."""
+        if self.token_cache is not None:
+            self.token_cache.clear()
 
     async def list_tokens(self, user: User) -> list[ApiToken]:
         return await self.tokens.for_user(user.id)
@@ -407,6 +477,7 @@ class Accounts:
     async def revoke_token(self, user: User, token_id: int) -> None:
         if not await self.tokens.revoke(user.id, token_id, datetime.now(UTC)):
             raise NotFound(f"no active token {token_id}")
+        self._forget_tokens()
 
 
 def _wait_text(seconds: float) -> str:
