@@ -673,7 +673,7 @@ class Hub:
         try:
             if not savepoint:
                 return await self.followups.on_call(call, self.followup_store(repos))
-            async with repos.session.begin_nested():
+            async with repos.savepoint():
                 return await self.followups.on_call(call, self.followup_store(repos))
         except Exception:
             log.exception("follow-up failed for call %s/%s", call.summary.pbx, call.summary.call_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from callbridge.domain.errors import StoreUnavailable
 from callbridge.services.calllog import BatchStores
@@ -53,6 +53,12 @@ class Repos:
         self.mail = SqlMail(session)
         self.connectors = SqlConnectors(session, box)
         self.softphones = SqlSoftphones(session, box)
+
+    def savepoint(self) -> AsyncSessionTransaction:
+        """A savepoint in this unit: ``async with repos.savepoint():`` — work in it that fails is
+        undone alone, and the rest of the unit stands (PostgreSQL refuses every statement of a
+        transaction after an error, unless the error is contained in a savepoint)."""
+        return self.session.begin_nested()
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself
