@@ -112,6 +112,11 @@ class SqlSoftphones:
             return None
         return self._of(row, self.box.decrypt(row.secrets))
 
+    async def all(self) -> dict[int, Softphone]:
+        """Every user's softphone, by user id (the admin page)."""
+        rows = (await self.session.execute(select(softphones))).all()
+        return {row.user_id: self._of(row, self.box.decrypt(row.secrets)) for row in rows}
+
     async def put(
         self,
         user_id: int,

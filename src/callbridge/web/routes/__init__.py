@@ -41,5 +41,6 @@ ROUTERS: list[APIRouter] = [
     agent.router,
     agent_uploads.router,
     softphone.router,
+    softphone.pages,
     pages.router,
 ]

@@ -9,13 +9,26 @@ from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import RedirectResponse
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from callbridge.domain.errors import Forbidden, InvalidInput, NotFound
+from callbridge.domain.users import User
+from callbridge.store.repos import Repos
 from callbridge.store.softphones import IceServer, Softphone
 from callbridge.store.tables import now
 from callbridge.web.deps import AdminUser, CurrentUser, RepoDep
+from callbridge.web.errors import validation_sentence
+from callbridge.web.pages import flash, render
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["softphone"])
@@ -149,12 +162,7 @@ def _admin_out(name: str, phone: Softphone) -> SoftphoneAdminOut:
     return SoftphoneAdminOut(**SoftphoneOut.of(phone).model_dump(), user=name, has_secret=phone.has_secret)
 
 
-@router.put("/users/{name}/softphone", operation_id="set_user_softphone")
-async def set_user_softphone(
-    name: str, body: SoftphoneIn, user: AdminUser, repos: RepoDep
-) -> SoftphoneAdminOut:
-    """Set a user's softphone (admin). The secret and TURN credentials are stored encrypted and
-    never answered; a PUT without ``secret`` keeps the stored one."""
+async def _set_softphone(repos: Repos, name: str, body: SoftphoneIn, by: User) -> SoftphoneAdminOut:
     target = await repos.users.get_by_name(name)
     if target is None:
         raise NotFound(f"no user named {name!r}")
@@ -171,8 +179,17 @@ async def set_user_softphone(
         ice_servers=[IceServer(tuple(s.urls), s.username, s.credential) for s in body.ice_servers],
         secret=body.secret,
     )
-    log.info("softphone of user %s set by %s (ws %s)", name, user.name, body.ws_url)
+    log.info("softphone of user %s set by %s (ws %s)", name, by.name, body.ws_url)
     return _admin_out(name, phone)
+
+
+@router.put("/users/{name}/softphone", operation_id="set_user_softphone")
+async def set_user_softphone(
+    name: str, body: SoftphoneIn, user: AdminUser, repos: RepoDep
+) -> SoftphoneAdminOut:
+    """Set a user's softphone (admin). The secret and TURN credentials are stored encrypted and
+    never answered; a PUT without ``secret`` keeps the stored one."""
+    return await _set_softphone(repos, name, body, user)
 
 
 @router.get("/users/{name}/softphone", operation_id="get_user_softphone")
@@ -184,11 +201,15 @@ async def get_user_softphone(name: str, user: AdminUser, repos: RepoDep) -> Soft
     return _admin_out(name, phone)
 
 
-@router.delete("/users/{name}/softphone", operation_id="delete_user_softphone", status_code=204)
-async def delete_user_softphone(name: str, user: AdminUser, repos: RepoDep) -> Response:
+async def _delete_softphone(repos: Repos, name: str) -> None:
     target = await repos.users.get_by_name(name)
     if target is None or not await repos.softphones.delete(target.user.id):
         raise NotFound(f"user {name!r} has no softphone")
+
+
+@router.delete("/users/{name}/softphone", operation_id="delete_user_softphone", status_code=204)
+async def delete_user_softphone(name: str, user: AdminUser, repos: RepoDep) -> Response:
+    await _delete_softphone(repos, name)
     return Response(status_code=204)
 
 
@@ -225,3 +246,75 @@ async def take_softphone_credential(
     if phone is None or secret is None:
         raise Forbidden("this credential nonce is used up or expired; ask for a new one")
     return CredentialOut(auth_user=phone.auth_user, secret=secret)
+
+
+# -- Settings → Softphones (the admin's page over the same rules) ----------------------------------
+
+pages = APIRouter(include_in_schema=False)
+
+
+async def _page(request: Request, repos: Repos, *, status_code: int = 200, error: str = "") -> Response:
+    users = await repos.users.all()
+    phones = await repos.softphones.all()
+    return render(
+        request,
+        "softphones.html",
+        status_code=status_code,
+        rows=[(u, phones.get(u.id)) for u in users],
+        error=error,
+    )
+
+
+@pages.get("/settings/softphones")
+async def softphones_page(request: Request, user: AdminUser, repos: RepoDep) -> Response:
+    return await _page(request, repos)
+
+
+@pages.post("/settings/softphones")
+async def set_softphone_form(
+    request: Request,
+    user: AdminUser,
+    repos: RepoDep,
+    name: Annotated[str, Form(max_length=64)] = "",
+    ws_url: Annotated[str, Form(max_length=500)] = "",
+    sip_uri: Annotated[str, Form(max_length=300)] = "",
+    auth_user: Annotated[str, Form(max_length=128)] = "",
+    secret: Annotated[str, Form(max_length=256)] = "",
+    enabled: Annotated[str, Form(max_length=5)] = "",
+    stun: Annotated[str, Form(max_length=500)] = "",
+    turn: Annotated[str, Form(max_length=500)] = "",
+    turn_username: Annotated[str, Form(max_length=200)] = "",
+    turn_credential: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    """The form's fields, checked by the same rules as ``PUT /api/v1/users/{name}/softphone``; a
+    refusal is shown on the page in words. An empty secret keeps the stored one."""
+    servers: list[dict[str, Any]] = []
+    if stun.strip():
+        servers.append({"urls": stun.split()})
+    if turn.strip() or turn_username or turn_credential:
+        servers.append({"urls": turn.split(), "username": turn_username, "credential": turn_credential})
+    try:
+        body = SoftphoneIn.model_validate(
+            {
+                "enabled": enabled == "true",
+                "ws_url": ws_url,
+                "sip_uri": sip_uri,
+                "auth_user": auth_user,
+                "secret": secret or None,
+                "ice_servers": servers,
+            }
+        )
+        await _set_softphone(repos, name, body, user)
+    except ValidationError as exc:
+        return await _page(request, repos, status_code=400, error=validation_sentence(dict(exc.errors()[0])))
+    except (InvalidInput, NotFound) as exc:
+        return await _page(request, repos, status_code=400, error=exc.message)
+    flash(request, f"Softphone of {name} saved.")
+    return RedirectResponse("/settings/softphones", status_code=303)
+
+
+@pages.post("/settings/softphones/{name}/delete")
+async def delete_softphone_form(request: Request, name: str, user: AdminUser, repos: RepoDep) -> Response:
+    await _delete_softphone(repos, name)
+    flash(request, f"Softphone of {name} removed.")
+    return RedirectResponse("/settings/softphones", status_code=303)
