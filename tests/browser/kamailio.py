@@ -45,6 +45,9 @@ loadmodule "nathelper.so"
 loadmodule "xhttp.so"
 loadmodule "websocket.so"
 modparam("ctl", "binrpc", "unix:{ctl}")
+# Set to 1 over RPC (``Kamailio.refuse_registrations``): REGISTERs get 503, as a PBX that is
+# restarting or overloaded answers.
+modparam("pv", "shvset", "refuse=i:0")
 modparam("usrloc", "db_mode", 0)
 # A contact whose WebSocket closed is gone (a closed tab leaves no stale registration).
 modparam("usrloc", "handle_lost_tcp", 1)
@@ -65,6 +68,8 @@ request_route {{
   if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
   t_check_trans();
   if (is_method("REGISTER")) {{
+    xlog("L_ERR", "REGISTER from $fU\n");
+    if ($shv(refuse) == 1) {{ sl_send_reply("503", "Service Unavailable"); exit; }}
     $var(pw) = "pw-" + $fU;
     if (!pv_www_authenticate("$fd", "$var(pw)", "0")) {{ www_challenge("$fd", "0"); exit; }}
     if (!save("location")) {{ sl_reply_error(); }}
@@ -167,6 +172,21 @@ class Kamailio:
         if done.returncode != 0 or "AOR not found" in done.stdout + done.stderr:
             return []
         return re.findall(r"Address:\s*(\S+)", done.stdout)
+
+    def refuse_registrations(self, refuse: bool) -> None:
+        """From now on, answer every REGISTER 503 (``True``) or as usual (``False``)."""
+        subprocess.run(
+            ["kamcmd", "-s", f"unix:{self.ctl}", "pv.shvSet", "refuse", "int", "1" if refuse else "0"],
+            capture_output=True,
+            timeout=10,
+            check=True,
+        )
+
+    def registers_from(self, user: str) -> int:
+        """How many REGISTER requests ``user`` has sent since Kamailio started (its log)."""
+        path = self.directory / "kamailio.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return len(re.findall(rf"REGISTER from {re.escape(user)}$", text, re.MULTILINE))
 
 
 def available() -> bool:

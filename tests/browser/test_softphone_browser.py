@@ -37,7 +37,7 @@ async def _seed(data_dir: Path, ws_url: str) -> None:
         await hub.prepare()
         async with hub.db.unit() as repos:
             accounts = hub.accounts(repos)
-            for name in ("alice", "bob", "carol", "dave", "erin", "frank"):
+            for name in ("alice", "bob", "carol", "dave", "erin", "frank", "gina"):
                 user, _ = await accounts.create_user(name, Role.AGENT, PASSWORD, name.capitalize())
                 if name == "erin":
                     continue  # an agent with no softphone
@@ -264,6 +264,37 @@ def test_far_end_refusals_and_registration_errors_read_as_sentences(
     finally:
         for ctx in (alice_ctx, bob_ctx, dave_ctx, erin_ctx):
             ctx.close()
+
+
+def test_a_refused_registration_is_tried_again_and_a_wrong_secret_is_not(
+    browser: Browser, phone_hub: LiveHub, kamailio: Kamailio
+) -> None:
+    """A PBX that answers REGISTER 503 (restarting, overloaded) is asked again by itself; a wrong
+    secret is not retried: its tab sends its REGISTER and the answer to the challenge, then stops."""
+    dave_ctx, dave = sign_in(browser, phone_hub.url, "dave")
+    gina_ctx: BrowserContext | None = None
+    try:
+        expect(dave.locator("[data-sp-error]")).to_contain_text("401", timeout=10000)
+        expect(dave.locator("[data-sp-error]")).to_contain_text("wrong user or secret?")
+        dave_registers = kamailio.registers_from("dave")
+        assert dave_registers >= 1
+        kamailio.refuse_registrations(True)
+        gina_ctx, gina = sign_in(browser, phone_hub.url, "gina")
+        expect(gina.locator("[data-sp-error]")).to_contain_text(
+            "The PBX refused the registration: 503 Service Unavailable; trying again in 5 s", timeout=10000
+        )
+        refused = kamailio.registers_from("gina")
+        kamailio.refuse_registrations(False)
+        registered(gina)  # the retry, 5 s later
+        assert kamailio.registers_from("gina") > refused
+        assert kamailio.contacts("gina")
+        # Meanwhile (over 5 s) dave's tab sent nothing more.
+        assert kamailio.registers_from("dave") == dave_registers
+    finally:
+        kamailio.refuse_registrations(False)
+        dave_ctx.close()
+        if gina_ctx is not None:
+            gina_ctx.close()
 
 
 def test_microphone_blocked_is_said_in_words(browser: Browser, phone_hub: LiveHub) -> None:

@@ -7,6 +7,8 @@
   const body = document.body;
   const csrf = body.dataset.csrf || "";
   const panel = document.getElementById("softphone");
+  const REGISTER_RETRY_FIRST = 5; // seconds; doubling up to REGISTER_RETRY_MAX
+  const REGISTER_RETRY_MAX = 300;
   const STATES = ["unregistered", "registering", "registered", "ringing", "in_call", "on_hold", "error"];
   const CAUSE_WORDS = {
     "Busy": "is busy (486 Busy Here)",
@@ -427,14 +429,30 @@
         ? "The connection to the PBX was lost; reconnecting by itself…"
         : `Cannot reach the PBX at ${config.ws_url}; trying again by itself…`);
     });
-    ua.on("registered", () => setStatus("registered", ""));
+    // A registration the PBX refused for a passing reason (busy, restarting: 5xx, 408, 480…) is
+    // tried again by itself, 5 s later, doubling up to 5 min; one refused for a wrong user or
+    // secret is not (retrying a wrong password looks like guessing it, and PBXs ban for that):
+    // the message says so, and a reload after fixing it tries again.
+    let retryDelay = REGISTER_RETRY_FIRST;
+    let retryTimer = null;
+    ua.on("registered", () => {
+      retryDelay = REGISTER_RETRY_FIRST;
+      setStatus("registered", "");
+    });
     ua.on("unregistered", () => { if (!stopping) setStatus("unregistered", ""); });
     ua.on("registrationFailed", (e) => {
       const r = e.response;
       const why = r ? `${r.status_code} ${r.reason_phrase}` : e.cause;
-      const hint = e.cause === "Authentication Error" || (r && (r.status_code === 401 || r.status_code === 403))
-        ? " (wrong user or secret?)" : "";
-      setStatus("error", `The PBX refused the registration: ${why}${hint}.`);
+      const refused = e.cause === "Authentication Error" || (r && (r.status_code === 401 || r.status_code === 403));
+      if (refused || stopping) {
+        setStatus("error", `The PBX refused the registration: ${why} (wrong user or secret?).`);
+        return;
+      }
+      const seconds = retryDelay;
+      retryDelay = Math.min(retryDelay * 2, REGISTER_RETRY_MAX);
+      setStatus("error", `The PBX refused the registration: ${why}; trying again in ${seconds} s…`);
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(() => { if (!stopping && ua) ua.register(); }, seconds * 1000);
     });
     ua.on("newRTCSession", (e) => track(e.session, e.originator));
     ua.start();
