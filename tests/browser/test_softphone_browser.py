@@ -297,6 +297,50 @@ def test_a_refused_registration_is_tried_again_and_a_wrong_secret_is_not(
             gina_ctx.close()
 
 
+def test_the_chosen_microphone_and_speaker_carry_the_call(
+    browser: Browser, phone_hub: LiveHub, kamailio: Kamailio
+) -> None:
+    """Chromium's fake devices: bob picks his second microphone and first speaker on the desk;
+    the call he answers takes its sound from that microphone and plays on that speaker, and the
+    choice is still there after a reload."""
+    alice_ctx, alice = sign_in(browser, phone_hub.url, "alice")
+    bob_ctx, bob = sign_in(browser, phone_hub.url, "bob")
+    try:
+        registered(alice)
+        registered(bob)
+        devices = bob.locator("[data-sp-devices]")
+        devices.locator("summary").click()
+        mic, speaker = bob.get_by_label("Microphone", exact=True), bob.get_by_label("Speaker", exact=True)
+        expect(mic.locator("option", has_text="Fake Audio Input 2")).to_have_count(1)
+        mic.select_option(label="Fake Audio Input 2")
+        speaker.select_option(label="Fake Audio Output 1")
+        mic_id, speaker_id = mic.input_value(), speaker.input_value()
+        assert mic_id and speaker_id and mic_id != "default"
+
+        bob.reload()
+        registered(bob)
+        bob.locator("[data-sp-devices] summary").click()
+        expect(bob.get_by_label("Microphone", exact=True)).to_have_value(mic_id)
+        expect(bob.get_by_label("Speaker", exact=True)).to_have_value(speaker_id)
+
+        dial(alice, "bob")
+        expect(phone(bob)).to_have_attribute("data-softphone-state", "ringing")
+        bob.locator("#pop-list .pop[data-softphone-card]").get_by_role("button", name="Answer").click()
+        expect(phone(bob)).to_have_attribute("data-softphone-state", "in_call")
+        audio_grows(bob)
+        used = bob.evaluate(
+            """() => [...window.callbridgeSoftphone.peers.values()][0].getSenders()
+                  .find((s) => s.track && s.track.kind === "audio").track.getSettings().deviceId"""
+        )
+        assert used == mic_id
+        assert bob.evaluate("() => document.getElementById('sp-audio').sinkId") == speaker_id
+        bob.locator("#softphone [data-sp-hangup]").first.click()
+        registered(alice)
+    finally:
+        alice_ctx.close()
+        bob_ctx.close()
+
+
 def test_microphone_blocked_is_said_in_words(browser: Browser, phone_hub: LiveHub) -> None:
     alice_ctx, alice = sign_in(browser, phone_hub.url, "alice")
     bob_ctx, bob = sign_in(browser, phone_hub.url, "bob")

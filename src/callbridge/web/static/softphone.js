@@ -210,7 +210,57 @@
   function pcConfig() {
     return { iceServers: (config && config.ice_servers) || [] };
   }
-  const MEDIA = { audio: true, video: false };
+  // -- the microphone and the speaker: chosen per browser (kept in localStorage), used by the tab
+  // that owns the phone. A chosen device that is gone falls back to the browser's default.
+  const MIC_KEY = "callbridge-softphone-microphone";
+  const SPEAKER_KEY = "callbridge-softphone-speaker";
+  function chosen(key) {
+    try { return localStorage.getItem(key) || ""; } catch (_) { return ""; }
+  }
+  function choose(key, value) {
+    try {
+      if (value) localStorage.setItem(key, value); else localStorage.removeItem(key);
+    } catch (_) { /* private mode: this page only */ }
+  }
+  let microphones = new Set(); // the device ids of the microphones present (see listDevices)
+  function media() {
+    // "exact": Chromium answers an "ideal" device id with its default device. A chosen
+    // microphone that is not plugged in now is left out, so the call still gets sound.
+    const mic = chosen(MIC_KEY);
+    return { audio: mic && microphones.has(mic) ? { deviceId: { exact: mic } } : true, video: false };
+  }
+  function applySpeaker() {
+    const audio = document.getElementById("sp-audio");
+    if (!audio || typeof audio.setSinkId !== "function") return;
+    audio.setSinkId(chosen(SPEAKER_KEY)).catch(() => {
+      audio.setSinkId("").catch(() => {});
+    });
+  }
+  async function listDevices() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    microphones = new Set(devices.filter((d) => d.kind === "audioinput" && d.deviceId).map((d) => d.deviceId));
+    const box = panel && panel.querySelector("[data-sp-devices]");
+    if (!box) return; // a page without the phone panel: the list above is all the owner tab needs
+    const fill = (select, kind, key, fallback) => {
+      const current = chosen(key);
+      const options = [el("option", { value: "", text: "The browser's default" })];
+      devices.filter((d) => d.kind === kind && d.deviceId && d.deviceId !== "default").forEach((d, i) => {
+        options.push(el("option", { value: d.deviceId, text: d.label || `${fallback} ${i + 1}` }));
+      });
+      select.replaceChildren(...options);
+      select.value = options.some((o) => o.value === current) ? current : "";
+    };
+    fill(box.querySelector("[data-sp-mic]"), "audioinput", MIC_KEY, "Microphone");
+    const speaker = box.querySelector("[data-sp-speaker]");
+    const canChoose = typeof HTMLMediaElement.prototype.setSinkId === "function";
+    speaker.disabled = !canChoose;
+    fill(speaker, "audiooutput", SPEAKER_KEY, "Speaker");
+    const named = devices.some((d) => d.label);
+    box.querySelector("[data-sp-devices-note]").textContent = !named
+      ? "The devices' names show once the microphone is allowed for this site."
+      : canChoose ? "" : "This browser plays calls on its default speaker.";
+  }
 
   function call(id) { return view.calls.find((c) => c.id === id); }
   function update(id, changes) {
@@ -230,7 +280,7 @@
             if (other !== cmd.id && s.isEstablished() && !s.isOnHold().local) s.hold();
           }
           view.active = cmd.id;
-          session.answer({ mediaConstraints: MEDIA, pcConfig: pcConfig() });
+          session.answer({ mediaConstraints: media(), pcConfig: pcConfig() });
           break;
         }
         case "decline": if (session) session.terminate({ status_code: 603, reason_phrase: "Decline" }); break;
@@ -312,7 +362,7 @@
       return;
     }
     for (const s of sessions.values()) if (s.isEstablished() && !s.isOnHold().local) s.hold();
-    ua.call(target(number), { mediaConstraints: MEDIA, pcConfig: pcConfig() });
+    ua.call(target(number), { mediaConstraints: media(), pcConfig: pcConfig() });
   }
 
   // -- the SIP user agent (leader only) ------------------------------------------------------------
@@ -337,7 +387,11 @@
     const attach = (pc) => {
       peers.set(id, pc);
       pc.addEventListener("track", (event) => {
-        const audio = document.getElementById("sp-audio") || document.body.appendChild(el("audio", { id: "sp-audio", autoplay: true }));
+        let audio = document.getElementById("sp-audio");
+        if (!audio) {
+          audio = document.body.appendChild(el("audio", { id: "sp-audio", autoplay: true }));
+          applySpeaker();
+        }
         const stream = event.streams[0] || new MediaStream([event.track]);
         if (view.active === id || !audio.srcObject) audio.srcObject = stream;
         const played = audio.play();
@@ -358,7 +412,7 @@
     session.on("unhold", (e) => { if (e.originator === "local") update(id, { status: "in_call" }); });
     // Transferred by the other side (REFER): call the new party from here.
     session.on("refer", (e) => {
-      e.accept(() => {}, { mediaConstraints: MEDIA, pcConfig: pcConfig() });
+      e.accept(() => {}, { mediaConstraints: media(), pcConfig: pcConfig() });
     });
     session.on("newDTMF", (e) => {
       if (e.originator === "remote") { view.dtmf_received += e.dtmf.tone; publish(); }
@@ -505,6 +559,14 @@
     event.preventDefault();
     command(cmd);
   });
+  document.addEventListener("change", (event) => {
+    const target = event.target;
+    if (!(target instanceof HTMLSelectElement)) return;
+    if (target.hasAttribute("data-sp-mic")) choose(MIC_KEY, target.value);
+    else if (target.hasAttribute("data-sp-speaker")) { choose(SPEAKER_KEY, target.value); applySpeaker(); }
+  });
+  // Another tab of this browser chose a speaker: the owner tab plays calls there from now on.
+  window.addEventListener("storage", (event) => { if (event.key === SPEAKER_KEY && leader) applySpeaker(); });
   document.addEventListener("submit", (event) => {
     const form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-sp-dial")) return;
@@ -536,6 +598,15 @@
     }
     render();
     if (!config.enabled) return;
+    const devices = panel && panel.querySelector("[data-sp-devices]");
+    if (devices) {
+      devices.hidden = false;
+      devices.addEventListener("toggle", () => { if (devices.open) listDevices().catch(() => {}); });
+    }
+    if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+      navigator.mediaDevices.addEventListener("devicechange", () => listDevices().catch(() => {}));
+    }
+    listDevices().catch(() => {});
     if (typeof JsSIP === "undefined" || !window.RTCPeerConnection) {
       setStatus("error", "This browser cannot run the softphone (no WebRTC).");
       return;
