@@ -440,6 +440,43 @@ def test_blind_transfer_to_a_third_user(browser: Browser, phone_hub: LiveHub) ->
             ctx.close()
 
 
+def test_attended_transfer_puts_the_held_caller_through(browser: Browser, phone_hub: LiveHub) -> None:
+    """bob calls alice; alice calls carol to ask first (bob waits on hold), then puts bob
+    through: bob and carol talk, alice is out of both calls (REFER with Replaces)."""
+    alice_ctx, alice = sign_in(browser, phone_hub.url, "alice")
+    bob_ctx, bob = sign_in(browser, phone_hub.url, "bob")
+    carol_ctx, carol = sign_in(browser, phone_hub.url, "carol")
+    try:
+        for page in (alice, bob, carol):
+            registered(page)
+        dial(bob, "alice")
+        expect(phone(alice)).to_have_attribute("data-softphone-state", "ringing")
+        alice.locator("#softphone [data-sp-answer]").click()
+        expect(phone(bob)).to_have_attribute("data-softphone-state", "in_call")
+
+        dial(alice, "carol")  # bob goes on hold
+        expect(phone(carol)).to_have_attribute("data-softphone-state", "ringing")
+        carol.locator("#pop-list [data-sp-answer]").click()
+        expect(phone(carol)).to_have_attribute("data-softphone-state", "in_call")
+        held = alice.locator("#softphone [data-sp-call-state='on_hold']")
+        expect(held).to_contain_text("bob")
+        held.get_by_role("button", name="Transfer to carol").click()
+
+        expect(alice.locator("[data-sp-error]")).to_contain_text("The call was put through to carol.")
+        expect(alice.locator("#softphone [data-sp-call]")).to_have_count(0)
+        registered(alice)
+        for page, other in ((bob, "carol"), (carol, "bob")):
+            expect(page.locator("#softphone [data-sp-call]")).to_have_count(1)
+            expect(page.locator("#softphone [data-sp-call-state='in_call']")).to_contain_text(other)
+        audio_grows(bob)
+        audio_grows(carol)
+        bob.locator("#softphone [data-sp-hangup]").click()
+        registered(carol)
+    finally:
+        for ctx in (alice_ctx, bob_ctx, carol_ctx):
+            ctx.close()
+
+
 def test_the_hubs_card_for_the_same_call_gets_the_softphones_answer(
     browser: Browser, phone_hub: LiveHub
 ) -> None:

@@ -95,6 +95,12 @@
     } else {
       if (call.status === "on_hold") {
         buttons.push(el("button", { type: "button", class: "btn", [isActive ? "data-sp-resume" : "data-sp-switch"]: call.id, text: isActive ? "Resume" : "Switch to this call" }));
+        // Attended transfer: the held caller is put through to the party of the call going on.
+        const other = view.calls.find((c) => c.id === view.active && c.id !== call.id && c.status === "in_call");
+        if (other) {
+          const whom = other.name || other.number || "the other call";
+          buttons.push(el("button", { type: "button", class: "btn", "data-sp-attended": call.id, title: `Put this caller through to ${whom} (attended transfer); you leave both calls`, text: `Transfer to ${whom}` }));
+        }
       } else if (call.status === "in_call") {
         buttons.push(el("button", { type: "button", class: "btn", "data-sp-hold": call.id, text: "Hold" }));
         buttons.push(el("button", { type: "button", class: "btn", "data-sp-mute": call.id, "aria-pressed": String(!!call.muted), text: call.muted ? "Unmute" : "Mute" }));
@@ -340,6 +346,37 @@
           publish();
           break;
         }
+        case "attended": {
+          // The held call (cmd.id) is transferred to the party of the active call: REFER with
+          // Replaces, so the held party calls them and takes this tab's place in that call.
+          const consult = sessions.get(view.active);
+          if (!session || !consult || view.active === cmd.id || !consult.isEstablished()) return;
+          const entry = call(view.active);
+          const whom = (entry && (entry.name || entry.number)) || "the other call";
+          session.refer(consult.remote_identity.uri, {
+            replaces: consult,
+            eventHandlers: {
+              accepted: () => {
+                view.message = `The call was put through to ${whom}.`;
+                if (!session.isEnded()) session.terminate();
+                publish();
+              },
+              requestFailed: (e) => {
+                const r = e && e.response;
+                view.message = `The held caller's phone refused the transfer${r ? ` (${r.status_code} ${r.reason_phrase})` : ""}.`;
+                publish();
+              },
+              failed: (e) => {
+                const code = e && e.status_line ? ` (${e.status_line.status_code} ${e.status_line.reason_phrase})` : "";
+                view.message = `The transfer to ${whom} failed${code}.`;
+                publish();
+              },
+            },
+          });
+          view.message = `Putting the held call through to ${whom}…`;
+          publish();
+          break;
+        }
         default: break;
       }
     } catch (err) {
@@ -374,15 +411,16 @@
       direction: originator === "remote" ? "incoming" : "outgoing",
       number: who && who.uri ? who.uri.user : "",
       name: who && who.display_name ? who.display_name : "",
-      status: originator === "remote" ? "ringing" : "calling",
+      status: originator === "remote" && !session.callbridgeReplaces ? "ringing" : "calling",
       muted: false,
       rang_at: Date.now(),
     };
     sessions.set(id, session);
     view.calls.push(entry);
     view.message = "";
-    // A second incoming call while on a call waits (call waiting); the active call stays.
-    if (originator !== "remote" || !call(view.active)) view.active = id;
+    // A second incoming call while on a call waits (call waiting); the active call stays. One
+    // that replaces the call going on (an attended transfer) takes its place at once.
+    if (originator !== "remote" || !call(view.active) || session.callbridgeReplaces) view.active = id;
 
     const attach = (pc) => {
       peers.set(id, pc);
@@ -410,6 +448,10 @@
     session.on("accepted", () => update(id, { status: "in_call", answered_at: Date.now() }));
     session.on("hold", (e) => { if (e.originator === "local") update(id, { status: "on_hold" }); });
     session.on("unhold", (e) => { if (e.originator === "local") update(id, { status: "in_call" }); });
+    // An attended transfer elsewhere: the transferred party's INVITE replaces this call.
+    // JsSIP makes a new incoming session for it (marked here, answered at once in track()) and
+    // ends this one once the new one is confirmed.
+    session.on("replaces", (e) => e.accept((replacing) => { replacing.callbridgeReplaces = true; }));
     // Transferred by the other side (REFER): call the new party from here.
     session.on("refer", (e) => {
       e.accept(() => {}, { mediaConstraints: media(), pcConfig: pcConfig() });
@@ -428,6 +470,7 @@
     };
     session.on("ended", (e) => finish(e, false));
     session.on("failed", (e) => finish(e, true));
+    if (session.callbridgeReplaces) session.answer({ mediaConstraints: media(), pcConfig: pcConfig() });
     publish();
   }
 
@@ -536,7 +579,7 @@
   }
 
   function clickedCommand(target) {
-    for (const op of ["answer", "decline", "hangup", "hold", "resume", "switch", "mute", "transfer"]) {
+    for (const op of ["answer", "decline", "hangup", "hold", "resume", "switch", "mute", "transfer", "attended"]) {
       const node = target.closest(`[data-sp-${op}]`);
       if (!node) continue;
       const cmd = { op, id: node.getAttribute(`data-sp-${op}`) };
