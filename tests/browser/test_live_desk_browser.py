@@ -272,6 +272,72 @@ def test_live_calls_page_for_managers(browser: Browser, desk_hub: LiveHub, sim: 
     ctx.close()
 
 
+def _chanspy_originates(sim: SimThread) -> list[tuple[str, str]]:
+    """(Channel, Data) of each Originate of ChanSpy the simulator received."""
+    return [
+        (m.get("Channel"), m.get("Data"))
+        for m in list(sim.sim.actions)
+        if m.get("Action") == "Originate" and m.get("Application") == "ChanSpy"
+    ]
+
+
+def test_a_manager_listens_whispers_from_a_live_calls_row(
+    browser: Browser, desk_hub: LiveHub, sim: SimThread
+) -> None:
+    """Each live row offers listen / whisper / barge to a manager: a row added live (WebSocket)
+    and one the page was rendered with; a click rings the manager's phone (1003) into ChanSpy
+    on the agent's channel."""
+    ctx, carol = sign_in(browser, desk_hub.url, "carol")
+    carol.goto(desk_hub.url + "/desk/calls")
+    expect(carol.locator("#live-state")).to_have_text("live")
+    before = len(_chanspy_originates(sim))
+    spies = len(sim.sim.spies)
+    call = sim.run(sim.sim.start_call("inbound", caller=ADA, caller_name="", extension="1002"))
+    agent_channel = call.channels[1].name
+    row = carol.locator("#live-calls tr[data-live-call]")
+    expect(row).to_have_count(1)
+    expect(row.locator("[data-state]")).to_have_text("talking")
+    row.get_by_role("button", name="Listen").click()
+    expect(row.locator("[data-spy-status]")).to_have_text("answer your phone to listen")
+    assert _chanspy_originates(sim)[before:] == [("PJSIP/1003", f"{agent_channel},q")]
+    assert sim.sim.spies[spies:] == [{"supervisor": "PJSIP/1003", "channel": agent_channel, "options": "q"}]
+
+    carol.reload()  # the row as the page renders it
+    expect(carol.locator("#live-state")).to_have_text("live")
+    expect(row).to_have_count(1)
+    expect(row.get_by_role("button", name="Barge")).to_be_visible()
+    row.get_by_role("button", name="Whisper").click()
+    expect(row.locator("[data-spy-status]")).to_have_text("answer your phone to whisper")
+    assert _chanspy_originates(sim)[before:] == [
+        ("PJSIP/1003", f"{agent_channel},q"),
+        ("PJSIP/1003", f"{agent_channel},qw"),
+    ]
+    sim.run(call.hangup("callee"))
+    expect(row).to_have_count(0)
+    ctx.close()
+
+
+def test_an_agent_is_offered_no_way_to_join_a_call(
+    browser: Browser, desk_hub: LiveHub, sim: SimThread
+) -> None:
+    ctx, bob = sign_in(browser, desk_hub.url, "bob")  # owns no contact
+    call = sim.run(sim.sim.start_call("inbound", caller="+14155550177", caller_name="", extension="1002"))
+    expect(bob.locator("#pops .pop")).to_have_count(1)
+    expect(bob.locator("button[data-spy]")).to_have_count(0)
+    answer = bob.goto(desk_hub.url + "/desk/calls")
+    assert answer is not None and answer.status == 403
+    expect(bob.locator("#live-calls")).to_have_count(0)
+    expect(bob.locator("button[data-spy]")).to_have_count(0)
+    bob.goto(desk_hub.url + "/calls")
+    bob.locator("td[data-label='When'] a").first.click()
+    expect(bob).to_have_url(re.compile(r"/calls/\d+$"))
+    expect(bob.locator("button[data-spy]")).to_have_count(0)
+    before = len(_chanspy_originates(sim))
+    sim.run(call.hangup("callee"))
+    assert len(_chanspy_originates(sim)) == before
+    ctx.close()
+
+
 @pytest.mark.redis
 @pytest.mark.skipif(not REDIS_URL, reason="needs the throwaway Redis that make test starts")
 def test_two_workers_with_redis_deliver_the_pop(

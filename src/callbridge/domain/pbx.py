@@ -32,6 +32,12 @@ class PbxRecord:
     link_detail: str = ""
     link_checked_at: datetime | None = None
 
+    @property
+    def allows_supervision(self) -> bool:
+        """Whether supervisors may pause its queue members and listen / whisper / barge on its
+        calls: an Asterisk the hub reaches over AMI itself (not through an agent; not Yeastar)."""
+        return self.kind is PbxKind.ASTERISK and not self.config.get("agent")
+
 
 def validate_pbx_name(name: str) -> str:
     name = name.strip()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -385,6 +385,104 @@ class SqlRollups:
             )
         await self.add(rows)
         return len(ids)
+
+    async def log_span(self, since: datetime | None = None) -> tuple[datetime, datetime] | None:
+        """The UTC days ``[first, end)`` that hold calls or rollup rows (from ``since`` on, a UTC
+        midnight), for :meth:`rebuild_days`; ``None`` when there is nothing."""
+        low = since.timestamp() if since is not None else None
+        call_span = select(
+            func.min(calls.c.started_at, type_=UtcDateTime), func.max(calls.c.started_at, type_=UtcDateTime)
+        )
+        row_span = select(func.min(call_rollups.c.bucket), func.max(call_rollups.c.bucket))
+        if since is not None:
+            call_span = call_span.where(calls.c.started_at >= since)
+            row_span = row_span.where(call_rollups.c.bucket >= int(low or 0))
+        first_call, last_call = (await self.session.execute(call_span)).one()
+        first_row, last_row = (await self.session.execute(row_span)).one()
+        starts = [int(first_call.timestamp())] if first_call is not None else []
+        ends = [int(last_call.timestamp())] if last_call is not None else []
+        if first_row is not None:
+            starts.append(int(first_row))
+            ends.append(int(last_row))
+        if not starts:
+            return None
+        first = min(starts) - min(starts) % 86400
+        end = max(ends) - max(ends) % 86400 + 86400
+        return datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(end, UTC)
+
+    async def rebuild_days(self, start: datetime, end: datetime) -> tuple[int, int]:
+        """Recount, from the call log, the rollup rows of the UTC days ``[start, end)`` (both
+        midnights) and the callbacks of the calls started in them; ``(calls, rows)`` counted.
+
+        Safe beside ingest: no call may be written between the read and the write. On
+        PostgreSQL the call table is locked against writers (``SHARE ROW EXCLUSIVE``: reads go
+        on, a writer waits for this transaction; every unit that changes the rollups writes a
+        call first, so none holds what this one needs while it waits). On SQLite the first
+        statement is a write, which takes the database's write lock before anything is read.
+        Keep the range short (a day): writers wait for as long as it runs."""
+        low, high = int(start.timestamp()), int(end.timestamp())
+        if low % 86400 or high % 86400 or high <= low:
+            raise ValueError("rebuild_days takes whole UTC days")
+        if self._postgres:
+            await self.session.execute(text("LOCK TABLE calls IN SHARE ROW EXCLUSIVE MODE"))
+        await self.session.execute(
+            delete(call_rollups).where(call_rollups.c.bucket >= low, call_rollups.c.bucket < high)
+        )
+        ids = [
+            int(i)
+            for i in (
+                await self.session.execute(
+                    select(calls.c.id).where(calls.c.started_at >= start, calls.c.started_at < end)
+                )
+            ).scalars()
+        ]
+        mine: dict[int, StoredCall] = {}
+        for at in range(0, len(ids), 5000):
+            mine.update(await self.read(ids[at : at + 5000]))
+        # The outbound calls that may have called back this range's missed calls (they start
+        # after the missed call ended, so never before ``start``; within the callback window).
+        missed = [c for c in mine.values() if LoggedCall(0, c.facts, c.number, c.ended_at).missed_inbound]
+        later: dict[int, StoredCall] = {}
+        if missed:
+            numbers = sorted({c.number for c in missed})
+            until = max(c.ended_at for c in missed if c.ended_at is not None) + CALLBACK_WINDOW
+            for at in range(0, len(numbers), 5000):
+                found = [
+                    int(i)
+                    for i in (
+                        await self.session.execute(
+                            select(calls.c.id).where(
+                                calls.c.direction == Direction.OUTBOUND.value,
+                                in_list(self.session, calls.c.external_number, numbers[at : at + 5000]),
+                                calls.c.started_at >= end,
+                                calls.c.started_at <= until,
+                            )
+                        )
+                    ).scalars()
+                ]
+                for step in range(0, len(found), 5000):
+                    later.update(await self.read(found[step : step + 5000]))
+        log = [LoggedCall(i, c.facts, c.number, c.ended_at) for i, c in (*mine.items(), *later.items())]
+        delays, counted = recount(log)
+        rows = {key: value for key, value in counted.items() if low <= key.bucket < high}
+        for at in range(0, len(ids), 5000):
+            await self.session.execute(
+                delete(call_callbacks).where(
+                    in_list(self.session, call_callbacks.c.call_id, ids[at : at + 5000])
+                )
+            )
+        kept = [{"call_id": i, "seconds": s} for i, s in sorted(delays.items()) if i in mine]
+        if kept:
+            await self.session.execute(insert(call_callbacks), kept)
+        await self.add(rows)
+        return len(ids), len(rows)
+
+    async def drop_stray_callbacks(self) -> int:
+        """Callbacks kept for calls the log does not have (none should be); how many went."""
+        result = await self.session.execute(
+            delete(call_callbacks).where(call_callbacks.c.call_id.not_in(select(calls.c.id)))
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     # -- reading them -------------------------------------------------------------------------------
 

@@ -355,6 +355,14 @@ async def colleagues(repos: Repos) -> dict[str, str]:
     return {f"{m.pbx}/{m.extension}": m.user_name for m in await repos.extensions.all()}
 
 
+async def spy_pbxes(repos: Repos, user: User) -> list[str]:
+    """The PBXs on whose live calls ``user`` is offered listen / whisper / barge: none for an
+    agent; for a manager or an admin, those that allow it (see ``POST /api/v1/calls/{id}/spy``)."""
+    if not user.sees_all_calls:
+        return []
+    return sorted(r.name for r in await repos.pbxes.all() if r.allows_supervision)
+
+
 def _event_dict(e: StoredEvent) -> dict[str, object]:
     return {k: v for k, v in e.payload.items() if k not in ("pbx", "call_id")}
 
@@ -693,6 +701,7 @@ async def call_page(
         choosing=bool(choose),
         colleagues=await colleagues(repos),
         colleague_call=call.direction is Direction.INTERNAL,
+        may_spy=call.ended_at is None and call.pbx in await spy_pbxes(repos, user),
         external=await repos.connectors.externals_of_call(call_id),
         contact_external=(await repos.connectors.externals_of_contacts([call.contact.id])).get(
             call.contact.id, []

@@ -20,7 +20,7 @@ from callbridge.store.desk import Alerts, SqlDesk
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, ManagerUser, RepoDep
 from callbridge.web.pages import flash, render
-from callbridge.web.routes.calls import colleagues
+from callbridge.web.routes.calls import colleagues, spy_pbxes
 from callbridge.web.schemas import Id
 
 router = APIRouter()
@@ -275,7 +275,11 @@ async def followups_fragment(request: Request, user: CurrentUser, hub: HubDep, r
 @router.get("/desk/calls", include_in_schema=False)
 async def live_calls_page(request: Request, user: ManagerUser, repos: RepoDep) -> Response:
     return render(
-        request, "desk/calls.html", calls=await _live_calls(repos, user), colleagues=await colleagues(repos)
+        request,
+        "desk/calls.html",
+        calls=await _live_calls(repos, user),
+        colleagues=await colleagues(repos),
+        spy_pbxes=await spy_pbxes(repos, user),
     )
 
 

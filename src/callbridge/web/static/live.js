@@ -483,6 +483,20 @@
         el("td", { "data-state": true, text: call.answered_at ? "talking" : "ringing" }),
         el("td", {}, call.answered_by_extension ? liveParty(call, call.answered_by_extension, colleagues) : ""),
       ];
+      let spyPbxes = [];
+      try { spyPbxes = JSON.parse(table.dataset.spyPbxes || "[]"); } catch (_) { /* none */ }
+      if (spyPbxes.length) {
+        // Listen / whisper / barge (supervise.js handles the clicks), as on the call's page.
+        if (spyPbxes.includes(call.pbx)) {
+          const before = row && row.querySelector("[data-spy-status]");
+          cells.push(el("td", { class: "supervise", "data-spy-call": String(call.id) },
+            ...["listen", "whisper", "barge"].map((mode) => el("button",
+              { type: "button", class: "button", "data-spy": mode, text: mode[0].toUpperCase() + mode.slice(1) })),
+            el("span", { class: "muted", "data-spy-status": true, role: "status", text: before ? before.textContent : "" })));
+        } else {
+          cells.push(el("td", {}));
+        }
+      }
       const fresh = el("tr", { "data-live-call": String(call.id) }, ...cells);
       if (row) row.replaceWith(fresh); else tbody.prepend(fresh);
     }
