@@ -250,7 +250,8 @@ class ConnectorHub:
         if not recording_url and self.settings.public_url and call.recording:
             recording_url = await self._recording_link(repos, job.call_id)
         transcript = await repos.transcripts.for_call(job.call_id) if call.recording else None
-        answered = call.answered_by_user
+        answered, placed = call.answered_by_user, call.placed_by_user
+        emails = await repos.connectors.user_emails([n for n in (answered, placed) if n])
         return CallPush(
             call_id=call.id,
             pbx_call_id=call.pbx_call_id,
@@ -265,8 +266,9 @@ class ConnectorHub:
             disposition=call.disposition.value if call.disposition else None,
             answered_by=call.answered_by_extension,
             answered_by_user=answered,
-            answered_by_email=answered if "@" in answered else "",
-            placed_by_user=call.placed_by_user,
+            answered_by_email=emails.get(answered, ""),
+            placed_by_user=placed,
+            placed_by_email=emails.get(placed, ""),
             recording_url=recording_url,
             summary=(transcript.summary or "") if transcript is not None else "",
             links=tuple(links),

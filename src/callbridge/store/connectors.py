@@ -520,6 +520,23 @@ class SqlConnectors:
         order = {cid: n for n, cid in enumerate(contact_ids)}
         return [r.ext_id for r in sorted(rows, key=lambda r: (order.get(r.contact_id, 99), r.ext_id))]
 
+    async def user_emails(self, names: Sequence[str]) -> dict[str, str]:
+        """Each named callbridge user's e-mail address, lower-cased (their user id in an ERP): the
+        address on their account, else the name itself when it is one; none for the others."""
+        if not names:
+            return {}
+        rows = (
+            await self.session.execute(
+                select(users.c.name, users.c.email).where(users.c.name.in_(set(names)))
+            )
+        ).all()
+        out: dict[str, str] = {}
+        for r in rows:
+            address = str(r.email or "").strip() or (str(r.name) if "@" in str(r.name) else "")
+            if address:
+                out[str(r.name)] = address.lower()
+        return out
+
     # -- the outbox -------------------------------------------------------------------------------------
 
     async def enqueue_calls(self, call_ids: Iterable[int], connector_ids: Sequence[int] | None = None) -> int:
