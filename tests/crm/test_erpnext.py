@@ -467,3 +467,27 @@ async def test_simulator_refuses_a_call_log_linking_a_missing_employee(frappe: F
     assert answer.status_code == 417
     assert answer.json()["exc_type"] == "LinkValidationError"
     assert "Could not find Call Received By: HR-EMP-404" in answer.text
+
+
+async def test_without_a_mapping_what_erpnext_filled_in_itself_is_kept(
+    hub: Hub, frappe: FrappeSimulator
+) -> None:
+    """ERPNext sets call_received_by itself (by Employee.cell_number); an update by callbridge,
+    which knows nobody for the call, leaves it alone."""
+    assert hub.connectors is not None
+    await add_erpnext(hub, frappe)
+    frappe.add_record("Employee", {"name": "HR-EMP-00009", "employee_name": "Desk", "cell_number": "100"})
+    frappe.add_record(
+        "Call Log",
+        {
+            "name": "callbridge-1",
+            "id": "callbridge-1",
+            "type": "Incoming",
+            "status": "Ringing",
+            "call_received_by": "HR-EMP-00009",
+        },
+    )
+    await hub.handle_events(call_events("k1", "+14155550177"))
+    await push_all(hub)
+    log = frappe.doc("Call Log", "callbridge-1")
+    assert log is not None and log["status"] == "Completed" and log["call_received_by"] == "HR-EMP-00009"

@@ -305,7 +305,7 @@ class ErpnextConnector:
         return employee, user
 
     def call_log(
-        self, call: CallPush, with_links: bool = True, person: tuple[str, str] = ("", "")
+        self, call: CallPush, with_links: bool = True, person: tuple[str, str] | None = None
     ) -> dict[str, Any]:
         if call.disposition is None:
             status = "In Progress" if call.answered_at else "Ringing"
@@ -329,15 +329,17 @@ class ErpnextConnector:
                 for ext in (call.links if with_links else ())
             ],
         }
-        employee, user = person
-        # Always sent, so a person unset later (e.g. their Employee deleted) is unset in ERPNext.
-        doc["employee_user_id"] = user or None
-        doc["call_received_by"] = employee or None
+        if person is not None:
+            # None: not sent, so what ERPNext filled in itself (by Employee.cell_number) stays.
+            employee, user = person
+            doc["employee_user_id"] = user or None
+            doc["call_received_by"] = employee or None
         return doc
 
     async def push(self, call: CallPush, known: str) -> Pushed:
         address = call.answered_by_email if call.direction == "inbound" else call.placed_by_email
-        person = await self.person(address)
+        found = await self.person(address)
+        person: tuple[str, str] | None = found if any(found) else None
         with_links = True
         notes: list[str] = []
         while True:
@@ -348,8 +350,9 @@ class ErpnextConnector:
                 words = str(exc).lower()
                 if "could not find" not in words:
                     raise
-                if any(person) and ("call received by" in words or "employee user id" in words):
-                    # The Employee (or User) went away since it was looked up: written without.
+                if person != ("", "") and ("call received by" in words or "employee user id" in words):
+                    # The Employee (or User) went away since it was looked up (or since ERPNext
+                    # set it): written without, explicitly, as the stored value fails too.
                     self._people.pop(address.strip().lower(), None)
                     person = ("", "")
                     notes.append(f"written without who took it: {short(str(exc))}")
@@ -362,7 +365,7 @@ class ErpnextConnector:
                     raise
 
     async def _write(
-        self, call: CallPush, known: str, *, with_links: bool, person: tuple[str, str] = ("", "")
+        self, call: CallPush, known: str, *, with_links: bool, person: tuple[str, str] | None = None
     ) -> Pushed:
         doc = self.call_log(call, with_links, person)
         name = call.marker
