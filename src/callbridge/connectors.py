@@ -272,6 +272,7 @@ class ConnectorHub:
             recording_url=recording_url,
             summary=(transcript.summary or "") if transcript is not None else "",
             links=tuple(links),
+            callback_done=call.direction is Direction.INBOUND and await repos.tasks.callback_closed(call.id),
         )
 
     async def _recording_link(self, repos: Any, call_id: int) -> str:

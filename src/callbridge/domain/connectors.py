@@ -187,6 +187,8 @@ class CallPush:
     recording_url: str = ""
     summary: str = ""
     links: tuple[str, ...] = field(default=())  # ext ids of the contact (and its company)
+    # A missed call whose callback task is done (the ERP's to-do for it is closed).
+    callback_done: bool = False
 
     @property
     def complete(self) -> bool:

@@ -541,28 +541,7 @@ class SqlConnectors:
 
     async def enqueue_calls(self, call_ids: Iterable[int], connector_ids: Sequence[int] | None = None) -> int:
         """Note that these calls changed: each enabled connector writes them (again)."""
-        wanted = sorted(set(call_ids))
-        targets = list(connector_ids) if connector_ids is not None else await self.enabled_ids()
-        if not wanted or not targets:
-            return 0
-        stamp = now()
-        statement = self._dialect_insert(connector_calls)
-        statement = statement.on_conflict_do_update(
-            index_elements=["connector_id", "call_id"],
-            set_={
-                "version": connector_calls.c.version + 1,
-                "changed_at": stamp,
-                # A call that is backing off (the ERP is down) keeps its wait: no fast loop.
-                "next_at": case((connector_calls.c.attempts > 0, connector_calls.c.next_at), else_=stamp),
-            },
-        )
-        rows = [
-            {"connector_id": c, "call_id": call, "version": 1, "next_at": stamp, "changed_at": stamp}
-            for c in targets
-            for call in wanted
-        ]
-        await self.session.execute(statement, rows)
-        return len(rows)
+        return await enqueue_call_changes(self.session, call_ids, connector_ids)
 
     async def claim(self, at: datetime, limit: int, lease: timedelta) -> list[OutboxJob]:
         """Jobs due now, moved ``lease`` ahead so another worker leaves them alone meanwhile."""
@@ -662,3 +641,45 @@ class SqlConnectors:
         return (
             await self.session.execute(select(calls.c.id).where(calls.c.id == call_id))
         ).first() is not None
+
+
+async def enqueue_call_changes(
+    session: AsyncSession,
+    call_ids: Iterable[int],
+    connector_ids: Sequence[int] | None = None,
+    *,
+    kinds: Sequence[ConnectorKind] | None = None,
+) -> int:
+    """Note that these calls changed, in the caller's transaction: each enabled connector (of
+    ``kinds``, or those given) writes them (again)."""
+    wanted = sorted(set(call_ids))
+    if connector_ids is not None:
+        targets = list(connector_ids)
+    else:
+        query = select(connectors.c.id).where(connectors.c.enabled.is_(True))
+        if kinds is not None:
+            query = query.where(connectors.c.kind.in_([k.value for k in kinds]))
+        targets = [int(i) for i in (await session.execute(query)).scalars()]
+    if not wanted or not targets:
+        return 0
+    stamp = now()
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Any = postgresql.insert(connector_calls)
+    else:
+        statement = sqlite.insert(connector_calls)
+    statement = statement.on_conflict_do_update(
+        index_elements=["connector_id", "call_id"],
+        set_={
+            "version": connector_calls.c.version + 1,
+            "changed_at": stamp,
+            # A call that is backing off (the ERP is down) keeps its wait: no fast loop.
+            "next_at": case((connector_calls.c.attempts > 0, connector_calls.c.next_at), else_=stamp),
+        },
+    )
+    rows = [
+        {"connector_id": c, "call_id": call, "version": 1, "next_at": stamp, "changed_at": stamp}
+        for c in targets
+        for call in wanted
+    ]
+    await session.execute(statement, rows)
+    return len(rows)
