@@ -13,7 +13,7 @@ from tests.crm.conftest import T0, call_events, push_all
 from callbridge.crm.erpnext import ErpnextConnector
 from callbridge.crm.frappe_simulator import FrappeSimulator
 from callbridge.domain.connectors import ConnectorKind
-from callbridge.domain.events import Direction, Disposition
+from callbridge.domain.events import Direction, Disposition, RecordingAvailable
 from callbridge.domain.users import Role
 from callbridge.hub import Hub
 from callbridge.services.directory import lookup
@@ -491,3 +491,43 @@ async def test_without_a_mapping_what_erpnext_filled_in_itself_is_kept(
     await push_all(hub)
     log = frappe.doc("Call Log", "callbridge-1")
     assert log is not None and log["status"] == "Completed" and log["call_received_by"] == "HR-EMP-00009"
+
+
+# -- a recording that arrives after the call was written ------------------------------------------
+
+
+async def _late_recording(hub: Hub, call_key: str) -> None:
+    """The recording of a written call is stored (fetched from the PBX or uploaded by an agent)."""
+    await hub.handle_events(
+        [RecordingAvailable(pbx="main", call_id=call_key, at=T0 + timedelta(minutes=2), recording="r.wav")]
+    )
+    await push_all(hub)  # the call changed (its recording announced): written, no link yet
+    async with hub.db.unit() as repos:
+        (pending,) = await repos.recordings.for_call(1)
+        await repos.recordings.mark_ready(
+            pending.id,
+            storage_key="main/r.wav",
+            size_bytes=4,
+            sha256="0" * 64,
+            content_type="audio/wav",
+            duration_seconds=60.0,
+        )
+
+
+async def test_a_late_recording_updates_the_call_log_with_its_link(hub: Hub, frappe: FrappeSimulator) -> None:
+    assert hub.connectors is not None
+    await add_erpnext(hub, frappe)
+    await hub.handle_events(call_events("r1", "+14155550100"))
+    await push_all(hub)
+    log = frappe.doc("Call Log", "callbridge-1")
+    assert log is not None and log["status"] == "Completed" and not log["recording_url"]
+    await _late_recording(hub, "r1")
+    log = frappe.doc("Call Log", "callbridge-1")
+    assert log is not None and not log["recording_url"]
+    async with hub.db.unit() as repos:
+        assert (await repos.connectors.statuses())[0].calls_waiting == 1  # queued again
+    await push_all(hub)
+    log = frappe.doc("Call Log", "callbridge-1")
+    assert log is not None and log["recording_url"].startswith("https://hub.example.com/shared/")
+    assert len(frappe.tables["Call Log"].rows) == 1
+    assert [w[0] for w in frappe.writes if w[1] == "Call Log"] == ["POST", "PUT", "PUT"]

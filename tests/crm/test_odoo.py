@@ -15,7 +15,7 @@ from callbridge.crm.odoo import OdooConnector
 from callbridge.crm.odoo_simulator import OdooSimulator
 from callbridge.domain.connectors import CallPush, ConnectorKind
 from callbridge.domain.errors import Forbidden
-from callbridge.domain.events import Direction, Disposition
+from callbridge.domain.events import Direction, Disposition, RecordingAvailable
 from callbridge.domain.tasks import TaskStatus
 from callbridge.domain.users import Role, User
 from callbridge.hub import Hub
@@ -316,3 +316,33 @@ async def test_an_agent_who_owns_nothing_cannot_close_someone_elses_callback(
             await hub.followups.update(task_id, nobody, hub.followup_store(repos), status=TaskStatus.DONE)
     await push_all(hub)
     assert len(odoo.rows("mail.activity")) == 1 and odoo.done_activities == []
+
+
+async def test_a_late_recording_posts_nothing_new_on_the_chatter(hub: Hub, odoo: OdooSimulator) -> None:
+    assert hub.connectors is not None
+    ids = seed(odoo)
+    await add_odoo(hub, odoo)
+    await hub.connectors.sync("books")
+    await hub.handle_events(call_events("r1", "+14155550100"))
+    await push_all(hub)
+    await hub.handle_events(
+        [RecordingAvailable(pbx="main", call_id="r1", at=T0 + timedelta(minutes=2), recording="r.wav")]
+    )
+    await push_all(hub)  # announced, not fetched yet
+    async with hub.db.unit() as repos:
+        (pending,) = await repos.recordings.for_call(1)
+        await repos.recordings.mark_ready(
+            pending.id,
+            storage_key="main/r.wav",
+            size_bytes=4,
+            sha256="0" * 64,
+            content_type="audio/wav",
+            duration_seconds=60.0,
+        )
+    posts_before = odoo.calls.count(("res.partner", "message_post"))
+    await push_all(hub)
+    on_ada = [m for m in odoo.rows("mail.message") if m["res_id"] == ids["ada"]]
+    assert len(on_ada) == 1 and posts_before == 1
+    assert odoo.calls.count(("res.partner", "message_post")) == 1
+    async with hub.db.unit() as repos:
+        assert (await repos.connectors.statuses())[0].calls_waiting == 0

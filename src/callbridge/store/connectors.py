@@ -683,3 +683,20 @@ async def enqueue_call_changes(
     ]
     await session.execute(statement, rows)
     return len(rows)
+
+
+async def requeue_written_call(session: AsyncSession, call_id: int) -> int:
+    """The call changed after it was written (its recording arrived): each connector that has it
+    in the outbox writes it again, in the caller's transaction; a call no connector took (an
+    internal one, or from before the connector) stays out."""
+    stamp = now()
+    result = await session.execute(
+        update(connector_calls)
+        .where(connector_calls.c.call_id == call_id)
+        .values(
+            version=connector_calls.c.version + 1,
+            changed_at=stamp,
+            next_at=case((connector_calls.c.attempts > 0, connector_calls.c.next_at), else_=stamp),
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
