@@ -30,6 +30,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -72,6 +73,9 @@ connectors = Table(
     Column("last_sync_at", UtcDateTime, nullable=True),
     Column("last_error", String(500), nullable=False, server_default=""),
     Column("last_error_at", UtcDateTime, nullable=True),
+    # Who syncs the connector now, until when (a worker of several; see ConnectorHub).
+    Column("sync_lease_owner", String(64), nullable=False, server_default=""),
+    Column("sync_lease_until", UtcDateTime, nullable=True),
 )
 
 contact_externals = Table(
@@ -210,6 +214,44 @@ class SqlConnectors:
     async def enabled_ids(self) -> list[int]:
         query = select(connectors.c.id).where(connectors.c.enabled.is_(True))
         return [int(i) for i in (await self.session.execute(query)).scalars()]
+
+    async def take_sync_lease(
+        self, connector_id: int, owner: str, at: datetime, until: datetime, *, due_before: datetime | None
+    ) -> bool:
+        """Make ``owner`` the one who syncs the connector until ``until``, unless another worker
+        holds an unexpired lease or (with ``due_before``) the last sync is newer than that: one
+        conditional UPDATE, so of several workers asking at once exactly one gets it."""
+        conditions = [
+            connectors.c.id == connector_id,
+            or_(
+                connectors.c.sync_lease_until.is_(None),
+                connectors.c.sync_lease_until <= at,
+                connectors.c.sync_lease_owner == owner,
+            ),
+        ]
+        if due_before is not None:
+            conditions.append(
+                or_(connectors.c.last_sync_at.is_(None), connectors.c.last_sync_at <= due_before)
+            )
+        result = await self.session.execute(
+            update(connectors).where(*conditions).values(sync_lease_owner=owner, sync_lease_until=until)
+        )
+        return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def renew_sync_lease(self, connector_id: int, owner: str, until: datetime) -> bool:
+        result = await self.session.execute(
+            update(connectors)
+            .where(connectors.c.id == connector_id, connectors.c.sync_lease_owner == owner)
+            .values(sync_lease_until=until)
+        )
+        return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def release_sync_lease(self, connector_id: int, owner: str) -> None:
+        await self.session.execute(
+            update(connectors)
+            .where(connectors.c.id == connector_id, connectors.c.sync_lease_owner == owner)
+            .values(sync_lease_owner="", sync_lease_until=None)
+        )
 
     async def secrets(self, name: str) -> dict[str, str]:
         row = (
