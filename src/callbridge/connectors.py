@@ -36,7 +36,7 @@ from callbridge.domain.connectors import (
     clean_connector_name,
 )
 from callbridge.domain.errors import Conflict, InvalidInput
-from callbridge.domain.events import Direction
+from callbridge.domain.events import Direction, Disposition
 from callbridge.domain.recordings import RecordingStatus
 from callbridge.services.directory import relink_numbers
 from callbridge.store.connectors import OutboxJob, SqlConnectors
@@ -308,6 +308,8 @@ class ConnectorHub:
         transcript = await repos.transcripts.for_call(job.call_id) if call.recording else None
         answered, placed = call.answered_by_user, call.placed_by_user
         emails = await repos.connectors.user_emails([n for n in (answered, placed) if n])
+        # Only a missed inbound call has a callback task (and an ERP to-do to close).
+        missed = call.direction is Direction.INBOUND and call.disposition not in (None, Disposition.ANSWERED)
         return CallPush(
             call_id=call.id,
             pbx_call_id=call.pbx_call_id,
@@ -328,7 +330,7 @@ class ConnectorHub:
             recording_url=recording_url,
             summary=(transcript.summary or "") if transcript is not None else "",
             links=tuple(links),
-            callback_done=call.direction is Direction.INBOUND and await repos.tasks.callback_closed(call.id),
+            callback_done=missed and await repos.tasks.callback_closed(call.id),
         )
 
     async def _recording_link(self, repos: Any, call_id: int) -> str:
