@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import secrets as pysecrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,7 +36,7 @@ from callbridge.domain.connectors import (
     clean_connector_name,
 )
 from callbridge.domain.errors import Conflict, InvalidInput
-from callbridge.domain.events import Direction
+from callbridge.domain.events import Direction, Disposition
 from callbridge.domain.recordings import RecordingStatus
 from callbridge.services.directory import relink_numbers
 from callbridge.store.connectors import OutboxJob, SqlConnectors
@@ -45,6 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECTOR_RECHECK_SECONDS = 5.0
+# A sync holds the connector's lease this long, renewed every third of it while it runs: of
+# several hub workers (``serve --workers N``) one syncs each connector; should it die, another
+# takes over when the lease runs out.
+SYNC_LEASE_SECONDS = 120.0
 # An incremental sync re-links the past calls of the numbers it changed, up to this many.
 RELINK_MAX_NUMBERS = 2000
 
@@ -90,6 +96,8 @@ class ConnectorHub:
         self.pusher = Pusher(self, max_backoff=settings.connector_retry_max_seconds)
         self._scheduler: asyncio.Task[None] | None = None
         self._syncing: set[int] = set()
+        # This hub's name in the connectors' sync leases (unique per process and instance).
+        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{pysecrets.token_hex(4)}"
 
     # -- connectors -------------------------------------------------------------------------------
 
@@ -144,12 +152,52 @@ class ConnectorHub:
         finally:
             await connector.aclose()
 
+    async def _lease(self, connector_id: int, *, due_before: datetime | None) -> bool:
+        at = datetime.now(UTC)
+        async with self.db.unit() as repos:
+            return await repos.connectors.take_sync_lease(
+                connector_id,
+                self.owner,
+                at,
+                at + timedelta(seconds=SYNC_LEASE_SECONDS),
+                due_before=due_before,
+            )
+
+    async def _keep_lease(self, record: ConnectorRecord) -> None:
+        while True:
+            await asyncio.sleep(SYNC_LEASE_SECONDS / 3)
+            try:
+                async with self.db.unit() as repos:
+                    until = datetime.now(UTC) + timedelta(seconds=SYNC_LEASE_SECONDS)
+                    kept = await repos.connectors.renew_sync_lease(record.id, self.owner, until)
+            except Exception as exc:  # the database is restarting: try again shortly
+                log.warning("connector %s: sync lease not renewed: %s", record.name, type(exc).__name__)
+                continue
+            if not kept:
+                log.warning("connector %s: sync lease lost to another worker", record.name)
+                return
+
     async def _sync(
-        self, record: ConnectorRecord, connector: Connector, *, full: bool, progress: Progress | None = None
+        self,
+        record: ConnectorRecord,
+        connector: Connector,
+        *,
+        full: bool,
+        progress: Progress | None = None,
+        due_before: datetime | None = None,
     ) -> SyncReport:
+        """One sync under the connector's lease. ``due_before``: only when the last sync is older
+        (the schedule; checked with the lease, so another worker's fresh sync counts)."""
         if record.id in self._syncing:
             raise Conflict(f"connector {record.name} is syncing already")
         self._syncing.add(record.id)
+        try:
+            if not await self._lease(record.id, due_before=due_before):
+                raise Conflict(f"connector {record.name} is syncing already (another hub worker)")
+        except BaseException:
+            self._syncing.discard(record.id)
+            raise
+        keeper = asyncio.create_task(self._keep_lease(record), name=f"connector-lease-{record.id}")
         try:
             report = await run_sync(
                 connector,
@@ -172,6 +220,12 @@ class ConnectorHub:
                 await repos.connectors.note_error(record.id, f"sync: {exc}")
             raise
         finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await keeper
+            with contextlib.suppress(Exception):  # else it runs out by itself
+                async with self.db.unit() as repos:
+                    await repos.connectors.release_sync_lease(record.id, self.owner)
             self._syncing.discard(record.id)
 
     # -- running ----------------------------------------------------------------------------------
@@ -207,7 +261,9 @@ class ConnectorHub:
             if connector is None:
                 continue
             try:
-                await self._sync(record, connector, full=False)
+                await self._sync(record, connector, full=False, due_before=at - timedelta(seconds=interval))
+            except Conflict:
+                continue  # another worker syncs it, or just did
             except ConnectorError as exc:
                 log.warning("connector %s: sync failed: %s", record.name, exc)
 
@@ -250,7 +306,10 @@ class ConnectorHub:
         if not recording_url and self.settings.public_url and call.recording:
             recording_url = await self._recording_link(repos, job.call_id)
         transcript = await repos.transcripts.for_call(job.call_id) if call.recording else None
-        answered = call.answered_by_user
+        answered, placed = call.answered_by_user, call.placed_by_user
+        emails = await repos.connectors.user_emails([n for n in (answered, placed) if n])
+        # Only a missed inbound call has a callback task (and an ERP to-do to close).
+        missed = call.direction is Direction.INBOUND and call.disposition not in (None, Disposition.ANSWERED)
         return CallPush(
             call_id=call.id,
             pbx_call_id=call.pbx_call_id,
@@ -265,11 +324,13 @@ class ConnectorHub:
             disposition=call.disposition.value if call.disposition else None,
             answered_by=call.answered_by_extension,
             answered_by_user=answered,
-            answered_by_email=answered if "@" in answered else "",
-            placed_by_user=call.placed_by_user,
+            answered_by_email=emails.get(answered, ""),
+            placed_by_user=placed,
+            placed_by_email=emails.get(placed, ""),
             recording_url=recording_url,
             summary=(transcript.summary or "") if transcript is not None else "",
             links=tuple(links),
+            callback_done=missed and await repos.tasks.callback_closed(call.id),
         )
 
     async def _recording_link(self, repos: Any, call_id: int) -> str:

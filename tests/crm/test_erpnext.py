@@ -7,15 +7,19 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from sqlalchemy import text, update
-from tests.crm.conftest import call_events, push_all
+from tests.conftest import add_user
+from tests.crm.conftest import T0, call_events, push_all
 
 from callbridge.crm.erpnext import ErpnextConnector
 from callbridge.crm.frappe_simulator import FrappeSimulator
 from callbridge.domain.connectors import ConnectorKind
-from callbridge.domain.events import Disposition
+from callbridge.domain.events import Direction, Disposition, RecordingAvailable
+from callbridge.domain.users import Role
 from callbridge.hub import Hub
 from callbridge.services.directory import lookup
 from callbridge.store.connectors import connector_calls
+from callbridge.store.directory import SqlExtensions
+from callbridge.store.tables import users
 
 
 async def add_erpnext(hub: Hub, sim: FrappeSimulator, secret: str = "secret1") -> int:
@@ -371,3 +375,159 @@ async def test_incremental_sync_links_earlier_calls_of_a_new_contact(
     async with hub.db.unit() as repos:
         call = await repos.calls.find(1)
     assert call is not None and call.contact is not None and call.contact.name == "New Comer"
+
+
+# -- who answered: callbridge user → ERPNext User and Employee ------------------------------------
+
+
+async def _agent(hub: Hub, name: str, extension: str, email: str = "") -> None:
+    user = await add_user(hub, name, Role.AGENT)
+    async with hub.db.session() as s:
+        await SqlExtensions(s).map("main", extension, user.id)
+        await s.execute(update(users).where(users.c.id == user.id).values(email=email))
+        await s.commit()
+
+
+async def test_call_log_names_the_employee_who_answered_and_who_placed(
+    hub: Hub, frappe: FrappeSimulator
+) -> None:
+    assert hub.connectors is not None
+    await add_erpnext(hub, frappe)
+    frappe.add_record("User", {"name": "ann@acme.test", "full_name": "Ann", "enabled": 1})
+    frappe.add_record(
+        "Employee", {"name": "HR-EMP-00007", "employee_name": "Ann", "user_id": "ann@acme.test"}
+    )
+    frappe.add_record("User", {"name": "bob@acme.test", "full_name": "Bob", "enabled": 1})  # no Employee
+    await _agent(hub, "ann", "100", "Ann@Acme.test")
+    await _agent(hub, "bob", "101", "bob@acme.test")
+    await hub.handle_events(call_events("in1", "+14155550100", extension="100"))
+    await hub.handle_events(
+        call_events(
+            "out1",
+            "+14155550111",
+            extension="101",
+            direction=Direction.OUTBOUND,
+            at=T0 + timedelta(minutes=5),
+        )
+    )
+    await push_all(hub)
+    answered = frappe.doc("Call Log", "callbridge-1")
+    placed = frappe.doc("Call Log", "callbridge-2")
+    assert answered is not None and placed is not None
+    assert (answered["call_received_by"], answered["employee_user_id"]) == ("HR-EMP-00007", "ann@acme.test")
+    assert placed["type"] == "Outgoing"
+    assert (placed.get("call_received_by"), placed["employee_user_id"]) == (None, "bob@acme.test")
+
+
+async def test_a_user_unknown_to_erpnext_leaves_the_fields_empty_and_the_call_is_written(
+    hub: Hub, frappe: FrappeSimulator
+) -> None:
+    assert hub.connectors is not None
+    await add_erpnext(hub, frappe)
+    await _agent(hub, "zed@acme.test", "100")  # a callbridge user named by an address ERPNext lacks
+    await _agent(hub, "nobody", "102")  # owns nothing, no address
+    await hub.handle_events(call_events("u1", "+14155550100", extension="100"))
+    await hub.handle_events(call_events("u2", "+14155550101", extension="102", at=T0 + timedelta(minutes=3)))
+    await push_all(hub)
+    for name in ("callbridge-1", "callbridge-2"):
+        log = frappe.doc("Call Log", name)
+        assert log is not None and log["status"] == "Completed"
+        assert not log.get("call_received_by") and not log.get("employee_user_id")
+    async with hub.db.unit() as repos:
+        status = (await repos.connectors.statuses())[0]
+    assert status.calls_pushed == 2 and status.calls_waiting == 0
+
+
+async def test_an_employee_deleted_after_it_was_looked_up_does_not_block_the_call(
+    hub: Hub, frappe: FrappeSimulator
+) -> None:
+    assert hub.connectors is not None
+    await add_erpnext(hub, frappe)
+    frappe.add_record("User", {"name": "ann@acme.test", "full_name": "Ann", "enabled": 1})
+    frappe.add_record(
+        "Employee", {"name": "HR-EMP-00007", "employee_name": "Ann", "user_id": "ann@acme.test"}
+    )
+    await _agent(hub, "ann", "100", "ann@acme.test")
+    await hub.handle_events(call_events("d1", "+14155550100", extension="100"))
+    await push_all(hub)
+    frappe.tables["Employee"].delete("HR-EMP-00007")  # the lookup is cached; the Link now fails
+    await hub.handle_events(call_events("d2", "+14155550100", extension="100", at=T0 + timedelta(minutes=3)))
+    await push_all(hub)
+    log = frappe.doc("Call Log", "callbridge-2")
+    assert log is not None and log["status"] == "Completed" and not log.get("call_received_by")
+
+
+async def test_simulator_refuses_a_call_log_linking_a_missing_employee(frappe: FrappeSimulator) -> None:
+    async with httpx.AsyncClient(base_url=frappe.base_url) as client:
+        answer = await client.post(
+            "/api/resource/Call%20Log",
+            headers={"Authorization": "token key1:secret1"},
+            json={"id": "x-1", "type": "Incoming", "status": "Ringing", "call_received_by": "HR-EMP-404"},
+        )
+    assert answer.status_code == 417
+    assert answer.json()["exc_type"] == "LinkValidationError"
+    assert "Could not find Call Received By: HR-EMP-404" in answer.text
+
+
+async def test_without_a_mapping_what_erpnext_filled_in_itself_is_kept(
+    hub: Hub, frappe: FrappeSimulator
+) -> None:
+    """ERPNext sets call_received_by itself (by Employee.cell_number); an update by callbridge,
+    which knows nobody for the call, leaves it alone."""
+    assert hub.connectors is not None
+    await add_erpnext(hub, frappe)
+    frappe.add_record("Employee", {"name": "HR-EMP-00009", "employee_name": "Desk", "cell_number": "100"})
+    frappe.add_record(
+        "Call Log",
+        {
+            "name": "callbridge-1",
+            "id": "callbridge-1",
+            "type": "Incoming",
+            "status": "Ringing",
+            "call_received_by": "HR-EMP-00009",
+        },
+    )
+    await hub.handle_events(call_events("k1", "+14155550177"))
+    await push_all(hub)
+    log = frappe.doc("Call Log", "callbridge-1")
+    assert log is not None and log["status"] == "Completed" and log["call_received_by"] == "HR-EMP-00009"
+
+
+# -- a recording that arrives after the call was written ------------------------------------------
+
+
+async def _late_recording(hub: Hub, call_key: str) -> None:
+    """The recording of a written call is stored (fetched from the PBX or uploaded by an agent)."""
+    await hub.handle_events(
+        [RecordingAvailable(pbx="main", call_id=call_key, at=T0 + timedelta(minutes=2), recording="r.wav")]
+    )
+    await push_all(hub)  # the call changed (its recording announced): written, no link yet
+    async with hub.db.unit() as repos:
+        (pending,) = await repos.recordings.for_call(1)
+        await repos.recordings.mark_ready(
+            pending.id,
+            storage_key="main/r.wav",
+            size_bytes=4,
+            sha256="0" * 64,
+            content_type="audio/wav",
+            duration_seconds=60.0,
+        )
+
+
+async def test_a_late_recording_updates_the_call_log_with_its_link(hub: Hub, frappe: FrappeSimulator) -> None:
+    assert hub.connectors is not None
+    await add_erpnext(hub, frappe)
+    await hub.handle_events(call_events("r1", "+14155550100"))
+    await push_all(hub)
+    log = frappe.doc("Call Log", "callbridge-1")
+    assert log is not None and log["status"] == "Completed" and not log["recording_url"]
+    await _late_recording(hub, "r1")
+    log = frappe.doc("Call Log", "callbridge-1")
+    assert log is not None and not log["recording_url"]
+    async with hub.db.unit() as repos:
+        assert (await repos.connectors.statuses())[0].calls_waiting == 1  # queued again
+    await push_all(hub)
+    log = frappe.doc("Call Log", "callbridge-1")
+    assert log is not None and log["recording_url"].startswith("https://hub.example.com/shared/")
+    assert len(frappe.tables["Call Log"].rows) == 1
+    assert [w[0] for w in frappe.writes if w[1] == "Call Log"] == ["POST", "PUT", "PUT"]

@@ -3,18 +3,25 @@ and JSON-2 (19)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 import pytest
+from sqlalchemy import select
 from tests.conftest import add_user
 from tests.crm.conftest import T0, call_events, push_all
 
 from callbridge.crm.odoo import OdooConnector
 from callbridge.crm.odoo_simulator import OdooSimulator
 from callbridge.domain.connectors import CallPush, ConnectorKind
-from callbridge.domain.events import Disposition
-from callbridge.domain.users import Role
+from callbridge.domain.errors import Forbidden
+from callbridge.domain.events import Direction, Disposition, RecordingAvailable
+from callbridge.domain.tasks import TaskStatus
+from callbridge.domain.users import Role, User
 from callbridge.hub import Hub
 from callbridge.services.directory import lookup
+from callbridge.store.directory import SqlExtensions
+from callbridge.store.tasks import tasks
 
 
 async def add_odoo(hub: Hub, sim: OdooSimulator, key: str = "odoo-key") -> int:
@@ -236,3 +243,106 @@ async def test_partner_deleted_meanwhile_is_said_and_not_retried(hub: Hub, odoo:
         note = (await repos.session.execute(select(connector_calls.c.last_error))).scalar_one()
     assert status.calls_waiting == 0 and odoo.rows("mail.message") == []
     assert note == f"not written: res.partner/{ids['ada']} was deleted in Odoo"
+
+
+# -- the "Call" activity is done when the callback task closes ----------------------------------
+
+
+async def _callback_world(hub: Hub, odoo: OdooSimulator) -> tuple[dict[str, int], User]:
+    assert hub.connectors is not None
+    ids = seed(odoo)
+    await add_odoo(hub, odoo)
+    await hub.connectors.sync("books")
+    ann = await add_user(hub, "ann", Role.AGENT)
+    async with hub.db.session() as s:
+        await SqlExtensions(s).map("main", "100", ann.id)  # her phone rang: the callback is hers
+        await s.commit()
+    await hub.handle_events(call_events("m1", "+14155550100", outcome=Disposition.MISSED))
+    await push_all(hub)
+    assert len(odoo.rows("mail.activity")) == 1
+    return ids, ann
+
+
+async def test_a_callback_call_marks_the_call_activity_done_once(hub: Hub, odoo: OdooSimulator) -> None:
+    ids, _ = await _callback_world(hub, odoo)
+    later = T0 + timedelta(minutes=20)
+    await hub.handle_events(
+        call_events("cb1", "+14155550100", direction=Direction.OUTBOUND, extension="100", at=later)
+    )
+    await push_all(hub)
+    assert odoo.rows("mail.activity") == []
+    ((done, feedback),) = odoo.done_activities
+    assert (done["res_model"], done["res_id"]) == ("res.partner", ids["ada"]) and "callbridge" in feedback
+    assert ("mail.activity", "action_feedback") in odoo.calls
+    # Once: the missed call changing again (or another push) does nothing more.
+    async with hub.db.unit() as repos:
+        await repos.connectors.enqueue_calls([1])
+    await push_all(hub)
+    assert len(odoo.done_activities) == 1
+    on_ada = [
+        m for m in odoo.rows("mail.message") if m["res_id"] == ids["ada"] and "[callbridge-1]" in m["body"]
+    ]
+    assert len(on_ada) == 1
+
+
+async def test_a_task_closed_by_hand_while_odoo_is_down_marks_it_done_when_odoo_is_back(
+    hub: Hub, odoo: OdooSimulator
+) -> None:
+    assert hub.followups is not None
+    _, ann = await _callback_world(hub, odoo)
+    async with hub.db.unit() as repos:
+        task_id = (await repos.session.execute(select(tasks.c.id))).scalar_one()
+        await hub.followups.update(task_id, ann, hub.followup_store(repos), status=TaskStatus.DONE)
+    odoo.down = True
+    assert hub.connectors is not None
+    assert await hub.connectors.pusher.run_once() == 1  # tried, failed: kept in the outbox
+    assert len(odoo.rows("mail.activity")) == 1
+    async with hub.db.unit() as repos:
+        assert (await repos.connectors.statuses())[0].calls_waiting == 1
+    odoo.down = False
+    await push_all(hub)
+    assert odoo.rows("mail.activity") == [] and len(odoo.done_activities) == 1
+
+
+async def test_an_agent_who_owns_nothing_cannot_close_someone_elses_callback(
+    hub: Hub, odoo: OdooSimulator
+) -> None:
+    assert hub.followups is not None
+    await _callback_world(hub, odoo)
+    nobody = await add_user(hub, "nobody", Role.AGENT)
+    async with hub.db.unit() as repos:
+        task_id = (await repos.session.execute(select(tasks.c.id))).scalar_one()
+        with pytest.raises(Forbidden):
+            await hub.followups.update(task_id, nobody, hub.followup_store(repos), status=TaskStatus.DONE)
+    await push_all(hub)
+    assert len(odoo.rows("mail.activity")) == 1 and odoo.done_activities == []
+
+
+async def test_a_late_recording_posts_nothing_new_on_the_chatter(hub: Hub, odoo: OdooSimulator) -> None:
+    assert hub.connectors is not None
+    ids = seed(odoo)
+    await add_odoo(hub, odoo)
+    await hub.connectors.sync("books")
+    await hub.handle_events(call_events("r1", "+14155550100"))
+    await push_all(hub)
+    await hub.handle_events(
+        [RecordingAvailable(pbx="main", call_id="r1", at=T0 + timedelta(minutes=2), recording="r.wav")]
+    )
+    await push_all(hub)  # announced, not fetched yet
+    async with hub.db.unit() as repos:
+        (pending,) = await repos.recordings.for_call(1)
+        await repos.recordings.mark_ready(
+            pending.id,
+            storage_key="main/r.wav",
+            size_bytes=4,
+            sha256="0" * 64,
+            content_type="audio/wav",
+            duration_seconds=60.0,
+        )
+    posts_before = odoo.calls.count(("res.partner", "message_post"))
+    await push_all(hub)
+    on_ada = [m for m in odoo.rows("mail.message") if m["res_id"] == ids["ada"]]
+    assert len(on_ada) == 1 and posts_before == 1
+    assert odoo.calls.count(("res.partner", "message_post")) == 1
+    async with hub.db.unit() as repos:
+        assert (await repos.connectors.statuses())[0].calls_waiting == 0

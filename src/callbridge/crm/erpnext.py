@@ -8,11 +8,17 @@ of 500, never one per record.
 Calls: the standard Call Log doctype, named by its ``id`` field (``callbridge-<call id>``), so a
 write is idempotent: created once (a 409 "duplicate" means an earlier attempt got through and is
 followed by an update), then updated as the call progresses.
+
+Who took the call: the callbridge user of the extension that answered (inbound) or placed
+(outbound) it is an ERPNext User by e-mail address; ``employee_user_id`` is that User and
+``call_received_by`` the Employee whose ``user_id`` it is (both Links: a value ERPNext lacks is a
+417, so they are looked up first, cached for a few minutes, and left empty when not found).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,6 +33,7 @@ from callbridge.domain.connectors import (
     CallPush,
     ConnectorError,
     ErpAuthFailed,
+    ErpBusy,
     ErpForbidden,
     ErpMissing,
     ErpRejected,
@@ -40,6 +47,8 @@ _FIELDS = {
     "Lead": ["name", "lead_name", "company_name", "phone", "mobile_no", "email_id", "lead_owner", "modified"],
     "Contact": ["name", "first_name", "last_name", "email_id", "modified"],
 }
+# How long who-is-who (User → Employee) is believed before ERPNext is asked again.
+PEOPLE_TTL = 300.0
 _STATUS = {
     "answered": "Completed",
     "missed": "No Answer",
@@ -93,6 +102,8 @@ class ErpnextConnector:
         self.zone = ZoneInfo(time_zone or "UTC")
         self._client = client or httpx.AsyncClient(timeout=TIMEOUT)
         self._headers = {"Authorization": f"token {api_key}:{api_secret}", "Accept": "application/json"}
+        # e-mail → (Employee name, User name, believed until): "" when ERPNext has none.
+        self._people: dict[str, tuple[str, str, float]] = {}
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -267,7 +278,35 @@ class ErpnextConnector:
         # Frappe keeps naive datetimes in the site's time zone.
         return value.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S") if value else None
 
-    def call_log(self, call: CallPush, with_links: bool = True) -> dict[str, Any]:
+    async def person(self, address: str) -> tuple[str, str]:
+        """(Employee, User) in ERPNext for the user with this e-mail address; empty strings when
+        ERPNext has no such User (or Employee), or the API user may not read them."""
+        address = address.strip().lower()
+        if not address:
+            return "", ""
+        known = self._people.get(address)
+        if known is not None and time.monotonic() < known[2]:
+            return known[0], known[1]
+        employee = user = ""
+        try:
+            rows = await self._list(
+                "Employee", ["name", "user_id"], [["user_id", "=", address]], 0, 1, "name asc"
+            )
+            if rows:
+                employee, user = str(rows[0]["name"]), str(rows[0].get("user_id") or address)
+            else:
+                found = await self._list("User", ["name"], [["name", "=", address]], 0, 1, "name asc")
+                user = str(found[0]["name"]) if found else ""
+        except (ErpUnreachable, ErpBusy):
+            raise  # the write would fail as well: the call waits and tries again
+        except ConnectorError:
+            pass  # no permission on Employee/User, or a site without them: the fields stay empty
+        self._people[address] = (employee, user, time.monotonic() + PEOPLE_TTL)
+        return employee, user
+
+    def call_log(
+        self, call: CallPush, with_links: bool = True, person: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
         if call.disposition is None:
             status = "In Progress" if call.answered_at else "Ringing"
         else:
@@ -290,24 +329,45 @@ class ErpnextConnector:
                 for ext in (call.links if with_links else ())
             ],
         }
-        user = call.answered_by_email if inbound else ""
-        if user:
-            doc["employee_user_id"] = user
+        if person is not None:
+            # None: not sent, so what ERPNext filled in itself (by Employee.cell_number) stays.
+            employee, user = person
+            doc["employee_user_id"] = user or None
+            doc["call_received_by"] = employee or None
         return doc
 
     async def push(self, call: CallPush, known: str) -> Pushed:
-        try:
-            return await self._write(call, known, with_links=True)
-        except ErpRejected as exc:
-            if not call.links or "could not find" not in str(exc).lower():
-                raise
-            # A linked record was deleted (or merged away) in ERPNext meanwhile: the call is
-            # still written, without the link, and the reason is kept.
-            pushed = await self._write(call, known, with_links=False)
-            return Pushed(pushed.ext_id, pushed.url, f"written without its link: {short(str(exc))}")
+        address = call.answered_by_email if call.direction == "inbound" else call.placed_by_email
+        found = await self.person(address)
+        person: tuple[str, str] | None = found if any(found) else None
+        with_links = True
+        notes: list[str] = []
+        while True:
+            try:
+                pushed = await self._write(call, known, with_links=with_links, person=person)
+                return Pushed(pushed.ext_id, pushed.url, "; ".join(notes))
+            except ErpRejected as exc:
+                words = str(exc).lower()
+                if "could not find" not in words:
+                    raise
+                if person != ("", "") and ("call received by" in words or "employee user id" in words):
+                    # The Employee (or User) went away since it was looked up (or since ERPNext
+                    # set it): written without, explicitly, as the stored value fails too.
+                    self._people.pop(address.strip().lower(), None)
+                    person = ("", "")
+                    notes.append(f"written without who took it: {short(str(exc))}")
+                elif with_links and call.links:
+                    # A linked record was deleted (or merged away) in ERPNext meanwhile: the call
+                    # is still written, without the link, and the reason is kept.
+                    with_links = False
+                    notes.append(f"written without its link: {short(str(exc))}")
+                else:
+                    raise
 
-    async def _write(self, call: CallPush, known: str, *, with_links: bool) -> Pushed:
-        doc = self.call_log(call, with_links)
+    async def _write(
+        self, call: CallPush, known: str, *, with_links: bool, person: tuple[str, str] | None = None
+    ) -> Pushed:
+        doc = self.call_log(call, with_links, person)
         name = call.marker
         ext = f"Call Log/{name}"
         path = f"/api/resource/{quote('Call Log')}"

@@ -8,13 +8,15 @@ does not care which.
 Directory: ``res.partner`` (companies first, then people, archived ones included so an archive
 is seen as a removal) and ``crm.lead`` when the CRM app is installed. Calls: a note on the
 partner's (or lead's) chatter (``message_post``) once the call has ended, and a "Call" activity
-for the record's salesperson when nobody took the call. Each carries the marker
+for the record's salesperson when nobody took the call, marked done (``action_feedback``) when
+its callback task in callbridge closes. Each carries the marker
 ``[callbridge-<call id>]``; before writing, the chatter is searched for it, so a retry after a
 lost answer never posts twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import itertools
 from collections.abc import Sequence
@@ -433,22 +435,40 @@ class OdooConnector:
             message_id = int(result[0] if isinstance(result, list) else result)
         note = ""
         if call.missed and call.direction == "inbound":
-            note = await self._activity(call, model, rid, found[0].get("user_id"), marker)
+            if call.callback_done:
+                await self._activity_done(model, rid, marker)
+            else:
+                note = await self._activity(call, model, rid, found[0].get("user_id"), marker)
         ext = f"mail.message/{message_id}"
         return Pushed(ext, self.deep_link(target), note)
 
-    async def _activity(self, call: CallPush, model: str, rid: int, owner: Any, marker: str) -> str:
-        activity_type = await self._call_type()
-        if activity_type is None:
-            return "no 'Call' activity type in Odoo: no activity made"
-        seen = await self.call(
+    async def _open_activity(self, model: str, rid: int, marker: str) -> int | None:
+        rows = await self.call(
             "mail.activity",
             "search_read",
             domain=[["res_model", "=", model], ["res_id", "=", rid], ["note", "ilike", marker]],
             fields=["id"],
             limit=1,
         )
-        if seen:
+        return int(rows[0]["id"]) if rows else None
+
+    async def _activity_done(self, model: str, rid: int, marker: str) -> None:
+        """Mark the call's "Call" activity done (the callback task closed in callbridge). Odoo
+        removes a done activity and posts "Call done" on the chatter, so once done it is not
+        found again: a retry, or a later change of the call, does nothing more."""
+        activity = await self._open_activity(model, rid, marker)
+        if activity is None:
+            return  # done already (here or by someone in Odoo), or never made
+        with contextlib.suppress(ErpMissing):  # done in Odoo meanwhile
+            await self.call(
+                "mail.activity", "action_feedback", [activity], feedback="Called back (callbridge)"
+            )
+
+    async def _activity(self, call: CallPush, model: str, rid: int, owner: Any, marker: str) -> str:
+        activity_type = await self._call_type()
+        if activity_type is None:
+            return "no 'Call' activity type in Odoo: no activity made"
+        if await self._open_activity(model, rid, marker) is not None:
             return ""
         values: dict[str, Any] = {
             "activity_type_id": activity_type,

@@ -143,6 +143,8 @@ class OdooSimulator(LoopbackServer):
         self._ids = itertools.count(1)
         self._clock = datetime(2026, 1, 1, tzinfo=UTC)
         self.calls: list[tuple[str, str]] = []  # (model, method) of every object call
+        # Activities marked done (``action_feedback`` / ``action_done``): (activity, feedback).
+        self.done_activities: list[tuple[dict[str, Any], str]] = []
         self.app = Starlette(
             routes=[
                 Route("/web/version", self._version, methods=["GET", "POST"]),
@@ -432,6 +434,8 @@ class OdooSimulator(LoopbackServer):
             "write": {"vals", "context"},
             "unlink": {"context"},
             "message_post": {"body", "message_type", "subtype_xmlid", "partner_ids", "context", "subject"},
+            "action_feedback": {"feedback", "attachment_ids", "context"},
+            "action_done": {"context"},
         }
         if method not in allowed:
             raise OdooError("builtins.AttributeError", f"The method '{model}.{method}' does not exist", 404)
@@ -479,6 +483,33 @@ class OdooSimulator(LoopbackServer):
                 },
             )
             return row["id"]
+        if method in ("action_feedback", "action_done"):
+            if model != "mail.activity":
+                raise OdooError(
+                    "builtins.AttributeError", f"The method '{model}.{method}' does not exist", 404
+                )
+            # As Odoo: "<type> done" (and the feedback) on the record's chatter, the activity
+            # removed; an activity done already is a MissingError.
+            message_ids = []
+            for row in self._records(model, ids):
+                feedback = str(named.get("feedback") or "")
+                kind = self.tables["mail.activity.type"].rows.get(row["activity_type_id"]) or {}
+                message_ids.append(
+                    self.add(
+                        "mail.message",
+                        {
+                            "model": row["res_model"],
+                            "res_id": row["res_id"],
+                            "body": f"<p>{kind.get('name') or 'Activity'} done</p><p>{feedback}</p>",
+                            "message_type": "notification",
+                            "subtype_xmlid": "mail.mt_activities",
+                            "author_id": False,
+                        },
+                    )["id"]
+                )
+                self.done_activities.append((dict(row), feedback))
+                self.unlink(model, row["id"])
+            return message_ids[0] if message_ids else False
         if method == "create":
             vals_list = named.get("vals_list")
             if isinstance(vals_list, dict):

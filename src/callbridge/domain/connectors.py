@@ -181,11 +181,14 @@ class CallPush:
     disposition: str | None  # None while in progress
     answered_by: str = ""  # extension
     answered_by_user: str = ""  # callbridge user name
-    answered_by_email: str = ""
+    answered_by_email: str = ""  # that user's e-mail address (their user id in an ERP)
     placed_by_user: str = ""
+    placed_by_email: str = ""
     recording_url: str = ""
     summary: str = ""
     links: tuple[str, ...] = field(default=())  # ext ids of the contact (and its company)
+    # A missed call whose callback task is done (the ERP's to-do for it is closed).
+    callback_done: bool = False
 
     @property
     def complete(self) -> bool:

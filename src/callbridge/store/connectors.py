@@ -30,6 +30,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -72,6 +73,9 @@ connectors = Table(
     Column("last_sync_at", UtcDateTime, nullable=True),
     Column("last_error", String(500), nullable=False, server_default=""),
     Column("last_error_at", UtcDateTime, nullable=True),
+    # Who syncs the connector now, until when (a worker of several; see ConnectorHub).
+    Column("sync_lease_owner", String(64), nullable=False, server_default=""),
+    Column("sync_lease_until", UtcDateTime, nullable=True),
 )
 
 contact_externals = Table(
@@ -210,6 +214,44 @@ class SqlConnectors:
     async def enabled_ids(self) -> list[int]:
         query = select(connectors.c.id).where(connectors.c.enabled.is_(True))
         return [int(i) for i in (await self.session.execute(query)).scalars()]
+
+    async def take_sync_lease(
+        self, connector_id: int, owner: str, at: datetime, until: datetime, *, due_before: datetime | None
+    ) -> bool:
+        """Make ``owner`` the one who syncs the connector until ``until``, unless another worker
+        holds an unexpired lease or (with ``due_before``) the last sync is newer than that: one
+        conditional UPDATE, so of several workers asking at once exactly one gets it."""
+        conditions = [
+            connectors.c.id == connector_id,
+            or_(
+                connectors.c.sync_lease_until.is_(None),
+                connectors.c.sync_lease_until <= at,
+                connectors.c.sync_lease_owner == owner,
+            ),
+        ]
+        if due_before is not None:
+            conditions.append(
+                or_(connectors.c.last_sync_at.is_(None), connectors.c.last_sync_at <= due_before)
+            )
+        result = await self.session.execute(
+            update(connectors).where(*conditions).values(sync_lease_owner=owner, sync_lease_until=until)
+        )
+        return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def renew_sync_lease(self, connector_id: int, owner: str, until: datetime) -> bool:
+        result = await self.session.execute(
+            update(connectors)
+            .where(connectors.c.id == connector_id, connectors.c.sync_lease_owner == owner)
+            .values(sync_lease_until=until)
+        )
+        return int(result.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def release_sync_lease(self, connector_id: int, owner: str) -> None:
+        await self.session.execute(
+            update(connectors)
+            .where(connectors.c.id == connector_id, connectors.c.sync_lease_owner == owner)
+            .values(sync_lease_owner="", sync_lease_until=None)
+        )
 
     async def secrets(self, name: str) -> dict[str, str]:
         row = (
@@ -520,32 +562,28 @@ class SqlConnectors:
         order = {cid: n for n, cid in enumerate(contact_ids)}
         return [r.ext_id for r in sorted(rows, key=lambda r: (order.get(r.contact_id, 99), r.ext_id))]
 
+    async def user_emails(self, names: Sequence[str]) -> dict[str, str]:
+        """Each named callbridge user's e-mail address, lower-cased (their user id in an ERP): the
+        address on their account, else the name itself when it is one; none for the others."""
+        if not names:
+            return {}
+        rows = (
+            await self.session.execute(
+                select(users.c.name, users.c.email).where(users.c.name.in_(set(names)))
+            )
+        ).all()
+        out: dict[str, str] = {}
+        for r in rows:
+            address = str(r.email or "").strip() or (str(r.name) if "@" in str(r.name) else "")
+            if address:
+                out[str(r.name)] = address.lower()
+        return out
+
     # -- the outbox -------------------------------------------------------------------------------------
 
     async def enqueue_calls(self, call_ids: Iterable[int], connector_ids: Sequence[int] | None = None) -> int:
         """Note that these calls changed: each enabled connector writes them (again)."""
-        wanted = sorted(set(call_ids))
-        targets = list(connector_ids) if connector_ids is not None else await self.enabled_ids()
-        if not wanted or not targets:
-            return 0
-        stamp = now()
-        statement = self._dialect_insert(connector_calls)
-        statement = statement.on_conflict_do_update(
-            index_elements=["connector_id", "call_id"],
-            set_={
-                "version": connector_calls.c.version + 1,
-                "changed_at": stamp,
-                # A call that is backing off (the ERP is down) keeps its wait: no fast loop.
-                "next_at": case((connector_calls.c.attempts > 0, connector_calls.c.next_at), else_=stamp),
-            },
-        )
-        rows = [
-            {"connector_id": c, "call_id": call, "version": 1, "next_at": stamp, "changed_at": stamp}
-            for c in targets
-            for call in wanted
-        ]
-        await self.session.execute(statement, rows)
-        return len(rows)
+        return await enqueue_call_changes(self.session, call_ids, connector_ids)
 
     async def claim(self, at: datetime, limit: int, lease: timedelta) -> list[OutboxJob]:
         """Jobs due now, moved ``lease`` ahead so another worker leaves them alone meanwhile."""
@@ -645,3 +683,62 @@ class SqlConnectors:
         return (
             await self.session.execute(select(calls.c.id).where(calls.c.id == call_id))
         ).first() is not None
+
+
+async def enqueue_call_changes(
+    session: AsyncSession,
+    call_ids: Iterable[int],
+    connector_ids: Sequence[int] | None = None,
+    *,
+    kinds: Sequence[ConnectorKind] | None = None,
+) -> int:
+    """Note that these calls changed, in the caller's transaction: each enabled connector (of
+    ``kinds``, or those given) writes them (again)."""
+    wanted = sorted(set(call_ids))
+    if connector_ids is not None:
+        targets = list(connector_ids)
+    else:
+        query = select(connectors.c.id).where(connectors.c.enabled.is_(True))
+        if kinds is not None:
+            query = query.where(connectors.c.kind.in_([k.value for k in kinds]))
+        targets = [int(i) for i in (await session.execute(query)).scalars()]
+    if not wanted or not targets:
+        return 0
+    stamp = now()
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Any = postgresql.insert(connector_calls)
+    else:
+        statement = sqlite.insert(connector_calls)
+    statement = statement.on_conflict_do_update(
+        index_elements=["connector_id", "call_id"],
+        set_={
+            "version": connector_calls.c.version + 1,
+            "changed_at": stamp,
+            # A call that is backing off (the ERP is down) keeps its wait: no fast loop.
+            "next_at": case((connector_calls.c.attempts > 0, connector_calls.c.next_at), else_=stamp),
+        },
+    )
+    rows = [
+        {"connector_id": c, "call_id": call, "version": 1, "next_at": stamp, "changed_at": stamp}
+        for c in targets
+        for call in wanted
+    ]
+    await session.execute(statement, rows)
+    return len(rows)
+
+
+async def requeue_written_call(session: AsyncSession, call_id: int) -> int:
+    """The call changed after it was written (its recording arrived): each connector that has it
+    in the outbox writes it again, in the caller's transaction; a call no connector took (an
+    internal one, or from before the connector) stays out."""
+    stamp = now()
+    result = await session.execute(
+        update(connector_calls)
+        .where(connector_calls.c.call_id == call_id)
+        .values(
+            version=connector_calls.c.version + 1,
+            changed_at=stamp,
+            next_at=case((connector_calls.c.attempts > 0, connector_calls.c.next_at), else_=stamp),
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.domain.recordings import PurgeCandidate, Recording, RecordingStatus, RetentionRule
 from callbridge.store.calls import calls
+from callbridge.store.connectors import requeue_written_call
 from callbridge.store.directory import contact_tags
 from callbridge.store.tables import UtcDateTime, metadata, now
 
@@ -214,6 +215,12 @@ class SqlRecordings:
                 updated_at=now(),
             )
         )
+        # The call is written into the ERPs again, now with its recording's link.
+        call_id = (
+            await self.session.execute(select(recordings.c.call_id).where(recordings.c.id == recording_id))
+        ).scalar()
+        if call_id is not None:
+            await requeue_written_call(self.session, int(call_id))
 
     async def mark_retry(self, recording_id: int, reason: str, next_attempt_at: datetime) -> None:
         await self.session.execute(

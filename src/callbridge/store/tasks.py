@@ -27,9 +27,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callbridge.domain.connectors import ConnectorKind
 from callbridge.domain.errors import InvalidInput
 from callbridge.domain.tasks import Task, TaskKind, TaskStatus, next_in_turn
 from callbridge.store.calls import calls
+from callbridge.store.connectors import enqueue_call_changes
 from callbridge.store.directory import contacts, decode_cursor, encode_cursor
 from callbridge.store.tables import UtcDateTime, metadata, now, users, web_sessions
 
@@ -285,7 +287,7 @@ class SqlTasks:
         await self.session.execute(update(tasks).where(tasks.c.id == task_id).values(updated_at=now()))
 
     async def close(self, task_id: int, call_id: int | None, user_id: int | None) -> None:
-        await self.session.execute(
+        result = await self.session.execute(
             update(tasks)
             .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.OPEN.value)
             .values(
@@ -296,6 +298,27 @@ class SqlTasks:
                 updated_at=now(),
             )
         )
+        if int(result.rowcount or 0) and await self._kind(task_id) is TaskKind.CALLBACK:  # type: ignore[attr-defined]
+            # The missed calls go to Odoo again, in this transaction (the durable outbox): their
+            # "Call" activities are marked done there.
+            missed = select(task_calls.c.call_id).where(task_calls.c.task_id == task_id)
+            await enqueue_call_changes(
+                self.session, list((await self.session.execute(missed)).scalars()), kinds=[ConnectorKind.ODOO]
+            )
+
+    async def _kind(self, task_id: int) -> TaskKind | None:
+        found = (await self.session.execute(select(tasks.c.kind).where(tasks.c.id == task_id))).scalar()
+        return TaskKind(found) if found else None
+
+    async def callback_closed(self, call_id: int) -> bool:
+        """Whether the callback task this (missed) call is in is done."""
+        query = (
+            select(tasks.c.status)
+            .join(task_calls, task_calls.c.task_id == tasks.c.id)
+            .where(task_calls.c.call_id == call_id, tasks.c.kind == TaskKind.CALLBACK.value)
+        )
+        found = list((await self.session.execute(query)).scalars())
+        return bool(found) and all(status == TaskStatus.DONE.value for status in found)
 
     async def assign(self, task_id: int, user_id: int | None) -> None:
         await self.session.execute(

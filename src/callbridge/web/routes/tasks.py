@@ -193,6 +193,8 @@ async def update_task(
         comment=body.comment,
     )
     await repos.commit()
+    if task.status is TaskStatus.DONE and hub.connectors is not None:
+        hub.connectors.wake()  # committed: the ERP's to-do for the call is closed now
     change = "closed" if task.status is TaskStatus.DONE else "updated"
     await hub.publish([hub.followups.message(task, tell, change)])
     return _out(task_dict(task))
