@@ -23,6 +23,7 @@ from callbridge.store.softphones import SqlSoftphones
 from callbridge.store.tasks import SqlTasks, SqlTeams
 from callbridge.store.transcripts import SqlTranscripts
 from callbridge.store.users import SqlFailureStore, SqlSessionStore, SqlTokenStore, SqlUserStore
+from callbridge.store.voicemails import SqlVoicemails
 
 
 class Repos:
@@ -53,6 +54,7 @@ class Repos:
         self.mail = SqlMail(session)
         self.connectors = SqlConnectors(session, box)
         self.softphones = SqlSoftphones(session, box)
+        self.voicemails = SqlVoicemails(session)
 
     async def batch_stores(self) -> BatchStores:
         """The stores ingest of a batch uses. On PostgreSQL, statements on the driver itself
