@@ -86,7 +86,7 @@ from callbridge.services.transcription import (
     WhisperTranscriber,
     transcribe_recording,
 )
-from callbridge.services.voicemails import Voicemails
+from callbridge.services.voicemails import Voicemails, voicemail_mail
 from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database, finish_anyway, lost_a_race
 from callbridge.store.desk import DeskRepo
@@ -411,7 +411,8 @@ class Hub:
 
     async def _voicemail_left(self, voicemail: Voicemail) -> None:
         """A new voicemail: a voicemail task for the mailbox's user (published to their desk
-        after the commit)."""
+        after the commit), and an e-mail to them when they opted in (through the mail outbox:
+        an SMTP server that is down delays it, never this)."""
         messages: list[tuple[str, Payload]] = []
         async with self.db.unit() as repos:
             users = await repos.extensions.users_for(voicemail.pbx, [voicemail.mailbox_number])
@@ -421,6 +422,23 @@ class Hub:
                 messages = await self.followups.on_voicemail(
                     number, voicemail.contact_id, voicemail.received_at, user_id, self.followup_store(repos)
                 )
+            mailed = False
+            if user_id is not None and self.mail is not None:
+                prefs = await repos.mail.prefs(user_id)
+                if prefs.email and prefs.new_voicemail:
+                    contact = (
+                        await repos.directory.find(voicemail.contact_id) if voicemail.contact_id else None
+                    )
+                    subject, body = voicemail_mail(
+                        voicemail,
+                        contact.name if contact is not None else "",
+                        self.settings.default_region,
+                        f"{self.settings.public_url.rstrip('/')}/desk" if self.settings.public_url else "",
+                    )
+                    key = f"voicemail:{voicemail.id}:{user_id}"
+                    mailed = await repos.mail.enqueue(key, prefs.email, subject, body)
+        if mailed and self.mail is not None:
+            self.mail.wake()
         await self.publish(messages)
 
     async def recording_source(self, pbx: str) -> RecordingSource | str:

@@ -14,12 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from callbridge.domain.directory import Contact
 from callbridge.domain.errors import NotFound
+from callbridge.domain.numbers import format_for_region
 from callbridge.domain.recordings import (
     UploadChecksumMismatch,
     UploadOffsetMismatch,
@@ -244,3 +245,23 @@ class Voicemails:
 
 def _no_upload(voicemail: Voicemail) -> NotFound:
     return NotFound(f"voicemail {voicemail.id}'s audio is {voicemail.audio_status.value}; it takes no upload")
+
+
+def voicemail_mail(voicemail: Voicemail, contact_name: str, region: str, link: str = "") -> tuple[str, str]:
+    """(subject, body) of the e-mail a new voicemail sends to its mailbox's user (opt-in)."""
+    number = voicemail.caller_number
+    caller = format_for_region(number, region) if number else "an unknown caller"
+    who = ", ".join(x for x in dict.fromkeys([contact_name, voicemail.caller_name]) if x)
+    minutes, seconds = divmod(voicemail.duration_seconds, 60)
+    length = f"{minutes}:{seconds:02d}"
+    subject = f"callbridge: voicemail from {caller}" + (f", {who}" if who else "") + f" ({length})"
+    lines = [
+        f"A new voicemail in mailbox {voicemail.mailbox}:",
+        "",
+        f"  From:   {caller}" + (f" ({who})" if who else ""),
+        f"  Left:   {voicemail.received_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+        f"  Length: {length}",
+    ]
+    if link:
+        lines += ["", f"Listen: {link}"]
+    return subject, "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 """Voicemails: one row per message left in a PBX mailbox (mailbox, caller, contact, when, how
-long, heard or not, the PBX's id of the call it was left on), with its audio's state and storage key.
+long, heard or not, the PBX's id of the call it was left on), with its audio's state and storage key;
+and each user's opt-in to an e-mail for every new voicemail (``users.email_voicemail``).
 
 Revision ID: 0023_vm16
 Revises: 0022
@@ -47,8 +48,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("pbx", "reference", name="uq_voicemails_pbx_reference"),
     )
     op.create_index("ix_voicemails_pbx_extension", "voicemails", ["pbx", "extension"])
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("email_voicemail", sa.Boolean, nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("email_voicemail")
     op.drop_index("ix_voicemails_pbx_extension", table_name="voicemails")
     op.drop_table("voicemails")
