@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Form, Header, Query, Request
+from fastapi.responses import RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from callbridge.domain.errors import InvalidInput, NotFound, StoreUnavailable
@@ -18,6 +18,7 @@ from callbridge.services.voicemails import MessageLeft, Voicemails
 from callbridge.store.desk import SqlDesk
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, RepoDep
+from callbridge.web.pages import render
 from callbridge.web.routes.agent_uploads import agent_pbx
 from callbridge.web.routes.recordings import serve_audio
 from callbridge.web.schemas import Id, Page
@@ -173,6 +174,40 @@ async def delete_voicemail(voicemail_id: Id, user: CurrentUser, repos: RepoDep, 
     if v.storage_key and hub.storage is not None:
         await hub.storage.delete(v.storage_key)
     return Response(status_code=204)
+
+
+# -- the inbox page -------------------------------------------------------------------------------
+
+
+@router.get("/voicemails", include_in_schema=False)
+async def voicemails_page(
+    request: Request,
+    user: CurrentUser,
+    repos: RepoDep,
+    status: Annotated[Literal["new", "heard"] | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    """The messages of the user's mailboxes (every mailbox for managers), with the player."""
+    found, after = await repos.voicemails.search(
+        mailboxes=await _mailboxes(user, repos),
+        heard=None if status is None else status == "heard",
+        cursor=cursor,
+        limit=50,
+    )
+    items = [await _out(v, repos) for v in found]
+    return render(request, "voicemails.html", items=items, status=status, next=after)
+
+
+@router.post("/voicemails/{voicemail_id:int}/heard", include_in_schema=False)
+async def voicemail_heard_form(
+    voicemail_id: Id,
+    user: CurrentUser,
+    repos: RepoDep,
+    heard: Annotated[Literal["yes", "no"], Form()],
+) -> Response:
+    v = await visible_voicemail(voicemail_id, user, repos)
+    await repos.voicemails.set_heard(v.id, heard == "yes")
+    return RedirectResponse("/voicemails", status_code=303)
 
 
 # -- the agent's side -----------------------------------------------------------------------------
