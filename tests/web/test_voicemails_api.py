@@ -262,3 +262,18 @@ async def test_a_new_voicemail_leaves_a_task_for_the_mailboxs_user_closed_by_the
         [done] = (await bob.get("/api/v1/tasks", params={"status": "done"})).json()["items"]
         assert done["id"] == task["id"] and done["closed_by_call_id"] is not None
         assert (await bob.get("/api/v1/tasks")).json()["items"] == []
+
+
+async def test_audio_over_the_hubs_cap_is_refused_and_the_voicemail_says_why(world: World, hub: Hub) -> None:
+    assert hub.voicemails is not None
+    hub.voicemails.max_bytes = 1000
+    async with world.client("agent") as agent, world.client("bob") as bob:
+        big = await agent.post("/agent/v1/voicemails", json=message(size=5000, sha256="a" * 64))
+        assert big.status_code == 413, big.text
+        assert "over the hub's cap of 1000" in big.json()["error"]["message"]
+        [item] = (await bob.get("/api/v1/voicemails")).json()["items"]
+        assert item["audio_status"] == "failed"
+        assert item["audio_reason"] == "the file has 5000 bytes, over the hub's cap of 1000"
+        # The message itself is kept, and its task made.
+        [task] = (await bob.get("/api/v1/tasks")).json()["items"]
+        assert task["kind"] == "voicemail"

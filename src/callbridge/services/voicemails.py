@@ -154,10 +154,10 @@ class Voicemails:
                     audio_reason=WAITING_FOR_AGENT,
                 )
             pending = found.audio_status is AudioStatus.PENDING
+            too_large = ""
             if announced is not None and pending and announced.size > self.max_bytes:
-                reason = f"the file has {announced.size} bytes, over the hub's cap of {self.max_bytes}"
-                await rows.mark_failed(found.id, reason)
-                raise UploadTooLarge(reason)
+                too_large = f"the file has {announced.size} bytes, over the hub's cap of {self.max_bytes}"
+                await rows.mark_failed(found.id, too_large)
         if created:
             log.info("voicemail %s left in mailbox %s on %s", found.id, found.mailbox, pbx)
             if self.on_new is not None:
@@ -165,6 +165,9 @@ class Voicemails:
                     await self.on_new(found)
                 except Exception:  # an event's follow-up: logged, the message stands
                     log.exception("voicemail %s (%s): its task or e-mail failed", found.id, pbx)
+        # Raised once the unit has committed: the voicemail stays, its audio failed with why.
+        if too_large:
+            raise UploadTooLarge(too_large)
         if announced is None:
             return found, created, None
         if found.audio_status is AudioStatus.READY and found.sha256 == announced.sha256:
