@@ -35,6 +35,7 @@ from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import PurgeCandidate, RecordingStatus, parse_recordings_url
 from callbridge.domain.tasks import Task, TaskStatus
 from callbridge.domain.transcripts import TranscribeRules
+from callbridge.domain.voicemails import Voicemail
 from callbridge.media.s3 import S3Storage
 from callbridge.media.storage import LocalStorage
 from callbridge.media.transcode import Transcoder
@@ -50,7 +51,7 @@ from callbridge.services.calllog import (
     ingest,
 )
 from callbridge.services.dialing import LinkCommands
-from callbridge.services.directory import BulkContactFinder, CachedFinder, ContactFinder
+from callbridge.services.directory import BulkContactFinder, CachedFinder, ContactFinder, number_key
 from callbridge.services.lease import LinkLeases
 from callbridge.services.links import LinkSupervisor
 from callbridge.services.live import (
@@ -85,6 +86,7 @@ from callbridge.services.transcription import (
     WhisperTranscriber,
     transcribe_recording,
 )
+from callbridge.services.voicemails import Voicemails, voicemail_mail
 from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database, finish_anyway, lost_a_race
 from callbridge.store.desk import DeskRepo
@@ -235,6 +237,7 @@ class Hub:
     retention: RetentionWorker | None = None
     pbx_copies: PbxCopyDeleter | None = None
     uploads: AgentUploads | None = None
+    voicemails: Voicemails | None = None
     transcription: TranscriptionWorker | None = None
     # Queues: the live state the wallboard shows (see services/queues.py).
     queue_board: QueueBoard = field(default_factory=QueueBoard)
@@ -320,6 +323,14 @@ class Hub:
             chunk_bytes=max(64 * 1024, min(1024 * 1024, settings.max_body_bytes - 4096)),
             transcode=transcode,
         )
+        hub.voicemails = Voicemails(
+            hub.db.unit,
+            hub.storage,
+            region=settings.default_region,
+            max_bytes=settings.recording_max_bytes,
+            chunk_bytes=hub.uploads.chunk_bytes,
+        )
+        hub.voicemails.on_new = hub._voicemail_left
         if settings.transcribe:
             hub.transcription = TranscriptionWorker(
                 hub._transcript_rows,
@@ -397,6 +408,38 @@ class Hub:
     async def _upload_rows(self) -> AsyncIterator[UploadRows]:
         async with self.db.unit() as repos:
             yield repos.recordings
+
+    async def _voicemail_left(self, voicemail: Voicemail) -> None:
+        """A new voicemail: a voicemail task for the mailbox's user (published to their desk
+        after the commit), and an e-mail to them when they opted in (through the mail outbox:
+        an SMTP server that is down delays it, never this)."""
+        messages: list[tuple[str, Payload]] = []
+        async with self.db.unit() as repos:
+            users = await repos.extensions.users_for(voicemail.pbx, [voicemail.mailbox_number])
+            user_id = users.get(voicemail.mailbox_number)
+            if self.followups is not None:
+                number = number_key(voicemail.caller_number, self.settings.default_region)
+                messages = await self.followups.on_voicemail(
+                    number, voicemail.contact_id, voicemail.received_at, user_id, self.followup_store(repos)
+                )
+            mailed = False
+            if user_id is not None and self.mail is not None:
+                prefs = await repos.mail.prefs(user_id)
+                if prefs.email and prefs.new_voicemail:
+                    contact = (
+                        await repos.directory.find(voicemail.contact_id) if voicemail.contact_id else None
+                    )
+                    subject, body = voicemail_mail(
+                        voicemail,
+                        contact.name if contact is not None else "",
+                        self.settings.default_region,
+                        f"{self.settings.public_url.rstrip('/')}/desk" if self.settings.public_url else "",
+                    )
+                    key = f"voicemail:{voicemail.id}:{user_id}"
+                    mailed = await repos.mail.enqueue(key, prefs.email, subject, body)
+        if mailed and self.mail is not None:
+            self.mail.wake()
+        await self.publish(messages)
 
     async def recording_source(self, pbx: str) -> RecordingSource | str:
         """Where PBX ``pbx``'s recordings come from in this process, or why nowhere (the reason a

@@ -212,18 +212,18 @@ async def test_a_corrupted_chunk_is_refused_and_sent_again(
         corrupted: list[int] = []
 
         async def flip_one(
-            client: httpx.AsyncClient, recording_id: int, offset: int, data: bytes, query: dict[str, str]
+            client: httpx.AsyncClient, url: str, offset: int, data: bytes, query: dict[str, str]
         ) -> httpx.Response:
             if offset == 2 * CHUNK and not corrupted:
                 corrupted.append(offset)
                 bad = bytes([data[0] ^ 0xFF]) + data[1:]  # one byte changed on the way
                 return await client.put(
-                    f"/agent/v1/recordings/{recording_id}/data",
+                    url,
                     params={**query, "offset": str(offset)},
                     content=bad,
                     headers={"X-Chunk-SHA256": hashlib.sha256(data).hexdigest()},
                 )
-            return await original(client, recording_id, offset, data, query)
+            return await original(client, url, offset, data, query)
 
         agent.uploader._put = flip_one  # type: ignore[method-assign]
         linkedid, path, data = await recorded_call(sim, 30)

@@ -72,6 +72,7 @@ PAGES = {
         "/contacts/tags",
         "/contacts/{contact}",
         "/contacts/{contact}/edit",
+        "/voicemails",
         "/settings",
         "/settings/users",
         "/settings/pbxes",
@@ -91,7 +92,16 @@ PAGES = {
         "/contacts/{contact}",
         "/account",
     ],
-    "alice": ["/", "/desk", "/calls", "/calls/{call}", "/contacts", "/contacts/{contact}", "/account"],
+    "alice": [
+        "/",
+        "/desk",
+        "/calls",
+        "/calls/{call}",
+        "/contacts",
+        "/contacts/{contact}",
+        "/voicemails",
+        "/account",
+    ],
 }
 
 

@@ -26,6 +26,7 @@ from callbridge.services.agents import MAX_AGENT_BATCH
 
 DEFAULT_OUTBOX = Path("/var/lib/callbridge-agent/outbox.sqlite3")
 DEFAULT_RECORDINGS_DIR = Path("/var/spool/asterisk/monitor")
+DEFAULT_VOICEMAIL_DIR = Path("/var/spool/asterisk/voicemail")
 
 
 class AgentConfigError(ValueError):
@@ -65,6 +66,8 @@ class AgentConfig:
     # A file is sent once it has not changed for this long (Asterisk closes it after the hang-up).
     upload_settle_seconds: float = 1.0
     upload_timeout: float = 30.0  # per request
+    # Voicemail (app_voicemail's spool): only messages inside this directory are read.
+    voicemail_dir: Path = DEFAULT_VOICEMAIL_DIR
 
     @property
     def http_url(self) -> str:
@@ -129,6 +132,7 @@ _FLAT = {
     "upload_chunk_bytes": int,
     "upload_settle_seconds": float,
     "upload_timeout": float,
+    "voicemail_dir": Path,
 }
 
 

@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS uploads (
     created_at REAL NOT NULL,
     UNIQUE (call_id, reference)
 );
+CREATE TABLE IF NOT EXISTS voicemails (
+    reference TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS open_calls (
     call_id TEXT PRIMARY KEY,
     answered_by TEXT NOT NULL DEFAULT '',
@@ -69,6 +78,13 @@ class Row:
     seq: int
     kind: str
     body: str  # JSON text, sent as is
+
+
+@dataclass(frozen=True, slots=True)
+class PendingVoicemail:
+    reference: str  # "<context>/<mailbox>/<msg_id>"
+    body: dict[str, Any]  # what is announced to the hub, and "audio": the .wav's path
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +233,46 @@ class Outbox:
 
     def upload_done(self, upload_id: int) -> None:
         self._db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+    # -- voicemail messages ---------------------------------------------------------------------
+    # A message stays (``done`` = 1) after it was sent: it is how the agent knows not to take it
+    # again. Rows are a few hundred bytes; a PBX's whole voicemail history fits.
+
+    def has_voicemail(self, reference: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM voicemails WHERE reference = ?", (reference,)).fetchone()
+        return row is not None
+
+    def add_voicemail(self, reference: str, body: dict[str, Any]) -> bool:
+        """Take a message to send; False when it was taken before."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO voicemails (reference, body, created_at) VALUES (?, ?, ?)",
+            (reference, json.dumps(body, separators=(",", ":")), time.time()),
+        )
+        return cur.rowcount > 0
+
+    def voicemails_due(self, now: float, limit: int = 10) -> list[PendingVoicemail]:
+        rows = self._db.execute(
+            "SELECT reference, body, attempts FROM voicemails WHERE done = 0 AND next_at <= ?"
+            " ORDER BY next_at, created_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [PendingVoicemail(str(r), json.loads(b), int(a)) for r, b, a in rows]
+
+    def voicemails_next_at(self) -> float | None:
+        row = self._db.execute("SELECT min(next_at) FROM voicemails WHERE done = 0").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def voicemail_retry(self, reference: str, reason: str, next_at: float) -> None:
+        self._db.execute(
+            "UPDATE voicemails SET attempts = attempts + 1, reason = ?, next_at = ? WHERE reference = ?",
+            (reason[:500], next_at, reference),
+        )
+
+    def voicemail_done(self, reference: str) -> None:
+        self._db.execute("UPDATE voicemails SET done = 1, reason = '' WHERE reference = ?", (reference,))
+
+    def voicemails_pending(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM voicemails WHERE done = 0").fetchone()[0])
 
     def _drop_oldest(self, count: int) -> None:
         cur = self._db.execute(

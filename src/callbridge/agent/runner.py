@@ -29,6 +29,7 @@ import callbridge
 from callbridge.agent.config import AgentConfig
 from callbridge.agent.outbox import Outbox, Row
 from callbridge.agent.uploads import Uploader, delete_copy
+from callbridge.agent.voicemail import VoicemailSender
 from callbridge.domain.errors import CallbridgeError, InvalidInput, PbxRejected, PbxUnavailable
 from callbridge.domain.events import CallEnded, Disposition, Event, HangupSide
 from callbridge.pbx.asterisk.codec import Message
@@ -61,6 +62,8 @@ GUARD_EVENTS = frozenset(
         "ChallengeSent",
     }
 )
+# app_voicemail says a mailbox changed: the agent takes its new messages (agent/voicemail.py).
+VOICEMAIL_EVENTS = frozenset({"MessageWaiting"})
 
 
 # Most events written to the outbox in one commit by the AMI link's forwarder.
@@ -88,7 +91,7 @@ class AgentAmiLink(AsteriskLink):
     def want_events(self, extra: frozenset[str]) -> frozenset[str]:
         """Receive the tracker's events, the guard's and ``extra`` (the events map's names);
         returns the names that were not wanted before."""
-        wanted = self.tracker.event_names | GUARD_EVENTS | extra
+        wanted = self.tracker.event_names | GUARD_EVENTS | VOICEMAIL_EVENTS | extra
         before = self.client.settings.event_names or frozenset()
         self.client.settings = replace(self.client.settings, event_names=wanted)
         return wanted - before
@@ -168,6 +171,7 @@ class Agent:
         self.outbox = Outbox(config.outbox, max_rows=config.outbox_max_rows, durable=config.outbox_durable)
         self.events_map = EventsMap()
         self.uploader = Uploader(config, self.outbox)
+        self.voicemail = VoicemailSender(config, self.outbox, self.uploader)
         self.guard = guard
         self.guard_enabled = False
         self._bans_sent = ""
@@ -211,6 +215,8 @@ class Agent:
 
     def on_raw(self, msg: Message, received_at: datetime) -> None:
         name = msg.name
+        if name == "MessageWaiting":
+            self.voicemail.message_waiting(msg.get("Mailbox") or "", msg.get("Linkedid") or "")
         if self.guard is not None and self.guard_enabled:
             try:
                 self.guard.feed(msg, received_at)
@@ -335,12 +341,13 @@ class Agent:
         hub = asyncio.create_task(self._run_hub(), name="agent-hub")
         checkpoints = asyncio.create_task(self._run_checkpoints(), name="agent-outbox-checkpoint")
         uploads = asyncio.create_task(self.uploader.run(), name="agent-uploads")
+        voicemail = asyncio.create_task(self.voicemail.run(), name="agent-voicemail")
         try:
-            await asyncio.gather(ami, hub, checkpoints, uploads)
+            await asyncio.gather(ami, hub, checkpoints, uploads, voicemail)
         finally:
-            for task in (ami, hub, checkpoints, uploads):
+            for task in (ami, hub, checkpoints, uploads, voicemail):
                 task.cancel()
-            for task in (ami, hub, checkpoints, uploads):
+            for task in (ami, hub, checkpoints, uploads, voicemail):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             closer = getattr(self.guard, "aclose", None)

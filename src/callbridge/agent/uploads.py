@@ -174,7 +174,28 @@ class Uploader:
         recording_id = int(state["recording_id"])
         if state["status"] == "ready":
             raise _Done
-        offset = int(state["offset"])
+        await self.transfer(
+            client, "/agent/v1/recordings", recording_id, path, size, sha256, int(state["offset"]), state
+        )
+        self.uploaded += 1
+        log.info("recording %s of call %s uploaded (%d bytes)", path.name, item.call_id, size)
+        raise _Done
+
+    async def transfer(
+        self,
+        client: httpx.AsyncClient,
+        base: str,
+        target_id: int,
+        path: Path,
+        size: int,
+        sha256: str,
+        offset: int,
+        state: dict[str, Any],
+    ) -> None:
+        """Send ``path`` from ``offset`` in checked chunks to ``{base}/{target_id}/data``, then
+        ask the hub to check the whole (``…/complete``). Recordings and voicemails share it.
+        Returns once the hub holds the file; raises ``_Done`` when the hub no longer wants it,
+        ``_Later`` to try again."""
         chunk = max(1024, min(self.config.upload_chunk_bytes, int(state["chunk_bytes"])))
         query = {"size": str(size), "sha256": sha256}
         bad = 0
@@ -183,7 +204,7 @@ class Uploader:
                 data = await asyncio.to_thread(_read_at, handle, offset, min(chunk, size - offset))
                 if not data:
                     raise _Later("the file became shorter while it was sent")
-                sent = await self._put(client, recording_id, offset, data, query)
+                sent = await self._put(client, f"{base}/{target_id}/data", offset, data, query)
                 if sent.status_code == 200:
                     offset = int(sent.json()["offset"])
                     bad = 0
@@ -203,24 +224,21 @@ class Uploader:
                     raise _Done
                 else:
                     _expect(sent, 200)
-        done = await client.post(f"/agent/v1/recordings/{recording_id}/complete", params=query)
+        done = await client.post(f"{base}/{target_id}/complete", params=query)
         if done.status_code == 404:
             raise _Done
         if done.status_code in (409, 422):
             raise _Later(f"the hub did not accept the whole file: {_message(done)}")
         _expect(done, 200)
-        self.uploaded += 1
-        log.info("recording %s of call %s uploaded (%d bytes)", path.name, item.call_id, size)
-        raise _Done
 
     async def _put(
-        self, client: httpx.AsyncClient, recording_id: int, offset: int, data: bytes, query: dict[str, str]
+        self, client: httpx.AsyncClient, url: str, offset: int, data: bytes, query: dict[str, str]
     ) -> httpx.Response:
         """Send one chunk (a seam for tests that corrupt a chunk on its way)."""
         self.sent_bytes += len(data)
         chunk_sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         return await client.put(
-            f"/agent/v1/recordings/{recording_id}/data",
+            url,
             params={**query, "offset": str(offset)},
             content=data,
             headers={

@@ -140,7 +140,7 @@ class AgentUploads:
             raise NotFound(f"recording {found.id} is {found.status.value}; it takes no upload")
         partial = self._partial(found.id, announced)
         async with self._lock(found.id):
-            offset = await asyncio.to_thread(_prepare, partial, found.id)
+            offset = await asyncio.to_thread(prepare_partial, partial, f"agent-{found.id}-")
         return UploadState(found.id, "uploading", offset, self.chunk_bytes)
 
     async def write(
@@ -157,7 +157,7 @@ class AgentUploads:
             # The chunk's checksum and the append in one trip to a thread: a megabyte's SHA-256
             # takes milliseconds that the event loop (other agents, the web pages) should not wait.
             return await asyncio.to_thread(
-                _append, partial, offset, data, announced.size, chunk_sha256.strip().lower()
+                append_chunk, partial, offset, data, announced.size, chunk_sha256.strip().lower()
             )
 
     async def complete(self, pbx: str, recording_id: int, announced: Announced) -> Recording:
@@ -234,11 +234,11 @@ class AgentUploads:
         log.warning("recording %s (PBX %s) refused by its agent: %s", found.id, pbx, reason)
 
 
-def _prepare(partial: Path, recording_id: int) -> int:
+def prepare_partial(partial: Path, prefix: str) -> int:
     """The bytes held for this announcement; partial files of other announcements of the same
-    recording (the file changed on the PBX) are dropped."""
+    file (``prefix*.part``: the file changed on the PBX) are dropped."""
     partial.parent.mkdir(parents=True, exist_ok=True)
-    for other in partial.parent.glob(f"agent-{recording_id}-*.part"):
+    for other in partial.parent.glob(f"{prefix}*.part"):
         if other != partial:
             other.unlink(missing_ok=True)
     try:
@@ -247,7 +247,7 @@ def _prepare(partial: Path, recording_id: int) -> int:
         return 0
 
 
-def _append(partial: Path, offset: int, data: bytes, size: int, chunk_sha256: str) -> int:
+def append_chunk(partial: Path, offset: int, data: bytes, size: int, chunk_sha256: str) -> int:
     if hashlib.sha256(data).hexdigest() != chunk_sha256:
         raise UploadChecksumMismatch(f"the chunk at byte {offset} does not match its SHA-256; send it again")
     partial.parent.mkdir(parents=True, exist_ok=True)

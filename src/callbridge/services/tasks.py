@@ -224,6 +224,49 @@ class FollowUps:
         )
         return [self.message(task, [assignee], "created")]
 
+    async def on_voicemail(
+        self,
+        number: str,
+        contact_id: int | None,
+        received_at: datetime,
+        mailbox_user: int | None,
+        store: FollowUpStore,
+    ) -> list[tuple[str, Payload]]:
+        """A new voicemail from ``number`` (E.164; "" for an unknown or internal caller: no task)
+        leaves a voicemail task: for the mailbox's user, else by the callbacks' rules (the
+        contact's owner, the team). It closes by itself like a callback task."""
+        if not number:
+            return []
+        assignee = mailbox_user
+        if assignee is None:
+            assignee = await self._owner_or_team(contact_id, None, store)
+        kind = TaskKind.VOICEMAIL
+        task_id = await store.tasks.create(kind, number, contact_id, assignee, received_at, None)
+        log.info("voicemail task %s for %s", task_id, number)
+        task = await store.tasks.get(task_id, self.today())
+        if task is None or assignee is None:
+            return []
+        return [self.message(task, [assignee], "created")]
+
+    async def _owner_or_team(
+        self, contact_id: int | None, company_id: int | None, store: FollowUpStore
+    ) -> int | None:
+        """The contact's owner (or its company's), else the team's next member."""
+        for owner_of in (contact_id, company_id):
+            if owner_of is None:
+                continue
+            contact = await store.contacts.find(owner_of)
+            if contact is not None and contact.owner_id is not None:
+                return contact.owner_id
+            if contact is not None and company_id is None and contact.company_id is not None:
+                company = await store.contacts.find(contact.company_id)
+                if company is not None and company.owner_id is not None:
+                    return company.owner_id
+        team = await (store.teams.find(self.rules.team) if self.rules.team else store.teams.first())
+        if team is not None:
+            return await store.teams.take_turn(team)
+        return None
+
     async def _assignee(self, changed: Ingested, store: FollowUpStore) -> int | None:
         rung = sorted(changed.link.user_ids)
         if len(rung) == 1:

@@ -53,6 +53,7 @@ email_outbox = Table(
 class MailPrefs:
     email: str
     daily_digest: bool
+    new_voicemail: bool = False  # an e-mail for each new voicemail in the user's mailboxes
 
 
 class SqlMail:
@@ -121,16 +122,20 @@ class SqlMail:
     async def prefs(self, user_id: int) -> MailPrefs:
         row = (
             await self.session.execute(
-                select(users.c.email, users.c.email_digest).where(users.c.id == user_id)
+                select(users.c.email, users.c.email_digest, users.c.email_voicemail).where(
+                    users.c.id == user_id
+                )
             )
         ).first()
-        return MailPrefs(row.email, bool(row.email_digest)) if row else MailPrefs("", False)
+        if row is None:
+            return MailPrefs("", False)
+        return MailPrefs(row.email, bool(row.email_digest), bool(row.email_voicemail))
 
     async def set_prefs(self, user_id: int, prefs: MailPrefs) -> None:
         await self.session.execute(
             update(users)
             .where(users.c.id == user_id)
-            .values(email=prefs.email, email_digest=prefs.daily_digest)
+            .values(email=prefs.email, email_digest=prefs.daily_digest, email_voicemail=prefs.new_voicemail)
         )
 
     async def digest_users(self) -> list[DigestUser]:

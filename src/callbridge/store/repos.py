@@ -23,6 +23,7 @@ from callbridge.store.softphones import SqlSoftphones
 from callbridge.store.tasks import SqlTasks, SqlTeams
 from callbridge.store.transcripts import SqlTranscripts
 from callbridge.store.users import SqlFailureStore, SqlSessionStore, SqlTokenStore, SqlUserStore
+from callbridge.store.voicemails import SqlVoicemails
 
 
 class Repos:
@@ -53,6 +54,7 @@ class Repos:
         self.mail = SqlMail(session)
         self.connectors = SqlConnectors(session, box)
         self.softphones = SqlSoftphones(session, box)
+        self.voicemails = SqlVoicemails(session)
 
     def savepoint(self) -> AsyncSessionTransaction:
         """A savepoint in this unit: ``async with repos.savepoint():`` — work in it that fails is

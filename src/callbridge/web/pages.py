@@ -14,6 +14,7 @@ NAV = [
     ("Desk", "/desk"),
     ("Calls", "/calls"),
     ("Contacts", "/contacts"),
+    ("Voicemail", "/voicemails"),
     ("Analytics", "/analytics"),
     ("Settings", "/settings"),
 ]

@@ -26,6 +26,7 @@ import secrets
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from callbridge.pbx.asterisk.codec import AmiDecoder, Message, encode_message
@@ -189,6 +190,8 @@ class AmiSimulator:
         self.direction_variable = direction_variable
         # Where MixMonitor writes a relative file name (astspooldir/monitor).
         self.monitor_dir = "/var/spool/asterisk/monitor"
+        # app_voicemail's spool (astspooldir/voicemail): <context>/<mailbox>/INBOX/msgNNNN.*
+        self.voicemail_dir = "/var/spool/asterisk/voicemail"
         # Behaviour of phones for Originate and scripted calls: ext → answer|busy|noanswer|…
         self.phones: dict[str, str] = {}
         # Actions the simulator reads but never answers (to test client timeouts).
@@ -810,6 +813,66 @@ class AmiSimulator:
             self._hangup(a, "127", "Interworking, unspecified")
         self._linkedid_end(a)
         return a.linkedid
+
+    async def leave_voicemail(
+        self,
+        audio: bytes,
+        *,
+        mailbox: str = "7001",
+        context: str = "default",
+        caller: str = "+15551230000",
+        caller_name: str = "Carrier",
+        did: str = "5551000",
+        ring: float = 0.0,
+        duration: int = 0,
+    ) -> tuple[str, Path]:
+        """An inbound call to extension ``mailbox`` that nobody answers goes to its voicemail:
+        the phone rings and is cancelled, VoiceMail() answers the caller (the caller's channel
+        goes Up), the caller speaks and hangs up; app_voicemail then files ``msgNNNN.txt`` (its
+        metadata) and ``msgNNNN.wav`` (``audio``) into ``<voicemail_dir>/<context>/<mailbox>/INBOX``
+        and raises ``MessageWaiting`` with the caller's channel. Returns (linkedid, the .txt)."""
+        a = self._new_channel(f"PJSIP/{self.trunk}", "", caller, caller_name, "from-trunk", did, state="Ring")
+        self._mark_direction(a, "inbound")
+        b = self._new_channel(f"PJSIP/{mailbox}", a.linkedid, mailbox, f"Ext {mailbox}", "internal", "s")
+        self._dial_begin(a, b, mailbox)
+        self._state(b, "Ringing")
+        self._dial_state(a, b, "RINGING")
+        await self._pause(ring)
+        self._dial_end(a, b, "NOANSWER")
+        self._hangup(b, "16", "Normal Clearing")
+        self._state(a, "Up")  # VoiceMail() answers the caller
+        inbox = Path(self.voicemail_dir) / context / mailbox / "INBOX"
+        inbox.mkdir(parents=True, exist_ok=True)
+        taken = {p.stem for p in inbox.glob("msg*.txt")}
+        number = next(n for n in itertools.count() if f"msg{n:04d}" not in taken)
+        origtime = int(self.now())
+        stamp = time.strftime("%a %b %d %I:%M:%S %p UTC %Y", time.gmtime(origtime))
+        txt = inbox / f"msg{number:04d}.txt"
+        # As app_voicemail writes them: the audio first, then the metadata (both are moved into
+        # INBOX once the caller has finished).
+        (inbox / f"msg{number:04d}.wav").write_bytes(audio)
+        txt.write_text(
+            ";\n; Message Information file\n;\n[message]\n"
+            f"origmailbox={mailbox}\ncontext=macro-vm\nmacrocontext=ext-local\nexten=s-NOANSWER\n"
+            f"rdnis={mailbox}\npriority=2\ncallerchan={a.name}\n"
+            f'callerid="{caller_name}" <{caller}>\n'
+            f"origdate={stamp}\norigtime={origtime}\ncategory=\n"
+            f"msg_id={origtime}-{number:08d}\nflag=\nduration={duration}\n"
+        )
+        new = len(list(inbox.glob("msg*.txt")))
+        self.emit(
+            "MessageWaiting",
+            [
+                *a.snapshot(),
+                ("Mailbox", f"{mailbox}@{context}"),
+                ("Waiting", "1"),
+                ("New", str(new)),
+                ("Old", "0"),
+            ],
+        )
+        self._hangup(a, "16", "Normal Clearing")
+        self._linkedid_end(a)
+        return a.linkedid, txt
 
     async def _queue_abandoned(
         self,

@@ -21,6 +21,7 @@ from callbridge.web.routes import (
     recordings,
     softphone,
     tasks,
+    voicemails,
     wallboard,
 )
 
@@ -37,6 +38,7 @@ ROUTERS: list[APIRouter] = [
     wallboard.router,
     recordings.router,
     tasks.router,
+    voicemails.router,
     contacts.router,
     agent.router,
     agent_uploads.router,

@@ -54,7 +54,7 @@ class UploadStateOut(BaseModel):
     chunk_bytes: int
 
 
-async def _agent_pbx(hub: Hub, request: Request) -> tuple[str, AgentUploads]:
+async def agent_pbx(hub: Hub, request: Request) -> tuple[str, AgentUploads]:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     async with hub.db.unit() as repos:
         record = await authenticate(repos.agents, value if scheme.lower() == "bearer" else "")
@@ -68,7 +68,7 @@ async def _agent_pbx(hub: Hub, request: Request) -> tuple[str, AgentUploads]:
 
 @router.post("/agent/v1/recordings")
 async def begin_upload(body: UploadBegin, request: Request, hub: HubDep) -> UploadStateOut:
-    pbx, uploads = await _agent_pbx(hub, request)
+    pbx, uploads = await agent_pbx(hub, request)
     state = await uploads.begin(pbx, body.call_id, body.reference, Announced.of(body.size, body.sha256))
     return UploadStateOut(
         recording_id=state.recording_id,
@@ -80,7 +80,7 @@ async def begin_upload(body: UploadBegin, request: Request, hub: HubDep) -> Uplo
 
 @router.post("/agent/v1/recordings/refused", status_code=204)
 async def refuse_upload(body: UploadRefused, request: Request, hub: HubDep) -> Response:
-    pbx, uploads = await _agent_pbx(hub, request)
+    pbx, uploads = await agent_pbx(hub, request)
     await uploads.refuse(pbx, body.call_id, body.reference, body.reason)
     return Response(status_code=204)
 
@@ -95,7 +95,7 @@ async def upload_chunk(
     sha256: Annotated[str, Query(min_length=64, max_length=64)],
     x_chunk_sha256: Annotated[str, Header(min_length=64, max_length=64)],
 ) -> dict[str, int]:
-    pbx, uploads = await _agent_pbx(hub, request)
+    pbx, uploads = await agent_pbx(hub, request)
     announced = Announced.of(size, sha256)
     data = await request.body()  # bounded by the hub's body limit (BodyLimit)
     held = await uploads.write(pbx, recording_id, announced, offset, data, x_chunk_sha256)
@@ -110,7 +110,7 @@ async def complete_upload(
     size: Annotated[int, Query(ge=1)],
     sha256: Annotated[str, Query(min_length=64, max_length=64)],
 ) -> dict[str, object]:
-    pbx, uploads = await _agent_pbx(hub, request)
+    pbx, uploads = await agent_pbx(hub, request)
     ready = await uploads.complete(pbx, recording_id, Announced.of(size, sha256))
     return {
         "recording_id": ready.id,

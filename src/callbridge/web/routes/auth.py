@@ -161,14 +161,17 @@ async def set_email_form(
     repos: RepoDep,
     email: Annotated[str, Form(max_length=254)] = "",
     daily_digest: Annotated[str, Form(max_length=10)] = "",
+    new_voicemail: Annotated[str, Form(max_length=10)] = "",
 ) -> Response:
     try:
         address = validate_address(email) if email.strip() else ""
         if daily_digest and not address:
             raise InvalidInput("the daily digest needs an e-mail address")
+        if new_voicemail and not address:
+            raise InvalidInput("an e-mail for new voicemail needs an e-mail address")
     except InvalidInput as exc:
         return await _account(request, hub, repos, user, status_code=400, mail_error=exc.message)
-    await repos.mail.set_prefs(user.id, MailPrefs(address, bool(daily_digest)))
+    await repos.mail.set_prefs(user.id, MailPrefs(address, bool(daily_digest), bool(new_voicemail)))
     flash(request, "Your e-mail settings were saved.")
     return RedirectResponse("/account", status_code=303)
 

@@ -132,25 +132,46 @@ async def _audio(
 ) -> Response:
     if recording.status is not RecordingStatus.READY or not recording.storage_key or storage is None:
         raise NotFound(f"recording {recording.id} has no audio yet ({recording.status.value})")
-    size = await storage.size(recording.storage_key)
+    return await serve_audio(
+        storage,
+        recording.storage_key,
+        recording.content_type,
+        recording.sha256,
+        range_header,
+        private=private,
+    )
+
+
+async def serve_audio(
+    storage: RecordingStorage,
+    key: str,
+    content_type: str,
+    sha256: str,
+    range_header: str | None,
+    *,
+    private: bool,
+) -> Response:
+    """Stored audio, whole (200) or the single byte range asked for (206); past the end: 416.
+    Recordings and voicemails are served by it."""
+    size = await storage.size(key)
     span = byte_range(range_header, size)
     headers = {
         "accept-ranges": "bytes",
         # A shared link's audio must not outlive a revocation in a shared cache.
         "cache-control": "private, max-age=3600" if private else "private, no-store",
-        "etag": f'"{recording.sha256[:32]}"' if recording.sha256 else "",
+        "etag": f'"{sha256[:32]}"' if sha256 else "",
     }
     headers = {k: v for k, v in headers.items() if v}
-    media_type = recording.content_type or "application/octet-stream"
+    media_type = content_type or "application/octet-stream"
     if span is None:
         headers["content-length"] = str(size)
-        body = await _started(storage.open(recording.storage_key))
+        body = await _started(storage.open(key))
         return StreamingResponse(body, media_type=media_type, headers=headers)
     first, last = span
     headers["content-range"] = f"bytes {first}-{last}/{size}"
     headers["content-length"] = str(last - first + 1)
     return StreamingResponse(
-        await _started(storage.read_range(recording.storage_key, first, last)),
+        await _started(storage.read_range(key, first, last)),
         status_code=206,
         media_type=media_type,
         headers=headers,

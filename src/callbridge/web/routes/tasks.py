@@ -253,12 +253,15 @@ class MailPrefsIo(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(default="", max_length=254, description="Empty: no e-mail.")
     daily_digest: bool = Field(default=False)
+    new_voicemail: bool | None = Field(
+        default=None, description="An e-mail for each new voicemail in your mailboxes; left out: unchanged."
+    )
 
 
 @router.get("/me/email", tags=["users"])
 async def get_my_email(user: CurrentUser, repos: RepoDep) -> MailPrefsIo:
     prefs = await repos.mail.prefs(user.id)
-    return MailPrefsIo(email=prefs.email, daily_digest=prefs.daily_digest)
+    return MailPrefsIo(email=prefs.email, daily_digest=prefs.daily_digest, new_voicemail=prefs.new_voicemail)
 
 
 @router.put("/me/email", tags=["users"])
@@ -266,5 +269,10 @@ async def set_my_email(body: MailPrefsIo, user: CurrentUser, repos: RepoDep) -> 
     email = validate_address(body.email) if body.email.strip() else ""
     if body.daily_digest and not email:
         raise InvalidInput("the daily digest needs an e-mail address")
-    await repos.mail.set_prefs(user.id, MailPrefs(email, body.daily_digest))
-    return MailPrefsIo(email=email, daily_digest=body.daily_digest)
+    voicemail = body.new_voicemail
+    if voicemail is None:
+        voicemail = (await repos.mail.prefs(user.id)).new_voicemail and bool(email)
+    elif voicemail and not email:
+        raise InvalidInput("an e-mail for new voicemail needs an e-mail address")
+    await repos.mail.set_prefs(user.id, MailPrefs(email, body.daily_digest, voicemail))
+    return MailPrefsIo(email=email, daily_digest=body.daily_digest, new_voicemail=voicemail)

@@ -1,0 +1,270 @@
+"""Voicemails: a PBX says a message was left in a mailbox; the hub keeps it, links it to the
+caller's contact and the call, and stores its audio as the agent uploads it (the same chunked,
+resumable, checked upload as recordings; see ``services/recording_uploads.py``).
+
+The agent announces each message once with its metadata, and with the audio's size and SHA-256
+when the file is there. The voicemail exists from the first announcement on, its audio
+``pending`` with the reason until the last chunk is checked and stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from callbridge.domain.directory import Contact
+from callbridge.domain.errors import NotFound
+from callbridge.domain.numbers import format_for_region
+from callbridge.domain.recordings import (
+    UploadChecksumMismatch,
+    UploadOffsetMismatch,
+    UploadTooLarge,
+    content_type_for,
+)
+from callbridge.domain.voicemails import AudioStatus, Voicemail
+from callbridge.services.directory import lookup
+from callbridge.services.recording_uploads import Announced, UploadState, append_chunk, prepare_partial
+from callbridge.services.recordings import RecordingStorage, digest
+
+log = logging.getLogger(__name__)
+
+WAITING_FOR_AGENT = "waiting for the agent on the phone system to upload it"
+
+
+class VoicemailRows(Protocol):
+    async def get(self, voicemail_id: int) -> Voicemail | None: ...
+
+    async def find(self, pbx: str, reference: str) -> Voicemail | None: ...
+
+    async def add(
+        self,
+        *,
+        pbx: str,
+        mailbox: str,
+        reference: str,
+        caller_number: str,
+        caller_name: str,
+        contact_id: int | None,
+        received_at: datetime,
+        duration_seconds: int,
+        pbx_call_id: str,
+        audio_reason: str,
+    ) -> tuple[Voicemail, bool]: ...
+
+    async def mark_ready(
+        self, voicemail_id: int, *, storage_key: str, size_bytes: int, sha256: str, content_type: str
+    ) -> None: ...
+
+    async def mark_failed(self, voicemail_id: int, reason: str) -> None: ...
+
+
+class Finder(Protocol):
+    async def by_number_key(self, key: str) -> list[Contact]: ...
+
+
+class VoicemailUnit(Protocol):
+    @property
+    def voicemails(self) -> VoicemailRows: ...
+
+    @property
+    def directory(self) -> Finder: ...
+
+
+VoicemailUnits = Callable[[], AbstractAsyncContextManager[VoicemailUnit]]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLeft:
+    """What the PBX says about one new message."""
+
+    mailbox: str
+    reference: str
+    caller_number: str
+    caller_name: str
+    received_at: datetime
+    duration_seconds: int
+    pbx_call_id: str = ""
+
+
+def storage_key(voicemail: Voicemail, name: str) -> str:
+    dot = name.rfind(".")
+    ext = name[dot:].lower() if dot >= 0 else ""
+    if not ext[1:].isalnum() or len(ext) > 8:
+        ext = ""
+    pbx = "".join(c if c.isalnum() or c in "-_" else "_" for c in voicemail.pbx) or "pbx"
+    return f"voicemail/{pbx}/{voicemail.created_at:%Y/%m}/{voicemail.id}{ext}"
+
+
+class Voicemails:
+    def __init__(
+        self,
+        units: VoicemailUnits,
+        storage: RecordingStorage,
+        *,
+        region: str,
+        max_bytes: int,
+        chunk_bytes: int,
+    ) -> None:
+        self._units = units
+        self._storage = storage
+        self.region = region
+        self.max_bytes = max_bytes
+        self.chunk_bytes = chunk_bytes
+        self._locks: dict[int, asyncio.Lock] = {}
+        # What else a new message sets going (its task, its e-mail), once it is stored.
+        self.on_new: Callable[[Voicemail], Awaitable[None]] | None = None
+
+    def _partial(self, voicemail_id: int, announced: Announced) -> Path:
+        return self._storage.scratch / f"voicemail-{voicemail_id}-{announced.sha256}-{announced.size}.part"
+
+    def _lock(self, voicemail_id: int) -> asyncio.Lock:
+        lock = self._locks.get(voicemail_id)
+        if lock is None:
+            lock = self._locks[voicemail_id] = asyncio.Lock()
+        return lock
+
+    async def announce(
+        self, pbx: str, message: MessageLeft, announced: Announced | None
+    ) -> tuple[Voicemail, bool, UploadState | None]:
+        """Keep the message (once, whatever the number of announcements); ``True`` when it is
+        new. With the audio announced: how many of its bytes the hub already holds."""
+        async with self._units() as unit:
+            rows = unit.voicemails
+            found = await rows.find(pbx, message.reference)
+            created = False
+            if found is None:
+                match = await lookup(unit.directory, message.caller_number, self.region)
+                contact_id = match.contact.id if match.contact is not None else None
+                found, created = await rows.add(
+                    pbx=pbx,
+                    mailbox=message.mailbox,
+                    reference=message.reference,
+                    caller_number=message.caller_number,
+                    caller_name=message.caller_name,
+                    contact_id=contact_id,
+                    received_at=message.received_at,
+                    duration_seconds=message.duration_seconds,
+                    pbx_call_id=message.pbx_call_id,
+                    audio_reason=WAITING_FOR_AGENT,
+                )
+            pending = found.audio_status is AudioStatus.PENDING
+            too_large = ""
+            if announced is not None and pending and announced.size > self.max_bytes:
+                too_large = f"the file has {announced.size} bytes, over the hub's cap of {self.max_bytes}"
+                await rows.mark_failed(found.id, too_large)
+        if created:
+            log.info("voicemail %s left in mailbox %s on %s", found.id, found.mailbox, pbx)
+            if self.on_new is not None:
+                try:
+                    await self.on_new(found)
+                except Exception:  # an event's follow-up: logged, the message stands
+                    log.exception("voicemail %s (%s): its task or e-mail failed", found.id, pbx)
+        # Raised once the unit has committed: the voicemail stays, its audio failed with why.
+        if too_large:
+            raise UploadTooLarge(too_large)
+        if announced is None:
+            return found, created, None
+        if found.audio_status is AudioStatus.READY and found.sha256 == announced.sha256:
+            return found, created, UploadState(found.id, "ready", announced.size, self.chunk_bytes)
+        if found.audio_status is not AudioStatus.PENDING:
+            raise _no_upload(found)
+        partial = self._partial(found.id, announced)
+        async with self._lock(found.id):
+            offset = await asyncio.to_thread(prepare_partial, partial, f"voicemail-{found.id}-")
+        return found, created, UploadState(found.id, "uploading", offset, self.chunk_bytes)
+
+    async def _voicemail(self, pbx: str, voicemail_id: int) -> Voicemail:
+        async with self._units() as unit:
+            found = await unit.voicemails.get(voicemail_id)
+        if found is None or found.pbx != pbx:
+            raise NotFound(f"no voicemail {voicemail_id} of PBX {pbx}")
+        return found
+
+    async def write(
+        self, pbx: str, voicemail_id: int, announced: Announced, offset: int, data: bytes, chunk_sha256: str
+    ) -> int:
+        voicemail = await self._voicemail(pbx, voicemail_id)
+        if voicemail.audio_status is not AudioStatus.PENDING:
+            raise NotFound(
+                f"voicemail {voicemail_id}'s audio is {voicemail.audio_status.value}; it takes no upload"
+            )
+        partial = self._partial(voicemail_id, announced)
+        async with self._lock(voicemail_id):
+            return await asyncio.to_thread(
+                append_chunk, partial, offset, data, announced.size, chunk_sha256.strip().lower()
+            )
+
+    async def complete(self, pbx: str, voicemail_id: int, announced: Announced) -> Voicemail:
+        voicemail = await self._voicemail(pbx, voicemail_id)
+        if voicemail.audio_status is AudioStatus.READY and voicemail.sha256 == announced.sha256:
+            return voicemail
+        if voicemail.audio_status is not AudioStatus.PENDING:
+            raise NotFound(
+                f"voicemail {voicemail_id}'s audio is {voicemail.audio_status.value}; it takes no upload"
+            )
+        partial = self._partial(voicemail_id, announced)
+        async with self._lock(voicemail_id):
+            try:
+                found = await asyncio.to_thread(digest, partial)
+            except FileNotFoundError as exc:
+                raise UploadOffsetMismatch("the hub has none of this file; start again", 0) from exc
+            if found.size != announced.size or found.sha256 != announced.sha256:
+                partial.unlink(missing_ok=True)
+                raise UploadChecksumMismatch(
+                    f"the file the hub received ({found.size} bytes) does not match the announced "
+                    f"size ({announced.size} bytes) and SHA-256; send it again"
+                )
+            name = voicemail.reference.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".wav"
+            key = storage_key(voicemail, name)
+            await self._storage.put(key, partial)
+        async with self._units() as unit:
+            await unit.voicemails.mark_ready(
+                voicemail_id,
+                storage_key=key,
+                size_bytes=found.size,
+                sha256=found.sha256,
+                content_type=content_type_for(name),
+            )
+            ready = await unit.voicemails.get(voicemail_id)
+        assert ready is not None
+        self._locks.pop(voicemail_id, None)
+        log.info("voicemail %s (%s) audio uploaded: %d bytes", voicemail_id, pbx, found.size)
+        return ready
+
+    async def refuse(self, pbx: str, reference: str, reason: str) -> None:
+        async with self._units() as unit:
+            found = await unit.voicemails.find(pbx, reference)
+            if found is None:
+                raise NotFound(f"no voicemail {reference!r} on PBX {pbx}")
+            await unit.voicemails.mark_failed(found.id, f"the agent did not send it: {reason}"[:500])
+        log.warning("voicemail %s (PBX %s): audio refused by its agent: %s", found.id, pbx, reason)
+
+
+def _no_upload(voicemail: Voicemail) -> NotFound:
+    return NotFound(f"voicemail {voicemail.id}'s audio is {voicemail.audio_status.value}; it takes no upload")
+
+
+def voicemail_mail(voicemail: Voicemail, contact_name: str, region: str, link: str = "") -> tuple[str, str]:
+    """(subject, body) of the e-mail a new voicemail sends to its mailbox's user (opt-in)."""
+    number = voicemail.caller_number
+    caller = format_for_region(number, region) if number else "an unknown caller"
+    who = ", ".join(x for x in dict.fromkeys([contact_name, voicemail.caller_name]) if x)
+    minutes, seconds = divmod(voicemail.duration_seconds, 60)
+    length = f"{minutes}:{seconds:02d}"
+    subject = f"callbridge: voicemail from {caller}" + (f", {who}" if who else "") + f" ({length})"
+    lines = [
+        f"A new voicemail in mailbox {voicemail.mailbox}:",
+        "",
+        f"  From:   {caller}" + (f" ({who})" if who else ""),
+        f"  Left:   {voicemail.received_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+        f"  Length: {length}",
+    ]
+    if link:
+        lines += ["", f"Listen: {link}"]
+    return subject, "\n".join(lines) + "\n"

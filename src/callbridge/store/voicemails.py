@@ -1,0 +1,242 @@
+"""SQL for voicemails: one row per message left in a PBX mailbox, with its audio's state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    Select,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    delete,
+    false,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callbridge.domain.errors import InvalidInput
+from callbridge.domain.voicemails import AudioStatus, Voicemail, mailbox_number
+from callbridge.store.calls import calls
+from callbridge.store.directory import decode_cursor, encode_cursor
+from callbridge.store.tables import UtcDateTime, metadata, now
+
+voicemails = Table(
+    "voicemails",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pbx", String(64), nullable=False),
+    Column("mailbox", String(128), nullable=False),  # "7001@default"
+    # The mailbox's number ("7001"): the extension whose user it is.
+    Column("extension", String(64), nullable=False),
+    # The PBX's name for the message (Asterisk: the spool path of its msgNNNN.txt).
+    Column("reference", String(500), nullable=False),
+    Column("caller_number", String(64), nullable=False, server_default=""),
+    Column("caller_name", String(128), nullable=False, server_default=""),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="SET NULL"), nullable=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("duration_seconds", Integer, nullable=False, server_default="0"),
+    Column("heard", Boolean, nullable=False, server_default=false()),
+    # The PBX's id of the call the message was left on (Asterisk: its Linkedid), "" unknown.
+    # Read through a join: the call may be logged after the message arrives.
+    Column("pbx_call_id", String(128), nullable=False, server_default=""),
+    # The audio: pending (with the reason) until it arrives, ready once stored, failed.
+    Column("audio_status", String(16), nullable=False, server_default="pending"),
+    Column("audio_reason", String(500), nullable=False, server_default=""),
+    Column("storage_key", String(500), nullable=False, server_default=""),
+    Column("size_bytes", BigInteger, nullable=True),
+    Column("sha256", String(64), nullable=False, server_default=""),
+    Column("content_type", String(100), nullable=False, server_default=""),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("pbx", "reference", name="uq_voicemails_pbx_reference"),
+    Index("ix_voicemails_pbx_extension", "pbx", "extension"),
+)
+
+
+def _select() -> Select[Any]:
+    """Voicemails with the row id of their call, when it is logged."""
+    call = and_(
+        voicemails.c.pbx_call_id != "",
+        calls.c.pbx == voicemails.c.pbx,
+        calls.c.pbx_call_id == voicemails.c.pbx_call_id,
+    )
+    return select(voicemails, calls.c.id.label("call_row_id")).outerjoin(calls, call)
+
+
+def _voicemail(row: Any) -> Voicemail:
+    m = row._mapping
+    return Voicemail(
+        id=m["id"],
+        pbx=m["pbx"],
+        mailbox=m["mailbox"],
+        reference=m["reference"],
+        caller_number=m["caller_number"],
+        caller_name=m["caller_name"],
+        contact_id=m["contact_id"],
+        received_at=m["received_at"],
+        duration_seconds=m["duration_seconds"],
+        heard=bool(m["heard"]),
+        call_id=m["call_row_id"],
+        audio_status=AudioStatus(m["audio_status"]),
+        audio_reason=m["audio_reason"],
+        storage_key=m["storage_key"],
+        size_bytes=m["size_bytes"],
+        sha256=m["sha256"],
+        content_type=m["content_type"],
+        created_at=m["created_at"],
+    )
+
+
+class SqlVoicemails:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, voicemail_id: int) -> Voicemail | None:
+        row = (await self.session.execute(_select().where(voicemails.c.id == voicemail_id))).first()
+        return _voicemail(row) if row else None
+
+    async def find(self, pbx: str, reference: str) -> Voicemail | None:
+        query = _select().where(voicemails.c.pbx == pbx[:64], voicemails.c.reference == reference[:500])
+        row = (await self.session.execute(query)).first()
+        return _voicemail(row) if row else None
+
+    async def add(
+        self,
+        *,
+        pbx: str,
+        mailbox: str,
+        reference: str,
+        caller_number: str,
+        caller_name: str,
+        contact_id: int | None,
+        received_at: datetime,
+        duration_seconds: int,
+        pbx_call_id: str,
+        audio_reason: str,
+    ) -> tuple[Voicemail, bool]:
+        """The voicemail, made when new (``True``); the same message announced again is the
+        row it made before (``False``)."""
+        found = await self.find(pbx, reference)
+        if found is not None:
+            return found, False
+        try:
+            async with self.session.begin_nested():
+                new_id = await self.session.scalar(
+                    voicemails.insert()
+                    .returning(voicemails.c.id)
+                    .values(
+                        pbx=pbx[:64],
+                        mailbox=mailbox[:128],
+                        extension=mailbox_number(mailbox)[:64],
+                        reference=reference[:500],
+                        caller_number=caller_number[:64],
+                        caller_name=caller_name[:128],
+                        contact_id=contact_id,
+                        received_at=received_at,
+                        duration_seconds=duration_seconds,
+                        pbx_call_id=pbx_call_id[:128],
+                        audio_reason=audio_reason[:500],
+                        created_at=now(),
+                    )
+                )
+        except IntegrityError:  # announced twice at once: the other one made it
+            again = await self.find(pbx, reference)
+            assert again is not None
+            return again, False
+        made = await self.get(int(new_id or 0))
+        assert made is not None
+        return made, True
+
+    async def search(
+        self,
+        *,
+        mailboxes: Sequence[tuple[str, str]] | None,
+        mailbox: str | None = None,
+        heard: bool | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Voicemail], str | None]:
+        """Newest first. ``mailboxes``: the (pbx, mailbox number) pairs the viewer may see; None
+        for all."""
+        query = _select()
+        if mailboxes is not None:
+            if not mailboxes:
+                return [], None
+            query = query.where(
+                or_(
+                    *(
+                        and_(voicemails.c.pbx == pbx, voicemails.c.extension == number)
+                        for pbx, number in mailboxes
+                    )
+                )
+            )
+        if mailbox:
+            wanted = mailbox.strip()
+            if "@" in wanted:
+                query = query.where(voicemails.c.mailbox == wanted)
+            else:
+                query = query.where(voicemails.c.extension == wanted)
+        if heard is not None:
+            query = query.where(voicemails.c.heard == heard)
+        if cursor:
+            received_iso, last_id = decode_cursor(cursor, 2)
+            try:
+                received = datetime.fromisoformat(str(received_iso))
+                last = int(last_id)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput("the cursor is not valid; start from the first page") from exc
+            query = query.where(
+                or_(
+                    voicemails.c.received_at < received,
+                    and_(voicemails.c.received_at == received, voicemails.c.id < last),
+                )
+            )
+        query = query.order_by(voicemails.c.received_at.desc(), voicemails.c.id.desc()).limit(limit + 1)
+        rows = (await self.session.execute(query)).all()
+        more = len(rows) > limit
+        found = [_voicemail(r) for r in rows[:limit]]
+        after = encode_cursor([found[-1].received_at.isoformat(), found[-1].id]) if more and found else None
+        return found, after
+
+    async def set_heard(self, voicemail_id: int, heard: bool) -> None:
+        await self.session.execute(
+            update(voicemails).where(voicemails.c.id == voicemail_id).values(heard=heard)
+        )
+
+    async def remove(self, voicemail_id: int) -> None:
+        await self.session.execute(delete(voicemails).where(voicemails.c.id == voicemail_id))
+
+    async def mark_ready(
+        self, voicemail_id: int, *, storage_key: str, size_bytes: int, sha256: str, content_type: str
+    ) -> None:
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id)
+            .values(
+                audio_status=AudioStatus.READY.value,
+                audio_reason="",
+                storage_key=storage_key,
+                size_bytes=size_bytes,
+                sha256=sha256,
+                content_type=content_type,
+            )
+        )
+
+    async def mark_failed(self, voicemail_id: int, reason: str) -> None:
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id, voicemails.c.audio_status == AudioStatus.PENDING.value)
+            .values(audio_status=AudioStatus.FAILED.value, audio_reason=reason[:500])
+        )
