@@ -95,7 +95,7 @@ users = Table(
     # E-mail (migration 0019): where, and whether the user wants the daily digest.
     Column("email", String(254), nullable=False, server_default=""),
     Column("email_digest", Boolean, nullable=False, server_default=false()),
-    # An e-mail for each new voicemail in the user's mailboxes (migration 0023_vm16).
+    # An e-mail for each new voicemail in the user's mailboxes (migration 0024).
     Column("email_voicemail", Boolean, nullable=False, server_default=false()),
 )
 

@@ -2,8 +2,8 @@
 long, heard or not, the PBX's id of the call it was left on), with its audio's state and storage key;
 and each user's opt-in to an e-mail for every new voicemail (``users.email_voicemail``).
 
-Revision ID: 0023_vm16
-Revises: 0022
+Revision ID: 0024
+Revises: 0023
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 
 from callbridge.store.tables import UtcDateTime
 
-revision = "0023_vm16"
-down_revision = "0022"
+revision = "0024"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 

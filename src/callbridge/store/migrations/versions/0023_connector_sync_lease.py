@@ -1,7 +1,7 @@
 """Connectors: a sync lease (owner and expiry), so that of several hub workers one syncs each
 connector per interval.
 
-Revision ID: 0023_erp17
+Revision ID: 0023
 Revises: 0022
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 from callbridge.store.tables import UtcDateTime
 
-revision = "0023_erp17"
+revision = "0023"
 down_revision = "0022"
 branch_labels = None
 depends_on = None
