@@ -88,7 +88,7 @@ from callbridge.services.transcription import (
 )
 from callbridge.services.voicemails import Voicemails, voicemail_mail
 from callbridge.store.calls import CALL_LOG_TABLES
-from callbridge.store.db import Database, finish_anyway, lost_a_race
+from callbridge.store.db import Database, lost_a_race
 from callbridge.store.desk import DeskRepo
 from callbridge.store.directory import FastDirectory
 from callbridge.store.inbox import SqlInbox, SqliteInbox
@@ -575,8 +575,8 @@ class Hub:
         """Store a batch of events; returns the messages to publish once the caller may.
 
         A caller cancelled meanwhile does not stop the batch: it ends, committed or rolled back
-        (see :func:`~callbridge.store.db.finish_anyway`)."""
-        return await finish_anyway(self._ingest_batch(events, then=then))
+        (see :meth:`~callbridge.store.db.Database.finish_anyway`)."""
+        return await self.db.finish_anyway(self._ingest_batch(events, then=then))
 
     async def _ingest_batch(
         self, events: Sequence[Event], *, then: Callable[[Repos], Awaitable[None]] | None = None

@@ -174,14 +174,19 @@ async def test_teams_are_managed_by_admins(hub: Hub, people: dict[str, int], as_
 
 async def test_my_email_settings(hub: Hub, people: dict[str, int], as_user: object) -> None:
     ann = await as_user("ann")  # type: ignore[operator]
-    assert (await ann.get("/api/v1/me/email")).json() == {"email": "", "daily_digest": False}
+    assert (await ann.get("/api/v1/me/email")).json() == {
+        "email": "",
+        "daily_digest": False,
+        "new_voicemail": False,
+    }
     bad = await ann.put("/api/v1/me/email", json={"email": "not-an-address", "daily_digest": True})
     assert bad.status_code == 400 and "not an e-mail address" in bad.json()["error"]["message"]
     empty = await ann.put("/api/v1/me/email", json={"email": "", "daily_digest": True})
     assert empty.status_code == 400 and "needs an e-mail address" in empty.json()["error"]["message"]
     ok = await ann.put("/api/v1/me/email", json={"email": " ann@example.com ", "daily_digest": True})
-    assert ok.json() == {"email": "ann@example.com", "daily_digest": True}
-    assert (await ann.get("/api/v1/me/email")).json() == {"email": "ann@example.com", "daily_digest": True}
+    saved = {"email": "ann@example.com", "daily_digest": True, "new_voicemail": False}
+    assert ok.json() == saved
+    assert (await ann.get("/api/v1/me/email")).json() == saved
 
 
 async def test_the_account_page_sets_my_email(hub: Hub, people: dict[str, int], as_user: object) -> None:
@@ -195,5 +200,9 @@ async def test_the_account_page_sets_my_email(hub: Hub, people: dict[str, int], 
         "/account/email", data={"email": "ann@example.com", "daily_digest": "on", "csrf_token": token}
     )
     assert saved.status_code == 303
-    assert (await ann.get("/api/v1/me/email")).json() == {"email": "ann@example.com", "daily_digest": True}
+    assert (await ann.get("/api/v1/me/email")).json() == {
+        "email": "ann@example.com",
+        "daily_digest": True,
+        "new_voicemail": False,
+    }
     assert 'value="ann@example.com"' in (await ann.get("/account")).text

@@ -99,29 +99,13 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 SQLITE_POOL = (5, 10)
 POSTGRES_POOL = (10, 20)
 POOL_TIMEOUT_SECONDS = 10.0
+# How long closing the database waits for writes whose callers had gone (see finish_anyway).
+DISPOSE_WAIT_SECONDS = 10.0
 # Connections the requests' units of work leave to the hub's own work (ingest, the live desk).
 RESERVED_CONNECTIONS = 2
 
 
 _T = TypeVar("_T")
-
-
-async def finish_anyway(work: Coroutine[Any, Any, _T]) -> _T:
-    """Await ``work``, which writes; should the caller be cancelled meanwhile, ``work`` still
-    runs to its end (committed or rolled back) and what it raises then is logged.
-
-    A write cancelled midway is not safe on SQLite: the driver's connection can be dropped with
-    its transaction open, and the database's write lock then stays held; every later write
-    waits for it and fails. Callers that are cancelled as a matter of course (a WebSocket that
-    goes away while its batch is stored) go through here."""
-    task = asyncio.ensure_future(work)
-
-    def done(t: asyncio.Task[_T]) -> None:
-        if not t.cancelled() and (exc := t.exception()) is not None:
-            log.warning("a write whose caller had gone failed: %s", type(exc).__name__)
-
-    task.add_done_callback(done)
-    return await asyncio.shield(task)
 
 
 class FairGate:
@@ -186,6 +170,7 @@ class Database:
         else:
             _ping_when_idle(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._finishing: set[asyncio.Task[Any]] = set()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -258,5 +243,27 @@ class Database:
             return False
         return True
 
+    async def finish_anyway(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """Await ``work``, which writes; should the caller be cancelled meanwhile, ``work`` still
+        runs to its end (committed or rolled back) and what it raises then is logged.
+
+        A write cancelled midway is not safe on SQLite: the driver's connection can be dropped
+        with its transaction open, and the database's write lock then stays held; every later
+        write waits for it and fails. Callers that are cancelled as a matter of course (a
+        WebSocket that goes away while its batch is stored) go through here. :meth:`dispose`
+        waits for such work before it closes the connections."""
+        task = asyncio.ensure_future(work)
+        self._finishing.add(task)
+
+        def done(t: asyncio.Task[_T]) -> None:
+            self._finishing.discard(t)
+            if not t.cancelled() and (exc := t.exception()) is not None:
+                log.warning("a write whose caller had gone failed: %s", type(exc).__name__)
+
+        task.add_done_callback(done)
+        return await asyncio.shield(task)
+
     async def dispose(self) -> None:
+        if self._finishing:
+            await asyncio.wait(set(self._finishing), timeout=DISPOSE_WAIT_SECONDS)
         await self.engine.dispose()

@@ -60,7 +60,7 @@ from callbridge.services.agents import (
     revoke_token,
 )
 from callbridge.services.calllog import IngestFailed
-from callbridge.store.db import DatabaseError, finish_anyway
+from callbridge.store.db import DatabaseError
 from callbridge.store.repos import Repos
 from callbridge.web.deps import AccountsDep, AdminUser, HubDep, RepoDep, client_address
 from callbridge.web.frames import CLOSE_INVALID, CLOSE_POLICY, FrameRefused, receive_text
@@ -119,7 +119,7 @@ class _Session:
         """Commit one batch, then acknowledge it. The commit is shielded: should the link go
         while it runs, it still ends (stored, or rolled back) before the next connection of this
         agent reads where to start; only the acknowledgement is lost, and the agent resends."""
-        stored = await finish_anyway(self._commit(items))
+        stored = await self.hub.db.finish_anyway(self._commit(items))
         if stored is None:
             return
         top, rejected, changed = stored
