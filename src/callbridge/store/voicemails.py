@@ -28,8 +28,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.domain.errors import InvalidInput
+from callbridge.domain.users import User
 from callbridge.domain.voicemails import AudioStatus, Voicemail, mailbox_number
 from callbridge.store.calls import calls
+from callbridge.store.desk import SqlDesk
 from callbridge.store.directory import decode_cursor, encode_cursor
 from callbridge.store.tables import UtcDateTime, metadata, now
 
@@ -106,6 +108,21 @@ class SqlVoicemails:
     async def get(self, voicemail_id: int) -> Voicemail | None:
         row = (await self.session.execute(_select().where(voicemails.c.id == voicemail_id))).first()
         return _voicemail(row) if row else None
+
+    async def mailboxes_of(self, viewer: User) -> list[tuple[str, str]] | None:
+        """The (pbx, mailbox number) pairs ``viewer`` may see, the mailboxes of their extensions;
+        None: every mailbox (managers and admins)."""
+        if viewer.sees_all_calls:
+            return None
+        return await SqlDesk(self.session).extensions_of(viewer.id)
+
+    async def visible(self, voicemail_id: int, viewer: User) -> Voicemail | None:
+        """The voicemail, when it is in a mailbox ``viewer`` may see."""
+        found = await self.get(voicemail_id)
+        if found is None:
+            return None
+        allowed = await self.mailboxes_of(viewer)
+        return found if allowed is None or (found.pbx, found.mailbox_number) in allowed else None
 
     async def find(self, pbx: str, reference: str) -> Voicemail | None:
         query = _select().where(voicemails.c.pbx == pbx[:64], voicemails.c.reference == reference[:500])

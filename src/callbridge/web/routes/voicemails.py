@@ -15,7 +15,6 @@ from callbridge.domain.users import User
 from callbridge.domain.voicemails import Voicemail
 from callbridge.services.recording_uploads import Announced
 from callbridge.services.voicemails import MessageLeft, Voicemails
-from callbridge.store.desk import SqlDesk
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import render
@@ -82,21 +81,12 @@ async def _out(v: Voicemail, repos: Repos) -> VoicemailOut:
     )
 
 
-async def _mailboxes(user: User, repos: Repos) -> list[tuple[str, str]] | None:
-    """The (pbx, mailbox number) pairs ``user`` may see; None: all (managers, admins)."""
-    if user.sees_all_calls:
-        return None
-    return await SqlDesk(repos.session).extensions_of(user.id)
-
-
 async def visible_voicemail(voicemail_id: int, user: User, repos: Repos) -> Voicemail:
     """The voicemail, when it is in a mailbox ``user`` may see (else 404, as for a missing one)."""
-    found = await repos.voicemails.get(voicemail_id)
-    if found is not None:
-        allowed = await _mailboxes(user, repos)
-        if allowed is None or (found.pbx, found.mailbox_number) in allowed:
-            return found
-    raise NotFound(f"no voicemail with id {voicemail_id}")
+    found = await repos.voicemails.visible(voicemail_id, user)
+    if found is None:
+        raise NotFound(f"no voicemail with id {voicemail_id}")
+    return found
 
 
 @router.get("/api/v1/voicemails", tags=["voicemails"], summary="Voicemails, the newest first")
@@ -114,7 +104,7 @@ async def list_voicemails(
     if mailbox is not None and not mailbox.strip():
         raise InvalidInput("mailbox is empty: leave it out for every mailbox, or give one like 7001")
     found, after = await repos.voicemails.search(
-        mailboxes=await _mailboxes(user, repos),
+        mailboxes=await repos.voicemails.mailboxes_of(user),
         mailbox=mailbox,
         heard=None if status is None else status == "heard",
         cursor=cursor,
@@ -189,7 +179,7 @@ async def voicemails_page(
 ) -> Response:
     """The messages of the user's mailboxes (every mailbox for managers), with the player."""
     found, after = await repos.voicemails.search(
-        mailboxes=await _mailboxes(user, repos),
+        mailboxes=await repos.voicemails.mailboxes_of(user),
         heard=None if status is None else status == "heard",
         cursor=cursor,
         limit=50,
