@@ -87,6 +87,53 @@ class UploadState:
     chunk_bytes: int
 
 
+class PartialFiles:
+    """The partial files of uploads in progress, under the storage's scratch directory (named
+    ``<prefix>-<id>-<sha256>-<size>.part``), with one writer per upload in this process: an agent
+    that reconnects while its old request is still being read must not interleave with it.
+    Recordings and voicemails upload the same way; each has its own prefix."""
+
+    def __init__(self, storage: RecordingStorage, prefix: str) -> None:
+        self._storage = storage
+        self.prefix = prefix
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def path(self, upload_id: int, announced: Announced) -> Path:
+        return self._storage.scratch / f"{self.prefix}-{upload_id}-{announced.sha256}-{announced.size}.part"
+
+    def lock(self, upload_id: int) -> asyncio.Lock:
+        lock = self._locks.get(upload_id)
+        if lock is None:
+            lock = self._locks[upload_id] = asyncio.Lock()
+        return lock
+
+    def forget(self, upload_id: int) -> None:
+        self._locks.pop(upload_id, None)
+
+    async def start(self, upload_id: int, announced: Announced) -> int:
+        """The bytes held of this file (its partial kept, other files of the upload dropped)."""
+        async with self.lock(upload_id):
+            return await asyncio.to_thread(
+                prepare_partial, self.path(upload_id, announced), f"{self.prefix}-{upload_id}-"
+            )
+
+    async def append(
+        self, upload_id: int, announced: Announced, offset: int, data: bytes, chunk_sha256: str
+    ) -> int:
+        """Append one chunk at ``offset``; returns the bytes held now."""
+        async with self.lock(upload_id):
+            # The chunk's checksum and the append in one trip to a thread: a megabyte's SHA-256
+            # takes milliseconds that the event loop (other agents, the web pages) should not wait.
+            return await asyncio.to_thread(
+                append_chunk,
+                self.path(upload_id, announced),
+                offset,
+                data,
+                announced.size,
+                chunk_sha256.strip().lower(),
+            )
+
+
 class AgentUploads:
     def __init__(
         self,
@@ -104,18 +151,7 @@ class AgentUploads:
         self._storage = storage
         self.max_bytes = max_bytes
         self.chunk_bytes = chunk_bytes
-        # One writer per partial file in this process (an agent that reconnects while its old
-        # request is still being read must not interleave with it).
-        self._locks: dict[int, asyncio.Lock] = {}
-
-    def _partial(self, recording_id: int, announced: Announced) -> Path:
-        return self._storage.scratch / f"agent-{recording_id}-{announced.sha256}-{announced.size}.part"
-
-    def _lock(self, recording_id: int) -> asyncio.Lock:
-        lock = self._locks.get(recording_id)
-        if lock is None:
-            lock = self._locks[recording_id] = asyncio.Lock()
-        return lock
+        self._partials = PartialFiles(storage, "agent")
 
     async def _recording(self, pbx: str, recording_id: int) -> Recording:
         async with self._units() as rows:
@@ -138,9 +174,7 @@ class AgentUploads:
             return UploadState(found.id, "ready", announced.size, self.chunk_bytes)
         if found.status is not RecordingStatus.PENDING:
             raise NotFound(f"recording {found.id} is {found.status.value}; it takes no upload")
-        partial = self._partial(found.id, announced)
-        async with self._lock(found.id):
-            offset = await asyncio.to_thread(prepare_partial, partial, f"agent-{found.id}-")
+        offset = await self._partials.start(found.id, announced)
         return UploadState(found.id, "uploading", offset, self.chunk_bytes)
 
     async def write(
@@ -152,13 +186,7 @@ class AgentUploads:
             raise NotFound(f"recording {recording_id} is {recording.status.value}; it takes no upload")
         if not data:
             raise InvalidInput("an empty chunk")
-        partial = self._partial(recording_id, announced)
-        async with self._lock(recording_id):
-            # The chunk's checksum and the append in one trip to a thread: a megabyte's SHA-256
-            # takes milliseconds that the event loop (other agents, the web pages) should not wait.
-            return await asyncio.to_thread(
-                append_chunk, partial, offset, data, announced.size, chunk_sha256.strip().lower()
-            )
+        return await self._partials.append(recording_id, announced, offset, data, chunk_sha256)
 
     async def complete(self, pbx: str, recording_id: int, announced: Announced) -> Recording:
         """Check the whole file and store it: the recording is ready."""
@@ -167,8 +195,8 @@ class AgentUploads:
             return recording  # completed before; the answer was lost
         if recording.status is not RecordingStatus.PENDING:
             raise NotFound(f"recording {recording_id} is {recording.status.value}; it takes no upload")
-        partial = self._partial(recording_id, announced)
-        async with self._lock(recording_id):
+        partial = self._partials.path(recording_id, announced)
+        async with self._partials.lock(recording_id):
             try:
                 found = await asyncio.to_thread(digest, partial)
             except FileNotFoundError as exc:
@@ -212,7 +240,7 @@ class AgentUploads:
             )
             ready = await rows.get(recording_id)
         assert ready is not None
-        self._locks.pop(recording_id, None)
+        self._partials.forget(recording_id)
         log.info(
             "recording %s of call %s (%s) uploaded: %d bytes%s",
             recording_id,

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol
 
 from callbridge.domain.directory import Contact
@@ -29,7 +28,7 @@ from callbridge.domain.recordings import (
 )
 from callbridge.domain.voicemails import AudioStatus, Voicemail
 from callbridge.services.directory import lookup
-from callbridge.services.recording_uploads import Announced, UploadState, append_chunk, prepare_partial
+from callbridge.services.recording_uploads import Announced, PartialFiles, UploadState
 from callbridge.services.recordings import RecordingStorage, digest
 
 log = logging.getLogger(__name__)
@@ -116,18 +115,9 @@ class Voicemails:
         self.region = region
         self.max_bytes = max_bytes
         self.chunk_bytes = chunk_bytes
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._partials = PartialFiles(storage, "voicemail")
         # What else a new message sets going (its task, its e-mail), once it is stored.
         self.on_new: Callable[[Voicemail], Awaitable[None]] | None = None
-
-    def _partial(self, voicemail_id: int, announced: Announced) -> Path:
-        return self._storage.scratch / f"voicemail-{voicemail_id}-{announced.sha256}-{announced.size}.part"
-
-    def _lock(self, voicemail_id: int) -> asyncio.Lock:
-        lock = self._locks.get(voicemail_id)
-        if lock is None:
-            lock = self._locks[voicemail_id] = asyncio.Lock()
-        return lock
 
     async def announce(
         self, pbx: str, message: MessageLeft, announced: Announced | None
@@ -174,9 +164,7 @@ class Voicemails:
             return found, created, UploadState(found.id, "ready", announced.size, self.chunk_bytes)
         if found.audio_status is not AudioStatus.PENDING:
             raise _no_upload(found)
-        partial = self._partial(found.id, announced)
-        async with self._lock(found.id):
-            offset = await asyncio.to_thread(prepare_partial, partial, f"voicemail-{found.id}-")
+        offset = await self._partials.start(found.id, announced)
         return found, created, UploadState(found.id, "uploading", offset, self.chunk_bytes)
 
     async def _voicemail(self, pbx: str, voicemail_id: int) -> Voicemail:
@@ -194,11 +182,7 @@ class Voicemails:
             raise NotFound(
                 f"voicemail {voicemail_id}'s audio is {voicemail.audio_status.value}; it takes no upload"
             )
-        partial = self._partial(voicemail_id, announced)
-        async with self._lock(voicemail_id):
-            return await asyncio.to_thread(
-                append_chunk, partial, offset, data, announced.size, chunk_sha256.strip().lower()
-            )
+        return await self._partials.append(voicemail_id, announced, offset, data, chunk_sha256)
 
     async def complete(self, pbx: str, voicemail_id: int, announced: Announced) -> Voicemail:
         voicemail = await self._voicemail(pbx, voicemail_id)
@@ -208,8 +192,8 @@ class Voicemails:
             raise NotFound(
                 f"voicemail {voicemail_id}'s audio is {voicemail.audio_status.value}; it takes no upload"
             )
-        partial = self._partial(voicemail_id, announced)
-        async with self._lock(voicemail_id):
+        partial = self._partials.path(voicemail_id, announced)
+        async with self._partials.lock(voicemail_id):
             try:
                 found = await asyncio.to_thread(digest, partial)
             except FileNotFoundError as exc:
@@ -233,7 +217,7 @@ class Voicemails:
             )
             ready = await unit.voicemails.get(voicemail_id)
         assert ready is not None
-        self._locks.pop(voicemail_id, None)
+        self._partials.forget(voicemail_id)
         log.info("voicemail %s (%s) audio uploaded: %d bytes", voicemail_id, pbx, found.size)
         return ready
 
