@@ -32,7 +32,7 @@ from callbridge.domain.recordings import (
     UploadTooLarge,
     content_type_for,
 )
-from callbridge.services.recordings import RecordingStorage, Transcode, digest, storage_key
+from callbridge.services.recordings import Digest, RecordingStorage, Transcode, digest, storage_key
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,29 @@ class PartialFiles:
                 chunk_sha256.strip().lower(),
             )
 
+    async def verified(self, upload_id: int, announced: Announced, what: str) -> tuple[Path, Digest]:
+        """The whole file, checked against its announced size and SHA-256 (call it holding
+        :meth:`lock`). None of it held: ``UploadOffsetMismatch`` (start again); not matching:
+        dropped, ``UploadChecksumMismatch`` (send it again)."""
+        partial = self.path(upload_id, announced)
+        try:
+            found = await asyncio.to_thread(digest, partial)
+        except FileNotFoundError as exc:
+            raise UploadOffsetMismatch("the hub has none of this file; start again", 0) from exc
+        if found.size != announced.size or found.sha256 != announced.sha256:
+            partial.unlink(missing_ok=True)
+            log.warning(
+                "%s: upload of %d bytes does not match its announced size or SHA-256; dropped, the "
+                "agent sends it again",
+                what,
+                found.size,
+            )
+            raise UploadChecksumMismatch(
+                f"the file the hub received ({found.size} bytes) does not match the announced "
+                f"size ({announced.size} bytes) and SHA-256; send it again"
+            )
+        return partial, found
+
 
 class AgentUploads:
     def __init__(
@@ -195,25 +218,10 @@ class AgentUploads:
             return recording  # completed before; the answer was lost
         if recording.status is not RecordingStatus.PENDING:
             raise NotFound(f"recording {recording_id} is {recording.status.value}; it takes no upload")
-        partial = self._partials.path(recording_id, announced)
         async with self._partials.lock(recording_id):
-            try:
-                found = await asyncio.to_thread(digest, partial)
-            except FileNotFoundError as exc:
-                raise UploadOffsetMismatch("the hub has none of this file; start again", 0) from exc
-            if found.size != announced.size or found.sha256 != announced.sha256:
-                partial.unlink(missing_ok=True)
-                log.warning(
-                    "recording %s (PBX %s): upload of %d bytes does not match its announced size or "
-                    "SHA-256; dropped, the agent sends it again",
-                    recording_id,
-                    pbx,
-                    found.size,
-                )
-                raise UploadChecksumMismatch(
-                    f"the file the hub received ({found.size} bytes) does not match the announced "
-                    f"size ({announced.size} bytes) and SHA-256; send it again"
-                )
+            partial, found = await self._partials.verified(
+                recording_id, announced, f"recording {recording_id} (PBX {pbx})"
+            )
             name, stored, size = recording.reference, partial, found.size
             converted: Path | None = None
             try:

@@ -9,7 +9,6 @@ when the file is there. The voicemail exists from the first announcement on, its
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -21,15 +20,13 @@ from callbridge.domain.directory import Contact
 from callbridge.domain.errors import NotFound
 from callbridge.domain.numbers import format_for_region
 from callbridge.domain.recordings import (
-    UploadChecksumMismatch,
-    UploadOffsetMismatch,
     UploadTooLarge,
     content_type_for,
 )
 from callbridge.domain.voicemails import AudioStatus, Voicemail
 from callbridge.services.directory import lookup
 from callbridge.services.recording_uploads import Announced, PartialFiles, UploadState
-from callbridge.services.recordings import RecordingStorage, digest
+from callbridge.services.recordings import RecordingStorage
 
 log = logging.getLogger(__name__)
 
@@ -192,18 +189,10 @@ class Voicemails:
             raise NotFound(
                 f"voicemail {voicemail_id}'s audio is {voicemail.audio_status.value}; it takes no upload"
             )
-        partial = self._partials.path(voicemail_id, announced)
         async with self._partials.lock(voicemail_id):
-            try:
-                found = await asyncio.to_thread(digest, partial)
-            except FileNotFoundError as exc:
-                raise UploadOffsetMismatch("the hub has none of this file; start again", 0) from exc
-            if found.size != announced.size or found.sha256 != announced.sha256:
-                partial.unlink(missing_ok=True)
-                raise UploadChecksumMismatch(
-                    f"the file the hub received ({found.size} bytes) does not match the announced "
-                    f"size ({announced.size} bytes) and SHA-256; send it again"
-                )
+            partial, found = await self._partials.verified(
+                voicemail_id, announced, f"voicemail {voicemail_id} (PBX {pbx})"
+            )
             name = voicemail.reference.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".wav"
             key = storage_key(voicemail, name)
             await self._storage.put(key, partial)
