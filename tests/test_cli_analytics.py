@@ -31,7 +31,7 @@ MARCH_3 = int(datetime(2026, 3, 3, tzinfo=UTC).timestamp())
 LONG_AGO = int(datetime(2025, 6, 1, tzinfo=UTC).timestamp())
 
 
-async def cli(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
+async def cli(hub: Hub, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "CALLBRIDGE_DATA_DIR": str(hub.settings.data_dir),
@@ -43,7 +43,7 @@ async def cli(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
     result = await asyncio.to_thread(
         subprocess.run, command, capture_output=True, text=True, env=env, timeout=120, check=False
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == code, result.stdout + result.stderr
     return result
 
 
@@ -145,3 +145,12 @@ async def test_rebuild_since_a_date_rebuilds_those_days_only(hub: Hub) -> None:
 async def test_rebuild_of_an_empty_log_says_so(hub: Hub) -> None:
     out = (await cli(hub, "analytics", "rebuild")).stdout
     assert "Nothing to rebuild" in out
+
+
+async def test_rebuild_refuses_a_date_it_cannot_read_and_changes_nothing(hub: Hub) -> None:
+    await ingested(hub)
+    before = await stored_rollups(hub)
+    refused = await cli(hub, "analytics", "rebuild", "--since", "03/03/2026", code=2)
+    assert "Invalid value for '--since'" in refused.stdout + refused.stderr
+    assert "%Y-%m-%d" in refused.stdout + refused.stderr
+    assert await stored_rollups(hub) == before
