@@ -136,7 +136,7 @@ def serve(
     """Start the hub: web UI, JSON API, dialplan API and PBX links."""
     import uvicorn
 
-    from callbridge.web.server import uvicorn_options
+    from callbridge.web.server import serve_workers, uvicorn_options
 
     cfg = settings()
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -161,7 +161,7 @@ def serve(
         f"callbridge {callbridge.__version__} on http://{bind_host}:{bind_port} "
         f"(database: {display_url(cfg.effective_database_url)}, data dir: {cfg.data_dir.resolve()})"
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         "callbridge.web.asgi:app",
         host=bind_host,
         port=bind_port,
@@ -173,6 +173,14 @@ def serve(
         ws_per_message_deflate=False,
         **uvicorn_options(cfg, workers=workers),
     )
+    if workers > 1:
+        try:
+            serve_workers(config, bind_host, bind_port)
+        except OSError as exc:
+            err.print(f"[red]Error:[/red] cannot listen on {bind_host}:{bind_port}: {exc.strerror}")
+            raise typer.Exit(1) from exc
+    else:
+        uvicorn.Server(config).run()
 
 
 @app.command()

@@ -242,19 +242,25 @@ def _view(row: Any) -> CallView:
     )
 
 
+# A statement is immutable (each ``where`` makes a new one): built once, not once per page.
+_CALLS_SELECT: Select[Any] = select(
+    calls,
+    _contact.c.name.label("contact_name"),
+    _company.c.name.label("company_name"),
+    _answered.c.name.label("answered_user_name"),
+    _made.c.name.label("made_user_name"),
+).select_from(
+    calls.outerjoin(_contact, _contact.c.id == calls.c.contact_id)
+    .outerjoin(_company, _company.c.id == calls.c.company_id)
+    .outerjoin(_answered, _answered.c.id == calls.c.answered_by_user_id)
+    .outerjoin(_made, _made.c.id == calls.c.made_by_user_id)
+)
+
+_NEWEST_FIRST = (calls.c.started_at.desc(), calls.c.id.desc())
+
+
 def _select() -> Select[Any]:
-    return select(
-        calls,
-        _contact.c.name.label("contact_name"),
-        _company.c.name.label("company_name"),
-        _answered.c.name.label("answered_user_name"),
-        _made.c.name.label("made_user_name"),
-    ).select_from(
-        calls.outerjoin(_contact, _contact.c.id == calls.c.contact_id)
-        .outerjoin(_company, _company.c.id == calls.c.company_id)
-        .outerjoin(_answered, _answered.c.id == calls.c.answered_by_user_id)
-        .outerjoin(_made, _made.c.id == calls.c.made_by_user_id)
-    )
+    return _CALLS_SELECT
 
 
 def _owned_by(user_id: int) -> Any:
@@ -656,7 +662,7 @@ class SqlCalls:
                     and_(calls.c.started_at == started_at, calls.c.id < last_id),
                 )
             )
-        stmt = stmt.order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(limit + 1)
+        stmt = stmt.order_by(*_NEWEST_FIRST).limit(limit + 1)
         rows = (await self.session.execute(stmt)).all()
         items = [_view(r) for r in rows[:limit]]
         more = len(rows) > limit

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from callbridge.domain.errors import StoreUnavailable
 from callbridge.store.repos import Repos
 from callbridge.store.secrets import SecretBox
+from callbridge.store.sqlite_driver import one_hop_dbapi
 from callbridge.store.tables import now as utcnow
 from callbridge.store.tables import write_probe
 
@@ -162,6 +163,8 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if not self.is_sqlite:
             kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_timeout=POOL_TIMEOUT_SECONDS)
+        elif parsed.get_driver_name() == "aiosqlite":
+            kwargs["module"] = one_hop_dbapi()  # one trip to SQLite's thread per statement
         # Requests' units of work (see :meth:`request_unit`).
         self.request_gate = FairGate(max(1, pool_size + max_overflow - RESERVED_CONNECTIONS), 30.0)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)

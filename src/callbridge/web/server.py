@@ -10,12 +10,18 @@ adds that bound; :class:`callbridge.web.middleware.BodyTimeout` bounds the body.
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from typing import Any
 
+from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from callbridge.config import Settings
 from callbridge.services.agents import MAX_FRAME_BYTES
+
+log = logging.getLogger(__name__)
 
 _TIMEOUT_BODY = b'{"error": {"code": "request_timeout", "message": "the request headers took too long"}}'
 _TIMEOUT_ANSWER = (
@@ -105,3 +111,79 @@ def uvicorn_options(settings: Settings, *, workers: int = 1) -> dict[str, Any]:
         # 16 MiB). Bigger ones are refused with 1009 while they arrive, before being buffered.
         "ws_max_size": MAX_FRAME_BYTES,
     }
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` with ``SO_REUSEPORT``: each worker process gets one of its
+    own on the same address, and the kernel spreads new connections evenly over them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class SpreadWorkers(Multiprocess):
+    """uvicorn's worker supervisor, with a listening socket per worker instead of one shared.
+
+    With one shared socket, whichever worker wakes first takes the connections that arrive
+    together: 200 clients connecting at once were measured 171 to 33 over two workers, and the
+    busy worker's clients waited three times as long. Sockets of their own, all bound with
+    ``SO_REUSEPORT``, let the kernel spread connections by their addresses. A worker that dies is
+    replaced on its own socket."""
+
+    def __init__(self, config: Config, host: str, port: int) -> None:
+        self.slots = [listening_socket(host, port) for _ in range(config.workers)]
+        super().__init__(config, sockets=self.slots[:1])
+
+    def _start(self, slot: int) -> Process:
+        process = Process(self.config, [self.slots[slot]])
+        process.start()
+        return process
+
+    def init_processes(self) -> None:
+        self.processes = [self._start(slot) for slot in range(self.processes_num)]
+
+    def restart_all(self) -> None:
+        """Replaces each worker (SIGHUP), the new one serving before the old one is stopped."""
+        for slot, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = self._start(slot)
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                if not self.should_exit.is_set():
+                    log.error("a new worker was not ready in time; keeping the old one")
+                return
+            old.terminate()
+            old.join()
+            self.processes[slot] = new
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return
+        for slot, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung: make sure
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:  # would fail the same way again
+                log.error("worker [%s] failed to start; stopping", process.pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            log.info("worker [%s] died; starting another", process.pid)
+            self.processes[slot] = self._start(slot)
+
+
+def serve_workers(config: Config, host: str, port: int) -> None:
+    """Run ``config.workers`` worker processes on ``host:port`` (see :class:`SpreadWorkers`)."""
+    SpreadWorkers(config, host, port).run()
