@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -104,3 +106,31 @@ async def test_streamed_results_still_read_every_row(db: Database) -> None:
         result = await session.stream(text("SELECT name FROM t ORDER BY id"))
         names = [row[0] async for row in result]
     assert len(names) == 250 and names[0] == "n0" and names[-1] == "n249"
+
+
+async def test_a_write_cancelled_while_it_runs_leaves_the_write_lock_free(db: Database) -> None:
+    """A caller cancelled while the thread still runs its write (the statement may have begun a
+    transaction): the connection is rolled back or closed, never given back holding the lock."""
+    many_rows = text(
+        "INSERT INTO t (name) WITH RECURSIVE n(i) AS "
+        "(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000) SELECT 'r' || i FROM n"
+    )
+
+    async def write() -> None:
+        async with db.session() as session:
+            await session.execute(many_rows)
+
+    for delay in (0.0, 0.01, 0.05):
+        task = asyncio.create_task(write())
+        await asyncio.sleep(delay)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with aiosqlite.connect(db.sqlite_file or "", timeout=2) as other:
+            await other.execute("BEGIN IMMEDIATE")  # waits at most 2 s for a lock left behind
+            await other.execute("DELETE FROM t")
+            await other.commit()
+    async with db.session() as session:  # and the pool's connections still work
+        await session.execute(text("INSERT INTO t (name) VALUES ('after')"))
+    async with db.session() as session:
+        assert (await session.execute(text("SELECT name FROM t"))).scalars().all() == ["after"]

@@ -125,10 +125,12 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         self._in_transaction = False
 
     def run(self, function: Any, operation: Any, parameters: Any) -> _Outcome:
+        # Until SQLite says otherwise: a statement that fails, or whose caller is cancelled while
+        # the thread still runs it, may have begun a transaction, and the roll-back must be sent.
+        self._in_transaction = True
         try:
             outcome: _Outcome = await_(self._run(function, operation, parameters))
         except Exception as error:
-            self._in_transaction = True  # not known: let the next commit or roll-back ask SQLite
             self._handle_exception(error)
         self._in_transaction = outcome[4]
         return outcome
