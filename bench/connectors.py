@@ -1,18 +1,23 @@
-"""ERP connectors: first directory sync of 100,000 ERPNext contacts, and hang-up → Call Log.
+"""ERP connectors: first directory sync of 100,000 ERP contacts, and hang-up → call in the ERP.
 
-1. A Frappe site simulator (callbridge.crm.frappe_simulator) runs in its own process on
-   loopback with N Contacts (default 100,000; one or two numbers each, most linked to one of
-   N/20 Customers). A hub on SQLite (in a temporary data dir, through the real migrations)
-   makes its first full sync through the ERPNext connector: wall time and this process's peak
-   RSS (the simulator's memory is not counted: it is another process).
-   Goals: <= 60 s and <= 200 MB.
-2. Calls at a steady rate (default 20 calls/s for 30 s): each starts, rings, is answered and
-   hangs up 2 s later; the pusher writes each into the simulator's Call Log. Latency from the
-   moment the hang-up is handed to the hub until the simulator has stored the Call Log with its
-   final status (both clocks are this machine's). Goal: p99 <= 2 s.
+For each ERP (``--erp erpnext``, ``odoo`` or ``both``, the default):
+
+1. The ERP's simulator (callbridge.crm.frappe_simulator / odoo_simulator) runs in its own
+   process on loopback with N contacts (default 100,000; ERPNext: Contacts with one or two
+   numbers, most linked to one of N/20 Customers; Odoo: people ``res.partner``, most of one of
+   N/20 companies). A hub on SQLite (in a temporary data dir, through the real migrations) makes
+   its first full sync through the connector: wall time and this process's peak RSS (the
+   simulator's memory is not counted: it is another process). Goals: <= 60 s and <= 200 MB.
+2. Calls at a steady rate (default 20 calls/s for 30 s) from numbers of the directory: each
+   starts, rings, is answered and hangs up 2 s later; the pusher writes each into the ERP
+   (ERPNext: the Call Log, updated as the call goes; Odoo: a note on the partner's chatter when
+   the call ends). Latency from the moment the hang-up is handed to the hub until the simulator
+   has stored the call with its final status (both clocks are this machine's). Goal: p99 <= 2 s.
+   ``--trace``: where the slowest calls spent their time (hang-up stored with its outbox row,
+   claimed by the pusher, request sent to the ERP, stored by the ERP).
 
 The peers (the Frappe/ERPNext telephony apps) have no directory sync: they query the ERP live.
-Run: .venv/bin/python bench/connectors.py [--contacts N] [--rate 20] [--seconds 30]
+Run: .venv/bin/python bench/connectors.py [--erp both] [--contacts N] [--rate 20] [--seconds 30]
 A benchmark, not a test: it prints figures, it never fails on them.
 """
 
@@ -30,6 +35,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import text
@@ -47,19 +53,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_simulator(port: int, contacts: int) -> subprocess.Popen[str]:
-    """The Frappe site simulator in its own process (its memory is not ours)."""
-    command = [sys.executable, "-m", "callbridge.crm.frappe_simulator", "--port", str(port)]
-    return subprocess.Popen([*command, "--contacts", str(contacts)], stdout=subprocess.PIPE, text=True)
+def start_simulator(erp: str, port: int, contacts: int) -> subprocess.Popen[str]:
+    """The ERP's simulator in its own process (its memory is not ours)."""
+    module = "callbridge.crm.frappe_simulator" if erp == "erpnext" else "callbridge.crm.odoo_simulator"
+    command = [sys.executable, "-m", module, "--port", str(port), "--contacts", str(contacts)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def number(n: int, contacts: int) -> str:
+    """The number of a contact both simulators' ``populate`` made (spread over the directory)."""
+    k = (n * 7919) % contacts
+    return f"+1415{200 + k // 10000:03d}{k % 10000:04d}"
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+GOAL_P99 = 2.0
+
+
 async def run(args: argparse.Namespace) -> None:
+    erps = ["erpnext", "odoo"] if args.erp == "both" else [args.erp]
+    results = []
+    for erp in erps:
+        results.append((erp, await run_one(erp, args)))
+    print(
+        f"summary, hang-up -> call in the ERP at {args.rate:g} calls/s"
+        f" (goal p99 <= {GOAL_P99 * 1000:.0f} ms):"
+    )
+    for erp, (p50, p99, worst) in results:
+        print(
+            f"  {erp:<8} p50 {p50 * 1000:>6.0f} ms   p99 {p99 * 1000:>6.0f} ms   max {worst * 1000:>6.0f} ms"
+            f"   p99/goal = {p99 / GOAL_P99:.2f}"
+        )
+
+
+async def run_one(erp: str, args: argparse.Namespace) -> tuple[float, float, float]:
     port = free_port()
-    sim = start_simulator(port, args.contacts)
+    sim = start_simulator(erp, port, args.contacts)
     base = f"http://127.0.0.1:{port}"
     try:
         assert sim.stdout is not None
@@ -67,7 +99,7 @@ async def run(args: argparse.Namespace) -> None:
         line = await asyncio.to_thread(sim.stdout.readline)
         if "ready" not in line:
             raise SystemExit(f"the simulator did not start: {line!r}")
-        print(f"simulator: {args.contacts:,} contacts ready in {time.monotonic() - started:.1f} s")
+        print(f"{erp} simulator: {args.contacts:,} contacts ready in {time.monotonic() - started:.1f} s")
         with tempfile.TemporaryDirectory() as tmp:
             settings = Settings(
                 data_dir=Path(tmp),
@@ -84,13 +116,14 @@ async def run(args: argparse.Namespace) -> None:
             gc.freeze()
             assert hub.connectors is not None
             async with hub.db.unit() as repos:
-                await repos.connectors.add(
-                    "erp",
-                    ConnectorKind.ERPNEXT,
-                    base,
-                    {},
-                    {"api_key": "bench-key", "api_secret": "bench-secret"},
-                )
+                if erp == "erpnext":
+                    secrets = {"api_key": "bench-key", "api_secret": "bench-secret"}
+                    await repos.connectors.add("erp", ConnectorKind.ERPNEXT, base, {}, secrets)
+                else:
+                    config = {"database": "odoo", "username": "bench@example.com"}
+                    await repos.connectors.add(
+                        "erp", ConnectorKind.ODOO, base, config, {"api_key": "bench-key"}
+                    )
             before = peak_rss_mb()
             t0 = time.monotonic()
             report = await hub.connectors.sync("erp")
@@ -102,24 +135,90 @@ async def run(args: argparse.Namespace) -> None:
             print(f"  records/s : {report.read / took:>8,.0f}")
             print("peers (Frappe/ERPNext telephony apps): no directory sync; they query the ERP per call")
 
-            latencies = await calls(hub, base, args.rate, args.seconds)
+            trace = Trace(hub) if args.trace else None
+            latencies = await calls(hub, erp, base, args.rate, args.seconds, args.contacts, trace)
             await hub.close()
         latencies.sort()
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(
-            f"hang-up -> Call Log stored, {len(latencies):,} calls at {args.rate:g} calls/s"
-            f" for {args.seconds:g} s:"
-        )
+        what = "Call Log stored" if erp == "erpnext" else "chatter note posted"
+        print(f"hang-up -> {what}, {len(latencies):,} calls at {args.rate:g} calls/s for {args.seconds:g} s:")
         print(f"  p50       : {p50 * 1000:>8.0f} ms")
-        print(f"  p99       : {p99 * 1000:>8.0f} ms   (goal <= 2000 ms)")
+        print(
+            f"  p99       : {p99 * 1000:>8.0f} ms   (goal <= {GOAL_P99 * 1000:.0f} ms;"
+            f" p99/goal = {p99 / GOAL_P99:.2f})"
+        )
         print(f"  max       : {latencies[-1] * 1000:>8.0f} ms")
+        return p50, p99, latencies[-1]
     finally:
         sim.terminate()
         sim.wait(10)
 
 
-async def calls(hub: Hub, base: str, rate: float, seconds: float) -> list[float]:
+class Trace:
+    """Per call: when its hang-up was stored (with its outbox row), claimed by the pusher, sent
+    to the ERP. Wraps the hub's own steps (a bench aid; the product is not changed by it)."""
+
+    def __init__(self, hub: Hub) -> None:
+        assert hub.connectors is not None
+        self.stored: dict[str, float] = {}
+        self.claimed: dict[int, float] = {}
+        self.sent: dict[int, float] = {}
+        handle, connectors = hub.handle_events, hub.connectors
+        claim, connector = connectors.claim, connectors.connector
+        wrapped: set[int] = set()
+
+        async def handle_events(events: Any) -> None:
+            await handle(events)
+            for e in events:
+                if isinstance(e, CallEnded):
+                    self.stored[e.call_id] = time.time()
+
+        async def claimed(at: datetime, limit: int, lease: timedelta) -> Any:
+            jobs = await claim(at, limit, lease)
+            for job in jobs:
+                self.claimed[job.call_id] = time.time()
+            return jobs
+
+        async def built(connector_id: int) -> Any:
+            built = await connector(connector_id)
+            if built is not None and id(built) not in wrapped:
+                wrapped.add(id(built))
+                push = built.push
+
+                async def sent(call: Any, known: str) -> Any:
+                    self.sent[call.call_id] = time.time()
+                    return await push(call, known)
+
+                built.push = sent  # type: ignore[method-assign]
+            return built
+
+        hub.handle_events = handle_events  # type: ignore[method-assign]
+        connectors.claim = claimed  # type: ignore[method-assign]
+        connectors.connector = built  # type: ignore[method-assign]
+
+    def show(self, hung_up: dict[str, float], ids: dict[str, int], done: dict[str, float]) -> None:
+        slowest = sorted(
+            hung_up,
+            key=lambda c: done.get(f"callbridge-{ids[c]}", hung_up[c] + 99) - hung_up[c],
+            reverse=True,
+        )
+        print("  slowest calls, seconds after the hang-up: stored+queued / claimed / sent / in the ERP")
+        for call_id in slowest[:5]:
+            t, db_id = hung_up[call_id], ids[call_id]
+
+            def at(value: float | None, t: float = t) -> str:
+                return f"{value - t:6.3f}" if value is not None else "     -"
+
+            print(
+                f"    {call_id:<10} {at(self.stored.get(call_id))} / {at(self.claimed.get(db_id))}"
+                f" / {at(self.sent.get(db_id))} / {at(done.get(f'callbridge-{db_id}'))}"
+            )
+
+
+async def calls(
+    hub: Hub, erp: str, base: str, rate: float, seconds: float, contacts: int, trace: Trace | None = None
+) -> list[float]:
     assert hub.connectors is not None
     hub.connectors.pusher.start()
     hung_up: dict[str, float] = {}
@@ -131,7 +230,6 @@ async def calls(hub: Hub, base: str, rate: float, seconds: float) -> list[float]
 
     async def one(n: int) -> None:
         call_id = f"bench-{n}"
-        number = f"+1415{200 + (n * 7919) % 10:03d}{(n * 7919) % 10000:04d}"
         at = datetime.now(UTC)
         await sink(
             CallStarted(
@@ -139,7 +237,7 @@ async def calls(hub: Hub, base: str, rate: float, seconds: float) -> list[float]
                 call_id=call_id,
                 at=at,
                 direction=Direction.INBOUND,
-                from_number=number,
+                from_number=number(n, contacts),
                 to_number="100",
             )
         )
@@ -166,13 +264,23 @@ async def calls(hub: Hub, base: str, rate: float, seconds: float) -> list[float]
     await asyncio.gather(*tasks)
     await sink.close()
     # Wait until every call is stored as completed (or 30 s).
+    done: dict[str, float] = {}
     async with httpx.AsyncClient(
         base_url=base, headers={"Authorization": "token bench-key:bench-secret"}
     ) as c:
         deadline = time.monotonic() + 30
         while True:
-            times = (await c.get("/api/method/callbridge.simulator.call_log_times")).json()["message"]
-            done = {name: at for name, status, at in times if status == "Completed"}
+            if erp == "erpnext":
+                times = (await c.get("/api/method/callbridge.simulator.call_log_times")).json()["message"]
+                done = {}
+                for name, status, at in times:
+                    if status == "Completed":
+                        done.setdefault(name, at)
+            else:
+                times = (await c.get("/callbridge/simulator/message_times")).json()["message"]
+                done = {}
+                for name, at in times:
+                    done.setdefault(name, at)
             if len(done) >= count or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
@@ -188,6 +296,8 @@ async def calls(hub: Hub, base: str, rate: float, seconds: float) -> list[float]
     missing = sum(1 for call_id in hung_up if f"callbridge-{ids[call_id]}" not in done)
     if missing:
         print(f"  {missing} calls not stored as completed within 30 s (counted as 30 s)")
+    if trace is not None:
+        trace.show(hung_up, ids, done)
     return out
 
 
@@ -195,9 +305,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--erp", choices=["erpnext", "odoo", "both"], default="both")
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--trace", action="store_true", help="where the slowest calls spent their time")
     asyncio.run(run(parser.parse_args()))
 
 

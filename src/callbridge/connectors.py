@@ -39,7 +39,7 @@ from callbridge.domain.errors import Conflict, InvalidInput
 from callbridge.domain.events import Direction, Disposition
 from callbridge.domain.recordings import RecordingStatus
 from callbridge.services.directory import relink_numbers
-from callbridge.store.connectors import OutboxJob, SqlConnectors
+from callbridge.store.connectors import OutboxJob, SqlConnectors, Written
 
 if TYPE_CHECKING:
     from callbridge.store.db import Database
@@ -282,7 +282,9 @@ class ConnectorHub:
     # -- the outbox (OutboxHost) ------------------------------------------------------------------
 
     async def claim(self, at: datetime, limit: int, lease: timedelta) -> list[Job]:
-        async with self.db.unit() as repos:
+        # In turn with ingest: on SQLite a writer left to the lock's retries waits seconds
+        # behind a steady stream of ingest transactions (see Database.write_turn).
+        async with self.db.write_turn(), self.db.unit() as repos:
             return list(await repos.connectors.claim(at, limit, lease))
 
     async def next_due_at(self) -> datetime | None:
@@ -345,19 +347,24 @@ class ConnectorHub:
         return self.settings.public_url.rstrip("/") + f"/shared/{token}"
 
     async def finish(self, outcomes: list[Outcome], recovered: set[int]) -> None:
-        async with self.db.unit() as repos:
-            for o in outcomes:
-                assert isinstance(o.job, OutboxJob)
-                if o.result is not None:
-                    await repos.connectors.pushed(
-                        o.job, o.result.ext_id, o.result.url, o.result.note, o.recording_url
-                    )
-                elif o.retry_at is not None:
-                    await repos.connectors.retry(o.job, o.error, o.retry_at)
-            failed: dict[int, Outcome] = {o.job.connector_id: o for o in outcomes if o.result is None}
-            for connector_id, o in failed.items():
+        written: list[Written] = []
+        failed: list[tuple[OutboxJob, str, datetime]] = []
+        for o in outcomes:
+            assert isinstance(o.job, OutboxJob)
+            if o.result is not None:
+                written.append(Written(o.job, o.result.ext_id, o.result.url, o.result.note, o.recording_url))
+            elif o.retry_at is not None:
+                failed.append((o.job, o.error, o.retry_at))
+        # A statement per kind of outcome, not per call: on SQLite this transaction holds the
+        # write lock from its first write to its commit, and every await in between is a turn of
+        # a busy event loop that ingest (a hang-up) and the next claim wait behind.
+        async with self.db.write_turn(), self.db.unit() as repos:
+            await repos.connectors.pushed(written)
+            await repos.connectors.retry(failed)
+            failing: dict[int, Outcome] = {o.job.connector_id: o for o in outcomes if o.result is None}
+            for connector_id, o in failing.items():
                 await repos.connectors.note_error(connector_id, f"call {o.job.call_id}: {o.error}")
-            for connector_id in recovered - set(failed):
+            for connector_id in recovered - set(failing):
                 await repos.connectors.due_now(connector_id)
                 await repos.connectors.note_error(connector_id, "")
         if recovered:

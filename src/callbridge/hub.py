@@ -733,7 +733,8 @@ class Hub:
         ``followups_after``, the calls that need follow-up work are added to it instead."""
         try:
             lane: list[Ingested] = []
-            async with self.db.unit() as repos:
+            # On SQLite the ERP outbox writes in turn with ingest (see Database.write_turn).
+            async with self.db.write_turn(), self.db.unit() as repos:
                 stores = await repos.batch_stores()
                 calls = BatchedCalls(repos.calls, stores.calls)
                 extensions = CachedExtensions(stores.extensions)

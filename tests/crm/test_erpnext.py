@@ -10,6 +10,7 @@ from sqlalchemy import text, update
 from tests.conftest import add_user
 from tests.crm.conftest import T0, call_events, push_all
 
+from callbridge.crm.base import Check
 from callbridge.crm.erpnext import ErpnextConnector
 from callbridge.crm.frappe_simulator import FrappeSimulator
 from callbridge.domain.connectors import ConnectorKind
@@ -99,7 +100,7 @@ async def test_test_connection_says_what_is_wrong(hub: Hub, frappe: FrappeSimula
     assert [c.ok for c in checks] == [False]
     assert "refused the credentials" in checks[0].detail
 
-    frappe.add_key("key2", "secret2", read={"Contact", "Customer", "Call Log"})
+    frappe.add_key("key2", "secret2", read={"Contact", "Customer", "Call Log", "Employee", "User"})
     connector = ErpnextConnector(frappe.base_url, "key2", "secret2")
     checks = await connector.test()
     await connector.aclose()
@@ -110,6 +111,43 @@ async def test_test_connection_says_what_is_wrong(hub: Hub, frappe: FrappeSimula
     checks = await closed.test()
     await closed.aclose()
     assert not checks[0].ok and "cannot reach http://127.0.0.1:9" in checks[0].detail
+
+
+@pytest.mark.parametrize(
+    ("unreadable", "expected"),
+    [
+        (
+            {"Employee"},
+            {
+                "read Employee": "the API user may not read Employee (needed for the Call Log's"
+                " call_received_by): calls are written without who took them"
+            },
+        ),
+        (
+            {"Employee", "User"},
+            {
+                "read Employee": "the API user may not read Employee (needed for the Call Log's"
+                " call_received_by): calls are written without who took them",
+                "read User": "the API user may not read User (needed for the Call Log's"
+                " employee_user_id): calls are written without who took them",
+            },
+        ),
+    ],
+)
+async def test_test_connection_names_employee_and_user_it_may_not_read(
+    hub: Hub, frappe: FrappeSimulator, unreadable: set[str], expected: dict[str, str]
+) -> None:
+    assert hub.connectors is not None
+    readable = {"Contact", "Customer", "Lead", "Call Log", "Employee", "User"} - unreadable
+    frappe.add_key("key2", "secret2", user="bot@example.com", read=readable)
+    async with hub.db.unit() as repos:
+        await repos.connectors.add(
+            "erp", ConnectorKind.ERPNEXT, frappe.base_url, {}, {"api_key": "key2", "api_secret": "secret2"}
+        )
+    checks = await hub.connectors.test("erp")
+    assert checks[0] == Check("sign in", True, "signed in as bot@example.com")
+    assert {c.what: c.detail for c in checks if not c.ok} == expected
+    assert {c.what for c in checks if c.ok} == {"sign in"} | {f"read {d}" for d in readable}
 
 
 # -- directory sync -------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ _FIELDS = {
     "Lead": ["name", "lead_name", "company_name", "phone", "mobile_no", "email_id", "lead_owner", "modified"],
     "Contact": ["name", "first_name", "last_name", "email_id", "modified"],
 }
+# What "who took the call" reads, and the Call Log field each fills.
+PEOPLE = (("Employee", "call_received_by"), ("User", "employee_user_id"))
 # How long who-is-who (User → Employee) is believed before ERPNext is asked again.
 PEOPLE_TTL = 300.0
 _STATUS = {
@@ -172,6 +174,19 @@ class ErpnextConnector:
                 checks.append(Check(f"read {doctype}", True))
             except ErpForbidden:
                 checks.append(Check(f"read {doctype}", False, f"the API user may not read {doctype}"))
+            except ConnectorError as exc:
+                checks.append(Check(f"read {doctype}", False, str(exc)))
+        # Who took each call: the Employee whose user_id is the person's address, else the User.
+        for doctype, field in PEOPLE:
+            try:
+                await self._list(doctype, ["name"], [], 0, 1, "modified desc")
+                checks.append(Check(f"read {doctype}", True))
+            except ErpForbidden:
+                why = (
+                    f"the API user may not read {doctype} (needed for the Call Log's {field}):"
+                    " calls are written without who took them"
+                )
+                checks.append(Check(f"read {doctype}", False, why))
             except ConnectorError as exc:
                 checks.append(Check(f"read {doctype}", False, str(exc)))
         return checks

@@ -13,7 +13,12 @@ says ``active_test: False``.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import gc
 import itertools
+import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -90,6 +95,7 @@ RELATION = {
     ("mail.message", "author_id"): "res.partner",
 }
 MAIL_THREADS = {"res.partner", "crm.lead"}
+_MARKER = re.compile(r"\[(callbridge-\d+)\]")
 MESSAGE_TYPES = {"comment", "notification", "email", "user_notification", "auto_comment"}
 _LABEL = {"res.partner": "Contact", "crm.lead": "Lead/Opportunity", "mail.activity": "Activity"}
 
@@ -145,11 +151,15 @@ class OdooSimulator(LoopbackServer):
         self.calls: list[tuple[str, str]] = []  # (model, method) of every object call
         # Activities marked done (``action_feedback`` / ``action_done``): (activity, feedback).
         self.done_activities: list[tuple[dict[str, Any], str]] = []
+        # (marker, wall-clock time) of every chatter note that carries ``[callbridge-<id>]``: how
+        # long a call took to arrive (the bench reads it at /callbridge/simulator/message_times).
+        self.message_times: list[tuple[str, float]] = []
         self.app = Starlette(
             routes=[
                 Route("/web/version", self._version, methods=["GET", "POST"]),
                 Route("/jsonrpc", self._jsonrpc, methods=["POST"]),
                 Route("/json/2/{model}/{method}", self._json2, methods=["POST"]),
+                Route("/callbridge/simulator/message_times", self._message_times, methods=["GET"]),
             ]
         )
         for name in self.models:
@@ -222,6 +232,11 @@ class OdooSimulator(LoopbackServer):
                 "protocol_version": 1,
             }
         )
+
+    async def _message_times(self, request: Request) -> Response:
+        """Not Odoo's: when each call's note was posted, for the bench (like the Frappe
+        simulator's ``callbridge.simulator.call_log_times``)."""
+        return JSONResponse({"message": self.message_times})
 
     async def _jsonrpc(self, request: Request) -> Response:
         fault = await self.fault_for(request.url.path)
@@ -482,6 +497,9 @@ class OdooSimulator(LoopbackServer):
                     "author_id": False,
                 },
             )
+            marker = _MARKER.search(row["body"])
+            if marker:
+                self.message_times.append((marker.group(1), time.time()))
             return row["id"]
         if method in ("action_feedback", "action_done"):
             if model != "mail.activity":
@@ -545,3 +563,52 @@ class OdooSimulator(LoopbackServer):
         for row in self._records(model, ids):
             self.unlink(model, row["id"])
         return True
+
+
+def populate(sim: OdooSimulator, contacts: int) -> None:
+    """``contacts`` people (``res.partner``), each with the number ``+1 415 2xx xxxx`` the Frappe
+    simulator's populate gives its Contact of the same index, most of them of one of
+    contacts/20 companies; for the bench and demos."""
+    companies = [
+        sim.add("res.partner", {"name": f"Company {n}", "is_company": True})["id"]
+        for n in range(max(1, contacts // 20))
+    ]
+    for n in range(contacts):
+        sim.add(
+            "res.partner",
+            {
+                "name": f"First{n} Last{n}",
+                "is_company": False,
+                "parent_id": companies[n % len(companies)] if n % 5 else False,
+                "phone": f"+1 415 {200 + n // 10000:03d} {n % 10000:04d}",
+                "email": f"p{n}@example.com",
+            },
+        )
+
+
+def main() -> None:
+    """Serve a populated simulator on loopback until stopped (the bench runs it in its own process)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8069)
+    parser.add_argument("--contacts", type=int, default=1000)
+    parser.add_argument("--version", type=int, default=17)
+    parser.add_argument("--database", default="odoo")
+    parser.add_argument("--login", default="bench@example.com")
+    parser.add_argument("--key", default="bench-key")
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        sim = OdooSimulator(version=args.version, database=args.database)
+        sim.add_user(args.login, args.key)
+        populate(sim, args.contacts)
+        gc.collect()
+        gc.freeze()  # as the Frappe simulator: the records stay out of the collector's passes
+        await sim.start(args.port)
+        print(f"ready on {sim.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

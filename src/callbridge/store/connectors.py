@@ -117,6 +117,17 @@ connector_calls = Table(
 
 
 @dataclass(frozen=True, slots=True)
+class Written:
+    """A call the ERP took: where it went (``ext_id``, ``url``), a note, the recording link sent."""
+
+    job: OutboxJob
+    ext_id: str
+    url: str
+    note: str = ""
+    recording_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxJob:
     id: int
     connector_id: int
@@ -586,9 +597,14 @@ class SqlConnectors:
         return await enqueue_call_changes(self.session, call_ids, connector_ids)
 
     async def claim(self, at: datetime, limit: int, lease: timedelta) -> list[OutboxJob]:
-        """Jobs due now, moved ``lease`` ahead so another worker leaves them alone meanwhile."""
-        query = (
-            select(connector_calls)
+        """Jobs due now, moved ``lease`` ahead so another worker leaves them alone meanwhile.
+
+        One statement (``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING``): on SQLite the
+        write lock is taken at once and given back with the commit, not held (or fought for
+        with a read snapshot gone stale) across the event loop turns between a read and a write.
+        """
+        due = (
+            select(connector_calls.c.id)
             .select_from(connector_calls.join(connectors, connectors.c.id == connector_calls.c.connector_id))
             .where(
                 connector_calls.c.version > connector_calls.c.pushed_version,
@@ -599,14 +615,15 @@ class SqlConnectors:
             .limit(limit)
         )
         if self.session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(of=connector_calls, skip_locked=True)
-        rows = (await self.session.execute(query)).all()
-        if rows:
+            due = due.with_for_update(of=connector_calls, skip_locked=True)
+        rows = (
             await self.session.execute(
                 update(connector_calls)
-                .where(connector_calls.c.id.in_([r.id for r in rows]))
+                .where(connector_calls.c.id.in_(due))
                 .values(next_at=at + lease)
+                .returning(*connector_calls.c)
             )
+        ).all()
         return [
             OutboxJob(
                 r.id,
@@ -618,7 +635,7 @@ class SqlConnectors:
                 r.recording_url,
                 r.changed_at,
             )
-            for r in rows
+            for r in sorted(rows, key=lambda r: int(r.id))
         ]
 
     async def next_due_at(self) -> datetime | None:
@@ -628,23 +645,42 @@ class SqlConnectors:
         found: datetime | None = (await self.session.execute(query)).scalar()
         return found
 
-    async def pushed(self, job: OutboxJob, ext_id: str, url: str, note: str, recording_url: str) -> None:
+    async def pushed(self, written: Sequence[Written]) -> None:
+        """Record calls written: each job's version is the one the ERP has now. One statement
+        for the whole round (see :meth:`claim`: SQLite's write lock is held for one turn)."""
+        if not written:
+            return
+        ext_id, url = bindparam("w_ext_id", type_=String()), bindparam("w_url", type_=String())
+        version = bindparam("w_version", type_=Integer())
+        stamp = bindparam("w_at", type_=UtcDateTime())
         await self.session.execute(
             update(connector_calls)
-            .where(connector_calls.c.id == job.id)
+            .where(connector_calls.c.id == bindparam("w_id", type_=Integer()))
             .values(
                 pushed_version=case(
-                    (connector_calls.c.pushed_version < job.version, job.version),
+                    (connector_calls.c.pushed_version < version, version),
                     else_=connector_calls.c.pushed_version,
                 ),
                 attempts=0,
-                next_at=now(),
-                pushed_at=now(),
-                last_error=note[:500],
-                ext_id=ext_id[:200] or connector_calls.c.ext_id,
-                url=url[:500] or connector_calls.c.url,
-                recording_url=recording_url[:1000],
-            )
+                next_at=stamp,
+                pushed_at=stamp,
+                last_error=bindparam("w_note", type_=String()),
+                ext_id=case((ext_id != "", ext_id), else_=connector_calls.c.ext_id),
+                url=case((url != "", url), else_=connector_calls.c.url),
+                recording_url=bindparam("w_recording_url", type_=String()),
+            ),
+            [
+                {
+                    "w_id": w.job.id,
+                    "w_version": w.job.version,
+                    "w_at": now(),
+                    "w_note": w.note[:500],
+                    "w_ext_id": w.ext_id[:200],
+                    "w_url": w.url[:500],
+                    "w_recording_url": w.recording_url[:1000],
+                }
+                for w in written
+            ],
         )
 
     async def due_now(self, connector_id: int) -> None:
@@ -659,11 +695,19 @@ class SqlConnectors:
             .values(next_at=now(), attempts=0)
         )
 
-    async def retry(self, job: OutboxJob, error: str, at: datetime) -> None:
+    async def retry(self, failed: Sequence[tuple[OutboxJob, str, datetime]]) -> None:
+        """Record calls not written: (job, error, when to try again), one statement for all."""
+        if not failed:
+            return
         await self.session.execute(
             update(connector_calls)
-            .where(connector_calls.c.id == job.id)
-            .values(attempts=connector_calls.c.attempts + 1, next_at=at, last_error=error[:500])
+            .where(connector_calls.c.id == bindparam("r_id", type_=Integer()))
+            .values(
+                attempts=connector_calls.c.attempts + 1,
+                next_at=bindparam("r_at", type_=UtcDateTime()),
+                last_error=bindparam("r_error", type_=String()),
+            ),
+            [{"r_id": job.id, "r_at": at, "r_error": error[:500]} for job, error, at in failed],
         )
 
     async def externals_of_call(self, call_id: int) -> list[ExternalRef]:
