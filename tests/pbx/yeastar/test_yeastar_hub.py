@@ -20,11 +20,12 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from tests.conftest import api_token
+from tests.conftest import add_user, api_token
 
 from callbridge.config import Settings
 from callbridge.domain.errors import PbxUnavailable
 from callbridge.domain.pbx import PbxKind
+from callbridge.domain.users import Role
 from callbridge.hub import Hub
 from callbridge.pbx.yeastar.inbox import StoredWebhook
 from callbridge.pbx.yeastar.link import YeastarConfig, YeastarLink
@@ -858,6 +859,16 @@ async def test_queue_calls_land_with_their_queue_and_figures_and_an_ivr_is_no_qu
             "paused_seconds_by_reason": None,
         }
         assert agents["2005"]["answered"] == 0 and agents["2005"]["ring_no_answer"] is None
+
+        # An agent who owns nothing: the queue's totals (the team's), no agent's row, no call.
+        await add_user(setup.hub, "nobody", Role.AGENT)
+        nobody = {"authorization": f"Bearer {await api_token(setup.hub, 'nobody')}"}
+        theirs = (await setup.api.get("/api/v1/queues/sales/stats", headers=nobody)).json()
+        assert theirs["offered"] == 2 and theirs["agents"] == []
+        hidden = await setup.api.get(f"/api/v1/calls/{answered['id']}", headers=nobody)
+        assert hidden.status_code == 404
+        pbx_settings = await setup.api.get("/api/v1/pbxes/cloud", headers=nobody)
+        assert pbx_settings.status_code == 403
 
         today = datetime.now(UTC).date()
         period = {"from": today.isoformat(), "to": (today + timedelta(days=1)).isoformat(), "tz": "UTC"}
