@@ -111,3 +111,29 @@ def test_teams_for_callbacks(tmp_path: Path) -> None:
     assert refused.returncode == 1 and "no active user named 'ghost'" in refused.stderr
     run(tmp_path, "team", "remove", "support")
     assert "support" not in run(tmp_path, "team", "list").stdout
+
+
+def _pbx_config(data_dir: Path, name: str) -> dict[str, object]:
+    import json
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "callbridge.db") as db:
+        (config,) = db.execute("SELECT config FROM pbxes WHERE name = ?", (name,)).fetchone()
+    return dict(json.loads(config))
+
+
+def test_yeastar_queue_numbers_from_the_command_line(tmp_path: Path) -> None:
+    run(tmp_path, "migrate")
+    base = ["pbx", "add", "yeastar", "cloud", "--base-url", "https://pbx.example.com"]
+    base += ["--client-id", "cid", "--client-secret", "cs", "--webhook-secret", "ws"]
+    bad = run(tmp_path, *base, "--queue", "64x=sales", check=False)
+    assert bad.returncode == 1 and "queue number '64x' is not valid" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    run(tmp_path, *base, "--queue", "6400=sales", "--queue", "6401", "--timezone", "Europe/Berlin")
+    config = _pbx_config(tmp_path, "cloud")
+    assert config["queues"] == {"6400": "sales", "6401": "6401"} and config["timezone"] == "Europe/Berlin"
+    run(tmp_path, "pbx", "edit", "cloud", "--queue", "6402=support")
+    config = _pbx_config(tmp_path, "cloud")
+    assert config["queues"] == {"6402": "support"} and config["timezone"] == "Europe/Berlin"
+    run(tmp_path, "pbx", "edit", "cloud", "--no-queues")
+    assert _pbx_config(tmp_path, "cloud")["queues"] == {}

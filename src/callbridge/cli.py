@@ -30,6 +30,7 @@ from callbridge.services.pbxes import (
     YeastarSettings,
     add_pbx,
     edit_pbx,
+    parse_queue_numbers,
     webhook_url,
 )
 from callbridge.store.db import display_url
@@ -753,6 +754,11 @@ def pbx_add_yeastar(
     client_secret: Annotated[str, typer.Option(help="OpenAPI client secret; stored encrypted.")] = "",
     webhook_secret: Annotated[str, typer.Option(help="Webhook signing secret; stored encrypted.")] = "",
     events: Annotated[str, typer.Option(help="webhook (PBX reaches the hub) or websocket.")] = "webhook",
+    timezone: Annotated[str, typer.Option(help="The PBX's time zone (IANA name); its CDRs use it.")] = "UTC",
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(help="A queue's number on the PBX, or NUMBER=NAME (repeatable)."),
+    ] = None,
 ) -> None:
     """Add a Yeastar P-Series PBX and print the webhook URL to paste into its portal."""
     settings_ = YeastarSettings(
@@ -761,6 +767,8 @@ def pbx_add_yeastar(
         client_secret=client_secret,
         webhook_secret=webhook_secret,
         events=events,
+        timezone=timezone,
+        queues=parse_queue_numbers(queue or ()),
     )
 
     async def work(hub: Hub, repos: Repos) -> None:
@@ -791,6 +799,12 @@ def pbx_edit(
     client_secret: Annotated[str | None, typer.Option(help="Yeastar: new client secret.")] = None,
     webhook_secret: Annotated[str | None, typer.Option(help="Yeastar: new webhook secret.")] = None,
     events: Annotated[str | None, typer.Option(help="Yeastar: webhook or websocket.")] = None,
+    timezone: Annotated[str | None, typer.Option(help="Yeastar: the PBX's time zone.")] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(help="Yeastar: a queue's number, or NUMBER=NAME (repeatable); replaces the list."),
+    ] = None,
+    no_queues: Annotated[bool, typer.Option("--no-queues", help="Yeastar: clear the queue numbers.")] = False,
 ) -> None:
     """Change a PBX's settings (only those given); a running hub restarts its link within seconds."""
     changes = PbxChanges(
@@ -807,6 +821,8 @@ def pbx_edit(
         client_secret=client_secret,
         webhook_secret=webhook_secret,
         events=events,
+        timezone=timezone,
+        queues={} if no_queues else None if queue is None else parse_queue_numbers(queue),
     )
     if not changes.given():
         err.print("[red]Error:[/red] nothing to change: give at least one option (see --help).")

@@ -63,6 +63,7 @@ from callbridge.services.live import (
     RecentCall,
 )
 from callbridge.services.mail import MailStore, MailWorker, SmtpConfig, SmtpSender
+from callbridge.services.pbxes import yeastar_queues
 from callbridge.services.pipeline import BatchingSink
 from callbridge.services.ports import EventSink, LinkStatus, PbxLink
 from callbridge.services.queues import WALLBOARD_TOPIC, QueueBoard
@@ -911,6 +912,7 @@ class Hub:
                     events="websocket" if cfg.get("events") == "websocket" else "webhook",
                     default_region=region,
                     timezone=str(cfg.get("timezone") or "UTC"),
+                    queues=yeastar_queues(cfg),
                 ),
                 sink,
                 inbox=self.inbox_store(),  # webhooks: persist first, process after

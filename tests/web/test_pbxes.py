@@ -283,3 +283,83 @@ async def test_webhook_answers_like_an_api_route_without_a_session(
     assert forged.json()["error"]["code"] == "yeastar_webhook_signature_invalid"
     wrong = await client.get(webhook)
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+
+
+async def test_yeastar_queue_numbers_are_checked_in_words(hub: Hub, client: httpx.AsyncClient) -> None:
+    """A Yeastar PBX's queue numbers: digits, each with a name (the number when none is given,
+    no two alike); anything else is a 400 that says what is wrong, and nothing is stored."""
+    admin = await _admin(hub)
+    for bad, words in (
+        ({"64a0": "sales"}, "queue number '64a0' is not valid"),
+        ({"": "sales"}, "queue number '' is not valid"),
+        ({"6400": "big sales"}, "queue name 'big sales'"),
+        ({"6400": "a/b"}, "queue name 'a/b'"),
+        ({"6400": "sales", "6401": "sales"}, "both named 'sales'"),
+        ({"6400": "", "6401": "6400"}, "both named '6400'"),
+    ):
+        answer = await client.post("/api/v1/pbxes", json={**YEASTAR, "queues": bad}, headers=admin)
+        assert answer.status_code == 400, (bad, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_input" and words in error["message"], (bad, error)
+    assert (await client.get("/api/v1/pbxes", headers=admin)).json()["items"] == []
+    made = await client.post(
+        "/api/v1/pbxes", json={**YEASTAR, "queues": {"6400": "sales", "6401": ""}}, headers=admin
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["config"]["queues"] == {"6400": "sales", "6401": "6401"}
+    bad_edit = await client.patch("/api/v1/pbxes/cloud", json={"queues": {"x": ""}}, headers=admin)
+    assert bad_edit.status_code == 400 and "digits only" in bad_edit.json()["error"]["message"]
+    # An Asterisk has app_queue's own names: the setting is not for it.
+    office = await client.post("/api/v1/pbxes", json=ASTERISK, headers=admin)
+    assert office.status_code == 201
+    wrong = await client.patch("/api/v1/pbxes/office", json={"queues": {"6400": ""}}, headers=admin)
+    assert wrong.status_code == 400 and "do not apply" in wrong.json()["error"]["message"]
+
+
+async def test_editing_a_yeastar_keeps_its_time_zone_and_queues_unless_given(
+    hub: Hub, client: httpx.AsyncClient
+) -> None:
+    admin = await _admin(hub)
+    made = await client.post(
+        "/api/v1/pbxes",
+        json={**YEASTAR, "timezone": "Europe/Berlin", "queues": {"6400": "sales"}},
+        headers=admin,
+    )
+    assert made.status_code == 201, made.text
+    edited = await client.patch("/api/v1/pbxes/cloud", json={"client_id": "cid2"}, headers=admin)
+    assert edited.status_code == 200, edited.text
+    config = edited.json()["config"]
+    assert (config["client_id"], config["timezone"], config["queues"]) == (
+        "cid2",
+        "Europe/Berlin",
+        {"6400": "sales"},
+    )
+    edited = await client.patch(
+        "/api/v1/pbxes/cloud", json={"queues": {"6401": "support"}, "timezone": "Asia/Dubai"}, headers=admin
+    )
+    config = edited.json()["config"]
+    assert (config["timezone"], config["queues"]) == ("Asia/Dubai", {"6401": "support"})
+    cleared = await client.patch("/api/v1/pbxes/cloud", json={"queues": {}}, headers=admin)
+    assert cleared.json()["config"]["queues"] == {}
+
+
+async def test_settings_pages_set_a_yeastars_queue_numbers(hub: Hub, admin_client: httpx.AsyncClient) -> None:
+    token = admin_client.headers["x-csrf-token"]
+    form = {k: v for k, v in YEASTAR.items()}
+    answer = await admin_client.post(
+        "/settings/pbxes", data={**form, "queues": "6400=sales, 6401", "csrf_token": token}
+    )
+    assert answer.status_code == 303, answer.text
+    page = await admin_client.get("/settings/pbxes/cloud", headers={"accept": "text/html"})
+    assert 'value="6400=sales 6401"' in page.text
+    bad = await admin_client.post(
+        "/settings/pbxes/cloud", data={"queues": "6400=sales 64x", "csrf_token": token}
+    )
+    assert bad.status_code == 400 and "queue number &#39;64x&#39; is not valid" in bad.text
+    edited = await admin_client.post(
+        "/settings/pbxes/cloud", data={"queues": "6402=support", "csrf_token": token}
+    )
+    assert edited.status_code == 303
+    async with hub.db.unit() as repos:
+        record = await repos.pbxes.get("cloud")
+    assert record.config["queues"] == {"6402": "support"}

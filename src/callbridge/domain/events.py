@@ -104,12 +104,17 @@ _FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
 # Fields added to an event after its first release. Left out of ``to_dict`` while they hold their
 # default, so an event that does not use them keeps the JSON (and the idempotency key) it had:
 # a resend of an event stored before they existed is still recognised as a duplicate.
-_ADDED_FIELDS: dict[str, object] = {"placed_by": "", "started_at": None, "answered_at": None}
+_ADDED_FIELDS: dict[str, object] = {
+    "placed_by": "",
+    "started_at": None,
+    "answered_at": None,
+    "rings_reported": True,
+}
 # Datetime fields besides ``at`` (optional: ``None`` when unknown).
 _TIME_FIELDS = frozenset({"started_at", "answered_at"})
 # Whole numbers (seconds, positions) and flags of the queue events.
 _INT_FIELDS = frozenset({"position", "wait_seconds", "ring_seconds", "talk_seconds", "ring_ms"})
-_BOOL_FIELDS = frozenset({"paused"})
+_BOOL_FIELDS = frozenset({"paused", "rings_reported"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,8 +248,13 @@ class QueueEvent(CallEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class QueueJoined(QueueEvent):
+    """The caller started waiting in the queue. ``rings_reported`` is False when the PBX does
+    not report each ring of a member that went unanswered (Yeastar): the visit's rings not
+    answered are then unknown, not none."""
+
     kind: ClassVar[str] = "queue_joined"
     position: int = 0
+    rings_reported: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

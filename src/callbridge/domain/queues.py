@@ -75,13 +75,15 @@ class QueueVisit:
     completed: bool = False
     rang: tuple[str, ...] = ()
     missed: tuple[str, ...] = ()  # one entry per ring not answered (an agent may repeat)
+    # False when the PBX does not report unanswered rings (Yeastar): ``missed`` is then unknown.
+    rings_reported: bool = True
 
     @property
     def open(self) -> bool:
         return self.outcome is None or (self.outcome is QueueOutcome.ANSWERED and not self.completed)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "queue": self.queue,
             "entered_at": self.entered_at.isoformat(),
             "outcome": self.outcome.value if self.outcome else None,
@@ -92,6 +94,9 @@ class QueueVisit:
             "rang": list(self.rang),
             "missed": list(self.missed),
         }
+        if not self.rings_reported:  # left out when true: visits stored before it keep their JSON
+            out["rings_reported"] = False
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> QueueVisit:
@@ -106,6 +111,7 @@ class QueueVisit:
             completed=bool(data.get("completed")),
             rang=tuple(str(x) for x in _list(data.get("rang"))),
             missed=tuple(str(x) for x in _list(data.get("missed"))),
+            rings_reported=data.get("rings_reported", True) is not False,
         )
 
 
@@ -147,8 +153,12 @@ def fold_visits(events: Iterable[QueueEvent]) -> list[QueueVisit]:
         if isinstance(event, QueueJoined):
             index = open_at.get(event.queue)
             if index is None or not visits[index].open or visits[index].outcome is not None:
-                visits.append(QueueVisit(queue=event.queue, entered_at=event.at))
+                visits.append(
+                    QueueVisit(queue=event.queue, entered_at=event.at, rings_reported=event.rings_reported)
+                )
                 open_at[event.queue] = len(visits) - 1
+            elif not event.rings_reported:
+                visits[index] = replace(visits[index], rings_reported=False)
             continue
         if isinstance(event, QueueAgentRang):
             i = current(event)
@@ -195,6 +205,10 @@ class AgentFigures:
     talk_seconds: int = 0
     logged_in_seconds: int = 0
     paused_seconds_by_reason: dict[str, int] = field(default_factory=dict)
+    # False when the agent took part in a visit whose PBX does not report unanswered rings
+    # (Yeastar): ``ring_no_answer`` is then not a measurement.
+    rings_measured: bool = True
+    member_logged: bool = False  # the member log has this agent (logged-in and paused time)
 
     @property
     def avg_handle_seconds(self) -> float:
@@ -221,6 +235,10 @@ class QueueFigures:
     max_wait_seconds: int = 0
     avg_handle_seconds: float = 0.0
     agents: dict[str, AgentFigures] = field(default_factory=dict)
+    # False when some visit came from a PBX that reports neither unanswered rings nor why an
+    # unanswered caller left (Yeastar): timed_out / full / join_empty / leave_empty are then
+    # not measured (such visits count as abandoned or other_left, see docs/queues.md).
+    exits_measured: bool = True
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -268,6 +286,10 @@ def queue_figures(
     for v in visits:
         if v.queue != queue or v.outcome is None:
             continue
+        if not v.rings_reported:
+            f.exits_measured = False
+            for ext in {v.agent, *v.rang} - {""}:
+                _agent(f, ext).rings_measured = False
         for ext in v.missed:
             _agent(f, ext).ring_no_answer += 1
         f.max_wait_seconds = max(f.max_wait_seconds, v.wait_seconds)
@@ -311,6 +333,7 @@ def queue_figures(
             agent = _agent(f, ext)
             agent.logged_in_seconds = logged
             agent.paused_seconds_by_reason = paused
+            agent.member_logged = True
     return f
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,6 +15,9 @@ from callbridge.domain.pbx import PbxKind, PbxRecord, validate_pbx_name
 
 _HOST = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")
 _VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_QUEUE_NUMBER = re.compile(r"^[0-9]{1,15}$")
+_QUEUE_NAME = re.compile(r"^[^\s/|]{1,64}$")  # as a queue's name in the API's paths
+MAX_QUEUES = 200
 
 
 def _known_timezone(name: str) -> bool:
@@ -24,6 +28,51 @@ def _known_timezone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def parse_queue_numbers(items: Iterable[str]) -> dict[str, str]:
+    """``6400`` or ``6400=sales`` items (a form's or the CLI's words) → number → name."""
+    out: dict[str, str] = {}
+    for item in items:
+        number, _, name = item.strip().partition("=")
+        if number.strip() or name.strip():
+            out[number.strip()] = name.strip()
+    return out
+
+
+def validate_queue_numbers(queues: Mapping[str, str]) -> dict[str, str]:
+    """A Yeastar PBX's queues: number → name (the number itself when no name is given).
+    Raises InvalidInput in words for anything else."""
+    if len(queues) > MAX_QUEUES:
+        raise InvalidInput(f"at most {MAX_QUEUES} queue numbers per PBX")
+    out: dict[str, str] = {}
+    for number, name in queues.items():
+        if not isinstance(number, str) or not _QUEUE_NUMBER.match(number):
+            raise InvalidInput(
+                f"queue number {str(number)[:40]!r} is not valid: give the queue's extension number "
+                "on the PBX (digits only, e.g. 6400)"
+            )
+        name = (name or "").strip() if isinstance(name, str) else name
+        if not isinstance(name, str):
+            raise InvalidInput(f"the name of queue {number} must be text")
+        name = name or number
+        if not _QUEUE_NAME.match(name):
+            raise InvalidInput(
+                f"queue name {name[:70]!r} (number {number}) is not valid: up to 64 characters, "
+                "no spaces, '/' or '|'"
+            )
+        if name in out.values():
+            raise InvalidInput(f"two queue numbers are both named {name!r}: give each its own name")
+        out[number] = name
+    return out
+
+
+def yeastar_queues(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A stored Yeastar config's queues as (number, name) pairs (see validate_queue_numbers)."""
+    queues = config.get("queues")
+    if not isinstance(queues, dict):
+        return ()
+    return tuple((str(number), str(name or number)) for number, name in sorted(queues.items()))
 
 
 class PbxStore(Protocol):
@@ -94,6 +143,8 @@ class YeastarSettings:
     events: str = "webhook"
     # The PBX's own time zone: its CDRs give their start in local time.
     timezone: str = "UTC"
+    # The PBX's queues, number → name: a call_path naming one of these passed a queue.
+    queues: Mapping[str, str] = field(default_factory=dict)
 
     def validate(self) -> tuple[dict[str, Any], dict[str, str]]:
         parts = urlsplit(self.base_url.strip())
@@ -109,11 +160,12 @@ class YeastarSettings:
             )
         if not _known_timezone(self.timezone):
             raise InvalidInput(f"unknown time zone {self.timezone!r}: give an IANA name like Europe/Berlin")
-        config = {
+        config: dict[str, Any] = {
             "base_url": self.base_url.strip().rstrip("/"),
             "client_id": self.client_id,
             "events": self.events,
             "timezone": self.timezone,
+            "queues": validate_queue_numbers(self.queues),
         }
         secrets = {"client_secret": self.client_secret}
         if self.webhook_secret:
@@ -138,7 +190,7 @@ async def add_pbx(
 _ASTERISK_KEYS = frozenset(
     {"host", "port", "username", "trunks", "direction_variable", "agent", "recordings_dir"}
 )
-_YEASTAR_KEYS = frozenset({"base_url", "client_id", "events"})
+_YEASTAR_KEYS = frozenset({"base_url", "client_id", "events", "timezone", "queues"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +211,8 @@ class PbxChanges:
     client_secret: str | None = None
     webhook_secret: str | None = None
     events: str | None = None
+    timezone: str | None = None
+    queues: Mapping[str, str] | None = None
     enabled: bool | None = None
 
     def given(self) -> dict[str, Any]:
@@ -173,7 +227,15 @@ async def edit_pbx(store: PbxStore, name: str, changes: PbxChanges) -> PbxRecord
     config = record.config
     settings: AsteriskSettings | YeastarSettings
     if record.kind is PbxKind.ASTERISK:
-        unknown = set(given) & {"base_url", "client_id", "client_secret", "webhook_secret", "events"}
+        unknown = set(given) & {
+            "base_url",
+            "client_id",
+            "client_secret",
+            "webhook_secret",
+            "events",
+            "timezone",
+            "queues",
+        }
         settings = AsteriskSettings(
             host=given.get("host", config.get("host", "")),
             port=given.get("port", config.get("port", 5038)),
@@ -204,6 +266,9 @@ async def edit_pbx(store: PbxStore, name: str, changes: PbxChanges) -> PbxRecord
             client_secret=given.get("client_secret") or stored.get("client_secret", ""),
             webhook_secret=given.get("webhook_secret") or stored.get("webhook_secret", ""),
             events=given.get("events", config.get("events", "webhook")),
+            # Kept unless given: an edit of another setting does not reset them.
+            timezone=given.get("timezone", str(config.get("timezone") or "UTC")),
+            queues=given.get("queues", dict(yeastar_queues(config))),
         )
         keys = _YEASTAR_KEYS
     if unknown:

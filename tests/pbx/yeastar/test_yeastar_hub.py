@@ -12,7 +12,7 @@ import json
 import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from tests.conftest import api_token
+from tests.conftest import add_user, api_token
 
 from callbridge.config import Settings
 from callbridge.domain.errors import PbxUnavailable
 from callbridge.domain.pbx import PbxKind
+from callbridge.domain.users import Role
 from callbridge.hub import Hub
 from callbridge.pbx.yeastar.inbox import StoredWebhook
 from callbridge.pbx.yeastar.link import YeastarConfig, YeastarLink
@@ -118,7 +119,11 @@ class Setup:
 
 @contextlib.asynccontextmanager
 async def running(
-    hub: Hub, hub_url: str, sim_config: SimulatorConfig, events: str = "webhook"
+    hub: Hub,
+    hub_url: str,
+    sim_config: SimulatorConfig,
+    events: str = "webhook",
+    queues: dict[str, str] | None = None,
 ) -> AsyncIterator[Setup]:
     async with YeastarSimulator(sim_config) as sim:
         token = await api_token(hub, "admin")
@@ -133,6 +138,8 @@ async def running(
                 "webhook_secret": sim.config.webhook_secret,
                 "events": events,
             }
+            if queues is not None:
+                body["queues"] = queues
             made = await api.post("/api/v1/pbxes", json=body)
             assert made.status_code == 201, made.text
             pbx = made.json()
@@ -770,3 +777,102 @@ async def test_a_recording_is_downloaded_through_the_openapi_and_served_by_the_h
     assert webhooks.sim.base_url not in text and "access_token" not in text
     served = await webhooks.api.get(recording["audio_url"], headers={"range": "bytes=0-43"})
     assert served.status_code == 206 and served.content == audio[:44]
+
+
+# ------------------------------------------------------------------------------ queues
+
+
+async def test_queue_calls_land_with_their_queue_and_figures_and_an_ivr_is_no_queue(
+    hub: Hub, hub_url: str
+) -> None:
+    """Queue 6400 is listed as "sales" on the PBX; 6200 (an IVR) is not listed. Answered,
+    abandoned and short-abandoned queue calls, as the simulator's webhooks report them, land
+    with their queue on the call, in the queue's figures and in analytics by queue; what
+    Yeastar does not report (unanswered rings, why a caller left, members' log) is null."""
+    config = SimulatorConfig(webhook_duplicates=True)
+    async with running(hub, hub_url, config, queues={"6400": "sales", "6401": ""}) as setup:
+        assert setup.pbx["config"]["queues"] == {"6400": "sales", "6401": "6401"}
+        sim = setup.sim
+        answered_id = await sim.run_scenario("inbound_queue", queue="6400", wait=12, talk=42)
+        abandoned_id = await sim.run_scenario("inbound_queue", queue="6400", outcome="abandoned", wait=30)
+        short_id = await sim.run_scenario("inbound_queue", queue="6400", outcome="abandoned", wait=3)
+        ivr_id = await sim.run_scenario("inbound_queue", queue="6200", agents=("2005",), wait=5)
+        answered = await setup.call(answered_id)
+        abandoned = await setup.call(abandoned_id)
+        short = await setup.call(short_id)
+        ivr = await setup.call(ivr_id)
+
+        assert answered["disposition"] == "answered" and answered["answered_by_extension"] == "2002"
+        assert answered["queue"]["name"] == "sales"
+        detail = (await setup.api.get(f"/api/v1/calls/{answered['id']}")).json()
+        queue = detail["queue"]
+        # The caller went straight to the queue: it entered at the call's start (the CDR's).
+        assert datetime.fromisoformat(queue.pop("entered_at")) == datetime.fromisoformat(detail["started_at"])
+        assert sorted(queue.pop("agents_rung")) == ["2002", "2005"]  # rung together
+        assert queue == {
+            "name": "sales",
+            "wait_seconds": 12,
+            "outcome": "answered",
+            "answered_by_extension": "2002",
+            "talk_seconds": 42,
+            "rings_unanswered": None,  # Yeastar does not report them: unknown, not none
+            "visits": 1,
+        }
+        assert (abandoned["queue"]["outcome"], abandoned["queue"]["wait_seconds"]) == ("abandoned", 30)
+        assert abandoned["queue"]["answered_by_extension"] is None
+        assert (short["queue"]["outcome"], short["queue"]["wait_seconds"]) == ("abandoned", 3)
+        # 6200 is on the call's path but not listed as a queue: no queue.
+        assert ivr["disposition"] == "answered" and ivr["queue"] is None
+
+        listed = [q["name"] for q in (await setup.api.get("/api/v1/queues")).json()["items"]]
+        assert "sales" in listed and "6401" in listed  # listed ones are known before any call
+        assert "6200" not in listed
+        missing = await setup.api.get("/api/v1/queues/6200/stats")
+        assert missing.status_code == 404 and "6200" in missing.json()["error"]["message"]
+
+        stats = (await setup.api.get("/api/v1/queues/sales/stats")).json()
+        assert {
+            k: stats[k] for k in ("offered", "answered", "abandoned", "short_abandoned", "other_left")
+        } == {
+            "offered": 2,
+            "answered": 1,
+            "abandoned": 1,
+            "short_abandoned": 1,
+            "other_left": 0,
+        }
+        assert stats["answer_rate"] == 0.5 and stats["service_level"] == 0.5  # 12 s ≤ 20 s
+        assert stats["avg_answer_seconds"] == 12.0
+        assert stats["avg_wait_seconds"] == 21.0 and stats["max_wait_seconds"] == 30
+        assert stats["avg_handle_seconds"] == 42.0
+        # Not measured on a Yeastar: null, not zero.
+        assert [stats[k] for k in ("timed_out", "full", "join_empty", "leave_empty")] == [None] * 4
+        agents = {a["extension"]: a for a in stats["agents"]}
+        assert set(agents) == {"2002", "2005"}
+        assert agents["2002"] == {
+            "extension": "2002",
+            "user": None,
+            "answered": 1,
+            "ring_no_answer": None,
+            "talk_seconds": 42,
+            "avg_handle_seconds": 42.0,
+            "logged_in_seconds": None,
+            "paused_seconds_by_reason": None,
+        }
+        assert agents["2005"]["answered"] == 0 and agents["2005"]["ring_no_answer"] is None
+
+        # An agent who owns nothing: the queue's totals (the team's), no agent's row, no call.
+        await add_user(setup.hub, "nobody", Role.AGENT)
+        nobody = {"authorization": f"Bearer {await api_token(setup.hub, 'nobody')}"}
+        theirs = (await setup.api.get("/api/v1/queues/sales/stats", headers=nobody)).json()
+        assert theirs["offered"] == 2 and theirs["agents"] == []
+        hidden = await setup.api.get(f"/api/v1/calls/{answered['id']}", headers=nobody)
+        assert hidden.status_code == 404
+        pbx_settings = await setup.api.get("/api/v1/pbxes/cloud", headers=nobody)
+        assert pbx_settings.status_code == 403
+
+        today = datetime.now(UTC).date()
+        period = {"from": today.isoformat(), "to": (today + timedelta(days=1)).isoformat(), "tz": "UTC"}
+        by_queue = (await setup.api.get("/api/v1/analytics/calls", params=period | {"group": "queue"})).json()
+        groups = {g["key"]: g for g in by_queue["groups"]}
+        assert groups["sales"]["offered"] == 3 and groups["sales"]["answered"] == 1
+        assert "6200" not in groups

@@ -21,6 +21,12 @@ from callbridge.domain.events import (
     HangupSide,
     Presence,
     PresenceChanged,
+    QueueCompleted,
+    QueueConnected,
+    QueueEvent,
+    QueueJoined,
+    QueueLeft,
+    QueueOutcome,
     RecordingAvailable,
     TransferKind,
 )
@@ -330,3 +336,140 @@ def test_cdr_times_are_read_in_the_pbx_time_zone() -> None:
     assert end.started_at == datetime(2025, 7, 1, 11, 40, tzinfo=UTC)
     assert end.at == datetime(2025, 7, 1, 11, 40, 30, tzinfo=UTC)
     assert end.answered_at is None and end.disposition is Disposition.MISSED
+
+
+# ------------------------------------------------------------------------------ queues
+
+QUEUES = MapperSettings(queues=(("6400", "sales"),))
+
+
+def queue_events(events: list[Event]) -> list[QueueEvent]:
+    return [e for e in events if isinstance(e, QueueEvent)]
+
+
+def report(call_id: str, *members: tuple[str, str, str, str]) -> dict[str, Any]:
+    """A 30011 with members (kind, number or caller, status, call_path); channels per number."""
+    wire = []
+    for kind, number, status, path in members:
+        if kind == "extension":
+            body: dict[str, Any] = {"number": number, "channel_id": f"PJSIP/{number}-00000001"}
+        else:
+            body = {
+                "from": number,
+                "to": "6402",
+                "trunk_name": "stc",
+                "channel_id": "PJSIP/trunk-stc-endpoint-00000001",
+            }
+        body |= {"member_status": status, "call_path": path}
+        wire.append({kind: body})
+    return {"type": 30011, "sn": "SN1", "msg": json.dumps({"call_id": call_id, "members": wire})}
+
+
+def fed(mapper: YeastarMapper, timed: list[tuple[float, dict[str, Any]]], settle_at: float) -> list[Event]:
+    out: list[Event] = []
+    for seconds, env in timed:
+        payload = parse_envelope(env).payload
+        assert payload is not None
+        out += mapper.feed(payload, now=T0 + timedelta(seconds=seconds))
+    return out + mapper.tick(T0 + timedelta(seconds=settle_at))
+
+
+async def test_a_queue_call_gives_the_same_queue_events_in_any_order_and_with_duplicates() -> None:
+    envelopes = await script("inbound_queue", queue="6400", wait=12, talk=42)
+    straight = queue_events(replay(envelopes, mapper=YeastarMapper("pbx1", QUEUES, clock=lambda: T0)))
+    kinds = [(type(e).__name__, getattr(e, "extension", "")) for e in straight]
+    assert kinds[0] == ("QueueJoined", "") and kinds[-2:] == [
+        ("QueueConnected", "2002"),
+        ("QueueCompleted", "2002"),
+    ]
+    assert sorted(kinds[1:3]) == [("QueueAgentRang", "2002"), ("QueueAgentRang", "2005")]
+    joined, connected, completed = straight[0], straight[3], straight[4]
+    assert isinstance(joined, QueueJoined) and joined.queue == "sales" and not joined.rings_reported
+    assert isinstance(connected, QueueConnected) and connected.wait_seconds == 12
+    assert isinstance(completed, QueueCompleted) and completed.talk_seconds == 42
+    assert connected.at - joined.at == timedelta(seconds=12)
+    # The CDR first, the last BYE after it, everything twice: the same queue events.
+    cdr = [e for e in envelopes if e["type"] == 30012]
+    rest = [e for e in envelopes if e["type"] != 30012]
+    shuffled = rest[:2] + cdr + rest[2:] + rest[:2]
+    again = queue_events(replay(shuffled, mapper=YeastarMapper("pbx1", QUEUES, clock=lambda: T0)))
+    assert {e.idempotency_key for e in again} == {e.idempotency_key for e in straight}
+
+
+async def test_an_abandoned_queue_call_and_a_number_that_is_not_a_queue() -> None:
+    envelopes = await script("inbound_queue", queue="6400", outcome="abandoned", wait=30)
+    events = queue_events(replay(envelopes, mapper=YeastarMapper("pbx1", QUEUES, clock=lambda: T0)))
+    left = events[-1]
+    assert isinstance(left, QueueLeft)
+    assert (left.queue, left.outcome, left.wait_seconds) == ("sales", QueueOutcome.ABANDONED, 30)
+    assert not any(isinstance(e, QueueConnected) for e in events)
+    # Without the number listed (an IVR, a ring group): no queue at all.
+    assert queue_events(replay(envelopes)) == []
+    ivr = await script("inbound_queue", queue="6200", wait=5)
+    assert queue_events(replay(ivr, mapper=YeastarMapper("pbx1", QUEUES, clock=lambda: T0))) == []
+
+
+def test_without_a_cdr_the_wait_and_talk_come_from_when_the_reports_came() -> None:
+    mapper = YeastarMapper("pbx1", QUEUES, clock=lambda: T0)
+    events = fed(
+        mapper,
+        [
+            (0, report("1.1", ("inbound", "4155550100", "ALERT", ""))),
+            (
+                2,
+                report(
+                    "1.1", ("inbound", "4155550100", "ALERT", "6400"), ("extension", "2002", "RING", "6400")
+                ),
+            ),
+            (
+                14,
+                report(
+                    "1.1",
+                    ("inbound", "4155550100", "ANSWERED", "6400"),
+                    ("extension", "2002", "ANSWER", "6400"),
+                ),
+            ),
+            (
+                50,
+                report("1.1", ("inbound", "4155550100", "BYE", "6400"), ("extension", "2002", "BYE", "6400")),
+            ),
+        ],
+        settle_at=80,  # no CDR came: the call ends from its members' states
+    )
+    joined, _rang, connected, completed = queue_events(events)
+    assert joined.at == T0 + timedelta(seconds=2)  # the queue's number first seen
+    assert isinstance(connected, QueueConnected) and connected.wait_seconds == 12
+    assert isinstance(completed, QueueCompleted) and completed.talk_seconds == 36
+    ended = next(e for e in events if isinstance(e, CallEnded))
+    assert all(e.at <= ended.at for e in queue_events(events))  # the call log takes them all
+
+
+def test_answered_elsewhere_after_the_queue_is_left_not_answered_nor_abandoned() -> None:
+    """A failover (a queue timeout or another rule: Yeastar does not say which) to an
+    extension outside the queue: the caller *left* the queue."""
+    mapper = YeastarMapper("pbx1", QUEUES, clock=lambda: T0)
+    events = fed(
+        mapper,
+        [
+            (
+                0,
+                report(
+                    "1.2", ("inbound", "4155550100", "ALERT", "6400"), ("extension", "2002", "RING", "6400")
+                ),
+            ),
+            (30, report("1.2", ("extension", "2002", "BYE", "6400"), ("extension", "2009", "RING", ""))),
+            (
+                35,
+                report(
+                    "1.2", ("inbound", "4155550100", "ANSWERED", "6400"), ("extension", "2009", "ANSWER", "")
+                ),
+            ),
+            (60, report("1.2", ("inbound", "4155550100", "BYE", "6400"), ("extension", "2009", "BYE", ""))),
+        ],
+        settle_at=90,
+    )
+    left = queue_events(events)[-1]
+    assert isinstance(left, QueueLeft)
+    assert (left.outcome, left.wait_seconds) == (QueueOutcome.LEFT, 35)
+    ended = next(e for e in events if isinstance(e, CallEnded))
+    assert ended.answered_by == "2009"

@@ -80,6 +80,7 @@ class YeastarConfig:
     events: Literal["webhook", "websocket"] = "webhook"
     default_region: str = "US"
     timezone: str = "UTC"  # the PBX's: CDR start times are its local time
+    queues: tuple[tuple[str, str], ...] = ()  # the PBX's queue numbers and their names
     user_agent: str = DEFAULT_USER_AGENT
     timeout: float = 10.0
     topics: tuple[int, ...] = DEFAULT_TOPICS
@@ -119,7 +120,7 @@ class YeastarLink:
             timeout=config.timeout,
         )
         settings = mapper_settings or MapperSettings(
-            default_region=config.default_region, pbx_timezone=config.timezone
+            default_region=config.default_region, pbx_timezone=config.timezone, queues=config.queues
         )
         self.mapper = YeastarMapper(config.name, settings)
         self._dupes = DuplicateFilter()

@@ -20,6 +20,12 @@ Rules worth knowing (reference §1.6):
 - ``answered_by`` is the first extension that answered. An outbound call is answered by the
   far end: its answer is a ``CallAnswered`` without an extension, and the agent who placed it
   is ``CallStarted.placed_by``. Later transfers show as ``CallTransferred``/``CallAnswered``.
+- Queues: 30011 names, in a member's ``call_path``, the queue (or IVR, ring group …) number the
+  call passed; only numbers the admin listed as the PBX's queues count as queues. At the end of
+  such a call the visit is derived from the legs on that path and the CDR's times (see
+  :meth:`YeastarMapper._queue_events`): who answered, how long the caller waited, or that the
+  caller gave up. Yeastar reports neither each unanswered ring nor why an unanswered caller
+  left the queue, so those visits say ``rings_reported=False``.
 - Times: the CDR is the PBX's own record. ``CallEnded`` carries its start (``time_start``, PBX
   local time), answer (end − ``talk_duration``) and end (start + ``call_duration``), so a call
   whose 30011s arrive late or all at once (webhook retries after an outage, a WebSocket
@@ -29,6 +35,7 @@ Rules worth knowing (reference §1.6):
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +55,12 @@ from callbridge.domain.events import (
     HangupSide,
     Presence,
     PresenceChanged,
+    QueueAgentRang,
+    QueueCompleted,
+    QueueConnected,
+    QueueJoined,
+    QueueLeft,
+    QueueOutcome,
     RecordingAvailable,
     TransferKind,
 )
@@ -64,6 +77,8 @@ from callbridge.pbx.yeastar.payloads import (
 )
 
 log = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"[0-9]+")  # the numbers in a ``call_path`` (one, or several hops)
 
 _CALLER_SIDE = frozenset({MemberStatus.ALERT, MemberStatus.ANSWERED})
 _AGENT_PICKED_UP = frozenset(
@@ -96,6 +111,11 @@ def failure_disposition(reason: str) -> Disposition:
     return Disposition.FAILED
 
 
+class _Ids(TypedDict):
+    pbx: str
+    call_id: str
+
+
 class _Base(TypedDict):
     pbx: str
     at: datetime
@@ -106,6 +126,7 @@ class _Base(TypedDict):
 class _Leg:
     member: Member
     seen: dict[MemberStatus, int] = field(default_factory=dict)  # status → first sequence number
+    paths: dict[str, int] = field(default_factory=dict)  # call_path → first sequence number
 
     def ever(self, statuses: frozenset[MemberStatus]) -> bool:
         return any(s in self.seen for s in statuses)
@@ -138,6 +159,7 @@ class _Call:
     last_activity: datetime = field(default_factory=lambda: datetime.now(UTC))
     emitted: set[str] = field(default_factory=set)
     ended: bool = False
+    seq_at: dict[int, datetime] = field(default_factory=dict)  # report sequence → when it came
 
     def ext_legs(self) -> list[_Leg]:
         return [leg for leg in self.legs.values() if leg.member.kind is MemberKind.EXTENSION]
@@ -160,6 +182,9 @@ class MapperSettings:
     stale_after: timedelta = timedelta(hours=6)
     remember_ended: int = 20_000
     pbx_timezone: str = "UTC"  # CDR ``time_start`` is the PBX's local time
+    # The PBX's queues: (number, name) pairs. A call whose ``call_path`` names one of these
+    # numbers passed that queue; any other number (an IVR, a ring group) is not a queue.
+    queues: tuple[tuple[str, str], ...] = ()
 
 
 class YeastarMapper:
@@ -175,6 +200,7 @@ class YeastarMapper:
         self.settings = settings or MapperSettings()
         self._clock = clock
         self._tz: tzinfo = ZoneInfo(self.settings.pbx_timezone)
+        self._queues = {number: name or number for number, name in self.settings.queues}
         self._calls: dict[str, _Call] = {}
         # Ended calls, newest last: call id → whether its CDR was seen. Only that, not the call:
         # a busy PBX's last 20,000 calls kept whole would be hundreds of thousands of objects
@@ -222,7 +248,7 @@ class YeastarMapper:
             if call.cdr is None:
                 call.cdr, call.cdr_at = payload, now
         else:
-            self._apply_report(call, payload)
+            self._apply_report(call, payload, now)
         if call.over_by_state and call.over_at is None:
             call.over_at = now
         return self._advance(call, now)
@@ -262,8 +288,9 @@ class YeastarMapper:
             call = self._calls[call_id] = _Call(call_id=call_id, last_activity=self._clock())
         return call
 
-    def _apply_report(self, call: _Call, report: CallReport) -> None:
+    def _apply_report(self, call: _Call, report: CallReport, now: datetime) -> None:
         self._seq += 1
+        call.seq_at[self._seq] = now
         if report.type == EventType.CALL_TRANSFER:
             self._note_transfer(call, report, self._seq)
         if not call.legs and report.members:
@@ -278,6 +305,8 @@ class YeastarMapper:
             else:
                 leg.member = member
             leg.seen.setdefault(member.status, self._seq)
+            if member.call_path:
+                leg.paths.setdefault(member.call_path, self._seq)
         if report.type == EventType.CALL_FAILED:
             call.failure = report.reason or "failed"
 
@@ -526,6 +555,8 @@ class YeastarMapper:
             if call.failure is not None and side is HangupSide.UNKNOWN:
                 side = HangupSide.SYSTEM
         measured = self._cdr_times(call.cdr, disposition)
+        for key, event in self._queue_events(call, roles, disposition, answerers, measured, now):
+            self._emit(call, key, event, out)
         if measured is not None:
             started, answered, ended = measured
             ending = CallEnded(
@@ -547,6 +578,143 @@ class YeastarMapper:
         while len(self._ended) > self.settings.remember_ended:
             self._ended.popitem(last=False)
         out.extend(self._recording(call, now))
+        return out
+
+    def _queue_events(
+        self,
+        call: _Call,
+        roles: _Roles,
+        disposition: Disposition,
+        answerers: list[str],
+        measured: tuple[datetime, datetime | None, datetime] | None,
+        now: datetime,
+    ) -> list[tuple[str, Event]]:
+        """The caller's visits to the PBX's listed queues, derived at the end of the call.
+
+        Entry: when the first report naming the queue's number came, placed on the CDR's clock
+        (the CDR's start plus how long after the call's first report it came: reports that
+        arrive late or all at once put it at the call's start). Answer: the first member leg
+        on that path to answer (the CDR's answer time when that agent is who answered the
+        call). Unanswered there: ``left`` when the call was answered elsewhere afterwards or
+        went to voicemail (a timeout or a failover: Yeastar does not say which), else
+        ``abandoned`` at the call's end."""
+        if not self._queues:
+            return []
+        first_seq: dict[str, int] = {}
+        for leg in call.legs.values():
+            for path, seq in leg.paths.items():
+                for number in _NUMBER.findall(path):
+                    if number in self._queues:
+                        first_seq[number] = min(first_seq.get(number, seq), seq)
+        if not first_seq:
+            return []
+        start_at = min(call.seq_at.values(), default=now)
+        # Without a CDR: when the members' states said the call was over (not when it ended
+        # here, up to ``cdr_wait`` later).
+        end = measured[2] if measured is not None else min(call.over_at or now, now)
+
+        def clock(seq: int | None) -> datetime:
+            at = call.seq_at.get(seq, now) if seq is not None else now
+            if measured is None:
+                return at
+            after = timedelta(seconds=round((at - start_at).total_seconds()))  # the CDR's precision
+            return min(max(measured[0] + after, measured[0]), end)
+
+        ids = _Ids(pbx=self.pbx, call_id=call.call_id)
+        out: list[tuple[str, Event]] = []
+        for number, seq in sorted(first_seq.items(), key=lambda item: item[1]):
+            queue = self._queues[number]
+            members = [
+                leg
+                for leg in call.ext_legs()
+                if leg.member.number != roles.originator
+                and any(number in _NUMBER.findall(path) for path in leg.paths)
+            ]
+            entered = clock(seq)
+            answered = sorted(
+                (leg.seen[MemberStatus.ANSWER], leg) for leg in members if MemberStatus.ANSWER in leg.seen
+            )
+            if answered:
+                answer_seq, leg = answered[0]
+                agent = leg.member.number
+                alone = answerers == [agent]
+                if measured is not None and measured[1] is not None and answerers[:1] == [agent]:
+                    answer_at = measured[1]
+                else:
+                    answer_at = clock(answer_seq)
+                entered = min(entered, answer_at)
+                if (alone and measured is not None) or MemberStatus.BYE not in leg.seen:
+                    done_at = end
+                else:
+                    done_at = max(clock(leg.seen[MemberStatus.BYE]), answer_at)
+                wait = _whole_seconds(entered, answer_at)
+                talk = _whole_seconds(answer_at, done_at)
+            out.append(
+                (
+                    f"queue:{number}:joined",
+                    QueueJoined(**ids, at=entered, queue=queue, rings_reported=False),
+                )
+            )
+            rung = sorted(
+                (leg.seen[MemberStatus.RING], leg.member.number)
+                for leg in members
+                if MemberStatus.RING in leg.seen
+            )
+            for ring_seq, extension in rung:
+                out.append(
+                    (
+                        f"queue:{number}:rang:{extension}",
+                        QueueAgentRang(
+                            **ids, at=max(clock(ring_seq), entered), queue=queue, extension=extension
+                        ),
+                    )
+                )
+            if answered:
+                out.append(
+                    (
+                        f"queue:{number}:connected",
+                        QueueConnected(**ids, at=answer_at, queue=queue, extension=agent, wait_seconds=wait),
+                    )
+                )
+                out.append(
+                    (
+                        f"queue:{number}:completed",
+                        QueueCompleted(
+                            **ids,
+                            at=done_at,
+                            queue=queue,
+                            extension=agent,
+                            wait_seconds=wait,
+                            talk_seconds=talk,
+                        ),
+                    )
+                )
+                continue
+            elsewhere = [
+                leg.seen[MemberStatus.ANSWER]
+                for leg in call.ext_legs()
+                if leg not in members
+                and MemberStatus.ANSWER in leg.seen
+                and leg.seen[MemberStatus.ANSWER] > seq
+            ]
+            if elsewhere or disposition is Disposition.VOICEMAIL:
+                outcome = QueueOutcome.LEFT
+                left_at = clock(min(elsewhere)) if elsewhere else end
+            else:
+                outcome, left_at = QueueOutcome.ABANDONED, end
+            left_at = max(left_at, entered)
+            out.append(
+                (
+                    f"queue:{number}:left",
+                    QueueLeft(
+                        **ids,
+                        at=left_at,
+                        queue=queue,
+                        outcome=outcome,
+                        wait_seconds=_whole_seconds(entered, left_at),
+                    ),
+                )
+            )
         return out
 
     def _cdr_times(
@@ -627,6 +795,10 @@ class YeastarMapper:
         if status or call_state == "idle" or devices:
             return Presence.AVAILABLE
         return Presence.UNKNOWN
+
+
+def _whole_seconds(start: datetime, end: datetime) -> int:
+    return max(0, round((end - start).total_seconds()))
 
 
 def _first_bye(legs: list[_Leg]) -> int | None:

@@ -590,15 +590,17 @@ class YeastarSimulator:
         src_trunk: str = "",
         dst_trunk: str = "",
         did: str = "",
+        start: datetime | None = None,
     ) -> None:
-        start = datetime.now().strftime("%Y-%m-%d %H:%M:%S")  # PBX local time, as the real one
+        # PBX local time, as the real one
+        start_text = (start or datetime.now()).strftime("%Y-%m-%d %H:%M:%S")
         recording = ""
         if status == "ANSWERED":
             stamp = datetime.now().strftime("%Y%m%d%H%M%S")
             recording = f"{stamp}-{call.call_id}-{frm}-{to}-{call_type}.wav"
         cdr = {
             "call_id": call.call_id,
-            "time_start": start,
+            "time_start": start_text,
             "call_from": frm,
             "call_to": to,
             "call_duration": ring + talk,
@@ -627,9 +629,10 @@ class YeastarSimulator:
         """Start a scripted call and wait until its last event was emitted; returns its call_id.
 
         Scenarios: ``inbound_answered``, ``inbound_missed``, ``inbound_busy``, ``internal``,
-        ``inbound_transfer``, ``outbound`` (an API-style click-to-call; ``outcome`` =
-        answered / no_answer / busy / failed / agent_no_answer). With ``hold_open=True`` the
-        answered scenarios wait for ``call/hangup`` or ``call/transfer`` through the API.
+        ``inbound_transfer``, ``inbound_queue`` (``outcome`` = answered / abandoned),
+        ``outbound`` (an API-style click-to-call; ``outcome`` = answered / no_answer / busy /
+        failed / agent_no_answer). With ``hold_open=True`` the answered scenarios wait for
+        ``call/hangup`` or ``call/transfer`` through the API.
         """
         script: Callable[..., Awaitable[None]] | None = getattr(self, f"_scenario_{name}", None)
         if script is None:
@@ -749,6 +752,45 @@ class YeastarSimulator:
             call, frm=caller, to=extension, status="BUSY", call_type="Inbound", ring=0,
             src_trunk=self.config.trunk, did=did,
         )  # fmt: skip
+
+    async def _scenario_inbound_queue(
+        self,
+        call_id: str,
+        caller: str = "+14155550100",
+        did: str = "6402",
+        queue: str = "6400",
+        agents: tuple[str, ...] = ("2002", "2005"),
+        outcome: str = "answered",
+        wait: int = 12,
+        talk: int = 42,
+    ) -> None:
+        """An inbound call routed to a queue (or an IVR, ring group … : any number on the call's
+        path) that rings its ``agents`` together: the first agent answers after ``wait``
+        seconds (``outcome="answered"``) or the caller hangs up after ``wait`` seconds while
+        they ring (``"abandoned"``). As the PBX reports it: the trunk leg alerts with an empty
+        ``call_path``; once the call is in the queue every member's leg (and the caller's)
+        carries the queue's number as ``call_path``; the CDR gives the measured times."""
+        started = datetime.now()  # PBX local time
+        call = self.calls[call_id] = _LiveCall(call_id)
+        trunk = self._trunk(call, "inbound", caller, did, "ALERT")
+        await self._report(30011, call)
+        call.members[trunk].call_path = queue
+        legs = [self._ext(call, agent, "RING", call_path=queue) for agent in agents]
+        await self._report(30011, call)
+        cdr: dict[str, Any] = {"frm": caller, "call_type": "Inbound", "src_trunk": self.config.trunk}
+        if outcome == "answered":
+            first, others = legs[0], legs[1:]
+            await self._set(call, {trunk: "ANSWERED", first: "ANSWER", **dict.fromkeys(others, "BYE")})
+            await self._set(call, {trunk: "BYE"})
+            await self._set(call, {first: "BYE"})
+            cdr.update(to=agents[0], status="ANSWERED", ring=wait, talk=talk)
+        elif outcome == "abandoned":
+            await self._set(call, {trunk: "BYE"})  # the caller gives up while the agents ring
+            await self._set(call, dict.fromkeys(legs, "BYE"))
+            cdr.update(to=queue, status="NO ANSWER", ring=wait, talk=0)
+        else:
+            raise ValueError(f"unknown queue outcome {outcome!r}: answered or abandoned")
+        await self._cdr(call, **cdr, did=did, start=started)
 
     async def _scenario_internal(
         self, call_id: str, caller: str = "2005", callee: str = "2002", answered: bool = True

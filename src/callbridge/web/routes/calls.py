@@ -54,7 +54,8 @@ class QueueOut(BaseModel):
     answered_by_extension: str | None
     talk_seconds: int
     agents_rung: list[str]
-    rings_unanswered: list[str]  # one entry per ring nobody picked up
+    # one entry per ring nobody picked up; null when the PBX does not report them (Yeastar)
+    rings_unanswered: list[str] | None
     visits: int  # how many queues (or stays in a queue) the call went through
 
     @classmethod
@@ -76,7 +77,7 @@ def plain_queue(visits: tuple[QueueVisit, ...]) -> dict[str, Any] | None:
         "answered_by_extension": v.agent or None,
         "talk_seconds": v.talk_seconds,
         "agents_rung": list(v.rang),
-        "rings_unanswered": list(v.missed),
+        "rings_unanswered": list(v.missed) if v.rings_reported else None,
         "visits": len(visits),
     }
 

@@ -19,6 +19,7 @@ from callbridge.services.pbxes import (
     YeastarSettings,
     add_pbx,
     edit_pbx,
+    parse_queue_numbers,
     webhook_url,
 )
 from callbridge.web.deps import AdminUser, HubDep, RepoDep
@@ -80,6 +81,11 @@ class PbxCreate(Strict):
     webhook_secret: str = Field("", max_length=500)
     events: Literal["webhook", "websocket"] = "webhook"
     timezone: str = Field("UTC", max_length=64)
+    queues: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=200,
+        description="Yeastar: the PBX's queue numbers, each with a name (or '' to use the number).",
+    )
 
     def settings(self) -> AsteriskSettings | YeastarSettings:
         if self.kind is PbxKind.ASTERISK:
@@ -100,6 +106,7 @@ class PbxCreate(Strict):
             webhook_secret=self.webhook_secret,
             events=self.events,
             timezone=self.timezone,
+            queues=self.queues,
         )
 
 
@@ -120,6 +127,10 @@ class PbxEdit(Strict):
     client_secret: str | None = Field(None, max_length=500)
     webhook_secret: str | None = Field(None, max_length=500)
     events: Literal["webhook", "websocket"] | None = None
+    timezone: str | None = Field(None, max_length=64)
+    queues: dict[str, str] | None = Field(
+        None, max_length=200, description="Yeastar: replaces the list of queue numbers ({} for none)."
+    )
 
     def changes(self) -> PbxChanges:
         values = self.model_dump(exclude_none=True)
@@ -211,6 +222,7 @@ async def create_pbx_form(
     client_secret: Annotated[str, Form(max_length=500)] = "",
     webhook_secret: Annotated[str, Form(max_length=500)] = "",
     events: Annotated[Literal["webhook", "websocket"], Form()] = "webhook",
+    queues: Annotated[str, Form(max_length=4000)] = "",
 ) -> Response:
     body = PbxCreate(
         name=name or "-",
@@ -225,6 +237,7 @@ async def create_pbx_form(
         client_secret=client_secret,
         webhook_secret=webhook_secret,
         events=events,
+        queues=parse_queue_numbers(queues.replace(",", " ").split()),
     )
     try:
         record = await _create(hub, repos, body)
@@ -273,6 +286,7 @@ async def pbx_edit_form(
     client_secret: Annotated[str, Form(max_length=500)] = "",
     webhook_secret: Annotated[str, Form(max_length=500)] = "",
     events: Annotated[Literal["webhook", "websocket"] | None, Form()] = None,
+    queues: Annotated[str | None, Form(max_length=4000)] = None,
 ) -> Response:
     changes = PbxChanges(
         host=host,
@@ -285,6 +299,7 @@ async def pbx_edit_form(
         client_secret=client_secret or None,
         webhook_secret=webhook_secret or None,
         events=events,
+        queues=None if queues is None else parse_queue_numbers(queues.replace(",", " ").split()),
     )
     try:
         await _edit(hub, repos, name, changes)

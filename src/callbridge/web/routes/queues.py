@@ -4,14 +4,16 @@ supervisor does (pause a member with a reason; listen, whisper or barge into a c
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from annotated_types import Interval
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from callbridge.domain.errors import InvalidInput, NotFound
+from callbridge.domain.pbx import PbxKind
 from callbridge.domain.queues import MAX_SL_SECONDS, QueueSettings, queue_figures
+from callbridge.services.pbxes import yeastar_queues
 from callbridge.services.queues import parse_period
 from callbridge.web.deps import CurrentUser, HubDep, ManagerUser, RepoDep
 from callbridge.web.schemas import Id, Strict
@@ -37,11 +39,13 @@ class AgentStatsOut(BaseModel):
     extension: str
     user: str | None
     answered: int
-    ring_no_answer: int
+    # null: not measured (the agent took Yeastar queue calls: Yeastar does not report rings
+    # that went unanswered, nor members logging in or pausing), never a zero that was not seen
+    ring_no_answer: int | None
     talk_seconds: int
     avg_handle_seconds: float
-    logged_in_seconds: int
-    paused_seconds_by_reason: dict[str, int]
+    logged_in_seconds: int | None
+    paused_seconds_by_reason: dict[str, int] | None
 
 
 class QueueStatsOut(BaseModel):
@@ -54,10 +58,12 @@ class QueueStatsOut(BaseModel):
     answered: int
     abandoned: int
     short_abandoned: int
-    timed_out: int
-    full: int
-    join_empty: int
-    leave_empty: int
+    # null: not measured in this period (some visits came from a Yeastar, which does not say
+    # why an unanswered caller left; they count as abandoned or other_left)
+    timed_out: int | None
+    full: int | None
+    join_empty: int | None
+    leave_empty: int | None
     other_left: int
     answer_rate: float
     service_level: float
@@ -91,10 +97,20 @@ class SpyIn(Strict):
 async def list_queues(user: CurrentUser, repos: RepoDep) -> QueueList:
     """Every queue the call log, the member log or the settings know, with its settings."""
     items = []
-    for name in await repos.queues.names():
+    for name in await _known_queues(repos):
         s = await repos.queues.settings(name)
         items.append(QueueOut(name=name, **_settings_dict(s)))
     return QueueList(items=items)
+
+
+async def _known_queues(repos: Any) -> list[str]:
+    """The queues the call log, the member log or the settings know, and the queues listed on
+    Yeastar PBXs (known before their first call)."""
+    names = set(await repos.queues.names())
+    for record in await repos.pbxes.all():
+        if record.kind is PbxKind.YEASTAR:
+            names |= {name for _, name in yeastar_queues(record.config)}
+    return sorted(names)
 
 
 def _settings_dict(s: QueueSettings) -> dict[str, int]:
@@ -122,7 +138,7 @@ async def queue_stats(
         lo, hi = parse_period(start, end, datetime.now(UTC))
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    if name not in await repos.queues.names():
+    if name not in await _known_queues(repos):
         raise NotFound(f"no queue named {name!r} is known")
     settings = await repos.queues.settings(name)
     if sl_seconds is not None:
@@ -138,11 +154,13 @@ async def queue_stats(
             extension=a.extension,
             user=owner.get(a.extension),
             answered=a.answered,
-            ring_no_answer=a.ring_no_answer,
+            ring_no_answer=a.ring_no_answer if a.rings_measured else None,
             talk_seconds=a.talk_seconds,
             avg_handle_seconds=a.avg_handle_seconds,
-            logged_in_seconds=a.logged_in_seconds,
-            paused_seconds_by_reason=a.paused_seconds_by_reason,
+            logged_in_seconds=a.logged_in_seconds if a.member_logged or a.rings_measured else None,
+            paused_seconds_by_reason=a.paused_seconds_by_reason
+            if a.member_logged or a.rings_measured
+            else None,
         )
         for a in sorted(f.agents.values(), key=lambda a: a.extension)
         if user.sees_all_calls or a.extension in mine
@@ -155,6 +173,8 @@ async def queue_stats(
         agents=rows,
         **f.as_dict(),
     )
+    if not f.exits_measured:
+        out.timed_out = out.full = out.join_empty = out.leave_empty = None
     return out
 
 
