@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -20,6 +20,7 @@ from sqlalchemy import (
     and_,
     delete,
     false,
+    func,
     or_,
     select,
     update,
@@ -62,8 +63,14 @@ voicemails = Table(
     Column("sha256", String(64), nullable=False, server_default=""),
     Column("content_type", String(100), nullable=False, server_default=""),
     Column("created_at", UtcDateTime, nullable=False),
+    # Audio the hub fetches from the PBX itself (Yeastar): when to try next (NULL: not the hub's
+    # to fetch, or done), how many tries failed, and the PBX's id of the message once found.
+    Column("fetch_at", UtcDateTime, nullable=True),
+    Column("fetch_attempts", Integer, nullable=False, server_default="0"),
+    Column("pbx_message_id", String(128), nullable=False, server_default=""),
     UniqueConstraint("pbx", "reference", name="uq_voicemails_pbx_reference"),
     Index("ix_voicemails_pbx_extension", "pbx", "extension"),
+    Index("ix_voicemails_fetch_at", "fetch_at"),
 )
 
 
@@ -142,6 +149,7 @@ class SqlVoicemails:
         duration_seconds: int,
         pbx_call_id: str,
         audio_reason: str,
+        fetch_at: datetime | None = None,
     ) -> tuple[Voicemail, bool]:
         """The voicemail, made when new (``True``); the same message announced again is the
         row it made before (``False``)."""
@@ -165,6 +173,7 @@ class SqlVoicemails:
                         duration_seconds=duration_seconds,
                         pbx_call_id=pbx_call_id[:128],
                         audio_reason=audio_reason[:500],
+                        fetch_at=fetch_at,
                         created_at=now(),
                     )
                 )
@@ -236,24 +245,109 @@ class SqlVoicemails:
         await self.session.execute(delete(voicemails).where(voicemails.c.id == voicemail_id))
 
     async def mark_ready(
-        self, voicemail_id: int, *, storage_key: str, size_bytes: int, sha256: str, content_type: str
+        self,
+        voicemail_id: int,
+        *,
+        storage_key: str,
+        size_bytes: int,
+        sha256: str,
+        content_type: str,
+        pbx_message_id: str = "",
+        duration_seconds: int | None = None,
+        caller_name: str = "",
     ) -> None:
-        await self.session.execute(
-            update(voicemails)
-            .where(voicemails.c.id == voicemail_id)
-            .values(
-                audio_status=AudioStatus.READY.value,
-                audio_reason="",
-                storage_key=storage_key,
-                size_bytes=size_bytes,
-                sha256=sha256,
-                content_type=content_type,
+        values: dict[str, Any] = {
+            "audio_status": AudioStatus.READY.value,
+            "audio_reason": "",
+            "storage_key": storage_key,
+            "size_bytes": size_bytes,
+            "sha256": sha256,
+            "content_type": content_type,
+            "fetch_at": None,
+        }
+        if pbx_message_id:
+            values["pbx_message_id"] = pbx_message_id[:128]
+        if duration_seconds is not None:
+            values["duration_seconds"] = max(0, duration_seconds)
+        await self.session.execute(update(voicemails).where(voicemails.c.id == voicemail_id).values(**values))
+        if caller_name:  # what the PBX says, where the event had no name
+            await self.session.execute(
+                update(voicemails)
+                .where(voicemails.c.id == voicemail_id, voicemails.c.caller_name == "")
+                .values(caller_name=caller_name[:128])
             )
-        )
 
     async def mark_failed(self, voicemail_id: int, reason: str) -> None:
         await self.session.execute(
             update(voicemails)
             .where(voicemails.c.id == voicemail_id, voicemails.c.audio_status == AudioStatus.PENDING.value)
-            .values(audio_status=AudioStatus.FAILED.value, audio_reason=reason[:500])
+            .values(audio_status=AudioStatus.FAILED.value, audio_reason=reason[:500], fetch_at=None)
         )
+
+    # -- audio the hub fetches from the PBX ---------------------------------------------------------
+
+    async def due(self, at: datetime, limit: int) -> list[tuple[Voicemail, int]]:
+        """Pending voicemails whose fetch is due, oldest first, with their failed tries."""
+        query = (
+            _select()
+            .add_columns(voicemails.c.fetch_attempts)
+            .where(
+                voicemails.c.audio_status == AudioStatus.PENDING.value,
+                voicemails.c.fetch_at.is_not(None),
+                voicemails.c.fetch_at <= at,
+            )
+            .order_by(voicemails.c.fetch_at, voicemails.c.id)
+            .limit(limit)
+        )
+        rows = (await self.session.execute(query)).all()
+        return [(_voicemail(r), int(r._mapping["fetch_attempts"])) for r in rows]
+
+    async def next_due_at(self) -> datetime | None:
+        query = select(func.min(voicemails.c.fetch_at)).where(
+            voicemails.c.audio_status == AudioStatus.PENDING.value, voicemails.c.fetch_at.is_not(None)
+        )
+        value = await self.session.scalar(query)
+        return value if isinstance(value, datetime) else None
+
+    async def claim(self, voicemail_id: int, at: datetime, hold: timedelta) -> bool:
+        """Take a due fetch for ``hold`` (another worker skips it; a worker that dies leaves it
+        due again after that)."""
+        result = await self.session.execute(
+            update(voicemails)
+            .where(
+                voicemails.c.id == voicemail_id,
+                voicemails.c.audio_status == AudioStatus.PENDING.value,
+                voicemails.c.fetch_at.is_not(None),
+                voicemails.c.fetch_at <= at,
+            )
+            .values(fetch_at=at + hold)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def mark_retry(self, voicemail_id: int, reason: str, next_attempt_at: datetime) -> None:
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id, voicemails.c.audio_status == AudioStatus.PENDING.value)
+            .values(
+                audio_reason=reason[:500],
+                fetch_at=next_attempt_at,
+                fetch_attempts=voicemails.c.fetch_attempts + 1,
+            )
+        )
+
+    async def release(self, voicemail_id: int, reason: str, next_attempt_at: datetime) -> None:
+        """Not tried (no way to the PBX from here now): look again later, no try counted."""
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id, voicemails.c.audio_status == AudioStatus.PENDING.value)
+            .values(audio_reason=reason[:500], fetch_at=next_attempt_at)
+        )
+
+    async def taken_message_ids(self, pbx: str, mailbox: str) -> set[str]:
+        """The PBX's ids of the messages of ``mailbox`` that voicemails already hold."""
+        query = select(voicemails.c.pbx_message_id).where(
+            voicemails.c.pbx == pbx[:64],
+            voicemails.c.mailbox == mailbox[:128],
+            voicemails.c.pbx_message_id != "",
+        )
+        return {str(v) for v in (await self.session.scalars(query)).all()}
