@@ -244,6 +244,7 @@ class Hub:
     fetcher: RecordingFetcher | None = None
     retention: RetentionWorker | None = None
     pbx_copies: PbxCopyDeleter | None = None
+    voicemail_pbx_copies: PbxCopyDeleter | None = None
     uploads: AgentUploads | None = None
     voicemails: Voicemails | None = None
     voicemail_fetcher: VoicemailFetcher | None = None
@@ -317,6 +318,9 @@ class Hub:
             hub._recording_rows, hub.storage, hub.recording_source, transcode=transcode
         )
         hub.pbx_copies = PbxCopyDeleter(hub._pbx_copy_rows, hub._connected_agent)
+        hub.voicemail_pbx_copies = PbxCopyDeleter(
+            hub._voicemail_copy_rows, hub._connected_agent, action="delete_voicemail", what="voicemail"
+        )
         hub.retention = RetentionWorker(
             hub._purge_store,
             hub.storage,
@@ -409,6 +413,11 @@ class Hub:
     async def _pbx_copy_rows(self) -> AsyncIterator[PbxCopyRows]:
         async with self.db.unit() as repos:
             yield repos.recordings
+
+    @asynccontextmanager
+    async def _voicemail_copy_rows(self) -> AsyncIterator[PbxCopyRows]:
+        async with self.db.unit() as repos:
+            yield repos.voicemails
 
     def _connected_agent(self, pbx: str) -> AgentCaller | None:
         from callbridge.services.agents import AgentLink
@@ -528,6 +537,8 @@ class Hub:
             self.retention.start()
         if self.pbx_copies is not None:
             self.pbx_copies.start()
+        if self.voicemail_pbx_copies is not None:
+            self.voicemail_pbx_copies.start()
         if self.transcription is not None:
             self.transcription.start()
         if self.mail is not None:
@@ -1130,6 +1141,8 @@ class Hub:
             await self.retention.close()
         if self.pbx_copies is not None:
             await self.pbx_copies.close()
+        if self.voicemail_pbx_copies is not None:
+            await self.voicemail_pbx_copies.close()
         if self.transcription is not None:
             await self.transcription.close()
         if isinstance(self.storage, S3Storage):

@@ -23,6 +23,7 @@ from typing import Protocol
 from callbridge.domain.directory import Contact
 from callbridge.domain.errors import CallbridgeError, NotFound, PbxError
 from callbridge.domain.numbers import format_for_region
+from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import (
     RecordingNotReady,
     RecordingUnavailable,
@@ -423,6 +424,21 @@ class VoicemailFetcher(BackgroundWorker):
         log.warning("voicemail %s (%s): audio failed: %s", voicemail.id, voicemail.pbx, reason)
         async with self._units() as unit:
             await unit.voicemails.mark_failed(voicemail.id, reason)
+
+
+def pbx_delete_refusal(record: PbxRecord | None) -> str:
+    """Why a voicemail of this PBX cannot be deleted at the PBX from callbridge; "" when it can
+    (an Asterisk served by ``callbridge agent``: the agent deletes the message's files)."""
+    if record is None:
+        return "its phone system was removed"
+    if record.kind is PbxKind.ASTERISK:
+        if record.config.get("agent"):
+            return ""
+        return "only an Asterisk served by callbridge agent can delete a message at the phone system"
+    return (
+        f"{record.kind.value} phone systems have no documented API call that deletes a voicemail "
+        "message; delete it on the phone system, or here without at_pbx"
+    )
 
 
 def _no_upload(voicemail: Voicemail) -> NotFound:

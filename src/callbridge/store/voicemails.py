@@ -68,9 +68,16 @@ voicemails = Table(
     Column("fetch_at", UtcDateTime, nullable=True),
     Column("fetch_attempts", Integer, nullable=False, server_default="0"),
     Column("pbx_message_id", String(128), nullable=False, server_default=""),
+    # Deleted in callbridge with its PBX's copy to go too: the row stays (hidden) as the request
+    # to the agent, ``pbx_copy`` "waiting" until it answers deleted / not_found / refused.
+    Column("deleted_at", UtcDateTime, nullable=True),
+    Column("pbx_copy", String(16), nullable=False, server_default=""),
+    Column("pbx_copy_detail", String(500), nullable=False, server_default=""),
+    Column("pbx_copy_at", UtcDateTime, nullable=True),
     UniqueConstraint("pbx", "reference", name="uq_voicemails_pbx_reference"),
     Index("ix_voicemails_pbx_extension", "pbx", "extension"),
     Index("ix_voicemails_fetch_at", "fetch_at"),
+    Index("ix_voicemails_pbx_copy", "pbx_copy"),
 )
 
 
@@ -113,7 +120,9 @@ class SqlVoicemails:
         self.session = session
 
     async def get(self, voicemail_id: int) -> Voicemail | None:
-        row = (await self.session.execute(_select().where(voicemails.c.id == voicemail_id))).first()
+        """The voicemail; None when there is none or it was deleted."""
+        query = _select().where(voicemails.c.id == voicemail_id, voicemails.c.deleted_at.is_(None))
+        row = (await self.session.execute(query)).first()
         return _voicemail(row) if row else None
 
     async def mailboxes_of(self, viewer: User) -> list[tuple[str, str]] | None:
@@ -196,7 +205,7 @@ class SqlVoicemails:
     ) -> tuple[list[Voicemail], str | None]:
         """Newest first. ``mailboxes``: the (pbx, mailbox number) pairs the viewer may see; None
         for all."""
-        query = _select()
+        query = _select().where(voicemails.c.deleted_at.is_(None))
         if mailboxes is not None:
             if not mailboxes:
                 return [], None
@@ -241,8 +250,55 @@ class SqlVoicemails:
             update(voicemails).where(voicemails.c.id == voicemail_id).values(heard=heard)
         )
 
-    async def remove(self, voicemail_id: int) -> None:
-        await self.session.execute(delete(voicemails).where(voicemails.c.id == voicemail_id))
+    async def remove(self, voicemail_id: int, *, pbx_copy: bool = False) -> None:
+        """Delete the voicemail. With ``pbx_copy``, the row stays, hidden, as the request to the
+        PBX's agent to delete the message there too (``waiting`` until it answers)."""
+        if not pbx_copy:
+            await self.session.execute(delete(voicemails).where(voicemails.c.id == voicemail_id))
+            return
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id)
+            .values(
+                deleted_at=now(),
+                pbx_copy="waiting",
+                pbx_copy_detail="",
+                pbx_copy_at=None,
+                fetch_at=None,
+                storage_key="",
+            )
+        )
+
+    # -- the PBX's copy of a deleted voicemail ----------------------------------------------------
+
+    async def pbx_copies_waiting_pbxes(self) -> list[str]:
+        query = select(voicemails.c.pbx).where(voicemails.c.pbx_copy == "waiting").distinct()
+        return sorted(str(r) for r in (await self.session.execute(query)).scalars())
+
+    async def pbx_copies_waiting(self, pbx: str, limit: int) -> list[Voicemail]:
+        query = (
+            _select()
+            .where(voicemails.c.pbx_copy == "waiting", voicemails.c.pbx == pbx)
+            .order_by(voicemails.c.id)
+            .limit(limit)
+        )
+        return [_voicemail(r) for r in (await self.session.execute(query)).all()]
+
+    async def record_pbx_copy(self, voicemail_id: int, status: str, detail: str, /) -> None:
+        """The agent's answer about the PBX's copy of a deleted voicemail."""
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id, voicemails.c.pbx_copy == "waiting")
+            .values(pbx_copy=status[:16], pbx_copy_detail=detail[:500], pbx_copy_at=now())
+        )
+
+    async def pbx_copy_of(self, voicemail_id: int) -> tuple[str, str] | None:
+        """(status, detail) of a deleted voicemail's PBX copy; None when none was asked for."""
+        query = select(voicemails.c.pbx_copy, voicemails.c.pbx_copy_detail).where(
+            voicemails.c.id == voicemail_id, voicemails.c.pbx_copy != ""
+        )
+        row = (await self.session.execute(query)).first()
+        return (str(row[0]), str(row[1])) if row else None
 
     async def mark_ready(
         self,
