@@ -84,6 +84,7 @@ from callbridge.services.transcription import (
     TranscriptionUnavailable,
     TranscriptionWorker,
     TranscriptRows,
+    VoicemailTranscriptRows,
     WhisperTranscriber,
     transcribe_recording,
 )
@@ -357,6 +358,7 @@ class Hub:
                 ),
                 interval=settings.transcribe_interval_seconds,
                 summarizer=summarizer_for(settings),
+                voicemail_units=hub._voicemail_transcript_rows,
             )
         hub.connectors = ConnectorHub(hub.db, settings)
         return hub
@@ -413,6 +415,11 @@ class Hub:
     async def _pbx_copy_rows(self) -> AsyncIterator[PbxCopyRows]:
         async with self.db.unit() as repos:
             yield repos.recordings
+
+    @asynccontextmanager
+    async def _voicemail_transcript_rows(self) -> AsyncIterator[VoicemailTranscriptRows]:
+        async with self.db.unit() as repos:
+            yield repos.voicemails
 
     @asynccontextmanager
     async def _voicemail_copy_rows(self) -> AsyncIterator[PbxCopyRows]:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -29,8 +30,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.domain.errors import InvalidInput
+from callbridge.domain.transcripts import Segment, TranscriptStatus
 from callbridge.domain.users import User
-from callbridge.domain.voicemails import AudioStatus, Voicemail, mailbox_number
+from callbridge.domain.voicemails import AudioStatus, Voicemail, VoicemailTranscript, mailbox_number
 from callbridge.store.calls import calls
 from callbridge.store.desk import SqlDesk
 from callbridge.store.directory import decode_cursor, encode_cursor
@@ -74,6 +76,10 @@ voicemails = Table(
     Column("pbx_copy", String(16), nullable=False, server_default=""),
     Column("pbx_copy_detail", String(500), nullable=False, server_default=""),
     Column("pbx_copy_at", UtcDateTime, nullable=True),
+    # The transcript (where transcription is on): "" not made, ready, failed; its language, timed
+    # segments and, when failed, the reason, as one JSON object.
+    Column("transcript_status", String(16), nullable=False, server_default=""),
+    Column("transcript", JSON, nullable=True),
     UniqueConstraint("pbx", "reference", name="uq_voicemails_pbx_reference"),
     Index("ix_voicemails_pbx_extension", "pbx", "extension"),
     Index("ix_voicemails_fetch_at", "fetch_at"),
@@ -112,6 +118,25 @@ def _voicemail(row: Any) -> Voicemail:
         sha256=m["sha256"],
         content_type=m["content_type"],
         created_at=m["created_at"],
+        transcript=_transcript(m["transcript_status"], m["transcript"]),
+    )
+
+
+def _transcript(status: str, value: Any) -> VoicemailTranscript | None:
+    if not status:
+        return None
+    data: dict[str, Any] = value if isinstance(value, dict) else {}
+    found = data.get("segments")
+    segments: list[Any] = found if isinstance(found, list) else []
+    return VoicemailTranscript(
+        status=TranscriptStatus(status),
+        language=str(data.get("language") or ""),
+        segments=tuple(
+            Segment(float(s["start"]), float(s["end"]), str(s["text"]))
+            for s in segments
+            if isinstance(s, dict)
+        ),
+        reason=str(data.get("reason") or ""),
     )
 
 
@@ -267,6 +292,42 @@ class SqlVoicemails:
                 fetch_at=None,
                 storage_key="",
             )
+        )
+
+    # -- transcripts -------------------------------------------------------------------------------
+
+    async def transcribe_candidates(self, limit: int) -> list[Voicemail]:
+        """Voicemails with stored audio and no transcript yet, oldest first."""
+        query = (
+            _select()
+            .where(
+                voicemails.c.deleted_at.is_(None),
+                voicemails.c.audio_status == AudioStatus.READY.value,
+                voicemails.c.transcript_status == "",
+            )
+            .order_by(voicemails.c.id)
+            .limit(limit)
+        )
+        return [_voicemail(r) for r in (await self.session.execute(query)).all()]
+
+    async def save_transcript(
+        self,
+        voicemail_id: int,
+        *,
+        status: TranscriptStatus,
+        language: str = "",
+        segments: tuple[Segment, ...] = (),
+        reason: str = "",
+    ) -> None:
+        value = {
+            "language": language[:16],
+            "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in segments],
+            "reason": reason[:500],
+        }
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id)
+            .values(transcript_status=status.value, transcript=value)
         )
 
     # -- the PBX's copy of a deleted voicemail ----------------------------------------------------

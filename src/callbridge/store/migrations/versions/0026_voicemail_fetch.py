@@ -3,7 +3,9 @@ was left, the OpenAPI has its audio): when to try next (``fetch_at``; NULL for m
 uploads, and once done), how many tries failed, and the PBX's id of the message once found.
 And voicemails deleted with their PBX's copy to go too: the row stays, hidden (``deleted_at``),
 as the request to the PBX's agent (``pbx_copy`` "waiting" until it answers deleted / not_found /
-refused, with its detail and when). Existing rows keep everything and get NULL / 0 / "".
+refused, with its detail and when). And voicemails' transcripts (``transcript_status``: "" not
+made, ready, failed; ``transcript``: language, timed segments, reason). Existing rows keep
+everything and get NULL / 0 / "".
 
 Revision ID: 0026
 Revises: 0024
@@ -31,6 +33,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("pbx_copy", sa.String(16), nullable=False, server_default=""))
         batch.add_column(sa.Column("pbx_copy_detail", sa.String(500), nullable=False, server_default=""))
         batch.add_column(sa.Column("pbx_copy_at", UtcDateTime, nullable=True))
+        batch.add_column(sa.Column("transcript_status", sa.String(16), nullable=False, server_default=""))
+        batch.add_column(sa.Column("transcript", sa.JSON, nullable=True))
     op.create_index("ix_voicemails_fetch_at", "voicemails", ["fetch_at"])
     op.create_index("ix_voicemails_pbx_copy", "voicemails", ["pbx_copy"])
 
@@ -39,6 +43,8 @@ def downgrade() -> None:
     op.drop_index("ix_voicemails_pbx_copy", table_name="voicemails")
     op.drop_index("ix_voicemails_fetch_at", table_name="voicemails")
     with op.batch_alter_table("voicemails") as batch:
+        batch.drop_column("transcript")
+        batch.drop_column("transcript_status")
         batch.drop_column("pbx_copy_at")
         batch.drop_column("pbx_copy_detail")
         batch.drop_column("pbx_copy")
