@@ -519,7 +519,19 @@ class Hub:
         voicemail (once, whatever the number of events), its audio fetched by the hub."""
         if self.voicemails is None:
             return
+        kinds: dict[str, PbxKind | None] = {}
         for event in events:
+            if event.pbx not in kinds:
+                async with self.db.unit() as repos:
+                    record = await repos.pbxes.find(event.pbx)
+                kinds[event.pbx] = record.kind if record is not None else None
+            if kinds[event.pbx] is not PbxKind.YEASTAR:
+                # Only a PBX that keeps voicemail itself says so by event (an agent announces
+                # Asterisk's messages with their audio): anything else is dropped, logged.
+                log.warning(
+                    "voicemail event for call %s/%s ignored: not a Yeastar PBX", event.pbx, event.call_id
+                )
+                continue
             message = MessageLeft(
                 mailbox=event.mailbox,
                 reference=f"call:{event.call_id}",

@@ -20,6 +20,7 @@ from tests.web.test_recordings_api import tone_wav
 
 from callbridge.domain.users import Role
 from callbridge.domain.voicemails import AudioStatus, Voicemail
+from callbridge.hub import Hub
 from callbridge.pbx.yeastar.client import VoicemailMessage
 from callbridge.pbx.yeastar.voicemails import pick_message, same_caller
 from callbridge.services.recordings import FetchPolicy
@@ -152,3 +153,23 @@ def test_the_message_is_the_callers_untaken_one_nearest_the_call() -> None:
     unreadable = [_message("x", "+14155550100", "later"), _message("y", "+14155550100", "")]
     picked = pick_message(unreadable, voicemail, set(), zone)
     assert picked is not None and picked.msg_id == "x"  # the PBX's order: the oldest
+
+
+async def test_a_voicemail_event_for_a_pbx_that_is_not_yeastar_makes_no_voicemail(hub: Hub) -> None:
+    """Asterisk's messages come from its agent with their audio; the same event from elsewhere
+    (an agent's batch) is dropped, not turned into a voicemail the hub would try to fetch."""
+    from datetime import UTC, datetime
+
+    from tests.agent.conftest import add_agent_pbx
+
+    from callbridge.domain.events import VoicemailLeft
+
+    await add_agent_pbx(hub, "office")
+    at = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    for pbx in ("office", "nowhere"):
+        await hub.handle_events(
+            [VoicemailLeft(pbx=pbx, at=at, call_id="c1", mailbox="7001", caller_number=CALLER)]
+        )
+    async with hub.db.unit() as repos:
+        found, _ = await repos.voicemails.search(mailboxes=None)
+        assert found == [] and await repos.voicemails.next_due_at() is None
