@@ -30,6 +30,7 @@ from callbridge.domain.events import (
     QueueEvent,
     QueueMemberChanged,
     RecordingAvailable,
+    VoicemailLeft,
 )
 from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import PurgeCandidate, RecordingStatus, parse_recordings_url
@@ -84,10 +85,18 @@ from callbridge.services.transcription import (
     TranscriptionUnavailable,
     TranscriptionWorker,
     TranscriptRows,
+    VoicemailTranscriptRows,
     WhisperTranscriber,
     transcribe_recording,
 )
-from callbridge.services.voicemails import Voicemails, voicemail_mail
+from callbridge.services.voicemails import (
+    WAITING_FOR_AGENT,
+    MessageLeft,
+    VoicemailFetcher,
+    Voicemails,
+    VoicemailSource,
+    voicemail_mail,
+)
 from callbridge.store.calls import CALL_LOG_TABLES
 from callbridge.store.db import Database, lost_a_race
 from callbridge.store.desk import DeskRepo
@@ -237,8 +246,10 @@ class Hub:
     fetcher: RecordingFetcher | None = None
     retention: RetentionWorker | None = None
     pbx_copies: PbxCopyDeleter | None = None
+    voicemail_pbx_copies: PbxCopyDeleter | None = None
     uploads: AgentUploads | None = None
     voicemails: Voicemails | None = None
+    voicemail_fetcher: VoicemailFetcher | None = None
     transcription: TranscriptionWorker | None = None
     # Queues: the live state the wallboard shows (see services/queues.py).
     queue_board: QueueBoard = field(default_factory=QueueBoard)
@@ -309,6 +320,9 @@ class Hub:
             hub._recording_rows, hub.storage, hub.recording_source, transcode=transcode
         )
         hub.pbx_copies = PbxCopyDeleter(hub._pbx_copy_rows, hub._connected_agent)
+        hub.voicemail_pbx_copies = PbxCopyDeleter(
+            hub._voicemail_copy_rows, hub._connected_agent, action="delete_voicemail", what="voicemail"
+        )
         hub.retention = RetentionWorker(
             hub._purge_store,
             hub.storage,
@@ -332,6 +346,9 @@ class Hub:
             chunk_bytes=hub.uploads.chunk_bytes,
         )
         hub.voicemails.on_new = hub._voicemail_left
+        hub.voicemail_fetcher = VoicemailFetcher(
+            hub.db.unit, hub.storage, hub.voicemail_source, max_bytes=settings.recording_max_bytes
+        )
         if settings.transcribe:
             hub.transcription = TranscriptionWorker(
                 hub._transcript_rows,
@@ -342,6 +359,7 @@ class Hub:
                 ),
                 interval=settings.transcribe_interval_seconds,
                 summarizer=summarizer_for(settings),
+                voicemail_units=hub._voicemail_transcript_rows,
             )
         hub.connectors = ConnectorHub(hub.db, settings)
         return hub
@@ -398,6 +416,16 @@ class Hub:
     async def _pbx_copy_rows(self) -> AsyncIterator[PbxCopyRows]:
         async with self.db.unit() as repos:
             yield repos.recordings
+
+    @asynccontextmanager
+    async def _voicemail_transcript_rows(self) -> AsyncIterator[VoicemailTranscriptRows]:
+        async with self.db.unit() as repos:
+            yield repos.voicemails
+
+    @asynccontextmanager
+    async def _voicemail_copy_rows(self) -> AsyncIterator[PbxCopyRows]:
+        async with self.db.unit() as repos:
+            yield repos.voicemails
 
     def _connected_agent(self, pbx: str) -> AgentCaller | None:
         from callbridge.services.agents import AgentLink
@@ -468,15 +496,69 @@ class Hub:
 
         return YeastarRecordings(client)
 
+    async def voicemail_source(self, pbx: str) -> VoicemailSource | str:
+        """Where PBX ``pbx``'s voicemail audio comes from when the hub fetches it (Yeastar), or why
+        nowhere (the reason a pending voicemail shows)."""
+        async with self.db.unit() as repos:
+            record = await repos.pbxes.find(pbx)
+        if record is None:
+            return "its phone system was removed"
+        if not record.enabled:
+            return "its phone system is disabled"
+        if record.kind is not PbxKind.YEASTAR:
+            return WAITING_FOR_AGENT
+        link = self._local_link(pbx)
+        client = getattr(link, "client", None)
+        if client is None:
+            return "the link to this phone system is not running in this hub process"
+        from callbridge.pbx.yeastar.voicemails import YeastarVoicemails
+
+        return YeastarVoicemails(client, str(record.config.get("timezone") or "UTC"))
+
+    async def _voicemails_left(self, events: Sequence[VoicemailLeft]) -> None:
+        """A PBX that keeps voicemail itself (Yeastar) said messages were left: each becomes a
+        voicemail (once, whatever the number of events), its audio fetched by the hub."""
+        if self.voicemails is None:
+            return
+        kinds: dict[str, PbxKind | None] = {}
+        for event in events:
+            if event.pbx not in kinds:
+                async with self.db.unit() as repos:
+                    record = await repos.pbxes.find(event.pbx)
+                kinds[event.pbx] = record.kind if record is not None else None
+            if kinds[event.pbx] is not PbxKind.YEASTAR:
+                # Only a PBX that keeps voicemail itself says so by event (an agent announces
+                # Asterisk's messages with their audio): anything else is dropped, logged.
+                log.warning(
+                    "voicemail event for call %s/%s ignored: not a Yeastar PBX", event.pbx, event.call_id
+                )
+                continue
+            message = MessageLeft(
+                mailbox=event.mailbox,
+                reference=f"call:{event.call_id}",
+                caller_number=event.caller_number,
+                caller_name=event.caller_name,
+                received_at=event.at,
+                duration_seconds=event.duration_seconds,
+                pbx_call_id=event.call_id,
+            )
+            await self.voicemails.announce(event.pbx, message, None, fetch=True)
+        if self.voicemail_fetcher is not None:
+            self.voicemail_fetcher.wake()
+
     def start_recordings(self) -> None:
         """Start fetching pending recordings (the lifespan calls this; pending rows from before
         a restart are taken first)."""
         if self.fetcher is not None:
             self.fetcher.start()
+        if self.voicemail_fetcher is not None:
+            self.voicemail_fetcher.start()
         if self.retention is not None:
             self.retention.start()
         if self.pbx_copies is not None:
             self.pbx_copies.start()
+        if self.voicemail_pbx_copies is not None:
+            self.voicemail_pbx_copies.start()
         if self.transcription is not None:
             self.transcription.start()
         if self.mail is not None:
@@ -577,7 +659,15 @@ class Hub:
 
         A caller cancelled meanwhile does not stop the batch: it ends, committed or rolled back
         (see :meth:`~callbridge.store.db.Database.finish_anyway`)."""
-        return await self.db.finish_anyway(self._ingest_batch(events, then=then))
+        # A message left in a mailbox is no call-log event: a voicemail, made once the call's
+        # events are stored (the voicemail links to the call by the PBX's call id).
+        left = [e for e in events if isinstance(e, VoicemailLeft)]
+        if left:
+            events = [e for e in events if not isinstance(e, VoicemailLeft)]
+        messages = await self.db.finish_anyway(self._ingest_batch(events, then=then))
+        if left:
+            await self._voicemails_left(left)
+        return messages
 
     async def _ingest_batch(
         self, events: Sequence[Event], *, then: Callable[[Repos], Awaitable[None]] | None = None
@@ -1067,10 +1157,14 @@ class Hub:
             await self.connectors.close()
         if self.fetcher is not None:
             await self.fetcher.close()
+        if self.voicemail_fetcher is not None:
+            await self.voicemail_fetcher.close()
         if self.retention is not None:
             await self.retention.close()
         if self.pbx_copies is not None:
             await self.pbx_copies.close()
+        if self.voicemail_pbx_copies is not None:
+            await self.voicemail_pbx_copies.close()
         if self.transcription is not None:
             await self.transcription.close()
         if isinstance(self.storage, S3Storage):

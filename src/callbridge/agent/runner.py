@@ -29,7 +29,7 @@ import callbridge
 from callbridge.agent.config import AgentConfig
 from callbridge.agent.outbox import Outbox, Row
 from callbridge.agent.uploads import Uploader, delete_copy
-from callbridge.agent.voicemail import VoicemailSender
+from callbridge.agent.voicemail import VoicemailSender, delete_message
 from callbridge.domain.errors import CallbridgeError, InvalidInput, PbxRejected, PbxUnavailable
 from callbridge.domain.events import CallEnded, Disposition, Event, HangupSide
 from callbridge.pbx.asterisk.codec import Message
@@ -603,6 +603,11 @@ class Agent:
             # The hub purged a recording this agent uploaded: the PBX's copy goes too.
             return await asyncio.to_thread(
                 delete_copy, self.uploader.directory, str(args.get("reference", ""))
+            )
+        if name == "delete_voicemail":
+            # A user deleted a voicemail in the hub and asked for the PBX's copy to go too.
+            return await asyncio.to_thread(
+                delete_message, self.config.voicemail_dir, str(args.get("reference", ""))
             )
         if name == "unban":
             if self.guard is None:

@@ -226,3 +226,48 @@ class VoicemailSender:
         if answer.status_code in (204, 404):
             raise _Done
         _expect(answer, 204)
+
+
+def delete_message(root: Path, reference: str) -> dict[str, str]:
+    """The hub was asked to delete a message at the PBX: delete that message's files
+    (``msgNNNN.txt``, ``.wav`` and any other format) in its mailbox, found by its ``msg_id``
+    in any of the mailbox's folders (Asterisk renumbers and moves messages), and only inside the
+    voicemail directory. ``{"result": "deleted"|"not_found"|"refused", "detail"}``. Blocking I/O."""
+    context, sep, rest = reference.partition("/")
+    number, sep2, msg_id = rest.partition("/")
+    if not (sep and sep2) or not all(_NAME.fullmatch(p) for p in (context, number, msg_id)):
+        return {"result": "refused", "detail": "not a voicemail message's reference"}
+    try:
+        base = root.resolve(strict=True)
+        mailbox = (root / context / number).resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return {"result": "not_found", "detail": f"no mailbox {number}@{context}"}
+    except (OSError, RuntimeError):
+        return {"result": "refused", "detail": "the mailbox cannot be resolved"}
+    if not mailbox.is_relative_to(base) or mailbox == base:
+        return {
+            "result": "refused",
+            "detail": f"mailbox {number}@{context} is outside the voicemail directory",
+        }
+    try:
+        for folder in sorted(p for p in mailbox.iterdir() if p.is_dir() and not p.is_symlink()):
+            for txt in sorted(p for p in folder.iterdir() if _MESSAGE.fullmatch(p.name)):
+                try:
+                    text = txt.read_text(encoding="utf-8", errors="replace")
+                except OSError:
+                    continue
+                found = _msg_id(text) or hashlib.sha256(text.encode()).hexdigest()[:24]
+                if found != msg_id:
+                    continue
+                stem = txt.name[: -len(".txt")]
+                files = [p for p in folder.iterdir() if p.name.split(".", 1)[0] == stem]
+                for path in files:
+                    if path.is_file() or path.is_symlink():
+                        path.unlink(missing_ok=True)
+                log.info("voicemail %s deleted (%s/%s): the hub asked", reference, folder.name, stem)
+                return {"result": "deleted", "detail": f"{folder.name}/{stem} ({len(files)} files)"}
+    except PermissionError:
+        return {"result": "refused", "detail": "the agent may not delete the message's files (permissions)"}
+    except OSError as exc:
+        return {"result": "refused", "detail": f"the message could not be deleted ({type(exc).__name__})"}
+    return {"result": "not_found", "detail": f"no message {msg_id} in mailbox {number}@{context}"}

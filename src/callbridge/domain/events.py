@@ -113,7 +113,9 @@ _ADDED_FIELDS: dict[str, object] = {
 # Datetime fields besides ``at`` (optional: ``None`` when unknown).
 _TIME_FIELDS = frozenset({"started_at", "answered_at"})
 # Whole numbers (seconds, positions) and flags of the queue events.
-_INT_FIELDS = frozenset({"position", "wait_seconds", "ring_seconds", "talk_seconds", "ring_ms"})
+_INT_FIELDS = frozenset(
+    {"position", "wait_seconds", "ring_seconds", "talk_seconds", "ring_ms", "duration_seconds"}
+)
 _BOOL_FIELDS = frozenset({"paused", "rings_reported"})
 
 
@@ -228,6 +230,24 @@ class RecordingAvailable(CallEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class VoicemailLeft(CallEvent):
+    """The caller of this call left a message in ``mailbox`` (the called extension's mailbox),
+    as a PBX that keeps the audio itself says (Yeastar's CDR status ``VOICEMAIL``); the hub
+    fetches the audio. ``at`` is when the message was left, as near as the PBX tells."""
+
+    kind: ClassVar[str] = "voicemail_left"
+    mailbox: str
+    caller_number: str
+    caller_name: str = ""
+    duration_seconds: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.mailbox:
+            raise InvalidEvent(f"{self.kind}: mailbox must not be empty")
+
+
+@dataclass(frozen=True, kw_only=True)
 class PresenceChanged(Event):
     kind: ClassVar[str] = "presence_changed"
     extension: str
@@ -338,6 +358,7 @@ _ALL_TYPES: tuple[type[Event], ...] = (
     CallTransferred,
     CallEnded,
     RecordingAvailable,
+    VoicemailLeft,
     PresenceChanged,
     *QUEUE_CALL_EVENTS,
     QueueMemberChanged,

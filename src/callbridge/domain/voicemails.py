@@ -14,12 +14,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from callbridge.domain.errors import InvalidInput
+from callbridge.domain.transcripts import Segment, TranscriptStatus
 
 
 class AudioStatus(enum.StrEnum):
     PENDING = "pending"
     READY = "ready"
     FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailTranscript:
+    """A voicemail's transcript, made on the hub by the recordings' transcriber."""
+
+    status: TranscriptStatus
+    language: str
+    segments: tuple[Segment, ...]
+    reason: str = ""
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +57,7 @@ class Voicemail:
     sha256: str
     content_type: str
     created_at: datetime
+    transcript: VoicemailTranscript | None = None  # where transcription is on
 
     @property
     def mailbox_number(self) -> str:

@@ -185,14 +185,19 @@ class AgentUploads:
 
     async def begin(self, pbx: str, pbx_call_id: str, reference: str, announced: Announced) -> UploadState:
         """Match an announced file to its recording; how many bytes the hub already has."""
+        too_large = ""
         async with self._units() as rows:
             found = await rows.find_for_upload(pbx, reference, pbx_call_id)
             if found is None:
                 raise NotFound(f"no recording {reference!r} of call {pbx_call_id} on PBX {pbx}")
             if found.status is RecordingStatus.PENDING and announced.size > self.max_bytes:
-                reason = f"the file has {announced.size} bytes, over the hub's cap of {self.max_bytes}"
-                await rows.mark_failed(found.id, reason)
-                raise UploadTooLarge(reason)
+                too_large = f"the file has {announced.size} bytes, over the hub's cap of {self.max_bytes}"
+                await rows.mark_failed(found.id, too_large)
+        # Raised once the unit has committed (raised inside, it would roll the failure back and
+        # leave the recording pending for ever): the recording stays, failed with why.
+        if too_large:
+            log.warning("recording %s (PBX %s) refused: %s", found.id, pbx, too_large)
+            raise UploadTooLarge(too_large)
         if found.status is RecordingStatus.READY and found.sha256 == announced.sha256:
             return UploadState(found.id, "ready", announced.size, self.chunk_bytes)
         if found.status is not RecordingStatus.PENDING:

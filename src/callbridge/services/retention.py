@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from callbridge.domain.errors import CallbridgeError, PbxTimeout, PbxUnavailable, StorageUnavailable
-from callbridge.domain.recordings import PurgeCandidate, Recording, RetentionRule
+from callbridge.domain.recordings import PurgeCandidate, RetentionRule
 from callbridge.services.background import BackgroundWorker
 
 log = logging.getLogger(__name__)
@@ -147,12 +147,25 @@ class RetentionWorker(BackgroundWorker):
 PBX_COPY_ANSWERS = ("deleted", "not_found", "refused")
 
 
+class PbxCopy(Protocol):
+    """What the PBX keeps a copy of: a purged recording, a deleted voicemail."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def reference(self) -> str: ...
+
+    @property
+    def call_id(self) -> int | None: ...
+
+
 class PbxCopyRows(Protocol):
     async def pbx_copies_waiting_pbxes(self) -> list[str]: ...
 
-    async def pbx_copies_waiting(self, pbx: str, limit: int) -> list[Recording]: ...
+    async def pbx_copies_waiting(self, pbx: str, limit: int) -> Sequence[PbxCopy]: ...
 
-    async def record_pbx_copy(self, recording_id: int, status: str, detail: str) -> None: ...
+    async def record_pbx_copy(self, item_id: int, status: str, detail: str, /) -> None: ...
 
 
 class AgentCaller(Protocol):
@@ -174,11 +187,24 @@ class PbxCopyDeleter(BackgroundWorker):
 
     task_name = "recording-pbx-copies"
 
-    def __init__(self, units: PbxCopyUnits, agent_for: AgentFor, *, interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        units: PbxCopyUnits,
+        agent_for: AgentFor,
+        *,
+        interval: float = 60.0,
+        action: str = "delete_recording",
+        what: str = "recording",
+    ) -> None:
         self._units = units
         self._agent_for = agent_for
         self.interval = interval
         self._wake = asyncio.Event()
+        # The agent's action and the word in the log: the same mechanism deletes a deleted
+        # voicemail's message at the PBX (``delete_voicemail``).
+        self.action = action
+        self.what = what
+        self.task_name = f"{what}-pbx-copies"
 
     def wake(self) -> None:
         self._wake.set()
@@ -189,7 +215,7 @@ class PbxCopyDeleter(BackgroundWorker):
             try:
                 await self.run_once()
             except Exception as exc:  # the database may be restarting: the next round tries again
-                log.warning("PBX copies of purged recordings: not asked now (%s)", type(exc).__name__)
+                log.warning("PBX copies of %ss: not asked now (%s)", self.what, type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
 
@@ -211,11 +237,11 @@ class PbxCopyDeleter(BackgroundWorker):
                 waiting = await rows.pbx_copies_waiting(pbx, 100)
             for recording in waiting:
                 try:
-                    value = await agent.call("delete_recording", {"reference": recording.reference})
+                    value = await agent.call(self.action, {"reference": recording.reference})
                 except (PbxUnavailable, PbxTimeout) as exc:
                     log.info(
-                        "recording %s (%s): the PBX's copy stays to be deleted; the agent did not "
-                        "answer (%s)",
+                        "%s %s (%s): the PBX's copy stays to be deleted; the agent did not answer (%s)",
+                        self.what,
                         recording.id,
                         pbx,
                         exc.message,
@@ -230,7 +256,8 @@ class PbxCopyDeleter(BackgroundWorker):
                 answered += 1
                 log.log(
                     logging.INFO if status != "refused" else logging.WARNING,
-                    "recording %s of call %s (%s): the PBX's copy %s%s",
+                    "%s %s of call %s (%s): the PBX's copy %s%s",
+                    self.what,
                     recording.id,
                     recording.call_id,
                     pbx,

@@ -31,6 +31,7 @@ import httpx
 from callbridge.domain.errors import CallbridgeError
 from callbridge.domain.recordings import Recording
 from callbridge.domain.transcripts import Segment, TranscribeRules, TranscriptStatus
+from callbridge.domain.voicemails import Voicemail
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,60 @@ class TranscriptRows(Protocol):
 TranscriptUnits = Callable[[], AbstractAsyncContextManager[TranscriptRows]]
 
 
+class VoicemailTranscriptRows(Protocol):
+    async def transcribe_candidates(self, limit: int) -> list[Voicemail]: ...
+
+    async def save_transcript(
+        self,
+        voicemail_id: int,
+        *,
+        status: TranscriptStatus,
+        language: str = "",
+        segments: tuple[Segment, ...] = (),
+        reason: str = "",
+    ) -> None: ...
+
+
+VoicemailTranscriptUnits = Callable[[], AbstractAsyncContextManager[VoicemailTranscriptRows]]
+
+
+async def transcribe_voicemail(
+    voicemail: Voicemail,
+    storage: AudioFiles,
+    transcriber: Transcriber,
+    units: VoicemailTranscriptUnits,
+) -> tuple[TranscriptStatus, str, Heard | None]:
+    """Transcribe one voicemail's stored audio, as a recording's (same transcriber, nothing
+    leaves the hub), and store the outcome; audio it cannot read is ``failed`` with the reason."""
+    storage.scratch.mkdir(parents=True, exist_ok=True)
+    ext = Path(voicemail.storage_key).suffix[:8]
+    copy = storage.scratch / f"stt-voicemail-{voicemail.id}-{secrets.token_hex(6)}{ext}"
+    try:
+        with copy.open("wb") as out:
+            async for chunk in storage.open(voicemail.storage_key):
+                out.write(chunk)
+        try:
+            heard = await asyncio.to_thread(transcriber.transcribe, copy)
+        except TranscriptionUnavailable:
+            raise
+        except Exception as exc:  # corrupt or unreadable audio: failed, with the reason
+            reason = f"the audio could not be transcribed ({type(exc).__name__}: {str(exc)[:200]})"
+            async with units() as rows:
+                await rows.save_transcript(voicemail.id, status=TranscriptStatus.FAILED, reason=reason)
+            log.warning("voicemail %s (%s): %s", voicemail.id, voicemail.pbx, reason)
+            return TranscriptStatus.FAILED, reason, None
+        async with units() as rows:
+            await rows.save_transcript(
+                voicemail.id, status=TranscriptStatus.READY, language=heard.language, segments=heard.segments
+            )
+        log.info(
+            "voicemail %s (%s) transcribed: %d segments", voicemail.id, voicemail.pbx, len(heard.segments)
+        )
+        return TranscriptStatus.READY, "", heard
+    finally:
+        copy.unlink(missing_ok=True)
+
+
 async def transcribe_recording(
     recording: Recording,
     storage: AudioFiles,
@@ -254,8 +309,13 @@ class TranscriptionWorker:
         interval: float = 60.0,
         batch: int = 20,
         summarizer: Summarizer | None = None,
+        voicemail_units: VoicemailTranscriptUnits | None = None,
     ) -> None:
         self.summarizer = summarizer
+        # Voicemails are transcribed by the same worker, by the same rules (an inbound call
+        # from the caller's number to the mailbox, on its PBX).
+        self._voicemail_units = voicemail_units
+        self._skipped_voicemails: set[int] = set()
         self._units = units
         self._storage = storage
         self.transcriber = transcriber
@@ -305,5 +365,24 @@ class TranscriptionWorker:
             )
             done += 1
             if done >= self.batch:
+                return done
+        return done + await self._voicemails(self.batch - done)
+
+    async def _voicemails(self, room: int) -> int:
+        if self._voicemail_units is None or room <= 0:
+            return 0
+        async with self._voicemail_units() as rows:
+            found = await rows.transcribe_candidates(room + len(self._skipped_voicemails))
+        done = 0
+        for voicemail in found:
+            if voicemail.id in self._skipped_voicemails:
+                continue
+            numbers = (voicemail.caller_number, voicemail.mailbox_number)
+            if not self.rules.matches(direction="inbound", pbx=voicemail.pbx, numbers=numbers):
+                self._skipped_voicemails.add(voicemail.id)
+                continue
+            await transcribe_voicemail(voicemail, self._storage, self.transcriber, self._voicemail_units)
+            done += 1
+            if done >= room:
                 break
         return done

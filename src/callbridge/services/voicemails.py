@@ -9,28 +9,38 @@ when the file is there. The voicemail exists from the first announcement on, its
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from callbridge.domain.directory import Contact
-from callbridge.domain.errors import NotFound
+from callbridge.domain.errors import CallbridgeError, NotFound, PbxError
 from callbridge.domain.numbers import format_for_region
+from callbridge.domain.pbx import PbxKind, PbxRecord
 from callbridge.domain.recordings import (
+    RecordingNotReady,
+    RecordingUnavailable,
     UploadTooLarge,
     content_type_for,
+    retry_delay,
 )
 from callbridge.domain.voicemails import AudioStatus, Voicemail
+from callbridge.services.background import BackgroundWorker
 from callbridge.services.directory import lookup
 from callbridge.services.recording_uploads import Announced, PartialFiles, UploadState
-from callbridge.services.recordings import RecordingStorage
+from callbridge.services.recordings import FetchPolicy, RecordingStorage, digest
 
 log = logging.getLogger(__name__)
 
 WAITING_FOR_AGENT = "waiting for the agent on the phone system to upload it"
+FETCHING = "being fetched from the phone system"
 
 
 class VoicemailRows(Protocol):
@@ -51,13 +61,58 @@ class VoicemailRows(Protocol):
         duration_seconds: int,
         pbx_call_id: str,
         audio_reason: str,
+        fetch_at: datetime | None = None,
     ) -> tuple[Voicemail, bool]: ...
 
     async def mark_ready(
-        self, voicemail_id: int, *, storage_key: str, size_bytes: int, sha256: str, content_type: str
+        self,
+        voicemail_id: int,
+        *,
+        storage_key: str,
+        size_bytes: int,
+        sha256: str,
+        content_type: str,
+        pbx_message_id: str = "",
+        duration_seconds: int | None = None,
+        caller_name: str = "",
     ) -> None: ...
 
     async def mark_failed(self, voicemail_id: int, reason: str) -> None: ...
+
+    # The audio the hub fetches from the PBX itself (Yeastar), with retries and back-off.
+    async def due(self, at: datetime, limit: int) -> list[tuple[Voicemail, int]]: ...
+
+    async def next_due_at(self) -> datetime | None: ...
+
+    async def claim(self, voicemail_id: int, at: datetime, hold: timedelta) -> bool: ...
+
+    async def mark_retry(self, voicemail_id: int, reason: str, next_attempt_at: datetime) -> None: ...
+
+    async def release(self, voicemail_id: int, reason: str, next_attempt_at: datetime) -> None: ...
+
+    async def taken_message_ids(self, pbx: str, mailbox: str) -> set[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedMessage:
+    """What a PBX's voicemail source fetched: the PBX's id of the message (so no other voicemail
+    takes it), the file's name (its extension gives the type) and what the PBX says of it."""
+
+    message_id: str
+    name: str
+    duration_seconds: int = 0
+    caller_name: str = ""
+
+
+class VoicemailSource(Protocol):
+    """Where a PBX's voicemail audio comes from when the hub fetches it (Yeastar's OpenAPI).
+    Raises ``RecordingNotReady``/``PbxError`` to be retried, ``RecordingUnavailable`` never."""
+
+    async def fetch(self, voicemail: Voicemail, taken: Collection[str], dest: Path) -> FetchedMessage: ...
+
+
+# The source for a PBX's voicemails, or why there is none (shown as the pending reason).
+VoicemailSourceFor = Callable[[str], Awaitable["VoicemailSource | str"]]
 
 
 class Finder(Protocol):
@@ -117,10 +172,11 @@ class Voicemails:
         self.on_new: Callable[[Voicemail], Awaitable[None]] | None = None
 
     async def announce(
-        self, pbx: str, message: MessageLeft, announced: Announced | None
+        self, pbx: str, message: MessageLeft, announced: Announced | None, *, fetch: bool = False
     ) -> tuple[Voicemail, bool, UploadState | None]:
         """Keep the message (once, whatever the number of announcements); ``True`` when it is
-        new. With the audio announced: how many of its bytes the hub already holds."""
+        new. With the audio announced: how many of its bytes the hub already holds. With
+        ``fetch``, the hub fetches the audio from the PBX itself (:class:`VoicemailFetcher`)."""
         async with self._units() as unit:
             rows = unit.voicemails
             found = await rows.find(pbx, message.reference)
@@ -138,7 +194,8 @@ class Voicemails:
                     received_at=message.received_at,
                     duration_seconds=message.duration_seconds,
                     pbx_call_id=message.pbx_call_id,
-                    audio_reason=WAITING_FOR_AGENT,
+                    audio_reason=FETCHING if fetch else WAITING_FOR_AGENT,
+                    fetch_at=datetime.now(UTC) if fetch else None,
                 )
             pending = found.audio_status is AudioStatus.PENDING
             too_large = ""
@@ -217,6 +274,171 @@ class Voicemails:
                 raise NotFound(f"no voicemail {reference!r} on PBX {pbx}")
             await unit.voicemails.mark_failed(found.id, f"the agent did not send it: {reason}"[:500])
         log.warning("voicemail %s (PBX %s): audio refused by its agent: %s", found.id, pbx, reason)
+
+
+class VoicemailFetcher(BackgroundWorker):
+    """Fetches the audio of voicemails whose PBX keeps it (Yeastar) as the recording fetcher
+    does recordings: due rows are claimed (two workers never fetch one message), fetched from
+    the PBX's source, checked and stored, or retried with capped back-off, or failed with the
+    reason when retrying cannot help. The rows wait in the database: a restart loses nothing."""
+
+    task_name = "voicemail-fetcher"
+
+    def __init__(
+        self,
+        units: VoicemailUnits,
+        storage: RecordingStorage,
+        source_for: VoicemailSourceFor,
+        *,
+        max_bytes: int,
+        policy: FetchPolicy | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._units = units
+        self._storage = storage
+        self._source_for = source_for
+        self.max_bytes = max_bytes
+        self.policy = policy or FetchPolicy()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._wake = asyncio.Event()
+        # Fetched, each time one is stored (the transcription worker looks then).
+        self.on_ready: Callable[[], None] | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                worked = await self.run_once()
+            except Exception as exc:  # the database may be restarting: look again a bit later
+                log.warning("voicemail fetcher: could not read pending voicemails (%s)", type(exc).__name__)
+                worked, wait = 0, self.policy.base_delay
+            else:
+                wait = await self._until_next_due()
+            if worked:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _until_next_due(self) -> float:
+        async with self._units() as unit:
+            at = await unit.voicemails.next_due_at()
+        if at is None:
+            return self.policy.max_delay
+        return min(self.policy.max_delay, max(0.05, (at - self._clock()).total_seconds()))
+
+    async def run_once(self) -> int:
+        """Fetch what is due now (one batch); returns how many voicemails were tried."""
+        now = self._clock()
+        async with self._units() as unit:
+            due = await unit.voicemails.due(now, self.policy.batch)
+        tried = 0
+        for voicemail, attempts in due:
+            async with self._units() as unit:
+                hold = timedelta(seconds=self.policy.claim_seconds)
+                claimed = await unit.voicemails.claim(voicemail.id, now, hold)
+            if claimed:
+                tried += 1
+                await self.fetch(voicemail, attempts)
+        return tried
+
+    async def fetch(self, voicemail: Voicemail, attempts: int) -> None:
+        try:
+            source = await self._source_for(voicemail.pbx)
+        except Exception as exc:
+            source = f"could not read the phone system's settings ({type(exc).__name__})"
+        if isinstance(source, str):
+            async with self._units() as unit:
+                later = self._clock() + timedelta(seconds=self.policy.no_source_delay)
+                await unit.voicemails.release(voicemail.id, source, later)
+            return
+        self._storage.scratch.mkdir(parents=True, exist_ok=True)
+        part = self._storage.scratch / f"voicemail-{voicemail.id}-{secrets.token_hex(6)}.part"
+        try:
+            try:
+                async with self._units() as unit:
+                    taken = await unit.voicemails.taken_message_ids(voicemail.pbx, voicemail.mailbox)
+                async with asyncio.timeout(self.policy.fetch_timeout):
+                    fetched = await source.fetch(voicemail, taken, part)
+                found = await asyncio.to_thread(digest, part)
+                if found.size == 0:
+                    raise RecordingNotReady("the phone system sent an empty file")
+                if found.size > self.max_bytes:
+                    raise RecordingUnavailable(
+                        f"the file has {found.size} bytes, over the hub's cap of {self.max_bytes}"
+                    )
+                key = storage_key(voicemail, fetched.name)
+                await self._storage.put(key, part)
+            except RecordingUnavailable as exc:
+                await self._failed(voicemail, exc.message)
+                return
+            except (RecordingNotReady, PbxError, CallbridgeError) as exc:
+                await self._retry(voicemail, attempts, exc.message)
+                return
+            except TimeoutError:
+                await self._retry(
+                    voicemail, attempts, f"the download took longer than {self.policy.fetch_timeout:.0f} s"
+                )
+                return
+            except OSError as exc:
+                await self._retry(voicemail, attempts, f"could not store the file ({type(exc).__name__})")
+                return
+            async with self._units() as unit:
+                await unit.voicemails.mark_ready(
+                    voicemail.id,
+                    storage_key=key,
+                    size_bytes=found.size,
+                    sha256=found.sha256,
+                    content_type=content_type_for(fetched.name),
+                    pbx_message_id=fetched.message_id,
+                    duration_seconds=fetched.duration_seconds or None,
+                    caller_name=fetched.caller_name,
+                )
+            log.info(
+                "voicemail %s (%s) audio fetched: message %s, %d bytes",
+                voicemail.id,
+                voicemail.pbx,
+                fetched.message_id,
+                found.size,
+            )
+            if self.on_ready is not None:
+                self.on_ready()
+        finally:
+            part.unlink(missing_ok=True)
+
+    async def _retry(self, voicemail: Voicemail, attempts: int, reason: str) -> None:
+        attempts += 1
+        if attempts >= self.policy.max_attempts:
+            await self._failed(voicemail, f"gave up after {attempts} attempts: {reason}")
+            return
+        delay = retry_delay(attempts, base=self.policy.base_delay, cap=self.policy.max_delay)
+        log.info(
+            "voicemail %s (%s) not fetched (%s); retry in %.0f s", voicemail.id, voicemail.pbx, reason, delay
+        )
+        async with self._units() as unit:
+            await unit.voicemails.mark_retry(voicemail.id, reason, self._clock() + timedelta(seconds=delay))
+
+    async def _failed(self, voicemail: Voicemail, reason: str) -> None:
+        log.warning("voicemail %s (%s): audio failed: %s", voicemail.id, voicemail.pbx, reason)
+        async with self._units() as unit:
+            await unit.voicemails.mark_failed(voicemail.id, reason)
+
+
+def pbx_delete_refusal(record: PbxRecord | None) -> str:
+    """Why a voicemail of this PBX cannot be deleted at the PBX from callbridge; "" when it can
+    (an Asterisk served by ``callbridge agent``: the agent deletes the message's files)."""
+    if record is None:
+        return "its phone system was removed"
+    if record.kind is PbxKind.ASTERISK:
+        if record.config.get("agent"):
+            return ""
+        return "only an Asterisk served by callbridge agent can delete a message at the phone system"
+    return (
+        f"{record.kind.value} phone systems have no documented API call that deletes a voicemail "
+        "message; delete it on the phone system, or here without at_pbx"
+    )
 
 
 def _no_upload(voicemail: Voicemail) -> NotFound:

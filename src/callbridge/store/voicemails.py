@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     and_,
     delete,
     false,
+    func,
     or_,
     select,
     update,
@@ -28,8 +30,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbridge.domain.errors import InvalidInput
+from callbridge.domain.transcripts import Segment, TranscriptStatus
 from callbridge.domain.users import User
-from callbridge.domain.voicemails import AudioStatus, Voicemail, mailbox_number
+from callbridge.domain.voicemails import AudioStatus, Voicemail, VoicemailTranscript, mailbox_number
 from callbridge.store.calls import calls
 from callbridge.store.desk import SqlDesk
 from callbridge.store.directory import decode_cursor, encode_cursor
@@ -62,8 +65,25 @@ voicemails = Table(
     Column("sha256", String(64), nullable=False, server_default=""),
     Column("content_type", String(100), nullable=False, server_default=""),
     Column("created_at", UtcDateTime, nullable=False),
+    # Audio the hub fetches from the PBX itself (Yeastar): when to try next (NULL: not the hub's
+    # to fetch, or done), how many tries failed, and the PBX's id of the message once found.
+    Column("fetch_at", UtcDateTime, nullable=True),
+    Column("fetch_attempts", Integer, nullable=False, server_default="0"),
+    Column("pbx_message_id", String(128), nullable=False, server_default=""),
+    # Deleted in callbridge with its PBX's copy to go too: the row stays (hidden) as the request
+    # to the agent, ``pbx_copy`` "waiting" until it answers deleted / not_found / refused.
+    Column("deleted_at", UtcDateTime, nullable=True),
+    Column("pbx_copy", String(16), nullable=False, server_default=""),
+    Column("pbx_copy_detail", String(500), nullable=False, server_default=""),
+    Column("pbx_copy_at", UtcDateTime, nullable=True),
+    # The transcript (where transcription is on): "" not made, ready, failed; its language, timed
+    # segments and, when failed, the reason, as one JSON object.
+    Column("transcript_status", String(16), nullable=False, server_default=""),
+    Column("transcript", JSON, nullable=True),
     UniqueConstraint("pbx", "reference", name="uq_voicemails_pbx_reference"),
     Index("ix_voicemails_pbx_extension", "pbx", "extension"),
+    Index("ix_voicemails_fetch_at", "fetch_at"),
+    Index("ix_voicemails_pbx_copy", "pbx_copy"),
 )
 
 
@@ -98,6 +118,25 @@ def _voicemail(row: Any) -> Voicemail:
         sha256=m["sha256"],
         content_type=m["content_type"],
         created_at=m["created_at"],
+        transcript=_transcript(m["transcript_status"], m["transcript"]),
+    )
+
+
+def _transcript(status: str, value: Any) -> VoicemailTranscript | None:
+    if not status:
+        return None
+    data: dict[str, Any] = value if isinstance(value, dict) else {}
+    found = data.get("segments")
+    segments: list[Any] = found if isinstance(found, list) else []
+    return VoicemailTranscript(
+        status=TranscriptStatus(status),
+        language=str(data.get("language") or ""),
+        segments=tuple(
+            Segment(float(s["start"]), float(s["end"]), str(s["text"]))
+            for s in segments
+            if isinstance(s, dict)
+        ),
+        reason=str(data.get("reason") or ""),
     )
 
 
@@ -106,7 +145,9 @@ class SqlVoicemails:
         self.session = session
 
     async def get(self, voicemail_id: int) -> Voicemail | None:
-        row = (await self.session.execute(_select().where(voicemails.c.id == voicemail_id))).first()
+        """The voicemail; None when there is none or it was deleted."""
+        query = _select().where(voicemails.c.id == voicemail_id, voicemails.c.deleted_at.is_(None))
+        row = (await self.session.execute(query)).first()
         return _voicemail(row) if row else None
 
     async def mailboxes_of(self, viewer: User) -> list[tuple[str, str]] | None:
@@ -142,6 +183,7 @@ class SqlVoicemails:
         duration_seconds: int,
         pbx_call_id: str,
         audio_reason: str,
+        fetch_at: datetime | None = None,
     ) -> tuple[Voicemail, bool]:
         """The voicemail, made when new (``True``); the same message announced again is the
         row it made before (``False``)."""
@@ -165,6 +207,7 @@ class SqlVoicemails:
                         duration_seconds=duration_seconds,
                         pbx_call_id=pbx_call_id[:128],
                         audio_reason=audio_reason[:500],
+                        fetch_at=fetch_at,
                         created_at=now(),
                     )
                 )
@@ -187,7 +230,7 @@ class SqlVoicemails:
     ) -> tuple[list[Voicemail], str | None]:
         """Newest first. ``mailboxes``: the (pbx, mailbox number) pairs the viewer may see; None
         for all."""
-        query = _select()
+        query = _select().where(voicemails.c.deleted_at.is_(None))
         if mailboxes is not None:
             if not mailboxes:
                 return [], None
@@ -232,28 +275,196 @@ class SqlVoicemails:
             update(voicemails).where(voicemails.c.id == voicemail_id).values(heard=heard)
         )
 
-    async def remove(self, voicemail_id: int) -> None:
-        await self.session.execute(delete(voicemails).where(voicemails.c.id == voicemail_id))
-
-    async def mark_ready(
-        self, voicemail_id: int, *, storage_key: str, size_bytes: int, sha256: str, content_type: str
-    ) -> None:
+    async def remove(self, voicemail_id: int, *, pbx_copy: bool = False) -> None:
+        """Delete the voicemail. With ``pbx_copy``, the row stays, hidden, as the request to the
+        PBX's agent to delete the message there too (``waiting`` until it answers)."""
+        if not pbx_copy:
+            await self.session.execute(delete(voicemails).where(voicemails.c.id == voicemail_id))
+            return
         await self.session.execute(
             update(voicemails)
             .where(voicemails.c.id == voicemail_id)
             .values(
-                audio_status=AudioStatus.READY.value,
-                audio_reason="",
-                storage_key=storage_key,
-                size_bytes=size_bytes,
-                sha256=sha256,
-                content_type=content_type,
+                deleted_at=now(),
+                pbx_copy="waiting",
+                pbx_copy_detail="",
+                pbx_copy_at=None,
+                fetch_at=None,
+                storage_key="",
             )
         )
+
+    # -- transcripts -------------------------------------------------------------------------------
+
+    async def transcribe_candidates(self, limit: int) -> list[Voicemail]:
+        """Voicemails with stored audio and no transcript yet, oldest first."""
+        query = (
+            _select()
+            .where(
+                voicemails.c.deleted_at.is_(None),
+                voicemails.c.audio_status == AudioStatus.READY.value,
+                voicemails.c.transcript_status == "",
+            )
+            .order_by(voicemails.c.id)
+            .limit(limit)
+        )
+        return [_voicemail(r) for r in (await self.session.execute(query)).all()]
+
+    async def save_transcript(
+        self,
+        voicemail_id: int,
+        *,
+        status: TranscriptStatus,
+        language: str = "",
+        segments: tuple[Segment, ...] = (),
+        reason: str = "",
+    ) -> None:
+        value = {
+            "language": language[:16],
+            "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in segments],
+            "reason": reason[:500],
+        }
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id)
+            .values(transcript_status=status.value, transcript=value)
+        )
+
+    # -- the PBX's copy of a deleted voicemail ----------------------------------------------------
+
+    async def pbx_copies_waiting_pbxes(self) -> list[str]:
+        query = select(voicemails.c.pbx).where(voicemails.c.pbx_copy == "waiting").distinct()
+        return sorted(str(r) for r in (await self.session.execute(query)).scalars())
+
+    async def pbx_copies_waiting(self, pbx: str, limit: int) -> list[Voicemail]:
+        query = (
+            _select()
+            .where(voicemails.c.pbx_copy == "waiting", voicemails.c.pbx == pbx)
+            .order_by(voicemails.c.id)
+            .limit(limit)
+        )
+        return [_voicemail(r) for r in (await self.session.execute(query)).all()]
+
+    async def record_pbx_copy(self, voicemail_id: int, status: str, detail: str, /) -> None:
+        """The agent's answer about the PBX's copy of a deleted voicemail."""
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id, voicemails.c.pbx_copy == "waiting")
+            .values(pbx_copy=status[:16], pbx_copy_detail=detail[:500], pbx_copy_at=now())
+        )
+
+    async def pbx_copy_of(self, voicemail_id: int) -> tuple[str, str] | None:
+        """(status, detail) of a deleted voicemail's PBX copy; None when none was asked for."""
+        query = select(voicemails.c.pbx_copy, voicemails.c.pbx_copy_detail).where(
+            voicemails.c.id == voicemail_id, voicemails.c.pbx_copy != ""
+        )
+        row = (await self.session.execute(query)).first()
+        return (str(row[0]), str(row[1])) if row else None
+
+    async def mark_ready(
+        self,
+        voicemail_id: int,
+        *,
+        storage_key: str,
+        size_bytes: int,
+        sha256: str,
+        content_type: str,
+        pbx_message_id: str = "",
+        duration_seconds: int | None = None,
+        caller_name: str = "",
+    ) -> None:
+        values: dict[str, Any] = {
+            "audio_status": AudioStatus.READY.value,
+            "audio_reason": "",
+            "storage_key": storage_key,
+            "size_bytes": size_bytes,
+            "sha256": sha256,
+            "content_type": content_type,
+            "fetch_at": None,
+        }
+        if pbx_message_id:
+            values["pbx_message_id"] = pbx_message_id[:128]
+        if duration_seconds is not None:
+            values["duration_seconds"] = max(0, duration_seconds)
+        await self.session.execute(update(voicemails).where(voicemails.c.id == voicemail_id).values(**values))
+        if caller_name:  # what the PBX says, where the event had no name
+            await self.session.execute(
+                update(voicemails)
+                .where(voicemails.c.id == voicemail_id, voicemails.c.caller_name == "")
+                .values(caller_name=caller_name[:128])
+            )
 
     async def mark_failed(self, voicemail_id: int, reason: str) -> None:
         await self.session.execute(
             update(voicemails)
             .where(voicemails.c.id == voicemail_id, voicemails.c.audio_status == AudioStatus.PENDING.value)
-            .values(audio_status=AudioStatus.FAILED.value, audio_reason=reason[:500])
+            .values(audio_status=AudioStatus.FAILED.value, audio_reason=reason[:500], fetch_at=None)
         )
+
+    # -- audio the hub fetches from the PBX ---------------------------------------------------------
+
+    async def due(self, at: datetime, limit: int) -> list[tuple[Voicemail, int]]:
+        """Pending voicemails whose fetch is due, oldest first, with their failed tries."""
+        query = (
+            _select()
+            .add_columns(voicemails.c.fetch_attempts)
+            .where(
+                voicemails.c.audio_status == AudioStatus.PENDING.value,
+                voicemails.c.fetch_at.is_not(None),
+                voicemails.c.fetch_at <= at,
+            )
+            .order_by(voicemails.c.fetch_at, voicemails.c.id)
+            .limit(limit)
+        )
+        rows = (await self.session.execute(query)).all()
+        return [(_voicemail(r), int(r._mapping["fetch_attempts"])) for r in rows]
+
+    async def next_due_at(self) -> datetime | None:
+        query = select(func.min(voicemails.c.fetch_at)).where(
+            voicemails.c.audio_status == AudioStatus.PENDING.value, voicemails.c.fetch_at.is_not(None)
+        )
+        value = await self.session.scalar(query)
+        return value if isinstance(value, datetime) else None
+
+    async def claim(self, voicemail_id: int, at: datetime, hold: timedelta) -> bool:
+        """Take a due fetch for ``hold`` (another worker skips it; a worker that dies leaves it
+        due again after that)."""
+        result = await self.session.execute(
+            update(voicemails)
+            .where(
+                voicemails.c.id == voicemail_id,
+                voicemails.c.audio_status == AudioStatus.PENDING.value,
+                voicemails.c.fetch_at.is_not(None),
+                voicemails.c.fetch_at <= at,
+            )
+            .values(fetch_at=at + hold)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def mark_retry(self, voicemail_id: int, reason: str, next_attempt_at: datetime) -> None:
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id, voicemails.c.audio_status == AudioStatus.PENDING.value)
+            .values(
+                audio_reason=reason[:500],
+                fetch_at=next_attempt_at,
+                fetch_attempts=voicemails.c.fetch_attempts + 1,
+            )
+        )
+
+    async def release(self, voicemail_id: int, reason: str, next_attempt_at: datetime) -> None:
+        """Not tried (no way to the PBX from here now): look again later, no try counted."""
+        await self.session.execute(
+            update(voicemails)
+            .where(voicemails.c.id == voicemail_id, voicemails.c.audio_status == AudioStatus.PENDING.value)
+            .values(audio_reason=reason[:500], fetch_at=next_attempt_at)
+        )
+
+    async def taken_message_ids(self, pbx: str, mailbox: str) -> set[str]:
+        """The PBX's ids of the messages of ``mailbox`` that voicemails already hold."""
+        query = select(voicemails.c.pbx_message_id).where(
+            voicemails.c.pbx == pbx[:64],
+            voicemails.c.mailbox == mailbox[:128],
+            voicemails.c.pbx_message_id != "",
+        )
+        return {str(v) for v in (await self.session.scalars(query)).all()}

@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -185,6 +185,20 @@ class RecordingLink:
 
 
 @dataclass(frozen=True, slots=True)
+class VoicemailMessage:
+    """One message in an extension's mailbox (``vm/get``)."""
+
+    msg_id: str  # the PBX's unique id of the message (what ``vm/download`` takes)
+    file_name: str
+    is_read: bool
+    duration: int
+    size: int
+    caller_name: str
+    caller_number: str
+    time: str  # when it was left, as the PBX writes it
+
+
+@dataclass(frozen=True, slots=True)
 class CdrRecord:
     id: str
     uid: str
@@ -231,6 +245,19 @@ def _cdr_record(row: Mapping[str, Any]) -> CdrRecord:
         src_trunk=blank(row.get("src_trunk")),
         dst_trunk=blank(row.get("dst_trunk")),
         did_number=blank(row.get("did_number")),
+    )
+
+
+def _voicemail(row: Mapping[str, Any]) -> VoicemailMessage:
+    return VoicemailMessage(
+        msg_id=blank(row.get("msg_id")),
+        file_name=blank(row.get("file_name")),
+        is_read=_int(row.get("is_read")) == 1,
+        duration=max(0, _int(row.get("duration"))),
+        size=max(0, _int(row.get("size"))),
+        caller_name=blank(row.get("name")),
+        caller_number=blank(row.get("number")),
+        time=blank(row.get("time")),
     )
 
 
@@ -634,14 +661,53 @@ class YeastarClient:
         """Download the recording named ``file`` (a CDR's ``recording``) to ``dest``; returns
         the PBX's file name. The download address and its token stay inside the hub. A
         download the PBX refuses for an expired token is asked for anew once."""
+        return await self._download(lambda: self.recording_link(file=file), dest, max_bytes, "recording")
+
+    async def list_voicemails(self, number: str, *, page_size: int = 100) -> list[VoicemailMessage]:
+        """The messages in extension ``number``'s mailbox (``vm/get``), every page."""
+        found: list[VoicemailMessage] = []
+        page = 1
+        while True:
+            params = {"number": number, "page": page, "page_size": page_size}
+            data = await self.request("GET", "vm/get", params=params)
+            rows = data.get("data")
+            batch = [_voicemail(r) for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
+            found.extend(m for m in batch if m.msg_id)
+            if not batch or len(found) >= _int(data.get("total_number")) or page >= 100:
+                return found
+            page += 1
+
+    async def voicemail_link(self, msg_id: str) -> RecordingLink:
+        """The download address of voicemail message ``msg_id`` (``vm/download``); valid 30 min."""
+        if not msg_id:
+            raise ValueError("give msg_id")
+        data = await self.request("GET", "vm/download", params={"msg_id": msg_id})
+        path = blank(data.get("download_resource_url"))
+        if not path.startswith("/"):
+            raise PbxUnavailable(f"Yeastar {self.base_url}: vm/download without a download path")
+        token = await self.access_token()
+        return RecordingLink(
+            file=blank(data.get("file")),
+            path=path,
+            url=str(httpx.URL(self.base_url + path, params={"access_token": token})),
+            expires_at=datetime.now(UTC) + timedelta(minutes=30),
+        )
+
+    async def download_voicemail(self, msg_id: str, dest: Path, *, max_bytes: int = 2 * 1024**3) -> str:
+        """Download voicemail message ``msg_id`` to ``dest``; returns the PBX's file name. As
+        for recordings, the download address and its token never leave the hub."""
+        return await self._download(lambda: self.voicemail_link(msg_id), dest, max_bytes, "voicemail")
+
+    async def _download(
+        self, link_for: Callable[[], Awaitable[RecordingLink]], dest: Path, max_bytes: int, what: str
+    ) -> str:
         for attempt in (1, 2):
-            link = await self.recording_link(file=file)
+            link = await link_for()
             try:
                 async with self._http.stream("GET", link.url) as response:
                     if response.status_code != 200:
                         raise PbxUnavailable(
-                            f"Yeastar {self.base_url}: recording download answered HTTP "
-                            f"{response.status_code}"
+                            f"Yeastar {self.base_url}: {what} download answered HTTP {response.status_code}"
                         )
                     if response.headers.get("content-type", "").startswith("application/json"):
                         data = json.loads(await response.aread() or b"{}")
@@ -650,34 +716,32 @@ class YeastarClient:
                         if errcode == ERRCODE_TOKEN_EXPIRED and attempt == 1:
                             self.invalidate_token()
                             continue
-                        raise YeastarApiError(errcode, errmsg, "recording download")
+                        raise YeastarApiError(errcode, errmsg, f"{what} download")
                     written = 0
                     with dest.open("wb") as out:
                         async for chunk in response.aiter_bytes(256 * 1024):
                             written += len(chunk)
                             if written > max_bytes:
                                 raise PbxRejected(
-                                    f"Yeastar {self.base_url}: recording larger than {max_bytes} bytes"
+                                    f"Yeastar {self.base_url}: {what} larger than {max_bytes} bytes"
                                 )
                             out.write(chunk)
                     expected = response.headers.get("content-length")
                     if expected is not None and expected.isdigit() and int(expected) != written:
                         raise PbxUnavailable(
-                            f"Yeastar {self.base_url}: recording download cut off at {written} of "
+                            f"Yeastar {self.base_url}: {what} download cut off at {written} of "
                             f"{expected} bytes"
                         )
                     return link.file
             except httpx.TimeoutException as exc:
-                raise PbxTimeout(f"Yeastar {self.base_url}: recording download timed out") from exc
+                raise PbxTimeout(f"Yeastar {self.base_url}: {what} download timed out") from exc
             except httpx.HTTPError as exc:
                 raise PbxUnavailable(
-                    f"Yeastar {self.base_url}: recording download failed: {type(exc).__name__}"
+                    f"Yeastar {self.base_url}: {what} download failed: {type(exc).__name__}"
                 ) from exc
             except ValueError as exc:
-                raise PbxUnavailable(
-                    f"Yeastar {self.base_url}: recording download answered bad JSON"
-                ) from exc
-        raise YeastarTokenExpired(ERRCODE_TOKEN_EXPIRED, "TOKEN EXPIRED", "recording download")
+                raise PbxUnavailable(f"Yeastar {self.base_url}: {what} download answered bad JSON") from exc
+        raise YeastarTokenExpired(ERRCODE_TOKEN_EXPIRED, "TOKEN EXPIRED", f"{what} download")
 
     async def list_cdr(
         self, page: int = 1, page_size: int = 100, *, order_by: Literal["asc", "desc"] = "desc"

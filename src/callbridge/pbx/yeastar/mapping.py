@@ -63,6 +63,7 @@ from callbridge.domain.events import (
     QueueOutcome,
     RecordingAvailable,
     TransferKind,
+    VoicemailLeft,
 )
 from callbridge.domain.numbers import NumberKind, parse_number
 from callbridge.pbx.yeastar.payloads import (
@@ -235,13 +236,17 @@ class YeastarMapper:
         call = self._call(payload.call_id)
         if call is None:  # already ended: late duplicates and stragglers
             if isinstance(payload, CdrReport) and self._ended.get(payload.call_id) is False:
-                self._ended[payload.call_id] = True  # a CDR after the end: only its recording is new
+                # A CDR after the end: only its recording and its voicemail are new.
+                self._ended[payload.call_id] = True
+                late: list[Event] = []
                 if payload.recording:
-                    return [
+                    late.append(
                         RecordingAvailable(
                             pbx=self.pbx, at=now, call_id=payload.call_id, recording=payload.recording
                         )
-                    ]
+                    )
+                late.extend(self._voicemail(payload, now))
+                return late
             return []
         call.last_activity = now
         if isinstance(payload, CdrReport):
@@ -578,6 +583,8 @@ class YeastarMapper:
         while len(self._ended) > self.settings.remember_ended:
             self._ended.popitem(last=False)
         out.extend(self._recording(call, now))
+        if call.cdr is not None:
+            out.extend(self._voicemail(call.cdr, ending.at))
         return out
 
     def _queue_events(
@@ -755,6 +762,21 @@ class YeastarMapper:
                 out,
             )
         return out
+
+    def _voicemail(self, cdr: CdrReport, at: datetime) -> list[Event]:
+        """A CDR with status ``VOICEMAIL``: the caller left a message in the called extension's
+        mailbox (the PBX keeps the audio; the hub fetches it through the OpenAPI)."""
+        if cdr.status != "VOICEMAIL" or not self._is_extension(cdr.call_to):
+            return []
+        return [
+            VoicemailLeft(
+                pbx=self.pbx,
+                at=at,
+                call_id=cdr.call_id,
+                mailbox=cdr.call_to.strip(),
+                caller_number=self._norm(cdr.call_from.strip()),
+            )
+        ]
 
     # ----------------------------------------------------------------- presence
     def _presence_event(self, report: ExtensionStatusReport, now: datetime) -> list[Event]:

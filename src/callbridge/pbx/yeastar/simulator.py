@@ -159,6 +159,11 @@ class YeastarSimulator:
         self.downloads = 0
         self.fail_downloads = 0  # answer this many downloads with HTTP 503 (a PBX under load)
         self.default_recording: bytes | None = None  # the audio of recordings given none
+        # Voicemail: each extension's mailbox (``vm/get`` rows plus the audio), newest last.
+        self.mailboxes: dict[str, list[dict[str, Any]]] = {}
+        self.voicemail_audio: dict[str, bytes] = {}
+        self._vm_seq = 0
+        self.vm_hidden_lists = 0  # answer this many ``vm/get`` with an empty mailbox (file not written yet)
         self.app = Starlette(
             routes=[
                 WebSocketRoute("/openapi/v1.0/subscribe", self._ws),
@@ -394,6 +399,57 @@ class YeastarSimulator:
         self._downloads[path] = (file, time.monotonic() + 1800)
         return self._reply(file=file, download_resource_url=path)
 
+    def add_voicemail(
+        self, extension: str, caller: str, audio: bytes, *, duration: int = 0, name: str = ""
+    ) -> str:
+        """Leave a message in ``extension``'s mailbox (as the PBX does when a call goes to
+        voicemail); returns its ``msg_id``."""
+        self._vm_seq += 1
+        msg_id = f"{int(time.time())}-{self._vm_seq:08d}"
+        box = self.mailboxes.setdefault(extension, [])
+        box.append(
+            {
+                "msg_id": msg_id,
+                "file_name": f"msg{len(box):04d}.wav",
+                "is_read": 0,
+                "duration": duration,
+                "size": len(audio),
+                "group_voicemail_read_status": None,
+                "name": name,
+                "time": datetime.now().strftime("%Y-%m-%d %H:%M:%S"),  # PBX local time
+                "number": caller,
+            }
+        )
+        self.voicemail_audio[msg_id] = audio
+        return msg_id
+
+    async def _vm_get(self, request: Request, body: dict[str, Any]) -> Response:
+        number = request.query_params.get("number", "")
+        if not number:
+            return self._reply(40002, "PARAMETER ERROR", invalid_param_list=[{"field": "number"}])
+        if self.vm_hidden_lists > 0:
+            self.vm_hidden_lists -= 1
+            return self._reply(total_number=0, data=[])
+        try:
+            page = max(1, int(request.query_params.get("page", "1")))
+            size = max(1, int(request.query_params.get("page_size", "10")))
+        except ValueError:
+            return self._reply(40001, "PARAMETER SYNTAX ERROR")
+        rows = self.mailboxes.get(number, [])
+        return self._reply(total_number=len(rows), data=rows[(page - 1) * size : page * size])
+
+    async def _vm_download(self, request: Request, body: dict[str, Any]) -> Response:
+        msg_id = request.query_params.get("msg_id", "")
+        if not msg_id:
+            return self._reply(40002, "PARAMETER ERROR", invalid_param_list=[{"field": "msg_id"}])
+        if msg_id not in self.voicemail_audio:
+            return self._reply(60001, "DATA NOT FOUND")
+        stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+        file = f"PBX-Voicemail-x.15.0.x-download-{stamp}-{_token(16)}.wav"
+        path = f"/api/download/{file}"
+        self._downloads[path] = (f"vm:{msg_id}", time.monotonic() + 1800)
+        return self._reply(file=file, download_resource_url=path)
+
     async def _download(self, request: Request) -> Response:
         if not self._token_valid(request.query_params.get("access_token")):
             return self._reply(10004, "TOKEN EXPIRED")
@@ -406,6 +462,11 @@ class YeastarSimulator:
         if found is None or found[1] < time.monotonic():
             return self._reply(60001, "DATA NOT FOUND")
         file = found[0]
+        if file.startswith("vm:"):
+            message = self.voicemail_audio.get(file[3:])
+            if message is None:  # deleted meanwhile
+                return self._reply(60001, "DATA NOT FOUND")
+            return Response(message, media_type="audio/wav")
         audio = self.recording_files.get(file, self.default_recording)
         if audio is None:
             audio = silent_wav(1.0)
@@ -740,6 +801,30 @@ class YeastarSimulator:
             await self._set(call, {ext: "BYE"})
             await self._cdr(call, **cdr, src_trunk=self.config.trunk)
 
+    async def _scenario_inbound_voicemail(
+        self,
+        call_id: str,
+        caller: str = "+14155550100",
+        did: str = "6402",
+        extension: str = "2002",
+        audio: bytes | None = None,
+        message_seconds: int = 0,
+    ) -> None:
+        """Nobody answers; the caller leaves a message in the extension's mailbox."""
+        call = self.calls[call_id] = _LiveCall(call_id)
+        trunk = self._trunk(call, "inbound", caller, did, "ALERT")
+        ext = self._ext(call, extension, "RING")
+        await self._report(30011, call)
+        await self._set(call, {ext: "BYE"})  # no answer: the PBX's voicemail takes the call
+        await self._set(call, {trunk: "ANSWERED"})
+        message = audio if audio is not None else silent_wav(float(message_seconds or 1))
+        self.add_voicemail(extension, caller, message, duration=message_seconds)
+        await self._set(call, {trunk: "BYE"})
+        await self._cdr(
+            call, frm=caller, to=extension, status="VOICEMAIL", call_type="Inbound",
+            talk=message_seconds, src_trunk=self.config.trunk, did=did,
+        )  # fmt: skip
+
     async def _scenario_inbound_busy(
         self, call_id: str, caller: str = "+14155550100", did: str = "6402", extension: str = "2002"
     ) -> None:
@@ -900,6 +985,8 @@ _ENDPOINTS: dict[str, tuple[str, _Handler]] = {
     "extension/list": ("GET", YeastarSimulator._extension_list),
     "cdr/list": ("GET", YeastarSimulator._cdr_list),
     "recording/download": ("GET", YeastarSimulator._recording_download),
+    "vm/get": ("GET", YeastarSimulator._vm_get),
+    "vm/download": ("GET", YeastarSimulator._vm_download),
     "call/query": ("GET", YeastarSimulator._call_query),
     "call/dial": ("POST", YeastarSimulator._call_dial),
     "call/hangup": ("POST", YeastarSimulator._call_action),

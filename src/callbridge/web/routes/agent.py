@@ -346,6 +346,8 @@ async def agent_socket(ws: WebSocket) -> None:
         )
         if hub.pbx_copies is not None:
             hub.pbx_copies.wake()  # copies of purged recordings it was to delete while away
+        if hub.voicemail_pbx_copies is not None:
+            hub.voicemail_pbx_copies.wake()  # and messages of voicemails deleted meanwhile
         while True:
             receive = asyncio.ensure_future(receive_text(ws, MAX_FRAME_BYTES))
             done, _ = await asyncio.wait({receive, worker}, return_when=asyncio.FIRST_COMPLETED)

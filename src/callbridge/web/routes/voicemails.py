@@ -7,18 +7,19 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Header, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from callbridge.domain.errors import InvalidInput, NotFound, StoreUnavailable
+from callbridge.domain.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from callbridge.domain.users import User
 from callbridge.domain.voicemails import Voicemail
 from callbridge.services.recording_uploads import Announced
-from callbridge.services.voicemails import MessageLeft, Voicemails
+from callbridge.services.voicemails import MessageLeft, Voicemails, pbx_delete_refusal
 from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import render
 from callbridge.web.routes.agent_uploads import agent_pbx
+from callbridge.web.routes.calls import TranscriptOut, TranscriptSegmentOut
 from callbridge.web.routes.recordings import serve_audio
 from callbridge.web.schemas import Id, Page
 
@@ -49,6 +50,9 @@ class VoicemailOut(BaseModel):
     audio_status: Literal["pending", "ready", "failed"]
     audio_reason: str | None = Field(description="Why the audio is not there (pending or failed).")
     audio_url: str | None = Field(description="The hub's address for the audio; null until it is stored.")
+    transcript: TranscriptOut | None = Field(
+        default=None, description="Made on the hub where transcription is on; null until then."
+    )
 
 
 class VoicemailUpdate(BaseModel):
@@ -78,6 +82,21 @@ async def _out(v: Voicemail, repos: Repos) -> VoicemailOut:
         audio_status=v.audio_status.value,
         audio_reason=v.audio_reason or None,
         audio_url=f"/api/v1/voicemails/{v.id}/audio" if ready else None,
+        transcript=_transcript(v),
+    )
+
+
+def _transcript(v: Voicemail) -> TranscriptOut | None:
+    t = v.transcript
+    if t is None:
+        return None
+    return TranscriptOut(
+        status=t.status.value,
+        language=t.language or None,
+        text=t.text,
+        segments=[TranscriptSegmentOut(start=s.start, end=s.end, text=s.text) for s in t.segments],
+        reason=t.reason or None,
+        summary=None,
     )
 
 
@@ -155,15 +174,40 @@ async def update_voicemail(
     return await _out(changed, repos)
 
 
-@router.delete("/api/v1/voicemails/{voicemail_id:int}", status_code=204, tags=["voicemails"])
-async def delete_voicemail(voicemail_id: Id, user: CurrentUser, repos: RepoDep, hub: HubDep) -> Response:
-    """Delete the message and its stored audio from callbridge (the PBX's copy stays)."""
+class PbxDeleteOut(BaseModel):
+    id: int
+    pbx_copy: Literal["waiting"]
+
+
+@router.delete(
+    "/api/v1/voicemails/{voicemail_id:int}",
+    status_code=204,
+    tags=["voicemails"],
+    responses={202: {"model": PbxDeleteOut, "description": "deleted here; the PBX's copy is being deleted"}},
+)
+async def delete_voicemail(
+    voicemail_id: Id,
+    user: CurrentUser,
+    repos: RepoDep,
+    hub: HubDep,
+    at_pbx: Annotated[bool, Query(description="delete the message at the phone system too")] = False,
+) -> Response:
+    """Delete the message and its stored audio from callbridge; the PBX's copy stays, unless
+    ``at_pbx=true``: then the PBX's agent deletes it too (asked now, or when it is back: 202)."""
     v = await visible_voicemail(voicemail_id, user, repos)
-    await repos.voicemails.remove(v.id)
+    if at_pbx:
+        refusal = pbx_delete_refusal(await repos.pbxes.find(v.pbx))
+        if refusal:
+            raise Conflict(f"voicemail {v.id} cannot be deleted at the phone system: {refusal}")
+    await repos.voicemails.remove(v.id, pbx_copy=at_pbx)
     await repos.commit()
     if v.storage_key and hub.storage is not None:
         await hub.storage.delete(v.storage_key)
-    return Response(status_code=204)
+    if not at_pbx:
+        return Response(status_code=204)
+    if hub.voicemail_pbx_copies is not None:
+        hub.voicemail_pbx_copies.wake()
+    return JSONResponse(PbxDeleteOut(id=v.id, pbx_copy="waiting").model_dump(), status_code=202)
 
 
 # -- the inbox page -------------------------------------------------------------------------------
