@@ -4,6 +4,7 @@ uploads its audio → the hub's voicemail plays the very same bytes, linked to t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -152,3 +153,29 @@ def test_a_message_file_is_read_as_app_voicemail_writes_it(tmp_path: Path) -> No
         "audio": str(inbox / "msg0000.wav"),
     }
     assert reference == expected["reference"] and body == expected
+
+
+async def test_a_message_left_while_the_agent_was_stopped_is_taken_when_it_starts(
+    served: Served, sim: AmiSimulator, tmp_path: Path
+) -> None:
+    """No MessageWaiting reaches a stopped agent: at start it looks through every mailbox for
+    messages left since it first ran. Messages that were there before it first ran are not
+    callbridge's to report, and stay unannounced."""
+    token = await add_agent_pbx(served.hub)
+    cfg = config(served.url, token, sim, tmp_path, voicemail_dir=Path(sim.voicemail_dir))
+    _, old_txt = await sim.leave_voicemail(write_wav(tmp_path / "old.wav", 1.0, seed=3), mailbox="7003")
+    # Left well before the agent first runs (app_voicemail's origtime is the message's time).
+    text = old_txt.read_text()
+    origtime = int(text.split("origtime=")[1].split()[0])
+    old_txt.write_text(text.replace(f"origtime={origtime}", f"origtime={origtime - 3600}"))
+    async with running(cfg) as agent:
+        await asyncio.sleep(0.3)
+        assert agent.voicemail.sent == 0  # the first start only notes the time
+    audio = write_wav(tmp_path / "while.wav", 2.0, seed=4)
+    await sim.leave_voicemail(audio, mailbox="7004", context="sales")  # its event reaches nobody
+    async with running(cfg) as agent:
+        [vm] = await until_ready(served)
+        assert vm.mailbox == "7004@sales" and vm.sha256 == hashlib.sha256(audio).hexdigest()
+        await asyncio.sleep(0.3)
+        assert agent.voicemail.sent == 1  # not the one from before the agent
+    assert len(await voicemails(served)) == 1

@@ -3,10 +3,11 @@
 app_voicemail keeps each message as ``msgNNNN.txt`` (its metadata: caller id, ``origtime``,
 ``duration``, ``msg_id``) beside ``msgNNNN.wav`` in ``<voicemail_dir>/<context>/<mailbox>/INBOX/``,
 and raises the AMI event ``MessageWaiting`` (``Mailbox: 7001@default``) when a mailbox's count
-changes. On that event the agent scans the mailbox's INBOX for messages it has not taken yet,
-and records each in its outbox (``outbox.sqlite3``, table ``voicemails``) before sending
-anything: a message is taken once, whatever the number of events, restarts or renumberings
-(it is known by its ``msg_id``, not by its file name).
+changes. On that event (and once at start, for messages left while it was stopped) the agent
+scans the mailbox's INBOX for messages it has not taken yet, and records each in its outbox
+(``outbox.sqlite3``, table ``voicemails``) before sending anything: a message is taken once,
+whatever the number of events, restarts or renumberings (it is known by its ``msg_id``, not by
+its file name).
 
 Each message is then announced to the hub (``POST /agent/v1/voicemails``: mailbox, caller,
 time, duration, the call's Linkedid when the event carried one) and its audio uploaded in
@@ -24,6 +25,7 @@ import logging
 import random
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 # A context or mailbox name that is safe as one path component.
 _NAME = re.compile(r"[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]{0,79}")
 _MESSAGE = re.compile(r"msg\d{4}\.txt")
+# The outbox's note of when the agent first ran (see VoicemailSender._catch_up).
+_SINCE = "voicemail_since"
 
 
 def mailbox_dir(root: Path, mailbox: str) -> Path | None:
@@ -50,6 +54,23 @@ def mailbox_dir(root: Path, mailbox: str) -> Path | None:
     if not _NAME.fullmatch(number) or not _NAME.fullmatch(context):
         return None
     return root / context / number / "INBOX"
+
+
+def list_mailboxes(root: Path) -> list[str]:
+    """Every mailbox with an INBOX under the voicemail directory, as ``7001@default``. Blocking I/O."""
+    found: list[str] = []
+    try:
+        for context in sorted(root.iterdir()):
+            if not _NAME.fullmatch(context.name) or not context.is_dir() or context.is_symlink():
+                continue
+            for box in sorted(context.iterdir()):
+                if _NAME.fullmatch(box.name) and (box / "INBOX").is_dir():
+                    found.append(f"{box.name}@{context.name}")
+    except FileNotFoundError:
+        pass  # no voicemail on this PBX (yet)
+    except OSError as exc:
+        log.warning("voicemail: cannot list %s (%s)", root, type(exc).__name__)
+    return found
 
 
 def scan_mailbox(root: Path, mailbox: str) -> list[tuple[str, dict[str, Any]]]:
@@ -126,6 +147,7 @@ class VoicemailSender:
             self._wake.set()
 
     async def run(self) -> None:
+        await self._catch_up()
         while True:
             self._wake.clear()
             if self._mailboxes:
@@ -142,9 +164,27 @@ class VoicemailSender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    async def _take(self, mailbox: str, linkedid: str) -> None:
+    async def _catch_up(self) -> None:
+        """Messages left while the agent was stopped: no ``MessageWaiting`` reached it for them.
+        At start every mailbox's INBOX is scanned once for messages left since the agent first
+        ran; older ones were there before callbridge and are not announced (the first start only
+        notes the time)."""
+        since = self.outbox.meta(_SINCE)
+        if not since:
+            self.outbox.set_meta(_SINCE, str(int(time.time())))
+            return
+        mailboxes = await asyncio.to_thread(list_mailboxes, self.config.voicemail_dir)
+        for mailbox in mailboxes:
+            await self._take(mailbox, "", since=datetime.fromtimestamp(int(since), UTC))
+
+    async def _take(self, mailbox: str, linkedid: str, *, since: datetime | None = None) -> None:
         found = await asyncio.to_thread(scan_mailbox, self.config.voicemail_dir, mailbox)
-        fresh = [(ref, body) for ref, body in found if not self.outbox.has_voicemail(ref)]
+        fresh = [
+            (ref, body)
+            for ref, body in found
+            if not self.outbox.has_voicemail(ref)
+            and (since is None or datetime.fromisoformat(body["received_at"]) >= since)
+        ]
         # The event names the call that left a message (its channel's Linkedid): that is the
         # one new message of this scan.
         if linkedid and len(fresh) == 1 and not fresh[0][1]["call_id"]:
