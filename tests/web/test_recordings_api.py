@@ -30,7 +30,9 @@ from callbridge.services.recordings import FetchPolicy
 from callbridge.store.calls import CallFilter
 from callbridge.web.app import create_app
 
-FAST = FetchPolicy(base_delay=0.05, max_delay=0.2, no_source_delay=0.2, max_attempts=3)
+# Quick retries that go on for about 20 s: a test that makes the file appear after checking the
+# pending state must not find the attempts used up on a loaded machine (3 lasted 0.3 s).
+FAST = FetchPolicy(base_delay=0.05, max_delay=0.2, no_source_delay=0.2, max_attempts=100)
 
 
 def tone_wav(seconds: float, rate: int = 8000, hz: float = 440.0) -> bytes:
