@@ -153,8 +153,53 @@ def storage_key(recording: Recording, name: str) -> str:
     return f"{pbx}/{recording.created_at:%Y/%m}/{recording.id}{ext}"
 
 
-class RecordingFetcher(BackgroundWorker):
+class DueFetcher(BackgroundWorker):
+    """A fetcher's loop: fetch what is due (``run_once``, how many it handled), then sleep until
+    the next due time (``next_due_at``) or a :meth:`wake`, at most the policy's ``max_delay``.
+    A failure to read (the database restarting) is logged and looked at again a bit later.
+    Subclasses set ``policy``, ``_clock`` and ``_wake``, and name what they fetch in ``fetches``."""
+
+    fetches = "items"
+    policy: FetchPolicy
+    _clock: Callable[[], datetime]
+    _wake: asyncio.Event
+
+    async def run_once(self) -> int:
+        raise NotImplementedError
+
+    async def next_due_at(self) -> datetime | None:
+        raise NotImplementedError
+
+    def wake(self) -> None:
+        """New pending work was committed: look now instead of at the next due time."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                worked = await self.run_once()
+            except Exception as exc:  # the database may be restarting: look again a bit later
+                reason = type(exc).__name__
+                log.warning("%s: could not read pending %s (%s)", self.task_name, self.fetches, reason)
+                worked, wait = 0, self.policy.base_delay
+            else:
+                wait = await self._until_next_due()
+            if worked:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _until_next_due(self) -> float:
+        at = await self.next_due_at()
+        if at is None:
+            return self.policy.max_delay
+        return min(self.policy.max_delay, max(0.05, (at - self._clock()).total_seconds()))
+
+
+class RecordingFetcher(DueFetcher):
     task_name = "recording-fetcher"
+    fetches = "recordings"
 
     def __init__(
         self,
@@ -173,31 +218,9 @@ class RecordingFetcher(BackgroundWorker):
         self._clock = clock or (lambda: datetime.now(UTC))
         self._wake = asyncio.Event()
 
-    def wake(self) -> None:
-        """New pending recordings were committed: look now instead of at the next due time."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                worked = await self.run_once()
-            except Exception as exc:  # the database may be restarting: look again a bit later
-                log.warning("recording fetcher: could not read pending recordings (%s)", type(exc).__name__)
-                worked, wait = 0, self.policy.base_delay
-            else:
-                wait = await self._until_next_due()
-            if worked:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
-
-    async def _until_next_due(self) -> float:
+    async def next_due_at(self) -> datetime | None:
         async with self._units() as rows:
-            at = await rows.next_due_at()
-        if at is None:
-            return self.policy.max_delay
-        return min(self.policy.max_delay, max(0.05, (at - self._clock()).total_seconds()))
+            return await rows.next_due_at()
 
     async def run_once(self) -> int:
         """Fetch what is due now (one batch); returns how many recordings were tried."""

@@ -10,7 +10,6 @@ when the file is there. The voicemail exists from the first announcement on, its
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection
@@ -32,10 +31,9 @@ from callbridge.domain.recordings import (
     retry_delay,
 )
 from callbridge.domain.voicemails import AudioStatus, Voicemail
-from callbridge.services.background import BackgroundWorker
 from callbridge.services.directory import lookup
 from callbridge.services.recording_uploads import Announced, PartialFiles, UploadState
-from callbridge.services.recordings import FetchPolicy, RecordingStorage, digest
+from callbridge.services.recordings import DueFetcher, FetchPolicy, RecordingStorage, digest
 
 log = logging.getLogger(__name__)
 
@@ -276,13 +274,14 @@ class Voicemails:
         log.warning("voicemail %s (PBX %s): audio refused by its agent: %s", found.id, pbx, reason)
 
 
-class VoicemailFetcher(BackgroundWorker):
+class VoicemailFetcher(DueFetcher):
     """Fetches the audio of voicemails whose PBX keeps it (Yeastar) as the recording fetcher
     does recordings: due rows are claimed (two workers never fetch one message), fetched from
     the PBX's source, checked and stored, or retried with capped back-off, or failed with the
     reason when retrying cannot help. The rows wait in the database: a restart loses nothing."""
 
     task_name = "voicemail-fetcher"
+    fetches = "voicemails"
 
     def __init__(
         self,
@@ -304,30 +303,9 @@ class VoicemailFetcher(BackgroundWorker):
         # Fetched, each time one is stored (the transcription worker looks then).
         self.on_ready: Callable[[], None] | None = None
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                worked = await self.run_once()
-            except Exception as exc:  # the database may be restarting: look again a bit later
-                log.warning("voicemail fetcher: could not read pending voicemails (%s)", type(exc).__name__)
-                worked, wait = 0, self.policy.base_delay
-            else:
-                wait = await self._until_next_due()
-            if worked:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
-
-    async def _until_next_due(self) -> float:
+    async def next_due_at(self) -> datetime | None:
         async with self._units() as unit:
-            at = await unit.voicemails.next_due_at()
-        if at is None:
-            return self.policy.max_delay
-        return min(self.policy.max_delay, max(0.05, (at - self._clock()).total_seconds()))
+            return await unit.voicemails.next_due_at()
 
     async def run_once(self) -> int:
         """Fetch what is due now (one batch); returns how many voicemails were tried."""
