@@ -19,6 +19,7 @@ from callbridge.domain.recordings import COMMENT_MAX_CHARS, Comment, mentions
 from callbridge.domain.times import in_zone, validate_time_zone
 from callbridge.domain.transcripts import Transcript
 from callbridge.domain.users import User
+from callbridge.domain.voicemails import VoicemailTranscript
 from callbridge.hub import Hub
 from callbridge.services.csv_export import csv_chunks
 from callbridge.services.directory import lookup
@@ -168,14 +169,15 @@ class TranscriptOut(BaseModel):
     summary: str | None  # from the summary endpoint the user configured, if any
 
     @classmethod
-    def of(cls, t: Transcript) -> TranscriptOut:
+    def of(cls, t: Transcript | VoicemailTranscript) -> TranscriptOut:
+        """A call's transcript, or a voicemail's (which has no summary)."""
         return cls(
             status=t.status.value,
             language=t.language or None,
             text=t.text,
             segments=[TranscriptSegmentOut(start=s.start, end=s.end, text=s.text) for s in t.segments],
             reason=t.reason or None,
-            summary=t.summary,
+            summary=t.summary if isinstance(t, Transcript) else None,
         )
 
 

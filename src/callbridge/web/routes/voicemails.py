@@ -19,7 +19,7 @@ from callbridge.store.repos import Repos
 from callbridge.web.deps import CurrentUser, HubDep, RepoDep
 from callbridge.web.pages import render
 from callbridge.web.routes.agent_uploads import agent_pbx
-from callbridge.web.routes.calls import TranscriptOut, TranscriptSegmentOut
+from callbridge.web.routes.calls import TranscriptOut
 from callbridge.web.routes.recordings import serve_audio
 from callbridge.web.schemas import Id, Page
 
@@ -82,21 +82,7 @@ async def _out(v: Voicemail, repos: Repos) -> VoicemailOut:
         audio_status=v.audio_status.value,
         audio_reason=v.audio_reason or None,
         audio_url=f"/api/v1/voicemails/{v.id}/audio" if ready else None,
-        transcript=_transcript(v),
-    )
-
-
-def _transcript(v: Voicemail) -> TranscriptOut | None:
-    t = v.transcript
-    if t is None:
-        return None
-    return TranscriptOut(
-        status=t.status.value,
-        language=t.language or None,
-        text=t.text,
-        segments=[TranscriptSegmentOut(start=s.start, end=s.end, text=s.text) for s in t.segments],
-        reason=t.reason or None,
-        summary=None,
+        transcript=TranscriptOut.of(v.transcript) if v.transcript else None,
     )
 
 
